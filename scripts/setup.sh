@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package that Mariana's build, tests and reference checks need.
+# Idempotent: re-running it on a machine that has everything is a no-op apart from apt's checks.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache git
+  # CPU math: OpenBLAS, the OpenMP build (see notes/DEPENDENCIES.md gotcha 7), and libgomp via g++
+  libopenblas-openmp-dev
+  # core: JSON, TOML, CLI, logging, checksums
+  nlohmann-json3-dev libtomlplusplus-dev libcxxopts-dev libspdlog-dev libfmt-dev libxxhash-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # control and data plane (controller, agents, workers)
+  libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libgloo-dev libcpp-httplib-dev
+  libseccomp-dev
+  # the PyTorch oracle (run with /usr/bin/python3)
+  python3 python3-numpy python3-torch
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"
