@@ -1,0 +1,16 @@
+// cuda_device_usable(); the check macros are in cuda_check.h.
+#include "kernels/cuda/cuda_check.h"
+
+namespace mariana::cuda {
+
+bool cuda_device_usable() {
+  static const bool usable = [] {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    cudaGetLastError();  // clear the sticky error, e.g. cudaErrorInsufficientDriver (gotcha 10)
+    return err == cudaSuccess && count > 0;
+  }();
+  return usable;
+}
+
+}  // namespace mariana::cuda
