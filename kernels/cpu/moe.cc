@@ -1,0 +1,250 @@
+// CPU MoE routing: the sigmoid gate with group-limited top-k (notes §1.4), the deterministic routing
+// plan, and the permute/unpermute between token order and expert-sorted order. Parallel over
+// tokens; every output row is written by exactly one token, so no atomics and no races.
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/cpu_util.h"
+#include "kernels/ops.h"
+
+namespace mariana::cpu {
+namespace {
+
+// DeepSeek-V3's Gate.forward for score_func = "sigmoid", per token:
+//   scores = σ(logits); b = scores + bias (selection only);
+//   n_group > 1: group score = sum of the top-2 b in the group (max of b when bias is null, as in
+//   the reference), keep the topk_group best groups, mask the others;
+//   indices = top-K of b among the kept groups; weights = scores[indices] (normalised) · route_scale.
+// Ties go to the lower index (groups and experts). Scratch: one std::vector per call with E + n_group
+// values per thread, allocated before the parallel loop.
+template <typename T>
+void moe_gate_forward_impl(T* weights, int32_t* indices, T* scores, const T* logits, const T* bias,
+                           int64_t T_, int64_t E, int64_t K, int64_t n_group, int64_t topk_group,
+                           T route_scale, bool norm_topk_prob) {
+  MARIANA_CHECK(n_group >= 1 && E % n_group == 0);
+  const int64_t group_size = E / n_group;
+  if (n_group > 1) MARIANA_CHECK(topk_group >= 1 && topk_group <= n_group);
+  MARIANA_CHECK(K >= 1 && K <= (n_group > 1 ? topk_group * group_size : E));
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  const int n_threads = omp_get_max_threads();
+  const int64_t per_thread = E + n_group;
+  std::vector<T> scratch(size_t(n_threads) * per_thread);
+
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * E * 4))
+  for (int64_t t = 0; t < T_; ++t) {
+    T* sel = scratch.data() + size_t(omp_get_thread_num()) * per_thread;  // biased scores [E]
+    T* gscore = sel + E;                                                   // [n_group]
+    T* s = scores + t * E;
+    detail::sigmoid(s, logits + t * E, E);
+    for (int64_t e = 0; e < E; ++e) sel[e] = bias ? s[e] + bias[e] : s[e];
+
+    if (n_group > 1) {
+      for (int64_t g = 0; g < n_group; ++g) {
+        const T* x = sel + g * group_size;
+        T top1 = kNegInf, top2 = kNegInf;
+        for (int64_t e = 0; e < group_size; ++e) {
+          if (x[e] > top1) {
+            top2 = top1;
+            top1 = x[e];
+          } else if (x[e] > top2) {
+            top2 = x[e];
+          }
+        }
+        gscore[g] = (bias && group_size >= 2) ? top1 + top2 : top1;
+      }
+      // Keep the topk_group best groups; mark a kept group by setting its score to +inf.
+      for (int64_t r = 0; r < topk_group; ++r) {
+        int64_t best = -1;
+        for (int64_t g = 0; g < n_group; ++g)
+          if (gscore[g] != std::numeric_limits<T>::infinity() && (best < 0 || gscore[g] > gscore[best])) best = g;
+        gscore[best] = std::numeric_limits<T>::infinity();
+      }
+      for (int64_t g = 0; g < n_group; ++g)
+        if (gscore[g] != std::numeric_limits<T>::infinity())
+          for (int64_t e = 0; e < group_size; ++e) sel[g * group_size + e] = kNegInf;
+    }
+
+    int32_t* idx = indices + t * K;
+    T* w = weights + t * K;
+    T denom = 0;
+    for (int64_t r = 0; r < K; ++r) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (sel[e] != kNegInf && (best < 0 || sel[e] > sel[best])) best = e;
+      MARIANA_CHECK(best >= 0);
+      sel[best] = kNegInf;  // taken
+      idx[r] = int32_t(best);
+      w[r] = s[best];
+      denom += s[best];
+    }
+    const T f = norm_topk_prob ? route_scale / denom : route_scale;
+    for (int64_t r = 0; r < K; ++r) w[r] *= f;
+  }
+}
+
+// With Z = Σ_k s_k and w_k = rs·s_k/Z (normalised):  ds_j = rs/Z · (dw_j − Σ_k dw_k·s_k/Z);
+// without normalisation ds_j = rs·dw_j. Then dlogit = ds·s·(1 − s).
+template <typename T>
+void moe_gate_backward_impl(T* dlogits, const T* dweights, const T* scores, const int32_t* indices,
+                            int64_t T_, int64_t E, int64_t K, T route_scale, bool norm_topk_prob) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * K * 8))
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* s = scores + t * E;
+    const int32_t* idx = indices + t * K;
+    const T* dw = dweights + t * K;
+    T z = 0, dot = 0;
+    for (int64_t r = 0; r < K; ++r) {
+      z += s[idx[r]];
+      dot += dw[r] * s[idx[r]];
+    }
+    for (int64_t r = 0; r < K; ++r) {
+      const T sj = s[idx[r]];
+      const T ds = norm_topk_prob ? route_scale / z * (dw[r] - dot / z) : route_scale * dw[r];
+      dlogits[t * E + idx[r]] += ds * sj * (T(1) - sj);
+    }
+  }
+}
+
+// One pass counts, a prefix sum gives offsets, and a second pass in (t, k) order hands out rows,
+// reusing counts as the per-expert cursor (it ends equal to the counts again).
+void moe_plan_impl(int32_t* counts, int32_t* offsets, int32_t* row_of, const int32_t* indices, int64_t T,
+                   int64_t E, int64_t K) {
+  for (int64_t e = 0; e < E; ++e) counts[e] = 0;
+  for (int64_t i = 0; i < T * K; ++i) {
+    MARIANA_CHECK(indices[i] >= 0 && indices[i] < E);
+    ++counts[indices[i]];
+  }
+  offsets[0] = 0;
+  for (int64_t e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
+  for (int64_t e = 0; e < E; ++e) counts[e] = 0;
+  for (int64_t i = 0; i < T * K; ++i) {
+    const int32_t e = indices[i];
+    row_of[i] = offsets[e] + counts[e]++;
+  }
+}
+
+template <typename T>
+void moe_permute_forward_impl(T* x_perm, const T* x, const int32_t* row_of, int64_t T_, int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * K * C))
+  for (int64_t t = 0; t < T_; ++t)
+    for (int64_t k = 0; k < K; ++k) std::copy(x + t * C, x + (t + 1) * C, x_perm + int64_t(row_of[t * K + k]) * C);
+}
+
+template <typename T>
+void moe_permute_backward_impl(T* dx, const T* dx_perm, const int32_t* row_of, int64_t T_, int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * K * C))
+  for (int64_t t = 0; t < T_; ++t) {
+    T* d = dx + t * C;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* src = dx_perm + int64_t(row_of[t * K + k]) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) d[c] += src[c];
+    }
+  }
+}
+
+template <typename T>
+void moe_unpermute_forward_impl(T* out, const T* y_perm, const T* weights, const int32_t* row_of, int64_t T_,
+                                int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * K * C))
+  for (int64_t t = 0; t < T_; ++t) {
+    T* o = out + t * C;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* y = y_perm + int64_t(row_of[t * K + k]) * C;
+      const T w = weights[t * K + k];
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] += w * y[c];
+    }
+  }
+}
+
+template <typename T>
+void moe_unpermute_backward_impl(T* dy_perm, T* dweights, const T* dout, const T* y_perm, const T* weights,
+                                 const int32_t* row_of, int64_t T_, int64_t K, int64_t C) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * K * C))
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* g = dout + t * C;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t row = row_of[t * K + k];
+      const T* y = y_perm + row * C;
+      T* dy = dy_perm + row * C;
+      const T w = weights[t * K + k];
+      T dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t c = 0; c < C; ++c) {
+        dy[c] += w * g[c];
+        dot += g[c] * y[c];
+      }
+      dweights[t * K + k] += dot;
+    }
+  }
+}
+
+}  // namespace
+
+void moe_gate_forward(float* weights, int32_t* indices, float* scores, const float* logits, const float* bias,
+                      int64_t T, int64_t E, int64_t K, int64_t n_group, int64_t topk_group, float route_scale,
+                      bool norm_topk_prob) {
+  moe_gate_forward_impl(weights, indices, scores, logits, bias, T, E, K, n_group, topk_group, route_scale,
+                        norm_topk_prob);
+}
+void moe_gate_forward(double* weights, int32_t* indices, double* scores, const double* logits,
+                      const double* bias, int64_t T, int64_t E, int64_t K, int64_t n_group,
+                      int64_t topk_group, double route_scale, bool norm_topk_prob) {
+  moe_gate_forward_impl(weights, indices, scores, logits, bias, T, E, K, n_group, topk_group, route_scale,
+                        norm_topk_prob);
+}
+
+void moe_gate_backward(float* dlogits, const float* dweights, const float* scores, const int32_t* indices,
+                       int64_t T, int64_t E, int64_t K, float route_scale, bool norm_topk_prob) {
+  moe_gate_backward_impl(dlogits, dweights, scores, indices, T, E, K, route_scale, norm_topk_prob);
+}
+void moe_gate_backward(double* dlogits, const double* dweights, const double* scores, const int32_t* indices,
+                       int64_t T, int64_t E, int64_t K, double route_scale, bool norm_topk_prob) {
+  moe_gate_backward_impl(dlogits, dweights, scores, indices, T, E, K, route_scale, norm_topk_prob);
+}
+
+void moe_plan(int32_t* counts, int32_t* offsets, int32_t* row_of, const int32_t* indices, int64_t T,
+              int64_t E, int64_t K) {
+  moe_plan_impl(counts, offsets, row_of, indices, T, E, K);
+}
+
+void moe_permute_forward(float* x_perm, const float* x, const int32_t* row_of, int64_t T, int64_t K, int64_t C) {
+  moe_permute_forward_impl(x_perm, x, row_of, T, K, C);
+}
+void moe_permute_forward(double* x_perm, const double* x, const int32_t* row_of, int64_t T, int64_t K,
+                         int64_t C) {
+  moe_permute_forward_impl(x_perm, x, row_of, T, K, C);
+}
+
+void moe_permute_backward(float* dx, const float* dx_perm, const int32_t* row_of, int64_t T, int64_t K,
+                          int64_t C) {
+  moe_permute_backward_impl(dx, dx_perm, row_of, T, K, C);
+}
+void moe_permute_backward(double* dx, const double* dx_perm, const int32_t* row_of, int64_t T, int64_t K,
+                          int64_t C) {
+  moe_permute_backward_impl(dx, dx_perm, row_of, T, K, C);
+}
+
+void moe_unpermute_forward(float* out, const float* y_perm, const float* weights, const int32_t* row_of,
+                           int64_t T, int64_t K, int64_t C) {
+  moe_unpermute_forward_impl(out, y_perm, weights, row_of, T, K, C);
+}
+void moe_unpermute_forward(double* out, const double* y_perm, const double* weights, const int32_t* row_of,
+                           int64_t T, int64_t K, int64_t C) {
+  moe_unpermute_forward_impl(out, y_perm, weights, row_of, T, K, C);
+}
+
+void moe_unpermute_backward(float* dy_perm, float* dweights, const float* dout, const float* y_perm,
+                            const float* weights, const int32_t* row_of, int64_t T, int64_t K, int64_t C) {
+  moe_unpermute_backward_impl(dy_perm, dweights, dout, y_perm, weights, row_of, T, K, C);
+}
+void moe_unpermute_backward(double* dy_perm, double* dweights, const double* dout, const double* y_perm,
+                            const double* weights, const int32_t* row_of, int64_t T, int64_t K, int64_t C) {
+  moe_unpermute_backward_impl(dy_perm, dweights, dout, y_perm, weights, row_of, T, K, C);
+}
+
+}  // namespace mariana::cpu
