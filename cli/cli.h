@@ -1,0 +1,21 @@
+// Shared pieces of the `mariana` command line: exit codes, error printing and the verb entry points.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+
+namespace mariana::cli {
+
+// Exit codes: 0 success, 1 internal failure, 2 bad input (config, checkpoint, flags, data).
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+// Prints "mariana: <status>" to stderr and returns the exit code for it.
+int report(const Status& st);
+
+int model_main(int argc, char** argv);  // mariana model init|info|logits
+int bench_main(int argc, char** argv);  // mariana bench model
+
+}  // namespace mariana::cli

@@ -1,0 +1,54 @@
+// The `mariana` binary: dispatches to the verb's entry point.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/cli.h"
+
+namespace mariana::cli {
+
+int report(const Status& st) {
+  if (st.ok()) return kExitOk;
+  std::fprintf(stderr, "mariana: %s\n", st.to_string().c_str());
+  switch (st.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss:
+    case StatusCode::kOutOfRange:
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
+      return kExitBadInput;
+    default:
+      return kExitFailure;
+  }
+}
+
+}  // namespace mariana::cli
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: mariana <verb> [args]\n\n"
+               "verbs:\n"
+               "  model init --config C --seed S --out DIR   initialise a model, write an HF checkpoint\n"
+               "  model info DIR|CONFIG                       parameters, FLOPs, KV-cache sizes\n"
+               "  model logits --checkpoint DIR --tokens \"3 17 ...\" --out F.npy\n"
+               "  bench model --config C --batch B --seq S --threads N [--json]\n\n"
+               "Run `mariana <verb> <subverb> --help` for the flags of one command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? mariana::cli::kExitBadInput : 0;
+  }
+  const std::string verb = argv[1];
+  if (verb == "model") return mariana::cli::model_main(argc - 1, argv + 1);
+  if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
+  std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
+  usage(stderr);
+  return mariana::cli::kExitBadInput;
+}

@@ -1,0 +1,128 @@
+// MLA forward and backward (naive form) on the kernels of kernels/ops.h.
+#include "model/attention.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/ops.h"
+
+namespace mariana {
+
+namespace {
+
+template <typename F>
+void scale_rope_part(F* x, int64_t T, int64_t H, int64_t dr, int64_t token_stride,
+                     int64_t head_stride, int64_t offset, double s) {
+  if (s == 1.0) return;
+  const F fs = static_cast<F>(s);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      F* p = x + t * token_stride + h * head_stride + offset;
+      for (int64_t i = 0; i < dr; ++i) p[i] *= fs;
+    }
+}
+
+}  // namespace
+
+template <typename F>
+void mla_forward(F* out, const MlaSaved<F>& sv, const F* x, const int32_t* pos,
+                 const int32_t* doc_start, const F* inv_freq, const MlaParams<F>& p,
+                 const MlaDims& d) {
+  const int64_t T = d.T, C = d.C, H = d.H, dqk = d.dqk(), r = d.r, dr = d.dr, dn = d.dn, dv = d.dv;
+  const F eps = static_cast<F>(d.eps);
+  // Query.
+  if (d.qr > 0) {
+    cpu::linear_forward(sv.qa, x, p.q_a_proj, T, C, d.qr);
+    cpu::rmsnorm_forward(sv.qan, sv.qa_rstd, sv.qa, p.q_a_layernorm, T, d.qr, eps);
+    cpu::linear_forward(sv.q, sv.qan, p.q_b_proj, T, d.qr, H * dqk);
+  } else {
+    cpu::linear_forward(sv.q, x, p.q_proj, T, C, H * dqk);
+  }
+  cpu::rope_forward(sv.q + dn, pos, inv_freq, T, H, dr, H * dqk, dqk);
+  scale_rope_part(sv.q, T, H, dr, H * dqk, dqk, dn, d.rope_mscale);
+  // Latent KV and the shared RoPE key.
+  cpu::linear_forward(sv.kva, x, p.kv_a_proj, T, C, r + dr);
+  cpu::rope_forward(sv.kva + r, pos, inv_freq, T, 1, dr, r + dr, 0);
+  scale_rope_part(sv.kva, T, 1, dr, r + dr, 0, r, d.rope_mscale);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) std::memcpy(sv.ckv_in + t * r, sv.kva + t * (r + dr), r * sizeof(F));
+  cpu::rmsnorm_forward(sv.ckv, sv.ckv_rstd, sv.ckv_in, p.kv_a_layernorm, T, r, eps);
+  cpu::linear_forward(sv.kv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
+  // Assemble k = [k_nope ; k_pe] and v per head.
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    const F* kpe = sv.kva + t * (r + dr) + r;
+    for (int64_t h = 0; h < H; ++h) {
+      const F* kvh = sv.kv + (t * H + h) * (dn + dv);
+      F* kh = sv.k + (t * H + h) * dqk;
+      std::memcpy(kh, kvh, dn * sizeof(F));
+      std::memcpy(kh + dn, kpe, dr * sizeof(F));
+      std::memcpy(sv.v + (t * H + h) * dv, kvh + dn, dv * sizeof(F));
+    }
+  }
+  cpu::attention_forward(sv.o, sv.lse, sv.q, sv.k, sv.v, doc_start, d.B, d.S, H, dqk, dv,
+                         static_cast<F>(d.softmax_scale));
+  cpu::linear_forward(out, sv.o, p.o_proj, T, H * dv, C);
+}
+
+template <typename F>
+void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* dout,
+                  const MlaSaved<F>& sv, const F* x, const int32_t* pos, const int32_t* doc_start,
+                  const F* inv_freq, const MlaParams<F>& p, const MlaDims& d) {
+  const int64_t T = d.T, C = d.C, H = d.H, dqk = d.dqk(), r = d.r, dr = d.dr, dn = d.dn, dv = d.dv;
+  std::fill_n(s.d_o, T * H * dv, F(0));
+  cpu::linear_backward(s.d_o, g.o_proj, dout, sv.o, p.o_proj, T, H * dv, C);
+  std::fill_n(s.dq, T * H * dqk, F(0));
+  std::fill_n(s.dk, T * H * dqk, F(0));
+  std::fill_n(s.dv, T * H * dv, F(0));
+  cpu::attention_backward(s.dq, s.dk, s.dv, s.d_o, sv.o, sv.lse, sv.q, sv.k, sv.v, doc_start, d.B,
+                          d.S, H, dqk, dv, static_cast<F>(d.softmax_scale));
+  // Split dk / dv back into dkv = [dk_nope ; dv] per head, and sum dk_pe over heads.
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    F* dkpe = s.dkva + t * (r + dr) + r;
+    std::fill_n(dkpe, dr, F(0));
+    for (int64_t h = 0; h < H; ++h) {
+      F* dkvh = s.dkv + (t * H + h) * (dn + dv);
+      const F* dkh = s.dk + (t * H + h) * dqk;
+      std::memcpy(dkvh, dkh, dn * sizeof(F));
+      std::memcpy(dkvh + dn, s.dv + (t * H + h) * dv, dv * sizeof(F));
+      for (int64_t i = 0; i < dr; ++i) dkpe[i] += dkh[dn + i];
+    }
+  }
+  // Through RoPE (a rotation, then the YaRN cos/sin multiplier).
+  scale_rope_part(s.dkva, T, 1, dr, r + dr, 0, r, d.rope_mscale);
+  cpu::rope_backward(s.dkva + r, pos, inv_freq, T, 1, dr, r + dr, 0);
+  scale_rope_part(s.dq, T, H, dr, H * dqk, dqk, dn, d.rope_mscale);
+  cpu::rope_backward(s.dq + dn, pos, inv_freq, T, H, dr, H * dqk, dqk);
+  // Latent path.
+  std::fill_n(s.dckv, T * r, F(0));
+  cpu::linear_backward(s.dckv, g.kv_b_proj, s.dkv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
+  std::fill_n(s.dckv_in, T * r, F(0));
+  cpu::rmsnorm_backward(s.dckv_in, g.kv_a_layernorm, s.dckv, sv.ckv_in, p.kv_a_layernorm, sv.ckv_rstd,
+                        T, r);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) std::memcpy(s.dkva + t * (r + dr), s.dckv_in + t * r, r * sizeof(F));
+  cpu::linear_backward(dx, g.kv_a_proj, s.dkva, x, p.kv_a_proj, T, C, r + dr);
+  // Query path.
+  if (d.qr > 0) {
+    std::fill_n(s.dqan, T * d.qr, F(0));
+    cpu::linear_backward(s.dqan, g.q_b_proj, s.dq, sv.qan, p.q_b_proj, T, d.qr, H * dqk);
+    std::fill_n(s.dqa, T * d.qr, F(0));
+    cpu::rmsnorm_backward(s.dqa, g.q_a_layernorm, s.dqan, sv.qa, p.q_a_layernorm, sv.qa_rstd, T, d.qr);
+    cpu::linear_backward(dx, g.q_a_proj, s.dqa, x, p.q_a_proj, T, C, d.qr);
+  } else {
+    cpu::linear_backward(dx, g.q_proj, s.dq, x, p.q_proj, T, C, H * dqk);
+  }
+}
+
+#define MARIANA_INSTANTIATE_MLA(F)                                                             \
+  template void mla_forward<F>(F*, const MlaSaved<F>&, const F*, const int32_t*,              \
+                               const int32_t*, const F*, const MlaParams<F>&, const MlaDims&); \
+  template void mla_backward<F>(F*, const MlaGrads<F>&, const MlaScratch<F>&, const F*,       \
+                                const MlaSaved<F>&, const F*, const int32_t*, const int32_t*,  \
+                                const F*, const MlaParams<F>&, const MlaDims&);
+MARIANA_INSTANTIATE_MLA(float)
+MARIANA_INSTANTIATE_MLA(double)
+
+}  // namespace mariana

@@ -1,0 +1,276 @@
+// HF-layout checkpoint import and export.
+#include "model/checkpoint.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/file_util.h"
+#include "core/safetensors.h"
+#include "core/tensor.h"
+
+namespace mariana {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+constexpr const char* kSingleFile = "model.safetensors";
+
+std::string shard_name(size_t i, size_t n) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "model-%05zu-of-%05zu.safetensors", i + 1, n);
+  return buf;
+}
+
+// Names of the MTP shared heads (copies of lm_head).
+std::vector<std::string> shared_head_names(const ModelConfig& c) {
+  std::vector<std::string> v;
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k)
+    v.push_back(layer_prefix(c.num_hidden_layers + k) + "shared_head.head.weight");
+  return v;
+}
+
+// One tensor's bytes in the stored dtype.
+template <typename F>
+Tensor encode_tensor(const F* src, const std::vector<int64_t>& shape, DType dtype) {
+  Tensor t = Tensor::zeros(dtype, shape);
+  const int64_t n = t.numel();
+  if (dtype == DType::kBF16) {
+    auto* d = t.data_as<uint16_t>();
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(static_cast<float>(src[i]));
+  } else {
+    auto* d = t.data_as<float>();
+    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(src[i]);
+  }
+  return t;
+}
+
+std::string unique_suffix() {
+  std::random_device rd;
+  return std::to_string(::getpid()) + "-" + std::to_string(rd());
+}
+
+}  // namespace
+
+template <typename F>
+Status checkpoint_save(const std::string& dir, const Model<F>& model, const CheckpointOptions& opt) {
+  const ModelConfig& c = model.config();
+  const DType dtype = opt.layout ? opt.layout->dtype : opt.dtype;
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return InvalidArgument("checkpoint " + dir + ": dtype must be F32 or BF16, got " + dtype_name(dtype));
+  }
+  // Every tensor, by name.
+  std::map<std::string, Tensor> tensors;
+  for (const ParamSpec& s : model.table().specs()) {
+    const DType dt = s.kind == ParamKind::kGateBias ? DType::kF32 : dtype;
+    tensors.emplace(s.name, encode_tensor(model.params() + s.offset, s.shape, dt));
+  }
+  const ParamSpec& head = model.table().at("lm_head.weight");
+  for (const std::string& n : shared_head_names(c))
+    tensors.emplace(n, encode_tensor(model.params() + head.offset, head.shape, dtype));
+
+  // Shard assignment: the imported layout, or greedy in table order under max_shard_bytes.
+  std::vector<std::vector<std::string>> shards;
+  if (opt.layout && !opt.layout->shards.empty()) {
+    shards = opt.layout->shards;
+    size_t count = 0;
+    for (const auto& sh : shards) {
+      for (const auto& n : sh)
+        if (!tensors.count(n)) return InvalidArgument("checkpoint " + dir + ": layout names unknown tensor '" + n + "'");
+      count += sh.size();
+    }
+    if (count != tensors.size()) return InvalidArgument("checkpoint " + dir + ": layout does not cover every tensor");
+  } else {
+    std::vector<std::string> order;
+    for (const ParamSpec& s : model.table().specs()) {
+      order.push_back(s.name);
+      if (s.name == "lm_head.weight")
+        for (const std::string& n : shared_head_names(c)) order.push_back(n);
+    }
+    shards.emplace_back();
+    int64_t bytes = 0;
+    for (const std::string& n : order) {
+      const int64_t b = static_cast<int64_t>(tensors.at(n).nbytes());
+      if (!shards.back().empty() && bytes + b > opt.max_shard_bytes) {
+        shards.emplace_back();
+        bytes = 0;
+      }
+      shards.back().push_back(n);
+      bytes += b;
+    }
+  }
+
+  // Write into a fresh sibling directory, then swap it in.
+  const fs::path target = fs::path(dir);
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) return Unavailable("checkpoint " + dir + ": cannot create " + parent.string() + ": " + ec.message());
+  const fs::path tmp = parent / ("." + target.filename().string() + ".tmp-" + unique_suffix());
+  fs::create_directory(tmp, ec);
+  if (ec) return Unavailable("checkpoint " + dir + ": cannot create " + tmp.string() + ": " + ec.message());
+  auto fail = [&](Status st) {
+    fs::remove_all(tmp, ec);
+    return st;
+  };
+
+  Status st = write_file_atomic((tmp / "config.json").string(), c.json_text);
+  if (!st.ok()) return fail(st);
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  int64_t total = 0;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    std::vector<std::pair<std::string, Tensor>> items;
+    for (const std::string& n : shards[i]) items.emplace_back(n, tensors.at(n));
+    const std::string fname = shards.size() == 1 ? kSingleFile : shard_name(i, shards.size());
+    st = safetensors_write((tmp / fname).string(), items, meta);
+    if (!st.ok()) return fail(st);
+    for (const auto& [n, t] : items) total += static_cast<int64_t>(t.nbytes());
+  }
+  if (shards.size() > 1) {
+    std::map<std::string, std::string> sorted;  // weight_map sorted by name, as HF writes it
+    for (size_t i = 0; i < shards.size(); ++i)
+      for (const std::string& n : shards[i]) sorted[n] = shard_name(i, shards.size());
+    for (const auto& [n, f] : sorted) weight_map[n] = f;
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", total}};
+    index["weight_map"] = weight_map;
+    st = write_file_atomic((tmp / kIndexFile).string(), index.dump(2) + "\n");
+    if (!st.ok()) return fail(st);
+  }
+  // Swap: move an existing checkpoint aside, rename the new one into place, then delete the old.
+  fs::path old;
+  if (fs::exists(target)) {
+    old = parent / ("." + target.filename().string() + ".old-" + unique_suffix());
+    fs::rename(target, old, ec);
+    if (ec) return fail(Unavailable("checkpoint " + dir + ": cannot move the old checkpoint aside: " + ec.message()));
+  }
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    if (!old.empty()) fs::rename(old, target, ec);
+    return fail(Unavailable("checkpoint " + dir + ": cannot rename into place: " + ec.message()));
+  }
+  if (!old.empty()) fs::remove_all(old, ec);
+  return Status::Ok();
+}
+
+template <typename F>
+Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir) {
+  if (!fs::is_directory(dir)) return NotFound("checkpoint " + dir + ": no such directory");
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  MARIANA_ASSIGN_OR_RETURN(ModelConfig config, model_config_load(config_path));
+
+  // Which files hold which tensors.
+  std::vector<std::string> files;
+  std::vector<std::vector<std::string>> listed;  // names per file from the index (for layout)
+  const fs::path index_path = fs::path(dir) / kIndexFile;
+  if (fs::exists(index_path)) {
+    MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(index_path.string()));
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      return InvalidArgument(index_path.string() + ": invalid JSON: " + e.what());
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      return InvalidArgument(index_path.string() + ": field 'weight_map': expected an object");
+    std::map<std::string, size_t> file_ids;
+    for (const auto& [name, f] : j["weight_map"].items()) {
+      if (!f.is_string()) return InvalidArgument(index_path.string() + ": field 'weight_map." + name + "': expected a string");
+      const std::string fname = f.template get<std::string>();
+      if (fname.find('/') != std::string::npos || fname.empty())
+        return InvalidArgument(index_path.string() + ": field 'weight_map." + name + "': bad file name '" + fname + "'");
+      if (!file_ids.count(fname)) file_ids[fname] = 0;
+    }
+    for (auto& [fname, id] : file_ids) {
+      id = files.size();
+      files.push_back(fname);
+    }
+    listed.assign(files.size(), {});
+  } else {
+    files.push_back(kSingleFile);
+    listed.assign(1, {});
+  }
+
+  LoadedCheckpoint<F> out{Model<F>(config), CheckpointLayout{}};
+  Model<F>& model = out.model;
+  const ParamTable& table = model.table();
+  const std::vector<std::string> heads = shared_head_names(config);
+  std::map<std::string, bool> seen;
+  bool dtype_known = false;
+  std::vector<std::pair<std::string, std::string>> head_bytes;  // (file, name) to compare later
+  std::vector<SafetensorsFile> opened;
+  for (size_t fi = 0; fi < files.size(); ++fi) {
+    const std::string path = (fs::path(dir) / files[fi]).string();
+    MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open(path));
+    for (const SafetensorsEntry& e : sf.entries()) {
+      const bool is_head_copy = std::find(heads.begin(), heads.end(), e.name) != heads.end();
+      const ParamSpec* spec = is_head_copy ? &table.at("lm_head.weight") : table.find(e.name);
+      if (spec == nullptr) return InvalidArgument(path + ": tensor '" + e.name + "' is not a parameter of this config");
+      if (seen.count(e.name)) return InvalidArgument(path + ": tensor '" + e.name + "' appears twice");
+      seen[e.name] = true;
+      listed[fi].push_back(e.name);
+      if (e.shape != spec->shape) {
+        return InvalidArgument(path + ": tensor '" + e.name + "': expected shape " + Tensor::shape_string(spec->shape) +
+                               ", got " + Tensor::shape_string(e.shape));
+      }
+      if (e.dtype != DType::kF32 && e.dtype != DType::kBF16) {
+        return InvalidArgument(path + ": tensor '" + e.name + "': expected dtype F32 or BF16, got " + dtype_name(e.dtype));
+      }
+      if (spec->kind != ParamKind::kGateBias) {
+        if (!dtype_known) {
+          out.layout.dtype = e.dtype;
+          dtype_known = true;
+        } else if (e.dtype != out.layout.dtype) {
+          return InvalidArgument(path + ": tensor '" + e.name + "': dtype " + dtype_name(e.dtype) +
+                                 " differs from the checkpoint's " + dtype_name(out.layout.dtype));
+        }
+      }
+      if (is_head_copy) continue;  // compared with lm_head below
+      const Tensor v = sf.view(e);
+      F* dst = model.params() + spec->offset;
+      const int64_t n = spec->numel();
+      if (e.dtype == DType::kBF16) {
+        const auto* s = v.template data_as<uint16_t>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<F>(bf16_to_f32(s[i]));
+      } else {
+        const auto* s = v.template data_as<float>();
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<F>(s[i]);
+      }
+    }
+    opened.push_back(std::move(sf));
+  }
+  for (const ParamSpec& s : table.specs()) {
+    if (!seen.count(s.name)) {
+      return InvalidArgument(dir + ": tensor '" + s.name + "' (shape " + Tensor::shape_string(s.shape) +
+                             ") is missing from the checkpoint");
+    }
+  }
+  // Shared heads must equal lm_head exactly (they are one tensor in the model).
+  const ParamSpec& head = table.at("lm_head.weight");
+  const Tensor head_enc = encode_tensor(model.params() + head.offset, head.shape, out.layout.dtype);
+  for (const SafetensorsFile& sf : opened) {
+    for (const std::string& n : heads) {
+      const SafetensorsEntry* e = sf.find(n);
+      if (e == nullptr) continue;
+      const Tensor v = sf.view(*e);
+      if (v.nbytes() != head_enc.nbytes() || std::memcmp(v.data(), head_enc.data(), v.nbytes()) != 0)
+        return InvalidArgument(sf.path() + ": tensor '" + n + "' differs from lm_head.weight; Mariana shares the MTP head with the main head");
+    }
+  }
+  if (files.size() > 1) out.layout.shards = listed;
+  return out;
+}
+
+template Status checkpoint_save<float>(const std::string&, const Model<float>&, const CheckpointOptions&);
+template Status checkpoint_save<double>(const std::string&, const Model<double>&, const CheckpointOptions&);
+template Result<LoadedCheckpoint<float>> checkpoint_load<float>(const std::string&);
+template Result<LoadedCheckpoint<double>> checkpoint_load<double>(const std::string&);
+
+}  // namespace mariana

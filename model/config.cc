@@ -1,0 +1,232 @@
+// Parsing, validation and derived sizes of ModelConfig.
+#include "model/config.h"
+
+#include <cmath>
+
+#include "core/file_util.h"
+#include "core/json_util.h"
+
+namespace mariana {
+
+double yarn_get_mscale(double scale, double m) {
+  if (scale <= 1.0) return 1.0;
+  return 0.1 * m * std::log(scale) + 1.0;
+}
+
+double ModelConfig::softmax_scale() const {
+  double s = 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
+  if (yarn.enabled && yarn.mscale_all_dim != 0.0) {
+    const double m = yarn_get_mscale(yarn.factor, yarn.mscale_all_dim);
+    s *= m * m;
+  }
+  return s;
+}
+
+double ModelConfig::rope_mscale() const {
+  if (!yarn.enabled) return 1.0;
+  return yarn_get_mscale(yarn.factor, yarn.mscale) / yarn_get_mscale(yarn.factor, yarn.mscale_all_dim);
+}
+
+namespace {
+
+Status field_error(const std::string& src, const std::string& field, const std::string& what) {
+  return InvalidArgument(src + ": field '" + field + "': " + what);
+}
+
+Status require_positive(const std::string& src, const char* field, int64_t v) {
+  if (v <= 0) return field_error(src, field, "expected a positive integer, got " + std::to_string(v));
+  return Status::Ok();
+}
+
+Status parse_yarn(const JsonFields& f, ModelConfig& c) {
+  if (!f.has("rope_scaling")) return Status::Ok();
+  MARIANA_ASSIGN_OR_RETURN(JsonFields rs, f.get_object("rope_scaling"));
+  std::string type;
+  if (rs.has("type")) {
+    MARIANA_ASSIGN_OR_RETURN(type, rs.get_string("type"));
+  } else {
+    MARIANA_ASSIGN_OR_RETURN(type, rs.get_string("rope_type"));
+  }
+  if (type != "yarn") {
+    return field_error(c.source, "rope_scaling.type", "only \"yarn\" is supported, got \"" + type + "\"");
+  }
+  YarnConfig& y = c.yarn;
+  y.enabled = true;
+  MARIANA_ASSIGN_OR_RETURN(y.factor, rs.get_double("factor"));
+  MARIANA_ASSIGN_OR_RETURN(y.original_max_position, rs.get_int("original_max_position_embeddings"));
+  MARIANA_ASSIGN_OR_RETURN(y.beta_fast, rs.get_double_or("beta_fast", 32.0));
+  MARIANA_ASSIGN_OR_RETURN(y.beta_slow, rs.get_double_or("beta_slow", 1.0));
+  MARIANA_ASSIGN_OR_RETURN(y.mscale, rs.get_double_or("mscale", 1.0));
+  MARIANA_ASSIGN_OR_RETURN(y.mscale_all_dim, rs.get_double_or("mscale_all_dim", 0.0));
+  if (!(y.factor >= 1.0)) return field_error(c.source, "rope_scaling.factor", "expected >= 1");
+  if (y.original_max_position <= 0) {
+    return field_error(c.source, "rope_scaling.original_max_position_embeddings", "expected > 0");
+  }
+  if (!(y.beta_fast > y.beta_slow && y.beta_slow > 0)) {
+    return field_error(c.source, "rope_scaling.beta_fast", "expected beta_fast > beta_slow > 0");
+  }
+  return Status::Ok();
+}
+
+Status expect_string(const JsonFields& f, const char* name, const char* want, const std::string& src) {
+  if (!f.has(name)) return Status::Ok();
+  MARIANA_ASSIGN_OR_RETURN(std::string v, f.get_string(name));
+  if (v != want) {
+    return field_error(src, name, std::string("only \"") + want + "\" is supported, got \"" + v + "\"");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ModelConfig> model_config_from_json_text(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return InvalidArgument(source + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument(source + ": expected a JSON object");
+  JsonFields f(j, source);
+  ModelConfig c;
+  c.source = source;
+  c.json_text = text;
+
+  MARIANA_RETURN_IF_ERROR(expect_string(f, "model_type", "deepseek_v3", source));
+  MARIANA_RETURN_IF_ERROR(expect_string(f, "hidden_act", "silu", source));
+  MARIANA_RETURN_IF_ERROR(expect_string(f, "scoring_func", "sigmoid", source));
+  MARIANA_RETURN_IF_ERROR(expect_string(f, "topk_method", "noaux_tc", source));
+
+  struct IntField { const char* name; int64_t* dst; };
+  const IntField required[] = {
+      {"vocab_size", &c.vocab_size},
+      {"hidden_size", &c.hidden_size},
+      {"intermediate_size", &c.intermediate_size},
+      {"moe_intermediate_size", &c.moe_intermediate_size},
+      {"num_hidden_layers", &c.num_hidden_layers},
+      {"first_k_dense_replace", &c.first_k_dense_replace},
+      {"num_attention_heads", &c.num_attention_heads},
+      {"kv_lora_rank", &c.kv_lora_rank},
+      {"qk_nope_head_dim", &c.qk_nope_head_dim},
+      {"qk_rope_head_dim", &c.qk_rope_head_dim},
+      {"v_head_dim", &c.v_head_dim},
+      {"n_routed_experts", &c.n_routed_experts},
+      {"num_experts_per_tok", &c.num_experts_per_tok},
+  };
+  for (const auto& fld : required) {
+    MARIANA_ASSIGN_OR_RETURN(*fld.dst, f.get_int(fld.name));
+  }
+  MARIANA_ASSIGN_OR_RETURN(c.q_lora_rank, f.get_int_or("q_lora_rank", 0));  // null/absent: no LoRA
+  MARIANA_ASSIGN_OR_RETURN(c.n_shared_experts, f.get_int_or("n_shared_experts", 0));
+  MARIANA_ASSIGN_OR_RETURN(c.n_group, f.get_int_or("n_group", 1));
+  MARIANA_ASSIGN_OR_RETURN(c.topk_group, f.get_int_or("topk_group", 1));
+  MARIANA_ASSIGN_OR_RETURN(c.num_nextn_predict_layers, f.get_int_or("num_nextn_predict_layers", 0));
+  MARIANA_ASSIGN_OR_RETURN(c.max_position_embeddings, f.get_int_or("max_position_embeddings", 4096));
+  MARIANA_ASSIGN_OR_RETURN(c.routed_scaling_factor, f.get_double_or("routed_scaling_factor", 1.0));
+  MARIANA_ASSIGN_OR_RETURN(c.norm_topk_prob, f.get_bool_or("norm_topk_prob", true));
+  MARIANA_ASSIGN_OR_RETURN(c.rope_theta, f.get_double_or("rope_theta", 10000.0));
+  MARIANA_ASSIGN_OR_RETURN(c.rms_norm_eps, f.get_double_or("rms_norm_eps", 1e-6));
+  MARIANA_ASSIGN_OR_RETURN(c.initializer_range, f.get_double_or("initializer_range", 0.02));
+  MARIANA_ASSIGN_OR_RETURN(bool tie, f.get_bool_or("tie_word_embeddings", false));
+  if (tie) return field_error(source, "tie_word_embeddings", "DeepSeek-V3 unties them; true is not supported");
+  MARIANA_ASSIGN_OR_RETURN(int64_t freq, f.get_int_or("moe_layer_freq", 1));
+  if (freq != 1) return field_error(source, "moe_layer_freq", "only 1 is supported, got " + std::to_string(freq));
+  MARIANA_RETURN_IF_ERROR(parse_yarn(f, c));
+
+  // Consistency.
+  for (const auto& fld : required) {
+    if (std::string(fld.name) == "first_k_dense_replace") continue;
+    MARIANA_RETURN_IF_ERROR(require_positive(source, fld.name, *fld.dst));
+  }
+  if (c.q_lora_rank < 0) return field_error(source, "q_lora_rank", "expected >= 0 (0 or null: no query compression)");
+  if (c.n_shared_experts < 0) return field_error(source, "n_shared_experts", "expected >= 0");
+  if (c.num_nextn_predict_layers < 0) return field_error(source, "num_nextn_predict_layers", "expected >= 0");
+  if (c.first_k_dense_replace < 0 || c.first_k_dense_replace > c.num_hidden_layers) {
+    return field_error(source, "first_k_dense_replace",
+                       "expected 0.." + std::to_string(c.num_hidden_layers) + ", got " +
+                           std::to_string(c.first_k_dense_replace));
+  }
+  if (c.qk_rope_head_dim % 2 != 0) {
+    return field_error(source, "qk_rope_head_dim", "expected an even number (RoPE rotates pairs), got " +
+                                                       std::to_string(c.qk_rope_head_dim));
+  }
+  if (c.n_group <= 0) return field_error(source, "n_group", "expected a positive integer");
+  if (c.n_routed_experts % c.n_group != 0) {
+    return field_error(source, "n_group", std::to_string(c.n_routed_experts) +
+                                              " routed experts are not divisible into " +
+                                              std::to_string(c.n_group) + " groups");
+  }
+  if (c.topk_group <= 0 || c.topk_group > c.n_group) {
+    return field_error(source, "topk_group", "expected 1..n_group (" + std::to_string(c.n_group) +
+                                                 "), got " + std::to_string(c.topk_group));
+  }
+  const int64_t per_group = c.n_routed_experts / c.n_group;
+  if (c.n_group > 1 && per_group < 2) {
+    return field_error(source, "n_group", "group scores sum each group's top-2 experts; need >= 2 experts per group");
+  }
+  if (c.num_experts_per_tok > c.topk_group * per_group) {
+    return field_error(source, "num_experts_per_tok",
+                       std::to_string(c.num_experts_per_tok) + " experts cannot be chosen from " +
+                           std::to_string(c.topk_group) + " groups of " + std::to_string(per_group));
+  }
+  if (!(c.rms_norm_eps > 0)) return field_error(source, "rms_norm_eps", "expected > 0");
+  if (!(c.rope_theta > 1)) return field_error(source, "rope_theta", "expected > 1");
+  if (!(c.initializer_range > 0)) return field_error(source, "initializer_range", "expected > 0");
+  if (c.max_position_embeddings <= 0) return field_error(source, "max_position_embeddings", "expected > 0");
+  if (c.vocab_size > (int64_t{1} << 31) - 1) return field_error(source, "vocab_size", "expected < 2^31");
+  return c;
+}
+
+Result<ModelConfig> model_config_load(const std::string& path) {
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  return model_config_from_json_text(text, path);
+}
+
+ModelStats model_stats(const ModelConfig& c, int64_t seq_len) {
+  const int64_t C = c.hidden_size, H = c.num_attention_heads;
+  const int64_t dqk = c.qk_head_dim(), dv = c.v_head_dim, r = c.kv_lora_rank, dr = c.qk_rope_head_dim;
+  const int64_t attn_norms = C + (c.q_lora_rank > 0 ? c.q_lora_rank : 0) + r;  // input/q_a/kv_a norms
+  const int64_t q_params = c.q_lora_rank > 0 ? C * c.q_lora_rank + c.q_lora_rank * H * dqk : C * H * dqk;
+  const int64_t attn = q_params + C * (r + dr) + r * H * (c.qk_nope_head_dim + dv) + H * dv * C;
+  const int64_t dense = 3 * C * c.intermediate_size;
+  const int64_t expert = 3 * C * c.moe_intermediate_size;
+  const int64_t gate = c.n_routed_experts * C + c.n_routed_experts;
+  const int64_t shared = 3 * C * c.shared_intermediate();
+  const int64_t moe_total = gate + shared + c.n_routed_experts * expert;
+  const int64_t moe_active = gate + shared + c.num_experts_per_tok * expert;
+  const int64_t embed = c.vocab_size * C, head = c.vocab_size * C;
+  const int64_t n_moe = c.num_hidden_layers - c.first_k_dense_replace;
+  const int64_t n_dense = c.first_k_dense_replace;
+  const int64_t block_norms = attn_norms + C;  // + post_attention_layernorm
+
+  ModelStats s;
+  s.total_params = embed + head + C + c.num_hidden_layers * (attn + block_norms) + n_dense * dense +
+                   n_moe * moe_total;
+  s.activated_params = embed + head + C + c.num_hidden_layers * (attn + block_norms) + n_dense * dense +
+                       n_moe * moe_active;
+  const int64_t mtp_own = 2 * C * C + 3 * C + attn + block_norms;  // eh_proj, enorm, hnorm, shared_head.norm
+  const int64_t D = c.num_nextn_predict_layers;
+  const bool mtp_is_moe = c.is_moe_layer(c.num_hidden_layers);
+  s.mtp_params = D * (mtp_own + (mtp_is_moe ? moe_total : dense));
+  s.activated_mtp_params = D * (mtp_own + (mtp_is_moe ? moe_active : dense));
+
+  // Forward FLOPs per token: 2 per weight of every matmul actually applied (embedding lookups are
+  // free; the gate GEMM counts), plus attention: q·k and p·v over the causal context, on average
+  // (seq_len + 1) / 2 positions.
+  auto matmul_params = [&](int64_t blocks_moe, int64_t blocks_dense) {
+    return (blocks_moe + blocks_dense) * attn + blocks_dense * dense +
+           blocks_moe * (c.n_routed_experts * C + shared + c.num_experts_per_tok * expert);
+  };
+  const double ctx = 0.5 * static_cast<double>(seq_len + 1);
+  const double attn_flops_per_layer = 2.0 * H * (dqk + dv) * ctx;
+  double fwd = 2.0 * (matmul_params(n_moe, n_dense) + head) + c.num_hidden_layers * attn_flops_per_layer;
+  fwd += D * (2.0 * (2 * C * C + matmul_params(mtp_is_moe ? 1 : 0, mtp_is_moe ? 0 : 1) + head) +
+              attn_flops_per_layer);
+  s.forward_flops_per_token = fwd;
+  s.train_flops_per_token = 3.0 * fwd;
+  s.kv_naive_values_per_token = c.num_hidden_layers * H * (dqk + dv);
+  s.kv_latent_values_per_token = c.num_hidden_layers * (r + dr);
+  return s;
+}
+
+}  // namespace mariana

@@ -1,0 +1,687 @@
+// Model<F>: activation buffers, the block composition, MTP modules and the losses.
+#include "model/model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "core/philox.h"
+#include "kernels/ops.h"
+#include "model/attention.h"
+#include "model/moe.h"
+
+namespace mariana {
+
+Batch Batch::from_rows(int64_t B, int64_t S, const std::vector<int32_t>& tokens) {
+  Batch b;
+  b.B = B;
+  b.S = S;
+  b.tokens = tokens;
+  b.targets.assign(static_cast<size_t>(B * S), -1);
+  b.doc_start.assign(static_cast<size_t>(B * S), 0);
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t i = 0; i + 1 < S; ++i) b.targets[r * S + i] = tokens[r * S + i + 1];
+  return b;
+}
+
+namespace {
+
+// Owns many buffers; pointers stay valid until clear().
+template <typename T>
+class BufferPool {
+ public:
+  T* take(int64_t n) {
+    store_.emplace_back(static_cast<size_t>(std::max<int64_t>(n, 1)), T(0));
+    return store_.back().data();
+  }
+  void clear() { store_.clear(); }
+
+ private:
+  std::vector<std::vector<T>> store_;
+};
+
+class ScopedTimer {
+ public:
+  ScopedTimer(StepProfile& p, const char* name)
+      : p_(p), name_(name), t0_(std::chrono::steady_clock::now()) {}
+  ~ScopedTimer() {
+    p_.seconds[name_] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
+ private:
+  StepProfile& p_;
+  const char* name_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+}  // namespace
+
+// One transformer block's parameters, gradients and saved activations.
+template <typename F>
+struct BlockState {
+  int64_t hf_layer = 0;
+  bool moe = false;
+  const F* w_in = nullptr;    // input_layernorm [C]
+  const F* w_post = nullptr;  // post_attention_layernorm [C]
+  F* g_in = nullptr;
+  F* g_post = nullptr;
+  MlaParams<F> attn;
+  MlaGrads<F> attn_g;
+  MlpParams<F> mlp;
+  MlpGrads<F> mlp_g;
+  std::vector<MlpParams<F>> experts;
+  std::vector<MlpGrads<F>> experts_g;
+  MoeParams<F> moe_p;
+  MoeGrads<F> moe_g;
+  // Saved activations.
+  F* n1 = nullptr;      // [T, C]
+  F* rstd1 = nullptr;   // [T]
+  MlaSaved<F> attn_s;
+  F* attn_out = nullptr;  // [T, C]
+  F* x = nullptr;       // [T, C] h_in + attn_out
+  F* n2 = nullptr;      // [T, C]
+  F* rstd2 = nullptr;   // [T]
+  MlpSaved<F> mlp_s;
+  MoeSaved<F> moe_s;
+  F* mlp_out = nullptr;   // [T, C]
+};
+
+template <typename F>
+struct MtpState {
+  const F* enorm = nullptr;
+  const F* hnorm = nullptr;
+  const F* eh_proj = nullptr;
+  const F* head_norm = nullptr;
+  F* g_enorm = nullptr;
+  F* g_hnorm = nullptr;
+  F* g_eh_proj = nullptr;
+  F* g_head_norm = nullptr;
+  std::vector<int32_t> tokens, targets;  // [T]
+  int64_t n_targets = 0;
+  F* e = nullptr;        // [T, C] embedding of tokens
+  F* en = nullptr;       // [T, C]
+  F* en_rstd = nullptr;  // [T]
+  F* hp_rstd = nullptr;  // [T]
+  F* cat = nullptr;      // [T, 2C] [enorm(e) ; hnorm(h_prev)]
+  F* hp = nullptr;       // [T, C] hnorm(h_prev) (contiguous copy is cat's right half)
+  F* x0 = nullptr;       // [T, C] eh_proj(cat)
+  F* out = nullptr;      // [T, C] block output
+  F* sn = nullptr;       // [T, C] shared_head.norm(out)
+  F* sn_rstd = nullptr;  // [T]
+  F* logits = nullptr;   // [T, V]
+  F* losses = nullptr;   // [T]
+  F* lse = nullptr;      // [T]
+};
+
+template <typename F>
+struct Model<F>::State {
+  int64_t B = -1, S = -1, T = 0;
+  BufferPool<F> pool;
+  BufferPool<int32_t> ipool;
+  std::vector<BlockState<F>> blocks;  // main blocks, then one per MTP module
+  std::vector<MtpState<F>> mtp;
+  std::vector<F> inv_freq;
+  std::vector<int32_t> tokens, targets, pos, doc_start;
+  int64_t n_targets = 0;
+  std::vector<F*> h;       // [L + 1] residual stream [T, C]
+  F* hn = nullptr;         // [T, C] model.norm(h[L])
+  F* hn_rstd = nullptr;
+  F* logits = nullptr;     // [T, V]
+  F* losses = nullptr;     // [T]
+  F* lse = nullptr;        // [T]
+  LossWeights weights;
+  bool have_forward = false;
+  // Backward scratch, shared by all blocks.
+  MlaScratch<F> mla_sc;
+  MoeScratch<F> moe_sc;
+  MlpScratch<F> mlp_sc;
+  F *dx = nullptr, *dn1 = nullptr, *dn2 = nullptr, *dlogits = nullptr, *dhead = nullptr;
+  F *dloss = nullptr, *dh_a = nullptr, *dh_b = nullptr, *dhn = nullptr, *dcat = nullptr;
+  F *dtmp = nullptr, *de = nullptr;
+  std::vector<F*> dmtp_out;  // [D] [T, C]
+  StepProfile profile;
+};
+
+template <typename F>
+Model<F>::Model(ModelConfig config)
+    : config_(std::move(config)), table_(config_), st_(std::make_unique<State>()) {
+  params_.assign(static_cast<size_t>(table_.arena_size()), F(0));
+  grads_.assign(static_cast<size_t>(table_.arena_size()), F(0));
+  const ModelConfig& c = config_;
+  // RoPE frequencies once.
+  st_->inv_freq.resize(static_cast<size_t>(c.qk_rope_head_dim / 2));
+  RopeParams rp;
+  rp.rope_dim = static_cast<int>(c.qk_rope_head_dim);
+  rp.theta = c.rope_theta;
+  if (c.yarn.enabled) {
+    rp.factor = c.yarn.factor;
+    rp.original_max_position = static_cast<int>(c.yarn.original_max_position);
+    rp.beta_fast = c.yarn.beta_fast;
+    rp.beta_slow = c.yarn.beta_slow;
+  }
+  cpu::rope_inv_freq(st_->inv_freq.data(), rp);
+
+  // Parameter views per block.
+  auto P = [&](const std::string& n) { return params_.data() + table_.at(n).offset; };
+  auto G = [&](const std::string& n) { return grads_.data() + table_.at(n).offset; };
+  const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers;
+  st_->blocks.resize(static_cast<size_t>(n_blocks));
+  for (int64_t l = 0; l < n_blocks; ++l) {
+    BlockState<F>& b = st_->blocks[l];
+    const std::string p = layer_prefix(l);
+    b.hf_layer = l;
+    b.moe = c.is_moe_layer(l);
+    b.w_in = P(p + "input_layernorm.weight");
+    b.g_in = G(p + "input_layernorm.weight");
+    b.w_post = P(p + "post_attention_layernorm.weight");
+    b.g_post = G(p + "post_attention_layernorm.weight");
+    const std::string a = p + "self_attn.";
+    if (c.q_lora_rank > 0) {
+      b.attn.q_a_proj = P(a + "q_a_proj.weight");
+      b.attn.q_a_layernorm = P(a + "q_a_layernorm.weight");
+      b.attn.q_b_proj = P(a + "q_b_proj.weight");
+      b.attn_g.q_a_proj = G(a + "q_a_proj.weight");
+      b.attn_g.q_a_layernorm = G(a + "q_a_layernorm.weight");
+      b.attn_g.q_b_proj = G(a + "q_b_proj.weight");
+    } else {
+      b.attn.q_proj = P(a + "q_proj.weight");
+      b.attn_g.q_proj = G(a + "q_proj.weight");
+    }
+    b.attn.kv_a_proj = P(a + "kv_a_proj_with_mqa.weight");
+    b.attn.kv_a_layernorm = P(a + "kv_a_layernorm.weight");
+    b.attn.kv_b_proj = P(a + "kv_b_proj.weight");
+    b.attn.o_proj = P(a + "o_proj.weight");
+    b.attn_g.kv_a_proj = G(a + "kv_a_proj_with_mqa.weight");
+    b.attn_g.kv_a_layernorm = G(a + "kv_a_layernorm.weight");
+    b.attn_g.kv_b_proj = G(a + "kv_b_proj.weight");
+    b.attn_g.o_proj = G(a + "o_proj.weight");
+    auto mlp_views = [&](const std::string& q, MlpParams<F>& mp, MlpGrads<F>& mg) {
+      mp = {P(q + "gate_proj.weight"), P(q + "up_proj.weight"), P(q + "down_proj.weight")};
+      mg = {G(q + "gate_proj.weight"), G(q + "up_proj.weight"), G(q + "down_proj.weight")};
+    };
+    if (!b.moe) {
+      mlp_views(p + "mlp.", b.mlp, b.mlp_g);
+      continue;
+    }
+    b.experts.resize(static_cast<size_t>(c.n_routed_experts));
+    b.experts_g.resize(static_cast<size_t>(c.n_routed_experts));
+    for (int64_t e = 0; e < c.n_routed_experts; ++e)
+      mlp_views(p + "mlp.experts." + std::to_string(e) + ".", b.experts[e], b.experts_g[e]);
+    b.moe_p.gate = P(p + "mlp.gate.weight");
+    b.moe_p.bias = P(p + "mlp.gate.e_score_correction_bias");
+    b.moe_p.experts = b.experts.data();
+    b.moe_g.gate = G(p + "mlp.gate.weight");
+    b.moe_g.experts = b.experts_g.data();
+    if (c.n_shared_experts > 0) mlp_views(p + "mlp.shared_experts.", b.moe_p.shared, b.moe_g.shared);
+  }
+  st_->mtp.resize(static_cast<size_t>(c.num_nextn_predict_layers));
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
+    MtpState<F>& m = st_->mtp[k];
+    const std::string p = layer_prefix(c.num_hidden_layers + k);
+    m.enorm = P(p + "enorm.weight");
+    m.hnorm = P(p + "hnorm.weight");
+    m.eh_proj = P(p + "eh_proj.weight");
+    m.head_norm = P(p + "shared_head.norm.weight");
+    m.g_enorm = G(p + "enorm.weight");
+    m.g_hnorm = G(p + "hnorm.weight");
+    m.g_eh_proj = G(p + "eh_proj.weight");
+    m.g_head_norm = G(p + "shared_head.norm.weight");
+  }
+}
+
+template <typename F>
+Model<F>::~Model() = default;
+template <typename F>
+Model<F>::Model(Model&&) noexcept = default;
+template <typename F>
+Model<F>& Model<F>::operator=(Model&&) noexcept = default;
+
+template <typename F>
+void Model<F>::init_weights(uint64_t seed) {
+  const auto& specs = table_.specs();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& s = specs[i];
+    F* p = params_.data() + s.offset;
+    switch (s.kind) {
+      case ParamKind::kMatrix:
+      case ParamKind::kEmbedding:
+        philox_fill_normal(p, s.numel(), seed, /*stream=*/i, F(0), static_cast<F>(config_.initializer_range));
+        break;
+      case ParamKind::kNorm:
+        std::fill_n(p, s.numel(), F(1));
+        break;
+      case ParamKind::kGateBias:
+        std::fill_n(p, s.numel(), F(0));
+        break;
+    }
+  }
+}
+
+template <typename F>
+void Model<F>::zero_grads() {
+  std::fill(grads_.begin(), grads_.end(), F(0));
+}
+
+template <typename F>
+int64_t Model<F>::tokens() const { return st_->T; }
+template <typename F>
+const F* Model<F>::logits() const { return st_->logits; }
+template <typename F>
+const F* Model<F>::mtp_logits(int64_t k) const { return st_->mtp.at(static_cast<size_t>(k)).logits; }
+template <typename F>
+StepProfile& Model<F>::profile() { return st_->profile; }
+template <typename F>
+const int32_t* Model<F>::routing(int64_t moe_entry) const {
+  int64_t i = 0;
+  for (const auto& b : st_->blocks) {
+    if (!b.moe) continue;
+    if (i++ == moe_entry) return b.moe_s.indices;
+  }
+  return nullptr;
+}
+
+namespace {
+
+template <typename F>
+void allocate_block(BlockState<F>& b, BufferPool<F>& pool, BufferPool<int32_t>& ipool,
+                    const ModelConfig& c, int64_t B, int64_t T) {
+  const int64_t C = c.hidden_size, H = c.num_attention_heads, r = c.kv_lora_rank;
+  const int64_t dqk = c.qk_head_dim(), dr = c.qk_rope_head_dim, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
+  b.n1 = pool.take(T * C);
+  b.rstd1 = pool.take(T);
+  MlaSaved<F>& a = b.attn_s;
+  if (c.q_lora_rank > 0) {
+    a.qa = pool.take(T * c.q_lora_rank);
+    a.qa_rstd = pool.take(T);
+    a.qan = pool.take(T * c.q_lora_rank);
+  }
+  a.q = pool.take(T * H * dqk);
+  a.kva = pool.take(T * (r + dr));
+  a.ckv_in = pool.take(T * r);
+  a.ckv_rstd = pool.take(T);
+  a.ckv = pool.take(T * r);
+  a.kv = pool.take(T * H * (dn + dv));
+  a.k = pool.take(T * H * dqk);
+  a.v = pool.take(T * H * dv);
+  a.o = pool.take(T * H * dv);
+  a.lse = pool.take(T * H);
+  b.attn_out = pool.take(T * C);
+  b.x = pool.take(T * C);
+  b.n2 = pool.take(T * C);
+  b.rstd2 = pool.take(T);
+  b.mlp_out = pool.take(T * C);
+  if (!b.moe) {
+    const int64_t I = c.intermediate_size;
+    b.mlp_s = {pool.take(T * I), pool.take(T * I), pool.take(T * I)};
+    return;
+  }
+  const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, Fm = c.moe_intermediate_size;
+  const int64_t Fs = c.shared_intermediate();
+  MoeSaved<F>& m = b.moe_s;
+  m.logits = pool.take(T * E);
+  m.scores = pool.take(T * E);
+  m.weights = pool.take(T * K);
+  m.indices = ipool.take(T * K);
+  m.counts = ipool.take(E);
+  m.offsets = ipool.take(E + 1);
+  m.row_of = ipool.take(T * K);
+  m.x_perm = pool.take(T * K * C);
+  m.expert = {pool.take(T * K * Fm), pool.take(T * K * Fm), pool.take(T * K * Fm)};
+  m.y_perm = pool.take(T * K * C);
+  if (Fs > 0) m.shared = {pool.take(T * Fs), pool.take(T * Fs), pool.take(T * Fs)};
+  m.shared_out = pool.take(T * C);
+  m.balance_f = pool.take(B * E);
+}
+
+template <typename F>
+MlaDims mla_dims(const ModelConfig& c, int64_t B, int64_t S) {
+  MlaDims d;
+  d.B = B;
+  d.S = S;
+  d.T = B * S;
+  d.C = c.hidden_size;
+  d.H = c.num_attention_heads;
+  d.qr = c.q_lora_rank;
+  d.r = c.kv_lora_rank;
+  d.dn = c.qk_nope_head_dim;
+  d.dr = c.qk_rope_head_dim;
+  d.dv = c.v_head_dim;
+  d.eps = c.rms_norm_eps;
+  d.softmax_scale = c.softmax_scale();
+  d.rope_mscale = c.rope_mscale();
+  return d;
+}
+
+MoeDims moe_dims(const ModelConfig& c, int64_t B, int64_t S) {
+  MoeDims d;
+  d.B = B;
+  d.S = S;
+  d.T = B * S;
+  d.C = c.hidden_size;
+  d.E = c.n_routed_experts;
+  d.K = c.num_experts_per_tok;
+  d.Fm = c.moe_intermediate_size;
+  d.Fs = c.shared_intermediate();
+  d.n_group = c.n_group;
+  d.topk_group = c.topk_group;
+  d.route_scale = c.routed_scaling_factor;
+  d.norm_topk_prob = c.norm_topk_prob;
+  return d;
+}
+
+Status validate_batch(const Batch& b, const ModelConfig& c) {
+  const int64_t n = b.B * b.S;
+  if (b.B <= 0 || b.S <= 0) return InvalidArgument("batch: expected B > 0 and S > 0");
+  if (static_cast<int64_t>(b.tokens.size()) != n || static_cast<int64_t>(b.targets.size()) != n ||
+      static_cast<int64_t>(b.doc_start.size()) != n) {
+    return InvalidArgument("batch: tokens, targets and doc_start must each hold B·S = " +
+                           std::to_string(n) + " entries");
+  }
+  for (int64_t r = 0; r < b.B; ++r) {
+    for (int64_t i = 0; i < b.S; ++i) {
+      const int64_t t = r * b.S + i;
+      const std::string where = "batch row " + std::to_string(r) + " position " + std::to_string(i);
+      if (b.tokens[t] < 0 || b.tokens[t] >= c.vocab_size)
+        return InvalidArgument(where + ": token " + std::to_string(b.tokens[t]) + " outside [0, " +
+                               std::to_string(c.vocab_size) + ")");
+      if (b.targets[t] < -1 || b.targets[t] >= c.vocab_size)
+        return InvalidArgument(where + ": target " + std::to_string(b.targets[t]) + " outside [-1, " +
+                               std::to_string(c.vocab_size) + ")");
+      const int32_t ds = b.doc_start[t];
+      const bool ok = i == 0 ? ds == 0 : (ds == i || ds == b.doc_start[t - 1]);
+      if (!ok) return InvalidArgument(where + ": doc_start " + std::to_string(ds) + " is not this position or the previous token's document start");
+      if (i - ds >= c.max_position_embeddings)
+        return InvalidArgument(where + ": position " + std::to_string(i - ds) + " exceeds max_position_embeddings " +
+                               std::to_string(c.max_position_embeddings));
+    }
+  }
+  return Status::Ok();
+}
+
+template <typename F>
+void add_inplace(F* y, const F* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+template <typename F>
+void add_to(F* out, const F* a, const F* b, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// Mean of losses over rows with target >= 0, and the count.
+template <typename F>
+double masked_mean(const F* losses, const int32_t* targets, int64_t T, int64_t* count) {
+  double s = 0;
+  int64_t n = 0;
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[t] >= 0) {
+      s += losses[t];
+      ++n;
+    }
+  *count = n;
+  return n > 0 ? s / static_cast<double>(n) : 0.0;
+}
+
+}  // namespace
+
+template <typename F>
+Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult* out,
+                         bool reuse_routing) {
+  MARIANA_RETURN_IF_ERROR(validate_batch(batch, config_));
+  const ModelConfig& c = config_;
+  State& s = *st_;
+  const int64_t B = batch.B, S = batch.S, T = B * S, C = c.hidden_size, V = c.vocab_size;
+  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
+  if (reuse_routing && (B != s.B || S != s.S || !s.have_forward)) {
+    return FailedPrecondition("reuse_routing needs a previous forward on a batch of the same shape");
+  }
+  if (B != s.B || S != s.S) {
+    s.pool.clear();
+    s.ipool.clear();
+    s.B = B;
+    s.S = S;
+    s.T = T;
+    for (auto& b : s.blocks) allocate_block(b, s.pool, s.ipool, c, B, T);
+    s.h.assign(static_cast<size_t>(L + 1), nullptr);
+    for (auto& p : s.h) p = s.pool.take(T * C);
+    s.hn = s.pool.take(T * C);
+    s.hn_rstd = s.pool.take(T);
+    s.logits = s.pool.take(T * V);
+    s.losses = s.pool.take(T);
+    s.lse = s.pool.take(T);
+    for (auto& m : s.mtp) {
+      m.e = s.pool.take(T * C);
+      m.en = s.pool.take(T * C);
+      m.en_rstd = s.pool.take(T);
+      m.hp_rstd = s.pool.take(T);
+      m.cat = s.pool.take(T * 2 * C);
+      m.hp = s.pool.take(T * C);
+      m.x0 = s.pool.take(T * C);
+      m.out = s.pool.take(T * C);
+      m.sn = s.pool.take(T * C);
+      m.sn_rstd = s.pool.take(T);
+      m.logits = s.pool.take(T * V);
+      m.losses = s.pool.take(T);
+      m.lse = s.pool.take(T);
+    }
+    // Backward scratch (max over blocks).
+    const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dqk = c.qk_head_dim();
+    const int64_t dv = c.v_head_dim, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+    const int64_t qr = std::max<int64_t>(c.q_lora_rank, 1);
+    s.mla_sc = {s.pool.take(T * qr), s.pool.take(T * qr), s.pool.take(T * H * dqk),
+                s.pool.take(T * (r + dr)), s.pool.take(T * r), s.pool.take(T * r),
+                s.pool.take(T * H * (dn + dv)), s.pool.take(T * H * dqk), s.pool.take(T * H * dv),
+                s.pool.take(T * H * dv)};
+    const int64_t K = c.num_experts_per_tok, E = c.n_routed_experts, Fm = c.moe_intermediate_size;
+    const int64_t Fs = std::max<int64_t>(c.shared_intermediate(), 1), I = c.intermediate_size;
+    s.moe_sc.dy_perm = s.pool.take(T * K * C);
+    s.moe_sc.dx_perm = s.pool.take(T * K * C);
+    s.moe_sc.dweights = s.pool.take(T * K);
+    s.moe_sc.dlogits = s.pool.take(T * E);
+    s.moe_sc.expert = {s.pool.take(T * K * Fm), s.pool.take(T * K * Fm), s.pool.take(T * K * Fm)};
+    s.moe_sc.shared = {s.pool.take(T * Fs), s.pool.take(T * Fs), s.pool.take(T * Fs)};
+    s.mlp_sc = {s.pool.take(T * I), s.pool.take(T * I), s.pool.take(T * I)};
+    s.dx = s.pool.take(T * C);
+    s.dn1 = s.pool.take(T * C);
+    s.dn2 = s.pool.take(T * C);
+    s.dlogits = s.pool.take(T * V);
+    s.dloss = s.pool.take(T);
+    s.dh_a = s.pool.take(T * C);
+    s.dh_b = s.pool.take(T * C);
+    s.dhn = s.pool.take(T * C);
+    s.dcat = s.pool.take(T * 2 * C);
+    s.dtmp = s.pool.take(T * C);
+    s.de = s.pool.take(T * C);
+    s.dmtp_out.assign(static_cast<size_t>(D), nullptr);
+    for (auto& p : s.dmtp_out) p = s.pool.take(T * C);
+  }
+  s.weights = w;
+  s.tokens = batch.tokens;
+  s.targets = batch.targets;
+  s.doc_start = batch.doc_start;
+  s.pos.resize(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) s.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
+
+  const MlaDims md = mla_dims<F>(c, B, S);
+  const MoeDims ed = moe_dims(c, B, S);
+  const F eps = static_cast<F>(c.rms_norm_eps);
+  ForwardResult res;
+  double balance = 0;
+
+  auto run_block = [&](BlockState<F>& b, const F* h_in, F* h_out) {
+    {
+      ScopedTimer tm(s.profile, "attention (MLA) fwd");
+      cpu::rmsnorm_forward(b.n1, b.rstd1, h_in, b.w_in, T, C, eps);
+      mla_forward(b.attn_out, b.attn_s, b.n1, s.pos.data(), s.doc_start.data(), s.inv_freq.data(),
+                  b.attn, md);
+      add_to(b.x, h_in, b.attn_out, T * C);
+      cpu::rmsnorm_forward(b.n2, b.rstd2, b.x, b.w_post, T, C, eps);
+    }
+    if (b.moe) {
+      ScopedTimer tm(s.profile, "MoE fwd");
+      balance += moe_forward(b.mlp_out, b.moe_s, b.n2, b.moe_p, ed, reuse_routing);
+      res.moe_layers.push_back(b.hf_layer);
+      res.expert_counts.emplace_back(b.moe_s.counts, b.moe_s.counts + c.n_routed_experts);
+    } else {
+      ScopedTimer tm(s.profile, "dense MLP fwd");
+      mlp_forward(b.mlp_out, b.mlp_s, b.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
+    }
+    add_to(h_out, b.x, b.mlp_out, T * C);
+  };
+
+  {
+    ScopedTimer tm(s.profile, "embedding fwd");
+    cpu::embedding_forward(s.h[0], s.tokens.data(), param("model.embed_tokens.weight"), T, C);
+  }
+  for (int64_t l = 0; l < L; ++l) run_block(s.blocks[l], s.h[l], s.h[l + 1]);
+  const F* lm_head = param("lm_head.weight");
+  {
+    ScopedTimer tm(s.profile, "head + CE fwd");
+    cpu::rmsnorm_forward(s.hn, s.hn_rstd, s.h[L], param("model.norm.weight"), T, C, eps);
+    cpu::linear_forward(s.logits, s.hn, lm_head, T, C, V);
+    cpu::cross_entropy_forward(s.losses, s.lse, s.logits, s.targets.data(), T, V);
+    res.loss_main = masked_mean(s.losses, s.targets.data(), T, &s.n_targets);
+    res.target_tokens = s.n_targets;
+  }
+  // MTP modules: module k predicts the token k+1 steps past the next one.
+  const F* h_prev = s.hn;
+  for (int64_t k = 0; k < D; ++k) {
+    MtpState<F>& m = s.mtp[k];
+    const int64_t shift = k + 1;
+    m.tokens.assign(static_cast<size_t>(T), 0);
+    m.targets.assign(static_cast<size_t>(T), -1);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = t % S;
+      if (i + shift < S) {
+        m.tokens[t] = s.tokens[t + shift];
+        if (s.doc_start[t + shift] == s.doc_start[t]) m.targets[t] = s.targets[t + shift];
+      }
+    }
+    {
+      ScopedTimer tm(s.profile, "MTP input fwd");
+      cpu::embedding_forward(m.e, m.tokens.data(), param("model.embed_tokens.weight"), T, C);
+      cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, m.enorm, T, C, eps);
+      cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, m.hnorm, T, C, eps);
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < T; ++t) {
+        std::memcpy(m.cat + t * 2 * C, m.en + t * C, C * sizeof(F));
+        std::memcpy(m.cat + t * 2 * C + C, m.hp + t * C, C * sizeof(F));
+      }
+      cpu::linear_forward(m.x0, m.cat, m.eh_proj, T, 2 * C, C);
+    }
+    run_block(s.blocks[L + k], m.x0, m.out);
+    {
+      ScopedTimer tm(s.profile, "head + CE fwd");
+      cpu::rmsnorm_forward(m.sn, m.sn_rstd, m.out, m.head_norm, T, C, eps);
+      cpu::linear_forward(m.logits, m.sn, lm_head, T, C, V);
+      cpu::cross_entropy_forward(m.losses, m.lse, m.logits, m.targets.data(), T, V);
+      const double lk = masked_mean(m.losses, m.targets.data(), T, &m.n_targets);
+      res.loss_mtp_k.push_back(lk);
+      res.loss_mtp += lk / static_cast<double>(D);
+    }
+    h_prev = m.out;
+  }
+  res.loss_balance = balance;
+  res.loss = res.loss_main + w.mtp_weight * res.loss_mtp + w.balance_alpha * res.loss_balance;
+  s.have_forward = true;
+  if (out != nullptr) *out = std::move(res);
+  return Status::Ok();
+}
+
+template <typename F>
+void Model<F>::backward() {
+  State& s = *st_;
+  MARIANA_CHECK(s.have_forward);
+  const ModelConfig& c = config_;
+  const int64_t T = s.T, C = c.hidden_size, V = c.vocab_size;
+  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
+  const MlaDims md = mla_dims<F>(c, s.B, s.S);
+  const MoeDims ed = moe_dims(c, s.B, s.S);
+  const F* lm_head = param("lm_head.weight");
+  F* g_lm_head = grad("lm_head.weight");
+  F* g_embed = grad("model.embed_tokens.weight");
+
+  // dh_in += d(block)/d(h_in) · dh_out.
+  auto block_backward = [&](BlockState<F>& b, const F* h_in, F* dh_in, const F* dh_out) {
+    std::memcpy(s.dx, dh_out, T * C * sizeof(F));
+    std::fill_n(s.dn2, T * C, F(0));
+    if (b.moe) {
+      ScopedTimer tm(s.profile, "MoE bwd");
+      moe_backward(s.dn2, b.moe_g, s.moe_sc, dh_out, b.moe_s, b.n2, b.moe_p, ed, s.weights.balance_alpha);
+    } else {
+      ScopedTimer tm(s.profile, "dense MLP bwd");
+      mlp_backward(s.dn2, b.mlp_g, s.mlp_sc, dh_out, b.mlp_s, b.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
+    }
+    ScopedTimer tm(s.profile, "attention (MLA) bwd");
+    cpu::rmsnorm_backward(s.dx, b.g_post, s.dn2, b.x, b.w_post, b.rstd2, T, C);
+    std::fill_n(s.dn1, T * C, F(0));
+    mla_backward(s.dn1, b.attn_g, s.mla_sc, s.dx, b.attn_s, b.n1, s.pos.data(), s.doc_start.data(),
+                 s.inv_freq.data(), b.attn, md);
+    cpu::rmsnorm_backward(dh_in, b.g_in, s.dn1, h_in, b.w_in, b.rstd1, T, C);
+    add_inplace(dh_in, s.dx, T * C);
+  };
+
+  std::fill_n(s.dhn, T * C, F(0));
+  for (auto* p : s.dmtp_out) std::fill_n(p, T * C, F(0));
+  // MTP modules, last first: module k's output also feeds module k+1's hnorm.
+  for (int64_t k = D - 1; k >= 0; --k) {
+    MtpState<F>& m = s.mtp[k];
+    {
+      ScopedTimer tm(s.profile, "head + CE bwd");
+      const F scale = m.n_targets > 0
+                          ? static_cast<F>(s.weights.mtp_weight / (static_cast<double>(D) * m.n_targets))
+                          : F(0);
+      std::fill_n(s.dloss, T, scale);
+      std::fill_n(s.dlogits, T * V, F(0));
+      cpu::cross_entropy_backward(s.dlogits, s.dloss, m.logits, m.lse, m.targets.data(), T, V);
+      std::fill_n(s.dtmp, T * C, F(0));
+      cpu::linear_backward(s.dtmp, g_lm_head, s.dlogits, m.sn, lm_head, T, C, V);
+      cpu::rmsnorm_backward(s.dmtp_out[k], m.g_head_norm, s.dtmp, m.out, m.head_norm, m.sn_rstd, T, C);
+    }
+    std::fill_n(s.dh_a, T * C, F(0));
+    block_backward(s.blocks[L + k], m.x0, s.dh_a, s.dmtp_out[k]);
+    ScopedTimer tm(s.profile, "MTP input bwd");
+    std::fill_n(s.dcat, T * 2 * C, F(0));
+    cpu::linear_backward(s.dcat, m.g_eh_proj, s.dh_a, m.cat, m.eh_proj, T, 2 * C, C);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(s.dtmp + t * C, s.dcat + t * 2 * C, C * sizeof(F));
+      std::memcpy(s.dn1 + t * C, s.dcat + t * 2 * C + C, C * sizeof(F));
+    }
+    std::fill_n(s.de, T * C, F(0));
+    cpu::rmsnorm_backward(s.de, m.g_enorm, s.dtmp, m.e, m.enorm, m.en_rstd, T, C);
+    cpu::embedding_backward(g_embed, s.de, m.tokens.data(), T, C);
+    const F* h_prev = k == 0 ? s.hn : s.mtp[k - 1].out;
+    F* dh_prev = k == 0 ? s.dhn : s.dmtp_out[k - 1];
+    cpu::rmsnorm_backward(dh_prev, m.g_hnorm, s.dn1, h_prev, m.hnorm, m.hp_rstd, T, C);
+  }
+  // Main head.
+  F* dh_out = s.dh_a;
+  F* dh_in = s.dh_b;
+  {
+    ScopedTimer tm(s.profile, "head + CE bwd");
+    const F scale = s.n_targets > 0 ? static_cast<F>(1.0 / static_cast<double>(s.n_targets)) : F(0);
+    std::fill_n(s.dloss, T, scale);
+    std::fill_n(s.dlogits, T * V, F(0));
+    cpu::cross_entropy_backward(s.dlogits, s.dloss, s.logits, s.lse, s.targets.data(), T, V);
+    cpu::linear_backward(s.dhn, g_lm_head, s.dlogits, s.hn, lm_head, T, C, V);
+    std::fill_n(dh_out, T * C, F(0));
+    cpu::rmsnorm_backward(dh_out, grad("model.norm.weight"), s.dhn, s.h[L], param("model.norm.weight"),
+                          s.hn_rstd, T, C);
+  }
+  for (int64_t l = L - 1; l >= 0; --l) {
+    std::fill_n(dh_in, T * C, F(0));
+    block_backward(s.blocks[l], s.h[l], dh_in, dh_out);
+    std::swap(dh_in, dh_out);
+  }
+  ScopedTimer tm(s.profile, "embedding bwd");
+  cpu::embedding_backward(g_embed, dh_out, s.tokens.data(), T, C);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace mariana

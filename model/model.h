@@ -1,0 +1,101 @@
+// The DeepSeek-V3 model for training on the CPU: embedding → blocks (MLA + dense MLP or
+// DeepSeekMoE) → RMSNorm → head, plus D multi-token-prediction modules, and the loss
+// main CE + λ·mean(MTP CE) + α·sequence-wise balance. Parameters and gradients each live in one
+// arena laid out by ParamTable. Model<float> trains; Model<double> is the finite-difference oracle.
+//
+// Threading: a Model is used by one thread at a time; its kernels are OpenMP-parallel inside.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace mariana {
+
+// B rows of S tokens. targets[b, i] is the token to predict at (b, i) (−1: no loss there);
+// doc_start[b, i] is the position where (b, i)'s document begins in its row (packed documents
+// never attend to each other; RoPE positions restart at each document).
+struct Batch {
+  int64_t B = 0, S = 0;
+  std::vector<int32_t> tokens, targets, doc_start;  // [B, S] each
+  // A batch of B rows of S tokens with one document per row, targets = next token (−1 at the end).
+  static Batch from_rows(int64_t B, int64_t S, const std::vector<int32_t>& tokens);
+};
+
+struct LossWeights {
+  double mtp_weight = 0.3;         // λ
+  double balance_alpha = 0.0001;   // α
+};
+
+struct ForwardResult {
+  double loss = 0;          // loss_main + λ·loss_mtp + α·loss_balance
+  double loss_main = 0;     // mean CE over tokens with a target
+  double loss_mtp = 0;      // mean over the D modules of their mean CE
+  std::vector<double> loss_mtp_k;
+  double loss_balance = 0;  // Σ over MoE layers (main and MTP) of the mean-over-rows Σ_i f_i·P_i
+  int64_t target_tokens = 0;
+  // Per MoE layer (main layers in order, then the MTP modules'), tokens routed to each expert.
+  std::vector<int64_t> moe_layers;                   // HF layer index of each entry
+  std::vector<std::vector<int32_t>> expert_counts;   // [n_moe_layers][E]
+};
+
+// Wall-clock seconds per part of the step, accumulated until reset (for `mariana bench model`).
+struct StepProfile {
+  std::map<std::string, double> seconds;
+  void reset() { seconds.clear(); }
+};
+
+template <typename F>
+class Model {
+ public:
+  explicit Model(ModelConfig config);
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  const ModelConfig& config() const { return config_; }
+  const ParamTable& table() const { return table_; }
+  F* params() { return params_.data(); }
+  const F* params() const { return params_.data(); }
+  F* grads() { return grads_.data(); }
+  F* param(const std::string& name) { return params_.data() + table_.at(name).offset; }
+  const F* param(const std::string& name) const { return params_.data() + table_.at(name).offset; }
+  F* grad(const std::string& name) { return grads_.data() + table_.at(name).offset; }
+
+  // Matrices and embedding ~ N(0, initializer_range) from Philox(seed) with one stream per
+  // tensor (thread-count independent); norms 1; gate biases 0.
+  void init_weights(uint64_t seed);
+  void zero_grads();
+
+  // Runs the forward pass and the losses. InvalidArgument for a malformed batch (token out of
+  // range, inconsistent doc_start, S > max_position_embeddings...). With reuse_routing, every MoE
+  // layer keeps the expert selection of the previous forward on the same batch shape.
+  Status forward(const Batch& batch, const LossWeights& w, ForwardResult* out,
+                 bool reuse_routing = false);
+  // grads += d(loss)/d(params) for the last forward.
+  void backward();
+
+  int64_t tokens() const;                 // T of the last forward
+  const F* logits() const;                // [T, V] main head
+  const F* mtp_logits(int64_t k) const;   // [T, V] MTP module k (0-based)
+  const int32_t* routing(int64_t moe_entry) const;  // [T, K] selection of ForwardResult entry
+  StepProfile& profile();
+
+ private:
+  struct State;
+  ModelConfig config_;
+  ParamTable table_;
+  std::vector<F> params_, grads_;
+  std::unique_ptr<State> st_;
+};
+
+extern template class Model<float>;
+extern template class Model<double>;
+
+}  // namespace mariana

@@ -1,0 +1,160 @@
+// Dense MLP and DeepSeekMoE forward/backward.
+#include "model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace mariana {
+
+template <typename F>
+void mlp_forward(F* out, const MlpSaved<F>& s, const F* x, const MlpParams<F>& p, const MlpDims& d) {
+  cpu::linear_forward(s.g, x, p.gate_proj, d.T, d.C, d.I);
+  cpu::linear_forward(s.u, x, p.up_proj, d.T, d.C, d.I);
+  cpu::swiglu_forward(s.a, s.g, s.u, d.T * d.I);
+  cpu::linear_forward(out, s.a, p.down_proj, d.T, d.I, d.C);
+}
+
+template <typename F>
+void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* dout,
+                  const MlpSaved<F>& sv, const F* x, const MlpParams<F>& p, const MlpDims& d) {
+  const int64_t n = d.T * d.I;
+  std::fill_n(s.da, n, F(0));
+  cpu::linear_backward(s.da, g.down_proj, dout, sv.a, p.down_proj, d.T, d.I, d.C);
+  std::fill_n(s.dg, n, F(0));
+  std::fill_n(s.du, n, F(0));
+  cpu::swiglu_backward(s.dg, s.du, s.da, sv.g, sv.u, n);
+  cpu::linear_backward(dx, g.gate_proj, s.dg, x, p.gate_proj, d.T, d.C, d.I);
+  cpu::linear_backward(dx, g.up_proj, s.du, x, p.up_proj, d.T, d.C, d.I);
+}
+
+namespace {
+
+// Gate weights for selections already in s.indices (routing held fixed).
+template <typename F>
+void gate_weights_for_fixed_selection(const MoeSaved<F>& s, const MoeDims& d) {
+  const int64_t T = d.T, E = d.E, K = d.K;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t e = 0; e < E; ++e) s.scores[t * E + e] = F(1) / (F(1) + std::exp(-s.logits[t * E + e]));
+    F sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += s.scores[t * E + s.indices[t * K + k]];
+    for (int64_t k = 0; k < K; ++k) {
+      const F v = s.scores[t * E + s.indices[t * K + k]];
+      s.weights[t * K + k] = (d.norm_topk_prob ? v / sum : v) * static_cast<F>(d.route_scale);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename F>
+double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p,
+                   const MoeDims& d, bool reuse_routing) {
+  const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
+  cpu::linear_forward(s.logits, x, p.gate, T, C, E);
+  if (reuse_routing) {
+    gate_weights_for_fixed_selection(s, d);
+  } else {
+    cpu::moe_gate_forward(s.weights, s.indices, s.scores, s.logits, p.bias, T, E, K, d.n_group,
+                          d.topk_group, static_cast<F>(d.route_scale), d.norm_topk_prob);
+  }
+  cpu::moe_plan(s.counts, s.offsets, s.row_of, s.indices, T, E, K);
+  cpu::moe_permute_forward(s.x_perm, x, s.row_of, T, K, C);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = s.counts[e];
+    if (n == 0) continue;
+    const int64_t o = s.offsets[e];
+    const MlpSaved<F> es{s.expert.g + o * d.Fm, s.expert.u + o * d.Fm, s.expert.a + o * d.Fm};
+    mlp_forward(s.y_perm + o * C, es, s.x_perm + o * C, p.experts[e], MlpDims{n, C, d.Fm});
+  }
+  if (d.Fs > 0) {
+    mlp_forward(out, s.shared, x, p.shared, MlpDims{T, C, d.Fs});
+  } else {
+    std::fill_n(out, T * C, F(0));
+  }
+  cpu::moe_unpermute_forward(out, s.y_perm, s.weights, s.row_of, T, K, C);
+
+  // Sequence-wise balance loss (Eqs. 17–20): f_i = E/(K·S)·#{t : i ∈ TopK(t)},
+  // P_i = (1/S)·Σ_t s_{i,t}/Σ_j s_{j,t}; per sequence Σ_i f_i·P_i.
+  double total = 0;
+  for (int64_t b = 0; b < d.B; ++b) {
+    F* f = s.balance_f + b * E;
+    std::fill_n(f, E, F(0));
+    std::vector<double> P(static_cast<size_t>(E), 0.0);
+    for (int64_t t = b * d.S; t < (b + 1) * d.S; ++t) {
+      for (int64_t k = 0; k < K; ++k) f[s.indices[t * K + k]] += F(1);
+      double denom = 0;
+      for (int64_t e = 0; e < E; ++e) denom += s.scores[t * E + e];
+      for (int64_t e = 0; e < E; ++e) P[e] += s.scores[t * E + e] / denom;
+    }
+    double lb = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      f[e] *= static_cast<F>(static_cast<double>(E) / static_cast<double>(K * d.S));
+      lb += static_cast<double>(f[e]) * P[e] / static_cast<double>(d.S);
+    }
+    total += lb;
+  }
+  return total / static_cast<double>(d.B);
+}
+
+template <typename F>
+void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout,
+                  const MoeSaved<F>& sv, const F* x, const MoeParams<F>& p, const MoeDims& d,
+                  double balance_coef) {
+  const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
+  if (d.Fs > 0) mlp_backward(dx, g.shared, s.shared, dout, sv.shared, x, p.shared, MlpDims{T, C, d.Fs});
+  std::fill_n(s.dy_perm, T * K * C, F(0));
+  std::fill_n(s.dweights, T * K, F(0));
+  cpu::moe_unpermute_backward(s.dy_perm, s.dweights, dout, sv.y_perm, sv.weights, sv.row_of, T, K, C);
+  std::fill_n(s.dx_perm, T * K * C, F(0));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = sv.counts[e];
+    if (n == 0) continue;
+    const int64_t o = sv.offsets[e];
+    const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
+    const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
+    mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C,
+                 p.experts[e], MlpDims{n, C, d.Fm});
+  }
+  cpu::moe_permute_backward(dx, s.dx_perm, sv.row_of, T, K, C);
+
+  std::fill_n(s.dlogits, T * E, F(0));
+  cpu::moe_gate_backward(s.dlogits, s.dweights, sv.scores, sv.indices, T, E, K,
+                         static_cast<F>(d.route_scale), d.norm_topk_prob);
+  if (balance_coef != 0.0) {
+    // L = coef/B · Σ_b Σ_i f_i·P_i,  P_i = (1/S) Σ_t s'_{i,t},  s'_{i,t} = s_{i,t} / Σ_j s_{j,t}:
+    // dL/ds_{j,t} = coef/(B·S·Σs_t) · (f_j − Σ_i f_i·s'_{i,t});  ds/dlogit = s·(1 − s).
+    const double c0 = balance_coef / static_cast<double>(d.B * d.S);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      const F* f = sv.balance_f + (t / d.S) * E;
+      const F* st = sv.scores + t * E;
+      double denom = 0, fs = 0;
+      for (int64_t e = 0; e < E; ++e) denom += st[e];
+      for (int64_t e = 0; e < E; ++e) fs += static_cast<double>(f[e]) * st[e] / denom;
+      for (int64_t e = 0; e < E; ++e) {
+        const double ds = c0 / denom * (static_cast<double>(f[e]) - fs);
+        s.dlogits[t * E + e] += static_cast<F>(ds * st[e] * (1.0 - st[e]));
+      }
+    }
+  }
+  cpu::linear_backward(dx, g.gate, s.dlogits, x, p.gate, T, C, E);
+}
+
+#define MARIANA_INSTANTIATE_MOE(F)                                                                \
+  template void mlp_forward<F>(F*, const MlpSaved<F>&, const F*, const MlpParams<F>&,            \
+                               const MlpDims&);                                                   \
+  template void mlp_backward<F>(F*, const MlpGrads<F>&, const MlpScratch<F>&, const F*,          \
+                                const MlpSaved<F>&, const F*, const MlpParams<F>&, const MlpDims&); \
+  template double moe_forward<F>(F*, const MoeSaved<F>&, const F*, const MoeParams<F>&,          \
+                                 const MoeDims&, bool);                                           \
+  template void moe_backward<F>(F*, const MoeGrads<F>&, const MoeScratch<F>&, const F*,          \
+                                const MoeSaved<F>&, const F*, const MoeParams<F>&, const MoeDims&, \
+                                double);
+MARIANA_INSTANTIATE_MOE(float)
+MARIANA_INSTANTIATE_MOE(double)
+
+}  // namespace mariana

@@ -1,0 +1,108 @@
+// Feed-forward layers: the dense SwiGLU MLP and DeepSeekMoE (shared + routed experts, sigmoid
+// gating with the selection-only bias and group-limited top-k, the sequence-wise balance loss).
+// Free functions over explicit buffers: mlp_* and moe_* forward/backward pairs.
+#pragma once
+
+#include <cstdint>
+
+namespace mariana {
+
+// ---- Dense SwiGLU MLP: out = down(silu(gate(x)) · up(x)) ----
+// Letters: T rows, C hidden_size, I width (intermediate_size, or an expert's width).
+struct MlpDims {
+  int64_t T = 0, C = 0, I = 0;
+};
+template <typename F>
+struct MlpParams {
+  const F* gate_proj = nullptr;  // [I, C]
+  const F* up_proj = nullptr;    // [I, C]
+  const F* down_proj = nullptr;  // [C, I]
+};
+template <typename F>
+struct MlpGrads {
+  F* gate_proj = nullptr;
+  F* up_proj = nullptr;
+  F* down_proj = nullptr;
+};
+template <typename F>
+struct MlpSaved {
+  F* g = nullptr;  // [T, I] gate(x)
+  F* u = nullptr;  // [T, I] up(x)
+  F* a = nullptr;  // [T, I] silu(g)·u
+};
+template <typename F>
+struct MlpScratch {
+  F* da = nullptr;  // [T, I]
+  F* dg = nullptr;  // [T, I]
+  F* du = nullptr;  // [T, I]
+};
+// out[T, C] = MLP(x[T, C]) (overwritten).
+template <typename F>
+void mlp_forward(F* out, const MlpSaved<F>& s, const F* x, const MlpParams<F>& p, const MlpDims& d);
+// dx += ..., grads += ...
+template <typename F>
+void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* dout,
+                  const MlpSaved<F>& saved, const F* x, const MlpParams<F>& p, const MlpDims& d);
+
+// ---- DeepSeekMoE ----
+// Letters: B sequences of S tokens (T = B·S), E n_routed_experts, K num_experts_per_tok,
+// Fm moe_intermediate_size, Fs shared width (moe_intermediate_size · n_shared_experts; 0 = none).
+struct MoeDims {
+  int64_t B = 0, S = 0, T = 0, C = 0, E = 0, K = 0, Fm = 0, Fs = 0;
+  int64_t n_group = 1, topk_group = 1;
+  double route_scale = 1.0;
+  bool norm_topk_prob = true;
+};
+template <typename F>
+struct MoeParams {
+  const F* gate = nullptr;               // [E, C]
+  const F* bias = nullptr;               // [E] e_score_correction_bias (selection only)
+  const MlpParams<F>* experts = nullptr; // [E]
+  MlpParams<F> shared;                   // when Fs > 0
+};
+template <typename F>
+struct MoeGrads {
+  F* gate = nullptr;
+  const MlpGrads<F>* experts = nullptr;  // [E]
+  MlpGrads<F> shared;
+};
+template <typename F>
+struct MoeSaved {
+  F* logits = nullptr;        // [T, E]
+  F* scores = nullptr;        // [T, E] sigmoid(logits)
+  F* weights = nullptr;       // [T, K]
+  int32_t* indices = nullptr; // [T, K]
+  int32_t* counts = nullptr;  // [E] tokens routed to each expert in this batch
+  int32_t* offsets = nullptr; // [E + 1]
+  int32_t* row_of = nullptr;  // [T·K]
+  F* x_perm = nullptr;        // [T·K, C]
+  MlpSaved<F> expert;         // g, u, a: [T·K, Fm], rows grouped by expert
+  F* y_perm = nullptr;        // [T·K, C]
+  MlpSaved<F> shared;         // [T, Fs]
+  F* shared_out = nullptr;    // [T, C]
+  F* balance_f = nullptr;     // [B, E] f_i per sequence (Eq. 18)
+};
+template <typename F>
+struct MoeScratch {
+  F* dy_perm = nullptr;   // [T·K, C]
+  F* dx_perm = nullptr;   // [T·K, C]
+  F* dweights = nullptr;  // [T, K]
+  F* dlogits = nullptr;   // [T, E]
+  MlpScratch<F> expert;   // [T·K, Fm]
+  MlpScratch<F> shared;   // [T, Fs]
+};
+
+// out[T, C] = Σ_k w_k·expert_k(x) + shared(x). With reuse_routing, the indices already in
+// saved.indices are kept (selection held fixed) and only the weights are recomputed. Returns the
+// sequence-wise balance loss of this layer, mean over the B sequences of Σ_i f_i·P_i (Eqs. 17–20,
+// without α).
+template <typename F>
+double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p,
+                   const MoeDims& d, bool reuse_routing);
+// dx += ..., grads += ... . balance_coef is d(total loss)/d(this layer's balance loss) (α).
+template <typename F>
+void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout,
+                  const MoeSaved<F>& saved, const F* x, const MoeParams<F>& p, const MoeDims& d,
+                  double balance_coef);
+
+}  // namespace mariana

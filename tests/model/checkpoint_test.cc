@@ -1,0 +1,186 @@
+// HF-layout checkpoints: round trip, byte-identical import→export (single file, shards, bf16),
+// and bad checkpoints rejected with the file and tensor named.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/file_util.h"
+#include "core/safetensors.h"
+#include "model/checkpoint.h"
+#include "model_test_util.h"
+
+namespace mariana {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mariana_ckpt_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& rel) const { return (dir_ / rel).string(); }
+  static std::string bytes(const std::string& p) { return read_file(p).value(); }
+  fs::path dir_;
+};
+
+Model<float> tiny_model() {
+  Model<float> m(testing::load_config("configs/models/tiny.json"));
+  m.init_weights(11);
+  return m;
+}
+
+TEST_F(CheckpointTest, RoundTripKeepsEveryParameter) {
+  Model<float> m = tiny_model();
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  EXPECT_TRUE(fs::exists(path("a/config.json")));
+  EXPECT_TRUE(fs::exists(path("a/model.safetensors")));
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const Model<float>& l = r.value().model;
+  ASSERT_EQ(l.table().arena_size(), m.table().arena_size());
+  for (int64_t i = 0; i < m.table().arena_size(); ++i) ASSERT_EQ(l.params()[i], m.params()[i]) << i;
+  // HF names, including the MTP module's shared head copy.
+  auto sf = SafetensorsFile::open(path("a/model.safetensors"));
+  ASSERT_TRUE(sf.ok());
+  EXPECT_NE(sf.value().find("model.layers.3.shared_head.head.weight"), nullptr);
+  EXPECT_NE(sf.value().find("model.layers.1.mlp.gate.e_score_correction_bias"), nullptr);
+  EXPECT_NE(sf.value().find("model.layers.0.self_attn.kv_a_proj_with_mqa.weight"), nullptr);
+  EXPECT_EQ(sf.value().find("model.layers.0.mlp.gate.weight"), nullptr);  // layer 0 is dense
+}
+
+TEST_F(CheckpointTest, ImportThenExportIsByteIdentical) {
+  Model<float> m = tiny_model();
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok());
+  CheckpointOptions opt;
+  opt.layout = &r.value().layout;
+  ASSERT_TRUE(checkpoint_save(path("b"), r.value().model, opt).ok());
+  EXPECT_EQ(bytes(path("a/model.safetensors")), bytes(path("b/model.safetensors")));
+  EXPECT_EQ(bytes(path("a/config.json")), bytes(path("b/config.json")));
+}
+
+TEST_F(CheckpointTest, ShardedBf16ImportThenExportIsByteIdentical) {
+  Model<float> m = tiny_model();
+  CheckpointOptions opt;
+  opt.dtype = DType::kBF16;
+  opt.max_shard_bytes = 200'000;
+  ASSERT_TRUE(checkpoint_save(path("a"), m, opt).ok());
+  ASSERT_TRUE(fs::exists(path("a/model.safetensors.index.json")));
+  EXPECT_FALSE(fs::exists(path("a/model.safetensors")));
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r.value().layout.dtype, DType::kBF16);
+  ASSERT_GT(r.value().layout.shards.size(), 1u);
+  CheckpointOptions again;
+  again.layout = &r.value().layout;
+  ASSERT_TRUE(checkpoint_save(path("b"), r.value().model, again).ok());
+  for (const auto& e : fs::directory_iterator(path("a"))) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(bytes(e.path().string()), bytes(path("b/" + name))) << name;
+  }
+  // bf16 storage rounds each weight to nearest-even bf16.
+  const float w = m.param("lm_head.weight")[5];
+  EXPECT_EQ(r.value().model.param("lm_head.weight")[5], bf16_to_f32(f32_to_bf16(w)));
+}
+
+TEST_F(CheckpointTest, SaveReplacesAnExistingCheckpoint) {
+  Model<float> m = tiny_model();
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  m.param("model.norm.weight")[0] = 3.0f;
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value().model.param("model.norm.weight")[0], 3.0f);
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir_)) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 1);  // no temporary or old directories left behind
+}
+
+// Rewrites a.safetensors with one tensor replaced by `t` (or removed when t is undefined).
+void rewrite(const std::string& file, const std::string& name, const Tensor* t, const std::string& extra = "") {
+  auto sf = SafetensorsFile::open(file);
+  ASSERT_TRUE(sf.ok());
+  std::vector<std::pair<std::string, Tensor>> items;
+  for (const auto& e : sf.value().entries()) {
+    if (e.name == name) {
+      if (t) items.emplace_back(name, *t);
+      continue;
+    }
+    items.emplace_back(e.name, sf.value().view(e));
+  }
+  if (!extra.empty()) items.emplace_back(extra, Tensor::zeros(DType::kF32, {2}));
+  ASSERT_TRUE(safetensors_write(file, items, sf.value().metadata()).ok());
+}
+
+TEST_F(CheckpointTest, WrongShapeNamesTheTensor) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  const Tensor bad = Tensor::zeros(DType::kF32, {32, 65});
+  rewrite(path("a/model.safetensors"), "model.layers.0.self_attn.q_a_proj.weight", &bad);
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("model.layers.0.self_attn.q_a_proj.weight"), std::string::npos);
+  EXPECT_NE(r.status().message().find("[32, 64]"), std::string::npos) << r.status().message();
+}
+
+TEST_F(CheckpointTest, MissingTensorIsNamed) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  rewrite(path("a/model.safetensors"), "model.norm.weight", nullptr);
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.norm.weight"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, UnknownTensorIsNamed) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  rewrite(path("a/model.safetensors"), "", nullptr, "model.layers.9.mystery.weight");
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.layers.9.mystery.weight"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, SharedHeadMustEqualLmHead) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  const Tensor other = Tensor::zeros(DType::kF32, {1024, 64});
+  rewrite(path("a/model.safetensors"), "model.layers.3.shared_head.head.weight", &other);
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("shared_head.head"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, TruncatedFileIsDataLoss) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  const std::string full = bytes(path("a/model.safetensors"));
+  ASSERT_TRUE(write_file_atomic(path("a/model.safetensors"), full.substr(0, full.size() - 100)).ok());
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("model.safetensors"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, CorruptHeaderIsDataLoss) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  std::string b = bytes(path("a/model.safetensors"));
+  b[12] = '#';  // inside the JSON header
+  ASSERT_TRUE(write_file_atomic(path("a/model.safetensors"), b).ok());
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(CheckpointTest, MissingDirectoryIsNotFound) {
+  auto r = checkpoint_load<float>(path("nope"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace mariana
