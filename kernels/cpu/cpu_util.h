@@ -129,7 +129,10 @@ inline float row_max(const float* x, int64_t n) {
 }
 
 // y[j] = exp(x[j] - shift) (y may alias x); returns Σ_j y[j]. y == nullptr: the sum only.
-inline double exp_shift_sum(double* y, const double* x, int64_t n, double shift) {
+// prefetch (optional): the start of n values to pull into L1 meanwhile (the next chunk of a row).
+inline double exp_shift_sum(double* y, const double* x, int64_t n, double shift,
+                            const double* prefetch = nullptr) {
+  (void)prefetch;
   double s = 0;
   for (int64_t j = 0; j < n; ++j) {
     const double e = std::exp(x[j] - shift);
@@ -138,13 +141,15 @@ inline double exp_shift_sum(double* y, const double* x, int64_t n, double shift)
   }
   return s;
 }
-inline float exp_shift_sum(float* y, const float* x, int64_t n, float shift) {
+inline float exp_shift_sum(float* y, const float* x, int64_t n, float shift,
+                           const float* prefetch = nullptr) {
   int64_t j = 0;
   float s = 0;
 #ifdef MARIANA_CPU_AVX2
   const __m256 sh = _mm256_set1_ps(shift);
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (; j + 16 <= n; j += 16) {
+    if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(prefetch + j), _MM_HINT_T0);  // one line
     const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
     const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8), sh));
     if (y) {

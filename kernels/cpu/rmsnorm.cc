@@ -1,7 +1,9 @@
-// CPU RMSNorm forward/backward. Parallel over tokens; the weight gradient is reduced over tokens
-// per column chunk (each chunk owned by one thread, tokens in order), so it is deterministic and
-// independent of the thread count.
+// CPU RMSNorm forward/backward. Parallel over tokens; the weight gradient is reduced through
+// per-token-block partials in a fixed order, so it is deterministic and independent of the thread
+// count.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/ops.h"
@@ -9,7 +11,7 @@
 namespace mariana::cpu {
 namespace {
 
-constexpr int64_t kColChunk = 64;  // columns of dweight one thread reduces at a time
+constexpr int64_t kColChunk = 256;  // columns of dweight one thread reduces at a time
 
 template <typename T>
 void rmsnorm_forward_impl(T* out, T* rstd, const T* in, const T* weight, int64_t T_, int64_t C, T eps) {
@@ -29,39 +31,54 @@ void rmsnorm_forward_impl(T* out, T* rstd, const T* in, const T* weight, int64_t
 
 // y = x·r·w with r = (mean(x²) + eps)^-1/2:
 //   dx = r·(w∘g) − x·r³/C · Σ_c g_c w_c x_c;   dw += Σ_t g∘x·r.
+// One pass over fixed blocks of kTokenBlock tokens (independent of the thread count) writes din
+// and a partial dweight per block into scratch (one std::vector per call, [blocks, C]); a second
+// pass sums the partials per column in block order, in fp64. So dweight is deterministic for any
+// thread count, and every access is sequential (a column-wise pass over tokens would stride by C).
+constexpr int64_t kTokenBlock = 64;
+
 template <typename T>
 void rmsnorm_backward_impl(T* din, T* dweight, const T* dout, const T* in, const T* weight,
                            const T* rstd, int64_t T_, int64_t C) {
+  const int64_t n_blocks = (T_ + kTokenBlock - 1) / kTokenBlock;
+  std::vector<T> partial(dweight ? size_t(n_blocks) * C : 0);
 #pragma omp parallel if (detail::worth_parallel(T_ * C))
   {
-    if (din) {
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < T_; ++t) {
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      T* pw = dweight ? partial.data() + blk * C : nullptr;
+      if (pw) std::fill(pw, pw + C, T(0));
+      for (int64_t t = blk * kTokenBlock; t < std::min(T_, (blk + 1) * kTokenBlock); ++t) {
         const T* x = in + t * C;
         const T* g = dout + t * C;
-        T* dx = din + t * C;
         const T r = rstd[t];
-        T dot = 0;
+        if (din) {
+          T* dx = din + t * C;
+          T dot = 0;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < C; ++c) dot += g[c] * weight[c] * x[c];
-        const T k = dot * r * r * r / T(C);
+          for (int64_t c = 0; c < C; ++c) dot += g[c] * weight[c] * x[c];
+          const T k = dot * r * r * r / T(C);
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) dx[c] += r * weight[c] * g[c] - k * x[c];
+          for (int64_t c = 0; c < C; ++c) dx[c] += r * weight[c] * g[c] - k * x[c];
+        }
+        if (pw) {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) pw[c] += g[c] * x[c] * r;
+        }
       }
     }
     if (dweight) {
       const int64_t n_chunks = (C + kColChunk - 1) / kColChunk;
 #pragma omp for schedule(static)
       for (int64_t ch = 0; ch < n_chunks; ++ch) {
-        const int64_t c0 = ch * kColChunk, c1 = std::min(C, c0 + kColChunk);
-        double acc[kColChunk] = {};  // fp64 accumulators: T may be in the tens of thousands
-        for (int64_t t = 0; t < T_; ++t) {
-          const T* x = in + t * C;
-          const T* g = dout + t * C;
-          const T r = rstd[t];
-          for (int64_t c = c0; c < c1; ++c) acc[c - c0] += double(g[c] * x[c] * r);
+        const int64_t c0 = ch * kColChunk, n = std::min(kColChunk, C - c0);
+        double acc[kColChunk] = {};
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+          const T* pw = partial.data() + blk * C + c0;
+#pragma omp simd
+          for (int64_t c = 0; c < n; ++c) acc[c] += double(pw[c]);
         }
-        for (int64_t c = c0; c < c1; ++c) dweight[c] += T(acc[c - c0]);
+        for (int64_t c = 0; c < n; ++c) dweight[c0 + c] += T(acc[c]);
       }
     }
   }
