@@ -69,6 +69,9 @@ class DSConfig:
             raise ConfigError("config: tie_word_embeddings=true is not supported")
         if int(d.get("moe_layer_freq") or 1) != 1:
             raise ConfigError("config: moe_layer_freq != 1 is not supported")
+        kvh = d.get("num_key_value_heads")
+        if kvh is not None and int(kvh) != self.num_attention_heads:
+            raise ConfigError("config: MLA needs num_key_value_heads == num_attention_heads")
         if d.get("attention_bias", False):
             raise ConfigError("config: attention_bias=true is not supported")
         if self.qk_rope_head_dim % 2:
