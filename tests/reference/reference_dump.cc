@@ -123,9 +123,13 @@ int main(int argc, char** argv) {
     if (s.kind == ParamKind::kGateBias) continue;
     items.emplace_back("grad." + s.name, f32_tensor(model.grads() + s.offset, s.shape));
   }
+  auto exact = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.17g", v);
+    return std::string(buf);
+  };
   st = safetensors_write(out + "/mariana.safetensors", items,
-                         {{"mtp_weight", std::to_string(w.mtp_weight)},
-                          {"balance_alpha", std::to_string(w.balance_alpha)}});
+                         {{"mtp_weight", exact(w.mtp_weight)}, {"balance_alpha", exact(w.balance_alpha)}});
   if (!st.ok()) return fail(st);
   std::printf("reference_dump: loss %.6f (main %.6f, mtp %.6f, balance %.6f) -> %s\n", res.loss, res.loss_main,
               res.loss_mtp, res.loss_balance, out.c_str());
