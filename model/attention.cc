@@ -10,6 +10,9 @@ namespace mariana {
 
 namespace {
 
+// Below this many elements a loop runs on one thread: a parallel region costs more.
+constexpr int64_t kParallelMin = 1 << 15;
+
 template <typename F>
 void scale_rope_part(F* x, int64_t T, int64_t H, int64_t dr, int64_t token_stride,
                      int64_t head_stride, int64_t offset, double s) {
@@ -44,12 +47,12 @@ void mla_forward(F* out, const MlaSaved<F>& sv, const F* x, const int32_t* pos,
   cpu::linear_forward(sv.kva, x, p.kv_a_proj, T, C, r + dr);
   cpu::rope_forward(sv.kva + r, pos, inv_freq, T, 1, dr, r + dr, 0);
   scale_rope_part(sv.kva, T, 1, dr, r + dr, 0, r, d.rope_mscale);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * r > kParallelMin)
   for (int64_t t = 0; t < T; ++t) std::memcpy(sv.ckv_in + t * r, sv.kva + t * (r + dr), r * sizeof(F));
   cpu::rmsnorm_forward(sv.ckv, sv.ckv_rstd, sv.ckv_in, p.kv_a_layernorm, T, r, eps);
   cpu::linear_forward(sv.kv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
   // Assemble k = [k_nope ; k_pe] and v per head.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * H * (dqk + dv) > kParallelMin)
   for (int64_t t = 0; t < T; ++t) {
     const F* kpe = sv.kva + t * (r + dr) + r;
     for (int64_t h = 0; h < H; ++h) {
@@ -78,7 +81,7 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
   cpu::attention_backward(s.dq, s.dk, s.dv, s.d_o, sv.o, sv.lse, sv.q, sv.k, sv.v, doc_start, d.B,
                           d.S, H, dqk, dv, static_cast<F>(d.softmax_scale));
   // Split dk / dv back into dkv = [dk_nope ; dv] per head, and sum dk_pe over heads.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * H * (dqk + dv) > kParallelMin)
   for (int64_t t = 0; t < T; ++t) {
     F* dkpe = s.dkva + t * (r + dr) + r;
     std::fill_n(dkpe, dr, F(0));
@@ -101,7 +104,7 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
   std::fill_n(s.dckv_in, T * r, F(0));
   cpu::rmsnorm_backward(s.dckv_in, g.kv_a_layernorm, s.dckv, sv.ckv_in, p.kv_a_layernorm, sv.ckv_rstd,
                         T, r);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * r > kParallelMin)
   for (int64_t t = 0; t < T; ++t) std::memcpy(s.dkva + t * (r + dr), s.dckv_in + t * r, r * sizeof(F));
   cpu::linear_backward(dx, g.kv_a_proj, s.dkva, x, p.kv_a_proj, T, C, r + dr);
   // Query path.

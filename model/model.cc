@@ -27,6 +27,9 @@ Batch Batch::from_rows(int64_t B, int64_t S, const std::vector<int32_t>& tokens)
 
 namespace {
 
+// Below this many elements a loop runs on one thread: a parallel region costs more.
+constexpr int64_t kParallelMin = 1 << 15;
+
 // Owns many buffers; pointers stay valid until clear().
 template <typename T>
 class BufferPool {
@@ -401,13 +404,13 @@ Status validate_batch(const Batch& b, const ModelConfig& c) {
 
 template <typename F>
 void add_inplace(F* y, const F* x, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 template <typename F>
 void add_to(F* out, const F* a, const F* b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
@@ -565,7 +568,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
       cpu::embedding_forward(m.e, m.tokens.data(), param("model.embed_tokens.weight"), T, C);
       cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, m.enorm, T, C, eps);
       cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, m.hnorm, T, C, eps);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * C > kParallelMin)
       for (int64_t t = 0; t < T; ++t) {
         std::memcpy(m.cat + t * 2 * C, m.en + t * C, C * sizeof(F));
         std::memcpy(m.cat + t * 2 * C + C, m.hp + t * C, C * sizeof(F));
@@ -646,7 +649,7 @@ void Model<F>::backward() {
     ScopedTimer tm(s.profile, "MTP input bwd");
     std::fill_n(s.dcat, T * 2 * C, F(0));
     cpu::linear_backward(s.dcat, m.g_eh_proj, s.dh_a, m.cat, m.eh_proj, T, 2 * C, C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * C > kParallelMin)
     for (int64_t t = 0; t < T; ++t) {
       std::memcpy(s.dtmp + t * C, s.dcat + t * 2 * C, C * sizeof(F));
       std::memcpy(s.dn1 + t * C, s.dcat + t * 2 * C + C, C * sizeof(F));

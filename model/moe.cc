@@ -32,11 +32,14 @@ void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* 
 
 namespace {
 
+// Below this many elements a loop runs on one thread: a parallel region costs more.
+constexpr int64_t kParallelMin = 1 << 15;
+
 // Gate weights for selections already in s.indices (routing held fixed).
 template <typename F>
 void gate_weights_for_fixed_selection(const MoeSaved<F>& s, const MoeDims& d) {
   const int64_t T = d.T, E = d.E, K = d.K;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * E > kParallelMin)
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t e = 0; e < E; ++e) s.scores[t * E + e] = F(1) / (F(1) + std::exp(-s.logits[t * E + e]));
     F sum = 0;
@@ -128,7 +131,7 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
     // L = coef/B · Σ_b Σ_i f_i·P_i,  P_i = (1/S) Σ_t s'_{i,t},  s'_{i,t} = s_{i,t} / Σ_j s_{j,t}:
     // dL/ds_{j,t} = coef/(B·S·Σs_t) · (f_j − Σ_i f_i·s'_{i,t});  ds/dlogit = s·(1 − s).
     const double c0 = balance_coef / static_cast<double>(d.B * d.S);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * E > kParallelMin)
     for (int64_t t = 0; t < T; ++t) {
       const F* f = sv.balance_f + (t / d.S) * E;
       const F* st = sv.scores + t * E;
