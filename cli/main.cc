@@ -34,6 +34,7 @@ void usage(FILE* out) {
                "  model init --config C --seed S --out DIR   initialise a model, write an HF checkpoint\n"
                "  model info DIR|CONFIG                       parameters, FLOPs, KV-cache sizes\n"
                "  model logits --checkpoint DIR --tokens \"3 17 ...\" --out F.npy\n"
+               "  tokenizer train --vocab-size N --input FILES... --out T.json | encode | decode\n"
                "  data prepare --tokenizer T --input FILES... --out DIR [--skip-bad]\n"
                "  data gen --task arithmetic|passkey|mix --n N --seed S --out F.jsonl\n"
                "  bench model --config C --batch B --seq S --threads N [--json]\n\n"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1];
   if (verb == "model") return mariana::cli::model_main(argc - 1, argv + 1);
+  if (verb == "tokenizer") return mariana::cli::tokenizer_main(argc - 1, argv + 1);
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);
   if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());

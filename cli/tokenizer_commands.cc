@@ -1,0 +1,186 @@
+// `mariana tokenizer train|encode|decode`: train a byte-level BPE into an HF tokenizer.json, turn
+// text into ids and ids back into bytes.
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "core/file_util.h"
+#include "train/tokenizer.h"
+
+namespace mariana::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Encodes every text once and returns MB/s (1 MB = 1e6 bytes).
+double encode_mb_per_s(const Tokenizer& tok, const std::vector<std::string>& texts, int64_t* tokens) {
+  size_t bytes = 0;
+  *tokens = 0;
+  const auto t0 = Clock::now();
+  for (const std::string& t : texts) {
+    *tokens += static_cast<int64_t>(tok.encode(t).size());
+    bytes += t.size();
+  }
+  const double s = seconds_since(t0);
+  return s > 0 ? bytes / 1e6 / s : 0.0;
+}
+
+int tokenizer_train(int argc, char** argv) {
+  cxxopts::Options o("mariana tokenizer train", "Train a byte-level BPE tokenizer; writes HF tokenizer.json");
+  o.add_options()("vocab-size", "total vocabulary, byte tokens and special tokens included", cxxopts::value<int64_t>())(
+      "input", "training files (.txt: whole file; .jsonl: the \"text\" field of each line)",
+      cxxopts::value<std::vector<std::string>>())("out", "tokenizer.json to write", cxxopts::value<std::string>())(
+      "min-frequency", "never merge a pair seen fewer times", cxxopts::value<int64_t>()->default_value("2"))(
+      "h,help", "help");
+  o.parse_positional({"input"});  // --input a.txt b.txt c.jsonl
+  auto r = o.parse(argc, argv);
+  if (r.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return kExitOk;
+  }
+  if (!r.count("vocab-size") || !r.count("input") || !r.count("out")) {
+    return report(InvalidArgument("tokenizer train: --vocab-size, --input and --out are required"));
+  }
+  TokenizerTrainOptions opt;
+  opt.vocab_size = r["vocab-size"].as<int64_t>();
+  opt.min_frequency = r["min-frequency"].as<int64_t>();
+  if (opt.vocab_size < 256 + kNumSpecialTokens) {
+    return report(InvalidArgument("tokenizer train: --vocab-size " + std::to_string(opt.vocab_size) +
+                                  ": must hold the 256 byte tokens and the " + std::to_string(kNumSpecialTokens) +
+                                  " special tokens (at least " + std::to_string(256 + kNumSpecialTokens) + ")"));
+  }
+  if (opt.min_frequency < 1) return report(InvalidArgument("tokenizer train: --min-frequency must be >= 1"));
+  const auto files = r["input"].as<std::vector<std::string>>();
+  auto texts = tokenizer_read_texts(files);
+  if (!texts.ok()) return report(texts.status());
+  size_t bytes = 0;
+  for (const std::string& t : *texts) bytes += t.size();
+
+  const auto t0 = Clock::now();
+  auto tok = Tokenizer::train_from_texts(*texts, opt);
+  if (!tok.ok()) return report(tok.status());
+  const double train_s = seconds_since(t0);
+  const std::string out = r["out"].as<std::string>();
+  Status st = tok->save(out);
+  if (!st.ok()) return report(st);
+
+  int64_t tokens = 0;
+  const double cold = encode_mb_per_s(*tok, *texts, &tokens);
+  const double warm = encode_mb_per_s(*tok, *texts, &tokens);
+  std::printf("wrote %s: vocab %lld (%lld merges + 256 bytes + %d special), trained on %.2f MB in %.2f s\n", out.c_str(),
+              static_cast<long long>(tok->vocab_size()), static_cast<long long>(tok->num_merges()), kNumSpecialTokens,
+              bytes / 1e6, train_s);
+  std::printf("encode (1 thread, training corpus): %.1f MB/s cold cache, %.1f MB/s warm; %lld tokens, %.2f bytes/token\n",
+              cold, warm, static_cast<long long>(tokens), tokens ? static_cast<double>(bytes) / tokens : 0.0);
+  return kExitOk;
+}
+
+Result<Tokenizer> load_tokenizer_arg(const cxxopts::ParseResult& r, const char* verb) {
+  if (!r.count("tokenizer")) return InvalidArgument(std::string("tokenizer ") + verb + ": --tokenizer is required");
+  return Tokenizer::load(r["tokenizer"].as<std::string>());
+}
+
+int tokenizer_encode(int argc, char** argv) {
+  cxxopts::Options o("mariana tokenizer encode", "Text to token ids (no special tokens added)");
+  o.add_options()("tokenizer", "tokenizer.json", cxxopts::value<std::string>())(
+      "text", "the text to encode", cxxopts::value<std::string>())(
+      "input", "a file whose bytes are encoded", cxxopts::value<std::string>())(
+      "json", "print {\"ids\": [...], \"count\": N}")("h,help", "help");
+  auto r = o.parse(argc, argv);
+  if (r.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return kExitOk;
+  }
+  if (r.count("text") + r.count("input") != 1) return report(InvalidArgument("tokenizer encode: give exactly one of --text and --input"));
+  auto tok = load_tokenizer_arg(r, "encode");
+  if (!tok.ok()) return report(tok.status());
+  std::string text;
+  if (r.count("text")) {
+    text = r["text"].as<std::string>();
+  } else {
+    auto bytes = read_file(r["input"].as<std::string>());
+    if (!bytes.ok()) return report(bytes.status());
+    text = std::move(bytes).value();
+  }
+  const std::vector<int32_t> ids = tok->encode(text);
+  if (r.count("json")) {
+    nlohmann::json j;
+    j["ids"] = ids;
+    j["count"] = ids.size();
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::string line;
+    for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
+    std::printf("%s\n", line.c_str());
+  }
+  return kExitOk;
+}
+
+int tokenizer_decode(int argc, char** argv) {
+  cxxopts::Options o("mariana tokenizer decode", "Token ids to raw bytes on stdout");
+  o.add_options()("tokenizer", "tokenizer.json", cxxopts::value<std::string>())(
+      "ids", "ids separated by spaces or commas, e.g. \"1 2 3\"", cxxopts::value<std::string>())("h,help", "help");
+  auto r = o.parse(argc, argv);
+  if (r.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return kExitOk;
+  }
+  if (!r.count("ids")) return report(InvalidArgument("tokenizer decode: --ids is required"));
+  auto tok = load_tokenizer_arg(r, "decode");
+  if (!tok.ok()) return report(tok.status());
+  std::string spec = r["ids"].as<std::string>();
+  for (char& c : spec) {
+    if (c == ',') c = ' ';
+  }
+  std::istringstream in(spec);
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size()) return report(InvalidArgument("tokenizer decode: --ids: '" + word + "' is not an integer"));
+    if (v < 0 || v >= tok->vocab_size()) {
+      return report(InvalidArgument("tokenizer decode: --ids: id " + word + " is out of range [0, " +
+                                    std::to_string(tok->vocab_size()) + ")"));
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  const std::string bytes = tok->decode(ids);
+  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+  return kExitOk;
+}
+
+}  // namespace
+
+int tokenizer_main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: mariana tokenizer train|encode|decode ...\n");
+    return kExitBadInput;
+  }
+  const std::string sub = argv[1];
+  try {
+    if (sub == "train") return tokenizer_train(argc - 1, argv + 1);
+    if (sub == "encode") return tokenizer_encode(argc - 1, argv + 1);
+    if (sub == "decode") return tokenizer_decode(argc - 1, argv + 1);
+  } catch (const cxxopts::exceptions::exception& e) {
+    return report(InvalidArgument(std::string("tokenizer ") + sub + ": " + e.what()));
+  }
+  std::fprintf(stderr, "mariana tokenizer: unknown subcommand '%s' (train, encode, decode)\n", sub.c_str());
+  return kExitBadInput;
+}
+
+}  // namespace mariana::cli
