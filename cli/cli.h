@@ -18,6 +18,8 @@ int report(const Status& st);
 int model_main(int argc, char** argv);  // mariana model init|info|logits
 int bench_main(int argc, char** argv);  // mariana bench model
 int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|decode
+int train_main(int argc, char** argv);  // mariana train JOB.toml
+int eval_main(int argc, char** argv);   // mariana eval --task passkey|arithmetic
 int data_main(int argc, char** argv);   // mariana data prepare|gen
 
 }  // namespace mariana::cli

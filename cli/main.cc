@@ -37,7 +37,9 @@ void usage(FILE* out) {
                "  tokenizer train --vocab-size N --input FILES... --out T.json | encode | decode\n"
                "  data prepare --tokenizer T --input FILES... --out DIR [--skip-bad]\n"
                "  data gen --task arithmetic|passkey|mix --n N --seed S --out F.jsonl\n"
-               "  bench model --config C --batch B --seq S --threads N [--json]\n\n"
+               "  bench model --config C --batch B --seq S --threads N [--json]\n"
+               "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
+               "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n\n"
                "Run `mariana <verb> <subverb> --help` for the flags of one command.\n");
 }
 
@@ -53,6 +55,8 @@ int main(int argc, char** argv) {
   if (verb == "tokenizer") return mariana::cli::tokenizer_main(argc - 1, argv + 1);
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);
   if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
+  if (verb == "train") return mariana::cli::train_main(argc - 1, argv + 1);
+  if (verb == "eval") return mariana::cli::eval_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

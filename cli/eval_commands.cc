@@ -1,0 +1,101 @@
+// `mariana eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--samples N]
+//  [--tokenizer T] [--json] [--svg F]`.
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+
+#include "cli/cli.h"
+#include "core/file_util.h"
+#include "kernels/ops.h"
+#include "model/checkpoint.h"
+#include "train/eval.h"
+#include "train/tokenizer.h"
+
+namespace mariana::cli {
+
+namespace {
+
+template <typename T>
+Result<std::vector<T>> parse_list(const std::string& flag, const std::string& text) {
+  std::vector<T> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(item, &used);
+      if (used != item.size()) throw std::invalid_argument(item);
+      out.push_back(static_cast<T>(v));
+    } catch (const std::exception&) {
+      return InvalidArgument("--" + flag + ": '" + item + "' is not a number");
+    }
+  }
+  if (out.empty()) return InvalidArgument("--" + flag + ": expected a comma-separated list");
+  return out;
+}
+
+}  // namespace
+
+int eval_main(int argc, char** argv) {
+  cxxopts::Options o("mariana eval", "Evaluate a checkpoint");
+  o.add_options()("task", "passkey", cxxopts::value<std::string>())(
+      "checkpoint", "checkpoint directory", cxxopts::value<std::string>())(
+      "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
+      "lengths", "prompt lengths in tokens", cxxopts::value<std::string>()->default_value("64,128,256"))(
+      "depths", "passkey depths in [0,1]", cxxopts::value<std::string>()->default_value("0,0.25,0.5,0.75,1"))(
+      "samples", "prompts per cell", cxxopts::value<int64_t>()->default_value("10"))(
+      "seed", "seed", cxxopts::value<uint64_t>()->default_value("123"))(
+      "threads", "CPU threads (0: all)", cxxopts::value<int>()->default_value("0"))(
+      "json", "print the grid as JSON")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
+      "h,help", "help");
+  try {
+    auto r = o.parse(argc, argv);
+    if (r.count("help")) {
+      std::printf("%s\n", o.help().c_str());
+      return kExitOk;
+    }
+    if (!r.count("task") || !r.count("checkpoint")) return report(InvalidArgument("eval: --task and --checkpoint are required"));
+    const std::string task = r["task"].as<std::string>();
+    if (task != "passkey") return report(InvalidArgument("eval: --task: expected passkey, got '" + task + "'"));
+    const std::string ck_dir = r["checkpoint"].as<std::string>();
+    auto ck = checkpoint_load<float>(ck_dir);
+    if (!ck.ok()) return report(ck.status());
+    const std::string tok_path = r.count("tokenizer") ? r["tokenizer"].as<std::string>()
+                                                      : (std::filesystem::path(ck_dir) / "tokenizer.json").string();
+    auto tok = Tokenizer::load(tok_path);
+    if (!tok.ok()) return report(tok.status());
+    auto lengths = parse_list<int64_t>("lengths", r["lengths"].as<std::string>());
+    if (!lengths.ok()) return report(lengths.status());
+    auto depths = parse_list<double>("depths", r["depths"].as<std::string>());
+    if (!depths.ok()) return report(depths.status());
+    for (double d : depths.value())
+      if (d < 0 || d > 1) return report(InvalidArgument("--depths: each depth must be in [0, 1]"));
+    for (int64_t l : lengths.value())
+      if (l < 16) return report(InvalidArgument("--lengths: each length must be >= 16 tokens"));
+    const int64_t samples = r["samples"].as<int64_t>();
+    if (samples <= 0) return report(InvalidArgument("--samples: expected > 0"));
+    cpu::set_num_threads(r["threads"].as<int>());
+    auto grid = eval_passkey(ck.value().model, tok.value(), lengths.value(), depths.value(), samples,
+                             r["seed"].as<uint64_t>());
+    if (!grid.ok()) return report(grid.status());
+    if (r.count("svg")) {
+      Status st = write_file_atomic(r["svg"].as<std::string>(), passkey_svg(grid.value(), "passkey retrieval: " + ck_dir));
+      if (!st.ok()) return report(st);
+    }
+    if (r.count("json")) {
+      std::printf("%s\n", passkey_json(grid.value()).dump().c_str());
+    } else {
+      std::printf("passkey retrieval accuracy, %s (%lld samples per cell)\n%s", ck_dir.c_str(), (long long)samples,
+                  passkey_table(grid.value()).c_str());
+    }
+    return kExitOk;
+  } catch (const cxxopts::exceptions::exception& e) {
+    return report(InvalidArgument(std::string("eval: ") + e.what()));
+  }
+}
+
+}  // namespace mariana::cli

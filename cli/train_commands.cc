@@ -1,0 +1,55 @@
+// `mariana train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]`.
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+
+#include "cli/cli.h"
+#include "train/job_spec.h"
+#include "train/trainer.h"
+
+namespace mariana::cli {
+
+int train_main(int argc, char** argv) {
+  cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend)");
+  o.add_options()("job", "job file (TOML)", cxxopts::value<std::string>())(
+      "set", "override a job field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "run-dir", "run directory (default runs/<job.name>)", cxxopts::value<std::string>())(
+      "resume", "continue from the newest valid checkpoint in the run directory")(
+      "quiet", "no per-step lines")("h,help", "help");
+  o.parse_positional({"job"});
+  o.positional_help("JOB.toml");
+  try {
+    auto r = o.parse(argc, argv);
+    if (r.count("help")) {
+      std::printf("%s\n", o.help().c_str());
+      return kExitOk;
+    }
+    if (!r.count("job")) return report(InvalidArgument("train: expected a job file (JOB.toml)"));
+    std::vector<std::string> sets;
+    if (r.count("set")) sets = r["set"].as<std::vector<std::string>>();
+    auto spec = job_spec_load(r["job"].as<std::string>(), sets);
+    if (!spec.ok()) return report(spec.status());
+    TrainOptions opt;
+    opt.spec = spec.value();
+    opt.run_dir = r.count("run-dir") ? r["run-dir"].as<std::string>() : "runs/" + opt.spec.name;
+    opt.resume = r.count("resume") > 0;
+    opt.progress = ::isatty(STDERR_FILENO) && !r.count("quiet");
+    opt.quiet = r.count("quiet") > 0;
+    std::printf("train %s: phase %s, %lld steps, run dir %s\n", opt.spec.name.c_str(), opt.spec.phase.c_str(),
+                (long long)opt.spec.steps, opt.run_dir.c_str());
+    auto res = train_run(opt);
+    if (!res.ok()) return report(res.status());
+    const TrainSummary& s = res.value();
+    std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,
+                s.last.loss_main, s.final_checkpoint.c_str());
+    return kExitOk;
+  } catch (const cxxopts::exceptions::exception& e) {
+    return report(InvalidArgument(std::string("train: ") + e.what()));
+  }
+}
+
+}  // namespace mariana::cli

@@ -1,0 +1,263 @@
+// The job schema with its defaults, merging, overrides and schedules.
+#include "train/job_spec.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "core/file_util.h"
+#include "core/toml_util.h"
+
+namespace mariana {
+
+namespace {
+
+// Every field a job may set, with its default. Keep in sync with JobSpec and docs.
+constexpr const char* kJobSchema = R"(
+[job]
+name = "job"
+phase = "pretrain"
+[model]
+config = ""
+init_from = ""
+init_seed = 0
+[extend]
+factor = 4.0
+original_max_position_embeddings = 0
+beta_fast = 32.0
+beta_slow = 1.0
+mscale = 1.0
+mscale_all_dim = 1.0
+[tokenizer]
+path = ""
+[data]
+builtin = "mix"
+documents = 2000
+seed = 1
+inputs = []
+fim_rate = 0.1
+skip_bad = false
+passkey_filler_chars = 0
+[train]
+steps = 100
+seq_len = 128
+seed = 0
+threads = 0
+log_every = 1
+checkpoint_every = 50
+keep_last = 3
+grad_clip = 1.0
+[batch]
+rows = 8
+rows_start = 0
+ramp_steps = 0
+[optimizer]
+lr = 3e-3
+final_lr = 3e-4
+tail_lr = -1.0
+warmup_steps = 10
+constant_steps = 0
+decay_steps = -1
+beta1 = 0.9
+beta2 = 0.95
+eps = 1e-8
+weight_decay = 0.1
+[balance]
+gamma = 0.001
+gamma_zero_after = -1
+alpha = 0.0001
+[mtp]
+weight = 0.3
+weight_after = 0.1
+switch_step = -1
+)";
+
+bool compatible(const toml::node& schema, const toml::node& value) {
+  if (schema.type() == value.type()) return true;
+  return schema.is_floating_point() && value.is_integer();  // 1 where 1.0 is expected
+}
+
+std::string where(const toml::node& n, const std::string& file) {
+  const auto& src = n.source();
+  if (src.begin.line == 0) return file;
+  return file + ":" + std::to_string(src.begin.line) + ":" + std::to_string(src.begin.column);
+}
+
+// Copies `in` over `out`, checking every key exists in `schema`.
+Status merge(const toml::table& schema, const toml::table& in, toml::table& out, const std::string& file,
+             const std::string& prefix) {
+  for (const auto& [k, v] : in) {
+    const std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    const toml::node* s = schema.get(k.str());
+    if (s == nullptr) return InvalidArgument(where(v, file) + ": unknown field '" + key + "'");
+    if (s->is_table()) {
+      if (!v.is_table()) return InvalidArgument(where(v, file) + ": field '" + key + "': expected a table");
+      MARIANA_RETURN_IF_ERROR(merge(*s->as_table(), *v.as_table(), *out.get(k.str())->as_table(), file, key));
+      continue;
+    }
+    if (!compatible(*s, v)) {
+      return InvalidArgument(where(v, file) + ": field '" + key + "': expected " +
+                             std::string(s->is_string() ? "a string" : s->is_integer() ? "an integer" :
+                                         s->is_floating_point() ? "a number" : s->is_boolean() ? "a boolean" : "an array"));
+    }
+    if (s->is_floating_point() && v.is_integer()) {
+      out.insert_or_assign(k.str(), static_cast<double>(v.as_integer()->get()));
+    } else {
+      out.insert_or_assign(k.str(), v);
+    }
+  }
+  return Status::Ok();
+}
+
+Status apply_override(const toml::table& schema, toml::table& out, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0) return InvalidArgument("--set " + kv + ": expected key=value");
+  const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+  // Build {a = {b = value}} and merge it, so the same checks apply.
+  toml::table parsed;
+  auto as_toml = toml_parse("v = " + value, "--set");
+  toml::table leaf;
+  if (as_toml.ok()) {
+    leaf.insert_or_assign("v", *as_toml.value().get("v"));
+  } else {
+    leaf.insert_or_assign("v", value);  // a bare string
+  }
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  toml::table root;
+  toml::table* cur = &root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    cur->insert_or_assign(parts[i], toml::table{});
+    cur = cur->get(parts[i])->as_table();
+  }
+  cur->insert_or_assign(parts.back(), *leaf.get("v"));
+  Status st = merge(schema, root, out, "--set " + kv, "");
+  if (!st.ok()) return InvalidArgument(st.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<JobSpec> job_spec_parse(const std::string& text, const std::string& source,
+                               const std::vector<std::string>& overrides) {
+  const toml::table schema = toml::parse(kJobSchema);
+  MARIANA_ASSIGN_OR_RETURN(toml::table job, toml_parse(text, source));
+  toml::table merged = schema;
+  MARIANA_RETURN_IF_ERROR(merge(schema, job, merged, source, ""));
+  for (const std::string& kv : overrides) MARIANA_RETURN_IF_ERROR(apply_override(schema, merged, kv));
+
+  TomlFields f(std::move(merged), source);
+  JobSpec s;
+  s.source = source;
+  auto sec = [&](const char* name) { return f.get_object(name).value(); };
+  const TomlFields job_f = sec("job"), model = sec("model"), ext = sec("extend"), tok = sec("tokenizer"),
+                   data = sec("data"), train = sec("train"), batch = sec("batch"), opt = sec("optimizer"),
+                   bal = sec("balance"), mtp = sec("mtp");
+  s.name = job_f.get_string("name").value();
+  s.phase = job_f.get_string("phase").value();
+  s.model_config = model.get_string("config").value();
+  s.init_from = model.get_string("init_from").value();
+  s.init_seed = static_cast<uint64_t>(model.get_int("init_seed").value());
+  s.yarn_factor = ext.get_double("factor").value();
+  s.yarn_original = ext.get_int("original_max_position_embeddings").value();
+  s.yarn_beta_fast = ext.get_double("beta_fast").value();
+  s.yarn_beta_slow = ext.get_double("beta_slow").value();
+  s.yarn_mscale = ext.get_double("mscale").value();
+  s.yarn_mscale_all_dim = ext.get_double("mscale_all_dim").value();
+  s.tokenizer = tok.get_string("path").value();
+  s.data_builtin = data.get_string("builtin").value();
+  s.data_documents = data.get_int("documents").value();
+  s.data_seed = static_cast<uint64_t>(data.get_int("seed").value());
+  MARIANA_ASSIGN_OR_RETURN(s.data_inputs, data.get_string_array("inputs"));
+  s.fim_rate = data.get_double("fim_rate").value();
+  s.skip_bad = data.get_bool("skip_bad").value();
+  s.passkey_filler_chars = data.get_int("passkey_filler_chars").value();
+  s.steps = train.get_int("steps").value();
+  s.seq_len = train.get_int("seq_len").value();
+  s.seed = static_cast<uint64_t>(train.get_int("seed").value());
+  s.threads = static_cast<int>(train.get_int("threads").value());
+  s.log_every = train.get_int("log_every").value();
+  s.checkpoint_every = train.get_int("checkpoint_every").value();
+  s.keep_last = train.get_int("keep_last").value();
+  s.grad_clip = train.get_double("grad_clip").value();
+  s.rows = batch.get_int("rows").value();
+  s.rows_start = batch.get_int("rows_start").value();
+  s.ramp_steps = batch.get_int("ramp_steps").value();
+  s.lr = opt.get_double("lr").value();
+  s.final_lr = opt.get_double("final_lr").value();
+  s.tail_lr = opt.get_double("tail_lr").value();
+  s.warmup_steps = opt.get_int("warmup_steps").value();
+  s.constant_steps = opt.get_int("constant_steps").value();
+  s.decay_steps = opt.get_int("decay_steps").value();
+  s.beta1 = opt.get_double("beta1").value();
+  s.beta2 = opt.get_double("beta2").value();
+  s.eps = opt.get_double("eps").value();
+  s.weight_decay = opt.get_double("weight_decay").value();
+  s.gamma = bal.get_double("gamma").value();
+  s.gamma_zero_after = bal.get_int("gamma_zero_after").value();
+  s.alpha = bal.get_double("alpha").value();
+  s.mtp_weight = mtp.get_double("weight").value();
+  s.mtp_weight_after = mtp.get_double("weight_after").value();
+  s.mtp_switch_step = mtp.get_int("switch_step").value();
+
+  auto bad = [&](const std::string& field, const std::string& what) {
+    return InvalidArgument(source + ": field '" + field + "': " + what);
+  };
+  if (s.phase != "pretrain" && s.phase != "extend") return bad("job.phase", "expected \"pretrain\" or \"extend\", got \"" + s.phase + "\"");
+  if (s.phase == "pretrain" && s.model_config.empty()) return bad("model.config", "a pretrain job needs a model config.json");
+  if (s.phase == "extend" && s.init_from.empty()) return bad("model.init_from", "an extend job starts from a checkpoint or run directory");
+  if (s.steps <= 0) return bad("train.steps", "expected > 0");
+  if (s.seq_len < 2) return bad("train.seq_len", "expected >= 2");
+  if (s.rows <= 0) return bad("batch.rows", "expected > 0");
+  if (s.rows_start < 0) return bad("batch.rows_start", "expected >= 0");
+  if (s.checkpoint_every <= 0) return bad("train.checkpoint_every", "expected > 0");
+  if (s.keep_last <= 0) return bad("train.keep_last", "expected > 0");
+  if (s.log_every <= 0) return bad("train.log_every", "expected > 0");
+  if (!(s.lr > 0)) return bad("optimizer.lr", "expected > 0");
+  if (s.warmup_steps < 0) return bad("optimizer.warmup_steps", "expected >= 0");
+  if (!(s.fim_rate >= 0 && s.fim_rate <= 1)) return bad("data.fim_rate", "expected 0..1");
+  if (s.data_builtin.empty() && s.data_inputs.empty()) return bad("data.inputs", "no data: set data.builtin or data.inputs");
+  if (!s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
+    return bad("data.builtin", "expected \"mix\", \"arithmetic\", \"passkey\" or \"\", got \"" + s.data_builtin + "\"");
+  if (s.phase == "extend" && !(s.yarn_factor > 1)) return bad("extend.factor", "expected > 1");
+  if (s.threads < 0) return bad("train.threads", "expected >= 0");
+  return s;
+}
+
+Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides) {
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  return job_spec_parse(text, path, overrides);
+}
+
+double JobSpec::lr_at(int64_t step) const {
+  if (step < warmup_steps) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  int64_t k = step - warmup_steps;
+  if (k < constant_steps) return lr;
+  k -= constant_steps;
+  const int64_t decay = decay_steps >= 0 ? decay_steps : std::max<int64_t>(steps - warmup_steps - constant_steps, 1);
+  if (k < decay) {
+    const double c = 0.5 * (1.0 + std::cos(std::numbers::pi * static_cast<double>(k) / static_cast<double>(decay)));
+    return final_lr + (lr - final_lr) * c;
+  }
+  return tail_lr >= 0 ? tail_lr : final_lr;
+}
+
+int64_t JobSpec::rows_at(int64_t step) const {
+  if (rows_start <= 0 || ramp_steps <= 0 || step >= ramp_steps) return rows;
+  return rows_start + (rows - rows_start) * step / ramp_steps;
+}
+
+double JobSpec::gamma_at(int64_t step) const {
+  return gamma_zero_after >= 0 && step >= gamma_zero_after ? 0.0 : gamma;
+}
+
+double JobSpec::mtp_weight_at(int64_t step) const {
+  return mtp_switch_step >= 0 && step >= mtp_switch_step ? mtp_weight_after : mtp_weight;
+}
+
+}  // namespace mariana

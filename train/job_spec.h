@@ -1,0 +1,73 @@
+// Training job specs (TOML) for the phases `pretrain` and `extend`: every field has a default in
+// one schema (kJobSchema in job_spec.cc); a job file or `--set key=value` naming a field the schema
+// lacks is an error naming it. Schedules (LR, batch-size ramp, γ, λ) are evaluated from here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace mariana {
+
+struct JobSpec {
+  std::string source;         // the job file, for messages
+  std::string name;
+  std::string phase;          // "pretrain" | "extend"
+  // [model]
+  std::string model_config;   // pretrain: HF config.json
+  std::string init_from;      // extend: a checkpoint directory or a run directory (its newest checkpoint)
+  uint64_t init_seed = 0;
+  // [extend] YaRN (notes §1.5); original 0 = the source model's max_position_embeddings
+  double yarn_factor = 4.0;
+  int64_t yarn_original = 0;
+  double yarn_beta_fast = 32, yarn_beta_slow = 1, yarn_mscale = 1.0, yarn_mscale_all_dim = 1.0;
+  // [tokenizer]
+  std::string tokenizer;      // "" = train one on the data (vocab = the model's)
+  // [data]
+  std::string data_builtin;   // "mix" | "arithmetic" | "passkey" | "" (use data.inputs)
+  int64_t data_documents = 2000;
+  uint64_t data_seed = 1;
+  std::vector<std::string> data_inputs;
+  double fim_rate = 0.1;
+  bool skip_bad = false;
+  int64_t passkey_filler_chars = 0;  // builtin passkey/mix: filler length (0 = default)
+  // [train]
+  int64_t steps = 100;
+  int64_t seq_len = 128;
+  uint64_t seed = 0;
+  int threads = 0;
+  int64_t log_every = 1;
+  int64_t checkpoint_every = 50;
+  int64_t keep_last = 3;
+  double grad_clip = 1.0;
+  // [batch]
+  int64_t rows = 8;
+  int64_t rows_start = 0;     // 0 = rows (no ramp)
+  int64_t ramp_steps = 0;
+  // [optimizer]
+  double lr = 3e-3, final_lr = 3e-4, tail_lr = -1;  // tail_lr < 0: stay at final_lr
+  int64_t warmup_steps = 10, constant_steps = 0, decay_steps = -1;  // decay -1: until the end
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+  // [balance]
+  double gamma = 0.001;
+  int64_t gamma_zero_after = -1;  // steps at and after this use γ = 0 (-1: never)
+  double alpha = 0.0001;
+  // [mtp]
+  double mtp_weight = 0.3, mtp_weight_after = 0.1;
+  int64_t mtp_switch_step = -1;   // steps at and after this use mtp_weight_after (-1: never)
+
+  double lr_at(int64_t step) const;        // step counts from 0
+  int64_t rows_at(int64_t step) const;
+  double gamma_at(int64_t step) const;
+  double mtp_weight_at(int64_t step) const;
+};
+
+// Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
+// string), validates. InvalidArgument naming the file/field or the override.
+Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides);
+Result<JobSpec> job_spec_parse(const std::string& text, const std::string& source,
+                               const std::vector<std::string>& overrides);
+
+}  // namespace mariana

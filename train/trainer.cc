@@ -1,0 +1,458 @@
+// train_run: the pretrain / extend loop, checkpoints and resume.
+#include "train/trainer.h"
+
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+#include "core/safetensors.h"
+#include "kernels/ops.h"
+#include "model/checkpoint.h"
+#include "train/corpora.h"
+#include "train/data.h"
+#include "train/optimizer.h"
+#include "train/tokenizer.h"
+
+namespace mariana {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kTrainerState = "trainer_state.json";
+constexpr const char* kOptimizerFile = "optimizer.safetensors";
+constexpr const char* kTokenizerFile = "tokenizer.json";
+
+std::string hex64(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+// Size and XXH64 of every file in dir (except the manifest itself).
+Result<nlohmann::ordered_json> hash_files(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != kManifest) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  nlohmann::ordered_json files = nlohmann::ordered_json::object();
+  for (const std::string& n : names) {
+    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file((dir / n).string()));
+    files[n] = {{"bytes", bytes.size()}, {"xxh64", hex64(XXH64(bytes.data(), bytes.size(), 0))}};
+  }
+  return files;
+}
+
+Status verify_manifest(const fs::path& dir) {
+  const fs::path mpath = dir / kManifest;
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(mpath.string()));
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return DataLoss(mpath.string() + ": invalid JSON: " + e.what());
+  }
+  if (!m.contains("files") || !m["files"].is_object()) return DataLoss(mpath.string() + ": field 'files' missing");
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json actual, hash_files(dir));
+  for (const auto& [name, want] : m["files"].items()) {
+    if (!actual.contains(name)) return DataLoss((dir / name).string() + ": listed in the manifest but missing");
+    if (actual[name] != want) return DataLoss((dir / name).string() + ": size or checksum differs from the manifest");
+  }
+  if (actual.size() != m["files"].size()) return DataLoss(dir.string() + ": files not listed in the manifest");
+  return Status::Ok();
+}
+
+std::vector<fs::path> checkpoint_dirs(const std::string& run_dir) {
+  std::vector<fs::path> v;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root)) return v;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0) v.push_back(e.path());
+  }
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+Tensor f32_view(const float* p, const std::vector<int64_t>& shape) {
+  return Tensor::view(const_cast<float*>(p), DType::kF32, shape);
+}
+
+// A run directory's newest valid checkpoint, or the directory itself when it is a checkpoint.
+Result<std::string> resolve_checkpoint(const std::string& path) {
+  if (fs::exists(fs::path(path) / "config.json")) return path;
+  return latest_valid_checkpoint(path);
+}
+
+// The model config of an extension: YaRN by `factor` over the source (composing with an earlier
+// extension: the original length stays, the factors multiply).
+Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(src.json_text);
+  const int64_t original = src.yarn.enabled ? src.yarn.original_max_position
+                                            : (spec.yarn_original > 0 ? spec.yarn_original : src.max_position_embeddings);
+  const double factor = (src.yarn.enabled ? src.yarn.factor : 1.0) * spec.yarn_factor;
+  j["rope_scaling"] = {{"type", "yarn"},
+                       {"factor", factor},
+                       {"original_max_position_embeddings", original},
+                       {"beta_fast", spec.yarn_beta_fast},
+                       {"beta_slow", spec.yarn_beta_slow},
+                       {"mscale", spec.yarn_mscale},
+                       {"mscale_all_dim", spec.yarn_mscale_all_dim}};
+  j["max_position_embeddings"] = static_cast<int64_t>(std::llround(factor * static_cast<double>(original)));
+  return model_config_from_json_text(j.dump(2) + "\n", src.source + " (extended)");
+}
+
+struct DataSetup {
+  Tokenizer tokenizer;
+  std::string data_dir;
+};
+
+// Tokenizer and prepared shards for the job, built once per run directory and reused on resume.
+Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, int64_t vocab_size,
+                             const std::string& inherited_tokenizer) {
+  const fs::path data_root = fs::path(run_dir) / "data";
+  fs::create_directories(data_root);
+  std::vector<std::string> inputs = spec.data_inputs;
+  if (!spec.data_builtin.empty()) {
+    const std::string corpus = (data_root / (spec.data_builtin + ".jsonl")).string();
+    if (!fs::exists(corpus)) {
+      CorpusOptions co;
+      // Passkey documents sized to roughly fill a training row (~3 characters per token).
+      co.passkey_chars = spec.passkey_filler_chars > 0 ? spec.passkey_filler_chars : spec.seq_len * 3;
+      MARIANA_ASSIGN_OR_RETURN(CorpusTask task, corpus_task_parse(spec.data_builtin));
+      MARIANA_RETURN_IF_ERROR(write_corpus_jsonl(task, spec.data_documents, spec.data_seed, co, corpus));
+    }
+    inputs.push_back(corpus);
+  }
+  std::string tok_path = spec.tokenizer.empty() ? inherited_tokenizer : spec.tokenizer;
+  const fs::path own_tok = fs::path(run_dir) / kTokenizerFile;
+  if (tok_path.empty()) {
+    tok_path = own_tok.string();
+    if (!fs::exists(own_tok)) {
+      TokenizerTrainOptions to;
+      to.vocab_size = vocab_size;
+      MARIANA_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::train(inputs, to));
+      MARIANA_RETURN_IF_ERROR(t.save(own_tok.string()));
+    }
+  }
+  MARIANA_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(tok_path));
+  DataSetup out{std::move(tokenizer), (data_root / "shards").string()};
+  if (out.tokenizer.vocab_size() > vocab_size) {
+    return InvalidArgument(tok_path + ": tokenizer has " + std::to_string(out.tokenizer.vocab_size()) +
+                           " tokens but the model's vocab_size is " + std::to_string(vocab_size));
+  }
+  if (tok_path != own_tok.string()) {
+    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file(tok_path));
+    MARIANA_RETURN_IF_ERROR(write_file_atomic(own_tok.string(), bytes));
+  }
+  if (!fs::exists(out.data_dir)) {
+    PrepareOptions po;
+    po.inputs = inputs;
+    po.out_dir = out.data_dir;
+    po.skip_bad = spec.skip_bad;
+    MARIANA_ASSIGN_OR_RETURN(PrepareReport rep, data_prepare(out.tokenizer, po));
+    if (rep.skipped > 0) std::fprintf(stderr, "data: skipped %lld bad item(s)\n", (long long)rep.skipped);
+  }
+  return out;
+}
+
+Status write_training_checkpoint(const std::string& run_dir, int64_t step, const Model<float>& model,
+                                 const AdamW& opt, const nlohmann::ordered_json& state, int64_t keep_last,
+                                 std::string* written) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  fs::create_directories(root);
+  const fs::path final_dir = root / step_dir_name(step);
+  const fs::path tmp = root / ("." + step_dir_name(step) + ".tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
+  std::vector<std::pair<std::string, Tensor>> moments;
+  for (const ParamSpec& s : model.table().specs()) {
+    if (s.kind == ParamKind::kGateBias) continue;
+    moments.emplace_back("exp_avg." + s.name, f32_view(opt.exp_avg().data() + s.offset, s.shape));
+    moments.emplace_back("exp_avg_sq." + s.name, f32_view(opt.exp_avg_sq().data() + s.offset, s.shape));
+  }
+  MARIANA_RETURN_IF_ERROR(safetensors_write((tmp / kOptimizerFile).string(), moments));
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTrainerState).string(), state.dump(2) + "\n"));
+  MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(tmp));
+  nlohmann::ordered_json manifest;
+  manifest["step"] = step;
+  manifest["files"] = files;
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kManifest).string(), manifest.dump(2) + "\n"));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return Unavailable("checkpoint " + final_dir.string() + ": rename failed: " + ec.message());
+  *written = final_dir.string();
+  // Keep the newest keep_last.
+  auto dirs = checkpoint_dirs(run_dir);
+  while (static_cast<int64_t>(dirs.size()) > keep_last) {
+    fs::remove_all(dirs.front(), ec);
+    dirs.erase(dirs.begin());
+  }
+  return Status::Ok();
+}
+
+// Rewrites metrics.jsonl keeping only the lines of steps <= step (after a resume).
+Status truncate_metrics(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return Status::Ok();
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path.string()));
+  std::string kept;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) break;  // a torn last line is dropped
+    const std::string line = text.substr(start, end - start);
+    start = end + 1;
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  return write_file_atomic(path.string(), kept);
+}
+
+void print_progress(const StepMetrics& m, int64_t total) {
+  const int width = 28;
+  const int filled = static_cast<int>(width * m.step / std::max<int64_t>(total, 1));
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(width, '.');
+  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ", bar.c_str(), (long long)m.step,
+               (long long)total, m.loss, m.lr, m.tokens_per_s);
+  if (m.step == total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {
+  auto dirs = checkpoint_dirs(run_dir);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    const Status st = verify_manifest(*it);
+    if (st.ok()) return it->string();
+    std::fprintf(stderr, "warning: skipping checkpoint %s: %s\n", it->string().c_str(), st.to_string().c_str());
+  }
+  return NotFound(run_dir + ": no valid checkpoint under " + (fs::path(run_dir) / "checkpoints").string());
+}
+
+Result<TrainSummary> train_run(const TrainOptions& o) {
+  const JobSpec& spec = o.spec;
+  cpu::set_num_threads(spec.threads);
+  std::error_code ec;
+  fs::create_directories(o.run_dir, ec);
+  if (ec) return Unavailable(o.run_dir + ": cannot create the run directory: " + ec.message());
+
+  // The model: fresh, from the phase's source, or from this run's newest checkpoint on --resume.
+  std::string resume_dir;
+  if (o.resume) {
+    auto r = latest_valid_checkpoint(o.run_dir);
+    if (r.ok()) resume_dir = r.value();
+    else std::fprintf(stderr, "resume: %s; starting fresh\n", r.status().message().c_str());
+  }
+  std::string inherited_tokenizer;
+  std::unique_ptr<Model<float>> model;
+  if (!resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(resume_dir));
+    model = std::make_unique<Model<float>>(std::move(ck.model));
+  } else if (spec.phase == "pretrain") {
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_load(spec.model_config));
+    model = std::make_unique<Model<float>>(std::move(cfg));
+    model->init_weights(spec.init_seed);
+  } else {
+    MARIANA_ASSIGN_OR_RETURN(std::string src, resolve_checkpoint(spec.init_from));
+    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src));
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
+    model = std::make_unique<Model<float>>(std::move(cfg));
+    std::copy(ck.model.params(), ck.model.params() + ck.model.table().arena_size(), model->params());
+    if (fs::exists(fs::path(src) / kTokenizerFile)) inherited_tokenizer = (fs::path(src) / kTokenizerFile).string();
+  }
+  const ModelConfig& cfg = model->config();
+  if (spec.seq_len > cfg.max_position_embeddings) {
+    return InvalidArgument(spec.source + ": field 'train.seq_len': " + std::to_string(spec.seq_len) +
+                           " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
+  }
+  MARIANA_ASSIGN_OR_RETURN(DataSetup data, setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer));
+  LoaderOptions lo;
+  lo.data_dir = data.data_dir;
+  lo.seq_len = spec.seq_len;
+  lo.seed = spec.seed;
+  lo.fim_rate = spec.fim_rate;
+  lo.bos = data.tokenizer.bos_id();
+  lo.eos = data.tokenizer.eos_id();
+  lo.fim_begin = data.tokenizer.special_id(SpecialToken::kFimBegin);
+  lo.fim_hole = data.tokenizer.special_id(SpecialToken::kFimHole);
+  lo.fim_end = data.tokenizer.special_id(SpecialToken::kFimEnd);
+  MARIANA_ASSIGN_OR_RETURN(DataLoader loader, DataLoader::open(lo));
+
+  AdamWConfig ac;
+  ac.beta1 = spec.beta1;
+  ac.beta2 = spec.beta2;
+  ac.eps = spec.eps;
+  ac.weight_decay = spec.weight_decay;
+  AdamW opt(model->table(), ac);
+  TrainSummary summary;
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  nlohmann::ordered_json bias_history = nlohmann::ordered_json::array();
+  const fs::path metrics_path = fs::path(o.run_dir) / "metrics.jsonl";
+  if (!resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(std::string st_text, read_file((fs::path(resume_dir) / kTrainerState).string()));
+    nlohmann::json st;
+    try {
+      st = nlohmann::json::parse(st_text);
+      step = st.at("step").get<int64_t>();
+      tokens_seen = st.at("tokens_seen").get<int64_t>();
+      opt.set_steps(st.at("optimizer_steps").get<int64_t>());
+      bias_history = st.at("bias_history");
+      MARIANA_RETURN_IF_ERROR(loader.restore(st.at("loader")));
+    } catch (const nlohmann::json::exception& e) {
+      return DataLoss(resume_dir + "/" + kTrainerState + ": " + e.what());
+    }
+    MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open((fs::path(resume_dir) / kOptimizerFile).string()));
+    for (const ParamSpec& s : model->table().specs()) {
+      if (s.kind == ParamKind::kGateBias) continue;
+      for (int which = 0; which < 2; ++which) {
+        const std::string name = (which == 0 ? "exp_avg." : "exp_avg_sq.") + s.name;
+        const SafetensorsEntry* e = sf.find(name);
+        if (e == nullptr || e->shape != s.shape || e->dtype != DType::kF32)
+          return DataLoss(sf.path() + ": tensor '" + name + "' missing or malformed");
+        const Tensor v = sf.view(*e);
+        std::vector<float>& dst = which == 0 ? opt.exp_avg() : opt.exp_avg_sq();
+        std::copy(v.data_as<float>(), v.data_as<float>() + s.numel(), dst.data() + s.offset);
+      }
+    }
+    summary.resumed_from = step;
+    MARIANA_RETURN_IF_ERROR(truncate_metrics(metrics_path, step));
+    std::fprintf(stderr, "resumed from %s (step %lld)\n", resume_dir.c_str(), (long long)step);
+  } else {
+    MARIANA_RETURN_IF_ERROR(write_file_atomic(metrics_path.string(), ""));
+  }
+  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
+  if (metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
+
+  Batch batch;
+  ForwardResult res;
+  int64_t run_steps = 0;
+  Status failure;
+  while (step < spec.steps) {
+    if (o.stop_after >= 0 && run_steps >= o.stop_after) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t rows = spec.rows_at(step);
+    Status st = loader.next(rows, &batch);
+    if (!st.ok()) {
+      failure = st;
+      break;
+    }
+    LossWeights w;
+    w.mtp_weight = spec.mtp_weight_at(step);
+    w.balance_alpha = spec.alpha;
+    model->zero_grads();
+    st = model->forward(batch, w, &res);
+    if (!st.ok()) {
+      failure = st;
+      break;
+    }
+    model->backward();
+    const double gnorm = clip_grad_norm(model->grads(), model->table(), spec.grad_clip);
+    const double lr = spec.lr_at(step);
+    opt.step(model->params(), model->grads(), lr);
+    const double gamma = spec.gamma_at(step);
+    StepMetrics m;
+    for (size_t i = 0; i < res.moe_layers.size(); ++i) {
+      float* bias = model->param(layer_prefix(res.moe_layers[i]) + "mlp.gate.e_score_correction_bias");
+      bias_update(bias, res.expert_counts[i], gamma);
+      m.moe_layers.push_back(res.moe_layers[i]);
+      m.max_vio.push_back(max_violation(res.expert_counts[i]));
+    }
+    ++step;
+    ++run_steps;
+    tokens_seen += rows * spec.seq_len;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m.step = step;
+    m.loss = res.loss;
+    m.loss_main = res.loss_main;
+    m.loss_mtp = res.loss_mtp;
+    m.loss_balance = res.loss_balance;
+    m.lr = lr;
+    m.grad_norm = gnorm;
+    m.tokens_per_s = static_cast<double>(rows * spec.seq_len) / secs;
+    m.gamma = gamma;
+    m.mtp_weight = w.mtp_weight;
+    m.rows = rows;
+    m.tokens = tokens_seen;
+    nlohmann::ordered_json line;
+    line["step"] = m.step;
+    line["loss"] = m.loss;
+    line["loss_main"] = m.loss_main;
+    line["loss_mtp"] = m.loss_mtp;
+    line["loss_balance"] = m.loss_balance;
+    line["lr"] = m.lr;
+    line["grad_norm"] = m.grad_norm;
+    line["tokens_per_s"] = m.tokens_per_s;
+    line["rows"] = m.rows;
+    line["tokens"] = m.tokens;
+    line["gamma"] = m.gamma;
+    line["mtp_weight"] = m.mtp_weight;
+    nlohmann::ordered_json mv = nlohmann::ordered_json::object();
+    for (size_t i = 0; i < m.moe_layers.size(); ++i) mv[std::to_string(m.moe_layers[i])] = m.max_vio[i];
+    line["max_vio"] = mv;
+    const std::string text = line.dump() + "\n";
+    std::fwrite(text.data(), 1, text.size(), metrics);
+    std::fflush(metrics);
+    if (o.progress) print_progress(m, spec.steps);
+    if (!o.quiet && !o.progress && (step % spec.log_every == 0 || step == spec.steps)) {
+      double worst = 0;
+      for (double v : m.max_vio) worst = std::max(worst, v);
+      std::printf("step %lld/%lld loss %.4f (main %.4f mtp %.4f bal %.4f) lr %.3e gnorm %.3f maxvio %.3f %.0f tok/s\n",
+                  (long long)step, (long long)spec.steps, m.loss, m.loss_main, m.loss_mtp, m.loss_balance, m.lr,
+                  m.grad_norm, worst, m.tokens_per_s);
+      std::fflush(stdout);
+    }
+    if (o.on_step) o.on_step(m);
+    summary.last = m;
+    if (step % spec.checkpoint_every == 0 || step == spec.steps) {
+      nlohmann::ordered_json biases = nlohmann::ordered_json::object();
+      for (int64_t l : m.moe_layers) {
+        const float* b = model->param(layer_prefix(l) + "mlp.gate.e_score_correction_bias");
+        biases[std::to_string(l)] = std::vector<float>(b, b + cfg.n_routed_experts);
+      }
+      bias_history.push_back({{"step", step}, {"bias", biases}});
+      while (bias_history.size() > 16) bias_history.erase(bias_history.begin());  // bounded
+      nlohmann::ordered_json state;
+      state["step"] = step;
+      state["phase"] = spec.phase;
+      state["job"] = spec.name;
+      state["tokens_seen"] = tokens_seen;
+      state["optimizer_steps"] = opt.steps();
+      state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
+      state["loader"] = loader.state();
+      state["bias_history"] = bias_history;
+      st = write_training_checkpoint(o.run_dir, step, *model, opt, state, spec.keep_last, &summary.final_checkpoint);
+      if (!st.ok()) {
+        failure = st;
+        break;
+      }
+    }
+  }
+  std::fclose(metrics);
+  if (!failure.ok()) return failure;
+  summary.steps_done = step;
+  return summary;
+}
+
+}  // namespace mariana
