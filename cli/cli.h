@@ -21,5 +21,15 @@ int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|de
 int train_main(int argc, char** argv);  // mariana train JOB.toml
 int eval_main(int argc, char** argv);   // mariana eval --task passkey|arithmetic
 int data_main(int argc, char** argv);   // mariana data prepare|gen
+// Control plane (cluster_commands.cc, bench_actors.cc).
+int controller_main(int argc, char** argv);   // mariana controller start
+int agent_main(int argc, char** argv);        // mariana agent start
+int worker_main(int argc, char** argv);       // mariana worker (started by agents)
+int submit_main(int argc, char** argv);       // mariana submit JOB.toml
+int jobs_main(int argc, char** argv);         // mariana jobs list|show|stop|metrics
+int status_main(int argc, char** argv);       // mariana status
+int nodes_main(int argc, char** argv);        // mariana nodes
+int actors_main(int argc, char** argv);       // mariana actors list|show
+int bench_actors_main(int argc, char** argv); // mariana bench actors
 
 }  // namespace mariana::cli

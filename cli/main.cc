@@ -39,7 +39,14 @@ void usage(FILE* out) {
                "  data gen --task arithmetic|passkey|mix --n N --seed S --out F.jsonl\n"
                "  bench model --config C --batch B --seq S --threads N [--json]\n"
                "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
-               "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n\n"
+               "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
+               "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
+               "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
+               "  submit JOB.toml [--set key=value]... [--wait] [--json]\n"
+               "  jobs list|show ID|stop ID|metrics ID [--json]\n"
+               "  status | nodes | actors list|show ID [--json]\n"
+               "  bench actors [--json]                      actor-call and placement benchmarks\n"
+               "  (client verbs: --controller ADDR --token-file F, or --state-dir DIR)\n\n"
                "Run `mariana <verb> <subverb> --help` for the flags of one command.\n");
 }
 
@@ -54,9 +61,19 @@ int main(int argc, char** argv) {
   if (verb == "model") return mariana::cli::model_main(argc - 1, argv + 1);
   if (verb == "tokenizer") return mariana::cli::tokenizer_main(argc - 1, argv + 1);
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);
+  if (verb == "bench" && argc > 2 && std::strcmp(argv[2], "actors") == 0)
+    return mariana::cli::bench_actors_main(argc - 2, argv + 2);
   if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
   if (verb == "train") return mariana::cli::train_main(argc - 1, argv + 1);
   if (verb == "eval") return mariana::cli::eval_main(argc - 1, argv + 1);
+  if (verb == "controller") return mariana::cli::controller_main(argc - 1, argv + 1);
+  if (verb == "agent") return mariana::cli::agent_main(argc - 1, argv + 1);
+  if (verb == "worker") return mariana::cli::worker_main(argc - 1, argv + 1);
+  if (verb == "submit") return mariana::cli::submit_main(argc - 1, argv + 1);
+  if (verb == "jobs") return mariana::cli::jobs_main(argc - 1, argv + 1);
+  if (verb == "status") return mariana::cli::status_main(argc - 1, argv + 1);
+  if (verb == "nodes") return mariana::cli::nodes_main(argc - 1, argv + 1);
+  if (verb == "actors") return mariana::cli::actors_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

@@ -1,0 +1,59 @@
+// Job spec parsing and validation (see job_spec.h).
+#include "controller/job_spec.h"
+
+#include "core/toml_util.h"
+
+namespace mariana::controller {
+
+Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::string& path) {
+  MARIANA_ASSIGN_OR_RETURN(auto table, toml_parse(toml_text, path));
+  TomlFields f(std::move(table), path);
+  ActorJobSpec s;
+  MARIANA_ASSIGN_OR_RETURN(s.kind, f.get_string("kind"));
+  if (s.kind == "pretrain" || s.kind == "extend" || s.kind == "sft" || s.kind == "rl")
+    return Unimplemented(path + ": field 'kind': job kind \"" + s.kind +
+                         "\" needs the training engine, which this build does not have yet");
+  if (s.kind != "actors")
+    return InvalidArgument(path + ": field 'kind': unknown job kind \"" + s.kind + "\" (known: actors)");
+  MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));
+  MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
+  MARIANA_ASSIGN_OR_RETURN(s.actor_class, actors.get_string("class"));
+  MARIANA_ASSIGN_OR_RETURN(s.count, actors.get_int("count"));
+  MARIANA_ASSIGN_OR_RETURN(int64_t mr, actors.get_int_or("max_restarts", 3));
+  MARIANA_ASSIGN_OR_RETURN(int64_t mtr, actors.get_int_or("max_task_retries", -1));
+  s.max_restarts = static_cast<int32_t>(mr);
+  s.max_task_retries = static_cast<int32_t>(mtr);
+  if (s.count < 1 || s.count > 1024)
+    return InvalidArgument(path + ": field 'actors.count': expected 1..1024, got " + std::to_string(s.count));
+  if (mr < -1) return InvalidArgument(path + ": field 'actors.max_restarts': expected -1 or more");
+  if (mtr < -1) return InvalidArgument(path + ": field 'actors.max_task_retries': expected -1 or more");
+  if (actors.has("resources")) {
+    MARIANA_ASSIGN_OR_RETURN(auto res, actors.get_object("resources"));
+    for (auto& key : res.keys()) {
+      MARIANA_ASSIGN_OR_RETURN(double v, res.get_double(key));
+      if (v < 0)
+        return InvalidArgument(path + ": field 'actors.resources." + key + "': expected a non-negative amount");
+      s.resources[key] = v;
+    }
+  } else {
+    s.resources["CPU"] = 1;
+  }
+  if (f.has("placement")) {
+    MARIANA_ASSIGN_OR_RETURN(auto pl, f.get_object("placement"));
+    MARIANA_ASSIGN_OR_RETURN(auto strategy, pl.get_string_or("strategy", "PACK"));
+    auto st = pg_strategy_parse(strategy);
+    if (!st.ok()) return InvalidArgument(path + ": field 'placement.strategy': " + st.status().message());
+    s.strategy = st.value();
+  }
+  MARIANA_ASSIGN_OR_RETURN(auto run, f.get_object("run"));
+  MARIANA_ASSIGN_OR_RETURN(s.steps, run.get_int("steps"));
+  MARIANA_ASSIGN_OR_RETURN(s.step_ms, run.get_int_or("step_ms", 0));
+  MARIANA_ASSIGN_OR_RETURN(s.checkpoint_every, run.get_int_or("checkpoint_every", 0));
+  if (s.steps < 1) return InvalidArgument(path + ": field 'run.steps': expected a positive count");
+  if (s.step_ms < 0 || s.step_ms > 600000)
+    return InvalidArgument(path + ": field 'run.step_ms': expected 0..600000");
+  if (s.checkpoint_every < 0) return InvalidArgument(path + ": field 'run.checkpoint_every': expected 0 or more");
+  return s;
+}
+
+}  // namespace mariana::controller

@@ -1,0 +1,28 @@
+// The controller process: binds the ROUTER socket, opens the RocksDB state store under the state
+// dir, writes the cluster token (DIR/cluster.token, mode 0600) and the bound address
+// (DIR/controller.addr), serves Prometheus text at http://HOST:PORT/metrics from a helper thread
+// (it only reads a snapshot the loop publishes), and runs the event loop that owns Controller.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "controller/controller.h"
+#include "core/status.h"
+
+namespace mariana::controller {
+
+struct ServerOptions {
+  std::string listen = "tcp://127.0.0.1:7765";  // "tcp://127.0.0.1:*" binds an ephemeral port
+  std::string state_dir;
+  int metrics_port = 0;  // 0: ephemeral (written to DIR/metrics.port); -1: no HTTP endpoint
+  ControllerOptions controller;
+};
+
+// Reads DIR/cluster.token, creating it (32 random bytes as hex, mode 0600) when missing.
+Result<std::string> cluster_token_ensure(const std::string& state_dir);
+
+// Runs until *stop becomes true (a signal handler sets it) or a state commit fails.
+Status controller_run(const ServerOptions& options, const std::atomic<bool>* stop);
+
+}  // namespace mariana::controller

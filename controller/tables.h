@@ -1,0 +1,134 @@
+// The controller's table records (nodes, actors, placement groups, jobs) and their lifecycles.
+// Records are stored as JSON in the StateStore (state_format.md). Owned by the controller's
+// event-loop thread; nothing here is thread-safe.
+//
+// Node:   ALIVE --(heartbeat silent > node timeout)--> DEAD --(agent registers again)--> ALIVE
+//
+// Actor:
+//     create ──> PENDING_CREATION ──(worker registers)──> ALIVE
+//                   │                                       │  ▲
+//                   │ worker died / start timeout /         │  │ worker of the new
+//                   │ node died, restarts left              │  │ incarnation registers
+//                   ▼                                       ▼  │
+//                RESTARTING <────(restarts left)──────── worker died, node died,
+//                   │                                    heartbeat timeout
+//                   └──(no restarts left, killed, job ended, PG removed)──> DEAD (death_cause)
+//   Every start of a worker is a new incarnation (0, 1, 2, ...); num_restarts = incarnations − 1.
+//
+// Placement group:  PENDING ──(all bundles placed at once)──> CREATED ──(node died)──> RESCHEDULING
+//                      │                                         │  ▲──(lost bundles placed)──┘
+//                      └──────────────> REMOVED <────────────────┘
+//
+// Job:  PENDING ──(placement group + actors created)──> RUNNING ──> SUCCEEDED
+//          │                                               ├──> FAILED (an actor DEAD, bad spec)
+//          └───────────────────> STOPPED <─────────────────┘ (mariana jobs stop)
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+
+namespace mariana::controller {
+
+using Resources = std::map<std::string, double>;  // "CPU", "GPU", "memory", custom
+
+bool resources_fit(const Resources& need, const Resources& available);
+void resources_add(Resources& into, const Resources& r, double sign = 1.0);
+std::string resources_string(const Resources& r);  // "{CPU: 1, GPU: 0}"
+
+enum class NodeState { kAlive, kDead };
+enum class ActorState { kPendingCreation, kAlive, kRestarting, kDead };
+enum class PgState { kPending, kCreated, kRescheduling, kRemoved };
+enum class PgStrategy { kPack, kSpread, kStrictPack, kStrictSpread };
+enum class JobState { kPending, kRunning, kSucceeded, kFailed, kStopped };
+
+const char* node_state_name(NodeState s);
+const char* actor_state_name(ActorState s);
+const char* pg_state_name(PgState s);
+const char* pg_strategy_name(PgStrategy s);
+const char* job_state_name(JobState s);
+Result<PgStrategy> pg_strategy_parse(const std::string& s);
+bool job_state_terminal(JobState s);
+
+struct NodeRecord {
+  std::string id;
+  std::string hostname;
+  uint32_t pid = 0;
+  Resources total;
+  std::vector<std::string> actor_classes;
+  std::string log_dir;
+  NodeState state = NodeState::kAlive;
+  std::string death_cause;
+  int64_t registered_wall_ms = 0;
+  // not persisted
+  int64_t last_seen_ms = 0;
+};
+
+struct ActorRecord {
+  std::string id;
+  std::string class_name;
+  std::string name;
+  std::string job_id;
+  Resources demand;
+  int32_t max_restarts = 0;      // -1 unlimited
+  int32_t max_task_retries = 0;  // -1 unlimited
+  std::string pg_id;
+  int32_t bundle_index = -1;
+  ActorState state = ActorState::kPendingCreation;
+  uint32_t incarnation = 0;
+  uint32_t num_restarts = 0;
+  std::string node_id;  // where the current incarnation runs or is being started; "" = unscheduled
+  std::string address;  // the worker's ROUTER endpoint when ALIVE
+  uint32_t pid = 0;
+  std::string death_cause;
+  std::string last_failure;
+  int64_t created_wall_ms = 0;
+  // not persisted
+  int64_t deadline_ms = 0;  // start deadline (pending) or heartbeat deadline base (alive)
+  int64_t last_seen_ms = 0;
+  std::string pending_reason;
+};
+
+struct PgRecord {
+  std::string id;
+  std::string name;
+  std::string job_id;
+  PgStrategy strategy = PgStrategy::kPack;
+  std::vector<Resources> bundles;
+  std::vector<std::string> bundle_nodes;  // "" = not placed
+  PgState state = PgState::kPending;
+};
+
+struct JobRecord {
+  std::string id;
+  std::string name;
+  std::string kind;
+  std::string spec_toml;
+  std::string spec_path;
+  JobState state = JobState::kPending;
+  std::string message;
+  int64_t submitted_wall_ms = 0, started_wall_ms = 0, ended_wall_ms = 0;
+  std::string pg_id;
+  std::vector<std::string> actor_ids;
+  int64_t step = 0;  // steps completed (durable progress)
+  int64_t total_steps = 0;
+  nlohmann::json last_metrics = nlohmann::json::object();
+  int64_t checkpoints = 0;
+};
+
+nlohmann::json to_json(const NodeRecord& r);
+nlohmann::json to_json(const ActorRecord& r);
+nlohmann::json to_json(const PgRecord& r);
+nlohmann::json to_json(const JobRecord& r);
+// `what` names the record in errors ("actors/actor-3").
+Result<NodeRecord> node_from_json(const std::string& text, const std::string& what);
+Result<ActorRecord> actor_from_json(const std::string& text, const std::string& what);
+Result<PgRecord> pg_from_json(const std::string& text, const std::string& what);
+Result<JobRecord> job_from_json(const std::string& text, const std::string& what);
+
+}  // namespace mariana::controller

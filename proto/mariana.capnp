@@ -1,0 +1,244 @@
+# Mariana control-plane messages: one Envelope per ZeroMQ frame. See wire_format.md for the
+# framing, the versioning rule and the decode boundary (proto/wire.h).
+@0xb36aa01ac8faf09f;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("mariana::proto");
+
+# The major protocol version. A peer rejects an envelope whose version differs (error reply,
+# counted). Adding fields or union members at the end is compatible and keeps the version.
+const protocolVersion :UInt16 = 1;
+
+struct Resource {
+  name @0 :Text;      # "CPU", "GPU", "memory" (bytes) or a custom name
+  amount @1 :Float64;
+}
+
+struct Error {
+  code @0 :UInt16;    # mariana::StatusCode
+  message @1 :Text;
+}
+
+# ---- agents ----
+struct WorkerRef {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;
+  pid @2 :UInt32;
+}
+
+struct RegisterNode {
+  nodeId @0 :Text;
+  resources @1 :List(Resource);
+  hostname @2 :Text;
+  pid @3 :UInt32;
+  workers @4 :List(WorkerRef);   # workers this agent runs now (re-registration after a restart)
+  logDir @5 :Text;
+  actorClasses @6 :List(Text);   # the actor classes its workers can host
+}
+
+struct RegisterNodeReply {
+  epoch @0 :UInt64;              # the controller process's random start id
+  heartbeatMs @1 :UInt32;
+}
+
+struct Heartbeat {
+  nodeId @0 :Text;
+  actorId @1 :Text;              # empty for an agent's heartbeat
+  incarnation @2 :UInt32;
+}
+
+struct HeartbeatReply {
+  epoch @0 :UInt64;
+  known @1 :Bool;                # false: the controller does not know this sender; re-register
+}
+
+struct StartWorker {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;
+  className @2 :Text;
+  jobId @3 :Text;
+}
+
+struct StopWorker {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;
+}
+
+struct WorkerExited {
+  nodeId @0 :Text;
+  actorId @1 :Text;
+  incarnation @2 :UInt32;
+  exitCode @3 :Int32;            # -1 when killed by a signal
+  signal @4 :Int32;
+}
+
+# ---- workers ----
+struct RegisterWorker {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;
+  nodeId @2 :Text;
+  address @3 :Text;              # the worker's own ROUTER endpoint for direct calls
+  pid @4 :UInt32;
+}
+
+struct RegisterWorkerReply {
+  accept @0 :Bool;               # false: stale incarnation or unknown actor; the worker exits
+  epoch @1 :UInt64;
+  reason @2 :Text;
+}
+
+# ---- actors, placement groups ----
+struct ActorSpec {
+  className @0 :Text;
+  name @1 :Text;
+  resources @2 :List(Resource);
+  maxRestarts @3 :Int32;         # -1: unlimited
+  maxTaskRetries @4 :Int32;      # -1: unlimited
+  placementGroupId @5 :Text;
+  bundleIndex @6 :Int32;
+  jobId @7 :Text;
+}
+
+struct CreateActorReply {
+  actorId @0 :Text;
+}
+
+struct WaitActor {
+  actorId @0 :Text;
+  timeoutMs @1 :UInt32;          # reply once the actor is ALIVE or DEAD, or at the timeout
+}
+
+struct ActorInfo {
+  actorId @0 :Text;
+  state @1 :Text;
+  address @2 :Text;
+  incarnation @3 :UInt32;
+  nodeId @4 :Text;
+  deathCause @5 :Text;
+}
+
+struct KillActor {
+  actorId @0 :Text;
+  noRestart @1 :Bool;
+}
+
+struct Bundle {
+  resources @0 :List(Resource);
+}
+
+struct CreatePlacementGroup {
+  name @0 :Text;
+  strategy @1 :Text;             # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+  bundles @2 :List(Bundle);
+}
+
+struct PlacementGroupReply {
+  pgId @0 :Text;
+  state @1 :Text;
+}
+
+struct RemovePlacementGroup {
+  pgId @0 :Text;
+}
+
+# ---- jobs and queries ----
+struct SubmitJob {
+  specToml @0 :Text;             # the spec after --set overrides
+  specPath @1 :Text;             # names the file in errors
+}
+
+struct SubmitJobReply {
+  jobId @0 :Text;
+}
+
+struct StopJob {
+  jobId @0 :Text;
+}
+
+# Monitoring reads return one JSON document (the CLI renders it as a table or prints it).
+struct Query {
+  what @0 :Text;                 # status | nodes | actors | actor | jobs | job | metrics | counters
+  id @1 :Text;
+}
+
+struct QueryReply {
+  json @0 :Text;
+}
+
+# ---- actor calls ----
+struct ActorCall {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;        # 0: any
+  method @2 :Text;
+  args @3 :Data;                 # a Cap'n Proto message of the method's argument type
+}
+
+struct ActorReturn {
+  code @0 :UInt16;               # mariana::StatusCode; 0 = OK
+  error @1 :Text;
+  result @2 :Data;
+}
+
+struct KvPut {
+  key @0 :Text;
+  value @1 :Data;
+}
+
+struct KvGet {
+  key @0 :Text;
+}
+
+struct KvValue {
+  found @0 :Bool;
+  value @1 :Data;
+}
+
+# Argument and result types of the built-in actor classes (workers/builtin_actors.cc).
+struct StepArgs {
+  step @0 :UInt64;
+  sleepMs @1 :UInt32;
+}
+
+struct Int64Value {
+  value @0 :Int64;
+}
+
+struct Envelope {
+  version @0 :UInt16;
+  requestId @1 :UInt64;          # a reply carries its request's id; 0 when unknown
+  sender @2 :Text;               # "cli/..", "a/<node>", "w/<actor>/<incarnation>", "controller"
+  token @3 :Data;                # the cluster token (DIR/cluster.token)
+  payload :union {
+    error @4 :Error;
+    ok @5 :Void;
+    ping @6 :Void;
+    registerNode @7 :RegisterNode;
+    registerNodeReply @8 :RegisterNodeReply;
+    heartbeat @9 :Heartbeat;
+    heartbeatReply @10 :HeartbeatReply;
+    startWorker @11 :StartWorker;
+    stopWorker @12 :StopWorker;
+    workerExited @13 :WorkerExited;
+    registerWorker @14 :RegisterWorker;
+    registerWorkerReply @15 :RegisterWorkerReply;
+    createActor @16 :ActorSpec;
+    createActorReply @17 :CreateActorReply;
+    waitActor @18 :WaitActor;
+    actorInfo @19 :ActorInfo;
+    killActor @20 :KillActor;
+    createPlacementGroup @21 :CreatePlacementGroup;
+    placementGroupReply @22 :PlacementGroupReply;
+    removePlacementGroup @23 :RemovePlacementGroup;
+    submitJob @24 :SubmitJob;
+    submitJobReply @25 :SubmitJobReply;
+    stopJob @26 :StopJob;
+    query @27 :Query;
+    queryReply @28 :QueryReply;
+    actorCall @29 :ActorCall;
+    actorReturn @30 :ActorReturn;
+    kvPut @31 :KvPut;
+    kvGet @32 :KvGet;
+    kvValue @33 :KvValue;
+    shutdown @34 :Void;
+  }
+}

@@ -1,0 +1,108 @@
+// Placement of bundles per strategy, atomicity, and feasibility reports; the RocksDB store.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <rocksdb/db.h>
+
+#include "controller/job_spec.h"
+#include "controller/rocksdb_state_store.h"
+#include "controller/scheduler.h"
+
+namespace mariana::controller {
+namespace {
+
+std::vector<NodeView> nodes(std::vector<double> cpus) {
+  std::vector<NodeView> out;
+  for (size_t i = 0; i < cpus.size(); ++i)
+    out.push_back({"n" + std::to_string(i), {{"CPU", cpus[i]}}, {{"CPU", cpus[i]}}});
+  return out;
+}
+
+std::vector<Resources> bundles(int n, double cpu) { return std::vector<Resources>(n, Resources{{"CPU", cpu}}); }
+std::vector<std::string> none(size_t n) { return std::vector<std::string>(n); }
+
+TEST(Scheduler, StrictPackUsesOneNodeOrNothing) {
+  auto r = place_bundles(PgStrategy::kStrictPack, bundles(3, 1), none(3), nodes({2, 4}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value(), (std::vector<std::string>{"n1", "n1", "n1"}));
+  EXPECT_FALSE(place_bundles(PgStrategy::kStrictPack, bundles(3, 1), none(3), nodes({2, 2})).ok());
+}
+
+TEST(Scheduler, PackFallsBackToSeveralNodes) {
+  auto r = place_bundles(PgStrategy::kPack, bundles(3, 1), none(3), nodes({2, 2}));
+  ASSERT_TRUE(r.ok());
+  int on_n0 = 0;
+  for (auto& n : r.value()) on_n0 += n == "n0";
+  EXPECT_TRUE(on_n0 == 2 || on_n0 == 1);
+}
+
+TEST(Scheduler, StrictSpreadNeedsDistinctNodes) {
+  auto r = place_bundles(PgStrategy::kStrictSpread, bundles(2, 1), none(2), nodes({4, 4}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r.value()[0], r.value()[1]);
+  EXPECT_FALSE(place_bundles(PgStrategy::kStrictSpread, bundles(3, 1), none(3), nodes({4, 4})).ok());
+  // A fixed bundle's node is not reused.
+  auto fixed = place_bundles(PgStrategy::kStrictSpread, bundles(2, 1), {"n0", ""}, nodes({4, 4, 4}));
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_NE(fixed.value()[1], "n0");
+}
+
+TEST(Scheduler, SpreadIsBestEffort) {
+  auto r = place_bundles(PgStrategy::kSpread, bundles(3, 1), none(3), nodes({4, 4}));
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r.value()[0], r.value()[1]);
+}
+
+TEST(Scheduler, FeasibilityNamesTheBundle) {
+  auto st = check_feasible(PgStrategy::kPack, {{{"CPU", 1}}, {{"GPU", 1}}}, nodes({4}));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("bundle 1"), std::string::npos) << st.message();
+  EXPECT_TRUE(check_feasible(PgStrategy::kPack, bundles(9, 1), {}).ok());  // no nodes yet: wait
+  EXPECT_EQ(schedule_actor_node({{"CPU", 3}}, nodes({2, 4})), "n1");
+  EXPECT_EQ(schedule_actor_node({{"CPU", 5}}, nodes({2, 4})), "");
+}
+
+TEST(JobSpec, ErrorsNameTheField) {
+  auto bad = job_spec_parse("kind = \"actors\"\n[actors]\nclass = \"c\"\ncount = 0\n[run]\nsteps = 1\n", "j.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("actors.count"), std::string::npos) << bad.status().message();
+  auto train = job_spec_parse("kind = \"pretrain\"\n", "j.toml");
+  EXPECT_EQ(train.status().code(), StatusCode::kUnimplemented);
+  auto strat = job_spec_parse(
+      "kind = \"actors\"\n[actors]\nclass = \"c\"\ncount = 1\n[placement]\nstrategy = \"X\"\n[run]\nsteps = 1\n", "j.toml");
+  EXPECT_NE(strat.status().message().find("placement.strategy"), std::string::npos);
+}
+
+TEST(RocksStateStore, CommitIsDurableAndTablesAreColumnFamilies) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("mariana-rocks-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto s = RocksStateStore::open(dir);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    auto& store = *s.value();
+    store.put(Table::kActors, "actor-1", "{}");
+    store.put(Table::kJobs, "job-1", "{\"a\":1}");
+    EXPECT_FALSE(store.get(Table::kActors, "actor-1").value().has_value());  // staged, not committed
+    ASSERT_TRUE(store.commit().ok());
+    store.erase(Table::kJobs, "job-1");
+    store.put(Table::kMetrics, "job-1/000000000001", "x");
+    store.put(Table::kMetrics, "job-2/000000000001", "y");
+    ASSERT_TRUE(store.commit().ok());
+  }
+  auto s = RocksStateStore::open(dir);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s.value()->get(Table::kActors, "actor-1").value().value(), "{}");
+  EXPECT_FALSE(s.value()->get(Table::kJobs, "job-1").value().has_value());
+  EXPECT_EQ(s.value()->scan(Table::kMetrics, "job-1/").value().size(), 1u);
+  s.value().reset();
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families).ok());
+  for (const char* t : {"nodes", "actors", "jobs", "placement_groups", "checkpoints", "metrics", "kv", "meta"})
+    EXPECT_NE(std::find(families.begin(), families.end(), t), families.end()) << t;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mariana::controller

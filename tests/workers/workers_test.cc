@@ -1,0 +1,66 @@
+// The actor registry and built-in classes, and PosixLauncher (spawn, logs, reap, signals).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/file_util.h"
+#include "proto/wire.h"
+#include "workers/actor.h"
+#include "workers/process_launcher.h"
+
+namespace mariana::workers {
+namespace {
+
+TEST(ActorRegistry, CounterStepsAndAdds) {
+  const ActorClass* cls = builtin_actor_registry().find("counter");
+  ASSERT_NE(cls, nullptr);
+  auto actor = cls->create();
+  auto args = proto::encode_struct<proto::StepArgs>([](proto::StepArgs::Builder b) { b.setStep(3); });
+  for (int i = 1; i <= 2; ++i) {
+    auto r = actor_invoke(*cls, *actor, "step", args);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(proto::StructValue<proto::Int64Value>::decode(r.value(), "r").value().get().getValue(), i);
+  }
+  auto five = proto::encode_struct<proto::Int64Value>([](proto::Int64Value::Builder b) { b.setValue(5); });
+  ASSERT_TRUE(actor_invoke(*cls, *actor, "add", five).ok());
+  auto total = actor_invoke(*cls, *actor, "add", five);
+  EXPECT_EQ(proto::StructValue<proto::Int64Value>::decode(total.value(), "r").value().get().getValue(), 10);
+}
+
+TEST(ActorRegistry, ErrorsAreStatuses) {
+  const ActorClass* cls = builtin_actor_registry().find("counter");
+  auto actor = cls->create();
+  EXPECT_EQ(actor_invoke(*cls, *actor, "nosuch", "").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(actor_invoke(*cls, *actor, "step", "garbage!").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(actor_invoke(*cls, *actor, "fail", "").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(builtin_actor_registry().find("nosuch"), nullptr);
+  auto names = builtin_actor_registry().names();
+  EXPECT_EQ(names, (std::vector<std::string>{"counter", "echo"}));
+}
+
+TEST(PosixLauncher, CapturesLogsAndReportsExitCodesAndSignals) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("mariana-launcher-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  PosixLauncher l;
+  auto a = l.spawn({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, dir + "/a.out", dir + "/a.err");
+  auto b = l.spawn({"/bin/sleep", "30"}, dir + "/b.out", dir + "/b.err");
+  ASSERT_TRUE(a.ok() && b.ok());
+  l.signal(b.value(), SIGKILL);
+  std::map<int, ProcessExit> exits;
+  for (int i = 0; i < 500 && exits.size() < 2; ++i) {
+    for (auto& e : l.reap()) exits[e.pid] = e;
+    ::usleep(10000);
+  }
+  ASSERT_EQ(exits.size(), 2u);
+  EXPECT_EQ(exits[a.value()].exit_code, 3);
+  EXPECT_EQ(exits[b.value()].signal, SIGKILL);
+  EXPECT_EQ(read_file(dir + "/a.out").value(), "out\n");
+  EXPECT_EQ(read_file(dir + "/a.err").value(), "err\n");
+  EXPECT_FALSE(l.spawn({"/bin/true"}, "/nonexistent/dir/x.out", dir + "/x.err").ok());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mariana::workers

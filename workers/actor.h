@@ -1,0 +1,75 @@
+// Actor classes registered in C++ with their methods. A worker process hosts one actor: it looks
+// its class up in an ActorRegistry, constructs it, and runs each ActorCall's method on the
+// worker's single thread, in arrival order. Arguments and results are bytes holding a Cap'n Proto
+// message of the method's types (proto::encode_struct / proto::StructValue). The built-in classes
+// (builtin_actors.cc) serve the generic actor job, the tests and `mariana bench actors`.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace mariana::workers {
+
+class Actor {
+ public:
+  virtual ~Actor() = default;
+};
+
+using ActorMethod = std::function<Result<std::string>(Actor& self, std::string_view args)>;
+
+struct ActorClass {
+  std::string name;
+  std::function<std::unique_ptr<Actor>()> create;
+  std::map<std::string, ActorMethod, std::less<>> methods;
+};
+
+// Typed registration: ActorClassBuilder<Counter>("counter").method("add", &Counter::add).build().
+template <typename T>
+class ActorClassBuilder {
+ public:
+  explicit ActorClassBuilder(std::string name) {
+    cls_.name = std::move(name);
+    cls_.create = [] { return std::make_unique<T>(); };
+  }
+  ActorClassBuilder& method(const std::string& name, Result<std::string> (T::*fn)(std::string_view)) {
+    cls_.methods[name] = [fn](Actor& self, std::string_view args) { return (static_cast<T&>(self).*fn)(args); };
+    return *this;
+  }
+  ActorClass build() { return std::move(cls_); }
+
+ private:
+  ActorClass cls_;
+};
+
+class ActorRegistry {
+ public:
+  void add(ActorClass cls) { classes_[cls.name] = std::move(cls); }
+  const ActorClass* find(std::string_view name) const {
+    auto it = classes_.find(std::string(name));
+    return it == classes_.end() ? nullptr : &it->second;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (auto& [n, _] : classes_) out.push_back(n);
+    return out;
+  }
+
+ private:
+  std::map<std::string, ActorClass> classes_;
+};
+
+// "counter": step(StepArgs) sleeps sleepMs and returns the number of steps done (Int64Value);
+//            add(Int64Value) / get() on a running total; fail() returns an error.
+// "echo":    echo(any bytes) returns them; noop() returns nothing.
+const ActorRegistry& builtin_actor_registry();
+
+// Runs one call on `actor`: NotFound for an unknown method, otherwise the method's result.
+Result<std::string> actor_invoke(const ActorClass& cls, Actor& actor, std::string_view method, std::string_view args);
+
+}  // namespace mariana::workers

@@ -1,0 +1,197 @@
+// The agent's event loop (see agent.h).
+#include "workers/agent.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include <zmq.hpp>
+
+#include "proto/client.h"
+#include "proto/clock.h"
+#include "proto/wire.h"
+
+namespace mariana::workers {
+
+namespace {
+
+using proto::Envelope;
+
+struct RunningWorker {
+  std::string actor_id;
+  uint32_t incarnation;
+  int pid;
+};
+
+}  // namespace
+
+Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::atomic<bool>* stop) {
+  AgentOptions o = in;
+  if (o.node_id.empty()) o.node_id = "node-" + proto::random_hex(8);
+  if (o.worker_binary.empty()) o.worker_binary = "/proc/self/exe";
+  if (o.log_dir.empty()) o.log_dir = std::filesystem::temp_directory_path().string() + "/mariana-" + o.node_id;
+  std::error_code ec;
+  std::filesystem::create_directories(o.log_dir, ec);
+  if (ec) return Unavailable("agent: cannot create log dir " + o.log_dir + ": " + ec.message());
+  // Resolve /proc/self/exe now: a worker execs the same binary even if the path changes later.
+  if (o.worker_binary == "/proc/self/exe") {
+    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) o.worker_binary = p.string();
+  }
+  const std::string identity = proto::agent_peer(o.node_id);
+  zmq::context_t ctx(1);
+  zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+  sock.set(zmq::sockopt::routing_id, identity);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.connect(o.controller);
+
+  proto::WireCounters counters;
+  proto::DecodeOptions dopts;
+  dopts.token = o.token;
+  dopts.accept_tokenless_errors = true;
+  SteadyClock clock;
+  std::map<int, RunningWorker> workers;  // by pid
+  uint64_t epoch = 0, next_id = 1;
+  bool registered = false;
+  int64_t last_register = -1000000, last_heartbeat = 0, last_reply = clock.now_ms();
+  bool warned_silent = false;
+
+  auto send = [&](proto::Outgoing& m) { (void)sock.send(zmq::buffer(m.bytes()), zmq::send_flags::dontwait); };
+  auto send_register = [&] {
+    proto::Outgoing m(next_id++, identity, o.token);
+    auto r = m.payload().initRegisterNode();
+    r.setNodeId(o.node_id);
+    auto res = r.initResources(static_cast<unsigned>(o.resources.size()));
+    unsigned i = 0;
+    for (auto& [name, amount] : o.resources) {
+      res[i].setName(name);
+      res[i].setAmount(amount);
+      ++i;
+    }
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    r.setHostname(host);
+    r.setPid(static_cast<uint32_t>(::getpid()));
+    r.setLogDir(o.log_dir);
+    auto ws = r.initWorkers(static_cast<unsigned>(workers.size()));
+    i = 0;
+    for (auto& [pid, w] : workers) {
+      ws[i].setActorId(w.actor_id);
+      ws[i].setIncarnation(w.incarnation);
+      ws[i].setPid(static_cast<uint32_t>(pid));
+      ++i;
+    }
+    auto cls = r.initActorClasses(static_cast<unsigned>(o.actor_classes.size()));
+    for (unsigned k = 0; k < o.actor_classes.size(); ++k) cls.set(k, o.actor_classes[k]);
+    send(m);
+    last_register = clock.now_ms();
+  };
+  auto report_exit = [&](const RunningWorker& w, int code, int sig) {
+    proto::Outgoing m(next_id++, identity, o.token);
+    auto e = m.payload().initWorkerExited();
+    e.setNodeId(o.node_id);
+    e.setActorId(w.actor_id);
+    e.setIncarnation(w.incarnation);
+    e.setExitCode(code);
+    e.setSignal(sig);
+    send(m);
+  };
+  auto start_worker = [&](proto::StartWorker::Reader s) {
+    const std::string actor(s.getActorId().cStr());
+    for (auto& [pid, w] : workers)
+      if (w.actor_id == actor && w.incarnation == s.getIncarnation()) return;  // already running
+    const std::string inc = std::to_string(s.getIncarnation());
+    std::vector<std::string> argv = {o.worker_binary, "worker", "--controller", o.controller, "--token-file",
+                                     o.token_file,   "--actor-id", actor, "--incarnation", inc,
+                                     "--class",      s.getClassName().cStr(), "--node-id", o.node_id,
+                                     "--heartbeat-ms", std::to_string(o.heartbeat_ms)};
+    const std::string base = o.log_dir + "/" + actor + "-" + inc;
+    auto pid = launcher->spawn(argv, base + ".out", base + ".err");
+    RunningWorker w{actor, s.getIncarnation(), 0};
+    if (!pid.ok()) {
+      std::fprintf(stderr, "agent %s: cannot start a worker for %s: %s\n", o.node_id.c_str(), actor.c_str(),
+                   pid.status().to_string().c_str());
+      report_exit(w, 127, 0);
+      return;
+    }
+    w.pid = pid.value();
+    workers[w.pid] = w;
+  };
+
+  bool shutdown = false;
+  send_register();
+  while (!stop->load()) {
+    zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    for (int i = 0; i < 256; ++i) {
+      zmq::message_t body;
+      if (!sock.recv(body, zmq::recv_flags::dontwait)) break;
+      auto f = proto::decode_envelope(body.data(), body.size(), dopts, &counters);
+      if (!f.ok()) {
+        std::fprintf(stderr, "agent %s: bad frame from the controller: %s\n", o.node_id.c_str(),
+                     f.status().to_string().c_str());
+        continue;
+      }
+      last_reply = clock.now_ms();
+      warned_silent = false;
+      auto p = f.value().payload();
+      switch (p.which()) {
+        case Envelope::Payload::REGISTER_NODE_REPLY:
+          registered = true;
+          epoch = p.getRegisterNodeReply().getEpoch();
+          break;
+        case Envelope::Payload::HEARTBEAT_REPLY:
+          if (!p.getHeartbeatReply().getKnown() || p.getHeartbeatReply().getEpoch() != epoch) {
+            registered = false;
+            send_register();
+          }
+          break;
+        case Envelope::Payload::START_WORKER: start_worker(p.getStartWorker()); break;
+        case Envelope::Payload::STOP_WORKER: {
+          auto s = p.getStopWorker();
+          for (auto& [pid, w] : workers)
+            if (w.actor_id == s.getActorId().cStr() && w.incarnation == s.getIncarnation()) launcher->signal(pid, SIGKILL);
+          break;
+        }
+        case Envelope::Payload::ERROR:
+          std::fprintf(stderr, "agent %s: controller error: %s\n", o.node_id.c_str(),
+                       proto::error_status(p.getError()).to_string().c_str());
+          break;
+        case Envelope::Payload::SHUTDOWN: shutdown = true; break;
+        default: break;
+      }
+      if (shutdown) break;
+    }
+    if (shutdown) break;
+    for (auto& e : launcher->reap()) {
+      auto it = workers.find(e.pid);
+      if (it == workers.end()) continue;
+      report_exit(it->second, e.exit_code, e.signal);
+      workers.erase(it);
+    }
+    const int64_t now = clock.now_ms();
+    if (!registered && now - last_register > 1000) send_register();
+    if (now - last_heartbeat >= o.heartbeat_ms) {
+      last_heartbeat = now;
+      proto::Outgoing m(next_id++, identity, o.token);
+      m.payload().initHeartbeat().setNodeId(o.node_id);
+      send(m);
+    }
+    if (!warned_silent && now - last_reply > 10 * o.heartbeat_ms) {
+      warned_silent = true;
+      std::fprintf(stderr, "agent %s: no reply from the controller for %lld ms; still trying\n", o.node_id.c_str(),
+                   static_cast<long long>(now - last_reply));
+    }
+  }
+  for (auto& [pid, w] : workers) launcher->signal(pid, SIGKILL);
+  for (int i = 0; i < 100 && !workers.empty(); ++i) {
+    for (auto& e : launcher->reap()) workers.erase(e.pid);
+    if (!workers.empty()) ::usleep(10000);
+  }
+  return Status::Ok();
+}
+
+}  // namespace mariana::workers

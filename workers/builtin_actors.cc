@@ -1,0 +1,68 @@
+// The built-in actor classes (see actor.h).
+#include <chrono>
+#include <thread>
+
+#include "proto/wire.h"
+#include "workers/actor.h"
+
+namespace mariana::workers {
+
+namespace {
+
+std::string int64_bytes(int64_t v) {
+  return proto::encode_struct<proto::Int64Value>([&](proto::Int64Value::Builder b) { b.setValue(v); });
+}
+
+class Counter final : public Actor {
+ public:
+  Result<std::string> step(std::string_view args) {
+    MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::StepArgs>::decode(args, "counter.step args"));
+    if (a.get().getSleepMs() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(a.get().getSleepMs()));
+    return int64_bytes(++steps_);
+  }
+  Result<std::string> add(std::string_view args) {
+    MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::Int64Value>::decode(args, "counter.add args"));
+    total_ += a.get().getValue();
+    return int64_bytes(total_);
+  }
+  Result<std::string> get(std::string_view) { return int64_bytes(total_); }
+  Result<std::string> fail(std::string_view) { return FailedPrecondition("counter.fail: failing on purpose"); }
+
+ private:
+  int64_t steps_ = 0;
+  int64_t total_ = 0;
+};
+
+class Echo final : public Actor {
+ public:
+  Result<std::string> echo(std::string_view args) { return std::string(args); }
+  Result<std::string> noop(std::string_view) { return std::string(); }
+};
+
+ActorRegistry make_registry() {
+  ActorRegistry r;
+  r.add(ActorClassBuilder<Counter>("counter")
+            .method("step", &Counter::step)
+            .method("add", &Counter::add)
+            .method("get", &Counter::get)
+            .method("fail", &Counter::fail)
+            .build());
+  r.add(ActorClassBuilder<Echo>("echo").method("echo", &Echo::echo).method("noop", &Echo::noop).build());
+  return r;
+}
+
+}  // namespace
+
+const ActorRegistry& builtin_actor_registry() {
+  static const ActorRegistry registry = make_registry();
+  return registry;
+}
+
+Result<std::string> actor_invoke(const ActorClass& cls, Actor& actor, std::string_view method, std::string_view args) {
+  auto it = cls.methods.find(method);
+  if (it == cls.methods.end())
+    return NotFound("actor class " + cls.name + " has no method \"" + std::string(method) + "\"");
+  return it->second(actor, args);
+}
+
+}  // namespace mariana::workers

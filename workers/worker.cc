@@ -1,0 +1,178 @@
+// The worker's event loop (see worker.h).
+#include "workers/worker.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include <zmq.hpp>
+
+#include "proto/clock.h"
+#include "proto/wire.h"
+
+namespace mariana::workers {
+
+namespace {
+
+using proto::Envelope;
+
+// Runs an ActorCall frame and returns the reply frame.
+std::string run_call(const ActorClass& cls, Actor& actor, const WorkerOptions& o, const std::string& sender,
+                     const proto::Frame& f) {
+  auto call = f.payload().getActorCall();
+  proto::Outgoing out(f.request_id(), sender, o.token);
+  auto ret = out.payload().initActorReturn();
+  if (call.getActorId() != o.actor_id.c_str() || (call.getIncarnation() != 0 && call.getIncarnation() != o.incarnation)) {
+    ret.setCode(static_cast<uint16_t>(StatusCode::kFailedPrecondition));
+    ret.setError("this worker hosts " + o.actor_id + " incarnation " + std::to_string(o.incarnation));
+    return out.bytes();
+  }
+  auto args = call.getArgs();
+  auto result = actor_invoke(cls, actor, std::string_view(call.getMethod().cStr(), call.getMethod().size()),
+                             std::string_view(reinterpret_cast<const char*>(args.begin()), args.size()));
+  if (!result.ok()) {
+    ret.setCode(static_cast<uint16_t>(result.status().code()));
+    ret.setError(result.status().message());
+  } else {
+    const std::string& r = result.value();
+    ret.setResult(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(r.data()), r.size()));
+  }
+  return out.bytes();
+}
+
+}  // namespace
+
+Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const std::atomic<bool>* stop) {
+  const ActorClass* cls = registry.find(o.class_name);
+  if (!cls) return NotFound("worker: unknown actor class \"" + o.class_name + "\"");
+  std::unique_ptr<Actor> actor = cls->create();
+  const std::string identity = proto::worker_peer(o.actor_id, o.incarnation);
+
+  zmq::context_t ctx(1);
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.set(zmq::sockopt::sndhwm, 100000);
+  router.set(zmq::sockopt::rcvhwm, 100000);
+  try {
+    router.bind("tcp://" + o.bind_host + ":*");
+  } catch (const zmq::error_t& e) {
+    return Unavailable(std::string("worker: cannot bind a call socket: ") + e.what());
+  }
+  const std::string address = router.get(zmq::sockopt::last_endpoint);
+  zmq::socket_t ctl(ctx, zmq::socket_type::dealer);
+  ctl.set(zmq::sockopt::routing_id, identity);
+  ctl.set(zmq::sockopt::linger, 0);
+  ctl.set(zmq::sockopt::sndhwm, 100000);
+  ctl.set(zmq::sockopt::rcvhwm, 100000);
+  ctl.connect(o.controller);
+
+  proto::WireCounters counters;
+  proto::DecodeOptions dopts;
+  dopts.token = o.token;
+  dopts.accept_tokenless_errors = true;
+  SteadyClock clock;
+  uint64_t epoch = 0;
+  bool registered = false;
+  int64_t last_register = -1000000, last_heartbeat = 0;
+  uint64_t next_id = 1;
+
+  auto send_ctl = [&](const std::string& frame) { (void)ctl.send(zmq::buffer(frame), zmq::send_flags::dontwait); };
+  auto send_register = [&] {
+    proto::Outgoing m(next_id++, identity, o.token);
+    auto r = m.payload().initRegisterWorker();
+    r.setActorId(o.actor_id);
+    r.setIncarnation(o.incarnation);
+    r.setNodeId(o.node_id);
+    r.setAddress(address);
+    r.setPid(static_cast<uint32_t>(::getpid()));
+    send_ctl(m.bytes());
+    last_register = clock.now_ms();
+  };
+  send_register();
+
+  while (!stop->load()) {
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {ctl.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 2, std::chrono::milliseconds(std::max<int64_t>(10, o.heartbeat_ms / 2)));
+    // Direct calls: [routing id][frame].
+    for (int i = 0; i < 1024; ++i) {
+      zmq::message_t id, body;
+      if (!router.recv(id, zmq::recv_flags::dontwait)) break;
+      if (!id.more()) continue;
+      (void)router.recv(body, zmq::recv_flags::none);
+      bool more = body.more();
+      while (more) {
+        zmq::message_t extra;
+        (void)router.recv(extra, zmq::recv_flags::none);
+        more = extra.more();
+      }
+      uint64_t rid = 0;
+      std::string reply;
+      auto f = proto::decode_envelope(body.data(), body.size(), dopts, &counters, &rid);
+      if (!f.ok()) {
+        reply = proto::encode_error(rid, identity, "", f.status());
+      } else if (f.value().payload().which() == Envelope::Payload::ACTOR_CALL) {
+        reply = run_call(*cls, *actor, o, identity, f.value());
+      } else if (f.value().payload().which() == Envelope::Payload::PING) {
+        proto::Outgoing m(rid, identity, o.token);
+        m.payload().setOk();
+        reply = m.bytes();
+      } else {
+        reply = proto::encode_error(rid, identity, o.token,
+                                    InvalidArgument("a worker does not accept " +
+                                                    proto::payload_name(f.value().payload().which())));
+      }
+      (void)router.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
+    }
+    // The controller: replies to our registration and heartbeats, its own calls, shutdown.
+    for (int i = 0; i < 1024; ++i) {
+      zmq::message_t body;
+      if (!ctl.recv(body, zmq::recv_flags::dontwait)) break;
+      auto f = proto::decode_envelope(body.data(), body.size(), dopts, &counters);
+      if (!f.ok()) {
+        std::fprintf(stderr, "worker %s: bad frame from the controller: %s\n", identity.c_str(),
+                     f.status().to_string().c_str());
+        continue;
+      }
+      auto p = f.value().payload();
+      switch (p.which()) {
+        case Envelope::Payload::ACTOR_CALL: send_ctl(run_call(*cls, *actor, o, identity, f.value())); break;
+        case Envelope::Payload::REGISTER_WORKER_REPLY: {
+          auto r = p.getRegisterWorkerReply();
+          if (!r.getAccept()) {
+            std::fprintf(stderr, "worker %s: rejected by the controller: %s\n", identity.c_str(), r.getReason().cStr());
+            return Status::Ok();
+          }
+          registered = true;
+          epoch = r.getEpoch();
+          break;
+        }
+        case Envelope::Payload::HEARTBEAT_REPLY: {
+          auto r = p.getHeartbeatReply();
+          if (!r.getKnown() || r.getEpoch() != epoch) {
+            registered = false;
+            send_register();
+          }
+          break;
+        }
+        case Envelope::Payload::SHUTDOWN: return Status::Ok();
+        default: break;
+      }
+    }
+    const int64_t now = clock.now_ms();
+    if (!registered && now - last_register > 1000) send_register();
+    if (now - last_heartbeat >= o.heartbeat_ms) {
+      last_heartbeat = now;
+      proto::Outgoing m(next_id++, identity, o.token);
+      auto h = m.payload().initHeartbeat();
+      h.setNodeId(o.node_id);
+      h.setActorId(o.actor_id);
+      h.setIncarnation(o.incarnation);
+      send_ctl(m.bytes());
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace mariana::workers

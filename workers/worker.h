@@ -1,0 +1,32 @@
+// The worker process (`mariana worker`, started by an agent): hosts one actor. One thread runs
+// everything: a ROUTER socket bound on loopback serves direct calls (drivers, other actors,
+// benchmarks); a DEALER socket to the controller (routing id "w/<actor>/<incarnation>")
+// registers, heartbeats, and serves the controller's own calls (job drivers). It re-registers
+// when the controller's epoch changes (the controller restarted) and exits when the controller
+// rejects it (a stale incarnation) or when its agent dies (PR_SET_PDEATHSIG).
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "core/status.h"
+#include "workers/actor.h"
+
+namespace mariana::workers {
+
+struct WorkerOptions {
+  std::string controller;  // tcp://127.0.0.1:PORT
+  std::string token;
+  std::string actor_id;
+  uint32_t incarnation = 0;
+  std::string class_name;
+  std::string node_id;
+  int64_t heartbeat_ms = 500;
+  std::string bind_host = "127.0.0.1";
+};
+
+// Returns OK when told to stop (shutdown, rejection, *stop); an error if the class is unknown or
+// a socket cannot be bound.
+Status worker_run(const WorkerOptions& options, const ActorRegistry& registry, const std::atomic<bool>* stop);
+
+}  // namespace mariana::workers
