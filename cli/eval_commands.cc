@@ -50,7 +50,7 @@ int eval_main(int argc, char** argv) {
       "samples", "prompts per cell", cxxopts::value<int64_t>()->default_value("10"))(
       "seed", "seed", cxxopts::value<uint64_t>()->default_value("123"))(
       "threads", "CPU threads (0: all)", cxxopts::value<int>()->default_value("0"))(
-      "json", "print the grid as JSON")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
+      "json", "print the grid as JSON")("verbose", "print each cell's first answer and generation")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
       "h,help", "help");
   try {
     auto r = o.parse(argc, argv);
@@ -86,6 +86,8 @@ int eval_main(int argc, char** argv) {
       Status st = write_file_atomic(r["svg"].as<std::string>(), passkey_svg(grid.value(), "passkey retrieval: " + ck_dir));
       if (!st.ok()) return report(st);
     }
+    if (r.count("verbose"))
+      for (const std::string& e : grid.value().examples) std::fprintf(stderr, "%s\n", e.c_str());
     if (r.count("json")) {
       std::printf("%s\n", passkey_json(grid.value()).dump().c_str());
     } else {

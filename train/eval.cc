@@ -102,6 +102,8 @@ Result<PasskeyGrid> eval_passkey(Model<float>& model, const Tokenizer& tok, cons
       const int64_t n_new = static_cast<int64_t>(tok.encode(" " + answers.front()).size()) + 2;
       MARIANA_ASSIGN_OR_RETURN(auto outs, greedy(model, prompts, tok.pad_id(), n_new));
       int64_t right = 0;
+      g.examples.push_back("length " + std::to_string(lengths[li]) + " depth " + std::to_string(depths[di]) + ": " +
+                           answers[0] + " -> \"" + tok.decode(outs[0]) + "\"");
       for (int64_t s = 0; s < samples; ++s) {
         const std::string got = digits_of(tok.decode(outs[s]));
         if (got.rfind(answers[s], 0) == 0) ++right;

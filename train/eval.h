@@ -19,6 +19,7 @@ struct PasskeyGrid {
   std::vector<double> depths;                // relative position of the passkey, 0..1
   std::vector<std::vector<double>> accuracy; // [length][depth], fraction of exact answers
   int64_t samples = 0;                       // per cell
+  std::vector<std::string> examples;         // per cell: "expected -> generated" of its first sample
   double mean(size_t length_index) const;
 };
 
