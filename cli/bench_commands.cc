@@ -16,6 +16,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "train/optimizer.h"
 
 namespace mariana::cli {
 
@@ -55,6 +56,7 @@ int bench_model(int argc, char** argv) {
       "threads", "CPU threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "steps", "timed steps", cxxopts::value<int>()->default_value("5"))(
       "warmup", "untimed steps first", cxxopts::value<int>()->default_value("1"))(
+      "train-step", "time the whole training step: also clipping, AdamW and the bias update")(
       "json", "print one JSON object")("h,help", "help");
   auto r = o.parse(argc, argv);
   if (r.count("help")) {
@@ -88,6 +90,9 @@ int bench_model(int argc, char** argv) {
   LossWeights w;
   std::vector<double> times;
   ForwardResult res;
+  const bool train_step = r.count("train-step") > 0;
+  AdamW opt(model.table(), AdamWConfig{});
+  double optimizer_seconds = 0;
   for (int i = 0; i < warmup + steps; ++i) {
     if (i == warmup) model.profile().reset();
     const double t0 = now_s();
@@ -95,8 +100,18 @@ int bench_model(int argc, char** argv) {
     Status st = model.forward(batch, w, &res);
     if (!st.ok()) return report(st);
     model.backward();
+    if (train_step) {
+      const double t1 = now_s();
+      clip_grad_norm(model.grads(), model.table(), 1.0);
+      opt.step(model.params(), model.grads(), 1e-4);
+      for (size_t l = 0; l < res.moe_layers.size(); ++l)
+        bias_update(model.param(layer_prefix(res.moe_layers[l]) + "mlp.gate.e_score_correction_bias"),
+                    res.expert_counts[l], 0.001);
+      if (i >= warmup) optimizer_seconds += now_s() - t1;
+    }
     if (i >= warmup) times.push_back(now_s() - t0);
   }
+  if (train_step) model.profile().seconds["optimizer (clip, AdamW, bias)"] = optimizer_seconds;
   const double step = median(times);
   const ModelStats stats = model_stats(c, S);
   const double tokens_per_s = static_cast<double>(B * S) / step;
@@ -112,6 +127,7 @@ int bench_model(int argc, char** argv) {
     j["batch"] = B;
     j["seq"] = S;
     j["threads"] = cpu::num_threads();
+    j["train_step"] = train_step;
     j["step_seconds"] = step;
     j["tokens_per_s"] = tokens_per_s;
     j["model_gflops"] = model_gflops;
@@ -126,7 +142,8 @@ int bench_model(int argc, char** argv) {
   }
   std::printf("bench model %s: batch %lld x seq %lld, %d thread(s), median of %d steps after %d warm-up\n",
               path.c_str(), (long long)B, (long long)S, cpu::num_threads(), steps, warmup);
-  std::printf("  step (forward+backward)  %.4f s   loss %.4f\n", step, res.loss);
+  std::printf("  step (%s)  %.4f s   loss %.4f\n", train_step ? "forward+backward+optimizer" : "forward+backward", step,
+              res.loss);
   std::printf("  tokens/s                 %.0f\n", tokens_per_s);
   std::printf("  model GFLOP/s            %.2f   (%.3g training FLOPs/token)\n", model_gflops, stats.train_flops_per_token);
   std::printf("  sgemm 2048^3 GFLOP/s     %.2f   (same run, same threads)\n", sg);
