@@ -141,6 +141,11 @@ TEST_F(ModelCli, BenchJsonHasTheFields) {
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* k : {"\"tokens_per_s\"", "\"model_gflops\"", "\"sgemm_gflops\"", "\"ratio\""})
     EXPECT_NE(r.out.find(k), std::string::npos) << k << " in " << r.out;
+  const CmdResult t = run("bench model --config " + src("configs/models/tiny.json") +
+                          " --batch 1 --seq 16 --steps 1 --warmup 0 --train-step --json");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_NE(t.out.find("\"train_step\":true"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("optimizer (clip, AdamW, bias)"), std::string::npos) << t.out;
 }
 
 }  // namespace
