@@ -1,7 +1,9 @@
 // Shared pieces of the `mariana` command line: exit codes, error printing and the verb entry points.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -14,6 +16,10 @@ constexpr int kExitBadInput = 2;
 
 // Prints "mariana: <status>" to stderr and returns the exit code for it.
 int report(const Status& st);
+
+// Token ids from a flag's text ("3 17 42" or "3,17,42"), each in [0, vocab). InvalidArgument naming
+// the flag and the offending word otherwise. An empty text gives an empty list.
+Result<std::vector<int32_t>> parse_token_ids(const std::string& flag, const std::string& text, int64_t vocab);
 
 int model_main(int argc, char** argv);  // mariana model init|info|logits
 int bench_main(int argc, char** argv);  // mariana bench model

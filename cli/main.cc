@@ -1,6 +1,7 @@
 // The `mariana` binary: dispatches to the verb's entry point.
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 #include <string>
 
 #include "cli/cli.h"
@@ -21,6 +22,29 @@ int report(const Status& st) {
     default:
       return kExitFailure;
   }
+}
+
+Result<std::vector<int32_t>> parse_token_ids(const std::string& flag, const std::string& text, int64_t vocab) {
+  std::string spaced = text;
+  for (char& c : spaced)
+    if (c == ',') c = ' ';
+  std::istringstream in(spaced);
+  std::vector<int32_t> out;
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size()) return InvalidArgument(flag + ": '" + word + "' is not an integer");
+    if (v < 0 || v >= vocab)
+      return InvalidArgument(flag + ": id " + word + " is out of range [0, " + std::to_string(vocab) + ")");
+    out.push_back(static_cast<int32_t>(v));
+  }
+  return out;
 }
 
 }  // namespace mariana::cli

@@ -130,27 +130,6 @@ int model_info(int argc, char** argv) {
   return kExitOk;
 }
 
-Result<std::vector<int32_t>> parse_tokens(const std::string& text, int64_t vocab) {
-  std::vector<int32_t> out;
-  std::istringstream in(text);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size()) return InvalidArgument("--tokens: '" + word + "' is not an integer");
-    if (v < 0 || v >= vocab)
-      return InvalidArgument("--tokens: token " + word + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
-    out.push_back(static_cast<int32_t>(v));
-  }
-  if (out.empty()) return InvalidArgument("--tokens: expected at least one token id");
-  return out;
-}
-
 int model_logits(int argc, char** argv) {
   cxxopts::Options o("mariana model logits", "fp32 logits at every position, as a .npy [S, V]");
   o.add_options()("checkpoint", "checkpoint directory", cxxopts::value<std::string>())(
@@ -166,8 +145,9 @@ int model_logits(int argc, char** argv) {
   auto ck = checkpoint_load<float>(r["checkpoint"].as<std::string>());
   if (!ck.ok()) return report(ck.status());
   Model<float>& model = ck.value().model;
-  auto toks = parse_tokens(r["tokens"].as<std::string>(), model.config().vocab_size);
+  auto toks = parse_token_ids("--tokens", r["tokens"].as<std::string>(), model.config().vocab_size);
   if (!toks.ok()) return report(toks.status());
+  if (toks.value().empty()) return report(InvalidArgument("--tokens: expected at least one token id"));
   const int64_t S = static_cast<int64_t>(toks.value().size());
   const Batch batch = Batch::from_rows(1, S, toks.value());
   ForwardResult res;

@@ -137,28 +137,9 @@ int tokenizer_decode(int argc, char** argv) {
   if (!r.count("ids")) return report(InvalidArgument("tokenizer decode: --ids is required"));
   auto tok = load_tokenizer_arg(r, "decode");
   if (!tok.ok()) return report(tok.status());
-  std::string spec = r["ids"].as<std::string>();
-  for (char& c : spec) {
-    if (c == ',') c = ' ';
-  }
-  std::istringstream in(spec);
-  std::vector<int32_t> ids;
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size()) return report(InvalidArgument("tokenizer decode: --ids: '" + word + "' is not an integer"));
-    if (v < 0 || v >= tok->vocab_size()) {
-      return report(InvalidArgument("tokenizer decode: --ids: id " + word + " is out of range [0, " +
-                                    std::to_string(tok->vocab_size()) + ")"));
-    }
-    ids.push_back(static_cast<int32_t>(v));
-  }
+  auto parsed = parse_token_ids("--ids", r["ids"].as<std::string>(), tok->vocab_size());
+  if (!parsed.ok()) return report(InvalidArgument("tokenizer decode: " + parsed.status().message()));
+  const std::vector<int32_t>& ids = parsed.value();
   const std::string bytes = tok->decode(ids);
   std::fwrite(bytes.data(), 1, bytes.size(), stdout);
   return kExitOk;
