@@ -108,7 +108,9 @@ TEST_F(ClusterTest, Kill9OfAnAgentReschedulesItsActorsOnTheOtherNode) {
   auto nodes = c_.query("nodes");
   ASSERT_TRUE(nodes.is_array());
   for (auto& n : nodes)
-    if (n["id"] == "n1") EXPECT_EQ(n.value("state", ""), "DEAD");
+    if (n["id"] == "n1") {
+      EXPECT_EQ(n.value("state", ""), "DEAD");
+    }
 }
 
 TEST_F(ClusterTest, Kill9OfTheControllerLosesNothing) {
