@@ -337,7 +337,6 @@ void allocate_block(BlockState<F>& b, BufferPool<F>& pool, BufferPool<int32_t>& 
   m.balance_f = pool.take(B * E);
 }
 
-template <typename F>
 MlaDims mla_dims(const ModelConfig& c, int64_t B, int64_t S) {
   MlaDims d;
   d.B = B;
@@ -508,7 +507,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   s.pos.resize(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) s.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
 
-  const MlaDims md = mla_dims<F>(c, B, S);
+  const MlaDims md = mla_dims(c, B, S);
   const MoeDims ed = moe_dims(c, B, S);
   const F eps = static_cast<F>(c.rms_norm_eps);
   ForwardResult res;
@@ -601,7 +600,7 @@ void Model<F>::backward() {
   const ModelConfig& c = config_;
   const int64_t T = s.T, C = c.hidden_size, V = c.vocab_size;
   const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
-  const MlaDims md = mla_dims<F>(c, s.B, s.S);
+  const MlaDims md = mla_dims(c, s.B, s.S);
   const MoeDims ed = moe_dims(c, s.B, s.S);
   const F* lm_head = param("lm_head.weight");
   F* g_lm_head = grad("lm_head.weight");

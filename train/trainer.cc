@@ -292,11 +292,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   lo.seq_len = spec.seq_len;
   lo.seed = spec.seed;
   lo.fim_rate = spec.fim_rate;
-  lo.bos = data.tokenizer.bos_id();
-  lo.eos = data.tokenizer.eos_id();
-  lo.fim_begin = data.tokenizer.special_id(SpecialToken::kFimBegin);
-  lo.fim_hole = data.tokenizer.special_id(SpecialToken::kFimHole);
-  lo.fim_end = data.tokenizer.special_id(SpecialToken::kFimEnd);
+  loader_options_set_special_tokens(data.tokenizer, &lo);
   MARIANA_ASSIGN_OR_RETURN(DataLoader loader, DataLoader::open(lo));
 
   AdamWConfig ac;
