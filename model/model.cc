@@ -271,6 +271,8 @@ int64_t Model<F>::tokens() const { return st_->T; }
 template <typename F>
 const F* Model<F>::logits() const { return st_->logits; }
 template <typename F>
+const F* Model<F>::final_hidden() const { return st_->hn; }
+template <typename F>
 const F* Model<F>::mtp_logits(int64_t k) const { return st_->mtp.at(static_cast<size_t>(k)).logits; }
 template <typename F>
 StepProfile& Model<F>::profile() { return st_->profile; }
@@ -550,7 +552,8 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   }
   // MTP modules: module k predicts the token k+1 steps past the next one.
   const F* h_prev = s.hn;
-  for (int64_t k = 0; k < D; ++k) {
+  const int64_t D_run = w.mtp_weight != 0 ? D : 0;
+  for (int64_t k = 0; k < D_run; ++k) {
     MtpState<F>& m = s.mtp[k];
     const int64_t shift = k + 1;
     m.tokens.assign(static_cast<size_t>(T), 0);
@@ -595,11 +598,17 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
 
 template <typename F>
 void Model<F>::backward() {
+  backward_custom(nullptr, nullptr);
+}
+
+template <typename F>
+void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
   State& s = *st_;
   MARIANA_CHECK(s.have_forward);
   const ModelConfig& c = config_;
   const int64_t T = s.T, C = c.hidden_size, V = c.vocab_size;
-  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
+  const int64_t L = c.num_hidden_layers;
+  const int64_t D = s.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
   const MlaDims md = mla_dims(c, s.B, s.S);
   const MoeDims ed = moe_dims(c, s.B, s.S);
   const F* lm_head = param("lm_head.weight");
@@ -669,6 +678,8 @@ void Model<F>::backward() {
     std::fill_n(s.dloss, T, scale);
     std::fill_n(s.dlogits, T * V, F(0));
     cpu::cross_entropy_backward(s.dlogits, s.dloss, s.logits, s.lse, s.targets.data(), T, V);
+    if (extra_dlogits != nullptr) add_inplace(s.dlogits, extra_dlogits, T * V);
+    if (extra_dhidden != nullptr) add_inplace(s.dhn, extra_dhidden, T * C);
     cpu::linear_backward(s.dhn, g_lm_head, s.dlogits, s.hn, lm_head, T, C, V);
     std::fill_n(dh_out, T * C, F(0));
     cpu::rmsnorm_backward(dh_out, grad("model.norm.weight"), s.dhn, s.h[L], param("model.norm.weight"),

@@ -29,7 +29,7 @@ struct Batch {
 };
 
 struct LossWeights {
-  double mtp_weight = 0.3;         // λ
+  double mtp_weight = 0.3;         // λ; 0 skips the MTP modules entirely (no MTP logits or loss)
   double balance_alpha = 0.0001;   // α
 };
 
@@ -80,9 +80,14 @@ class Model {
                  bool reuse_routing = false);
   // grads += d(loss)/d(params) for the last forward.
   void backward();
+  // grads += d(loss + U)/d(params) for a user loss U on the last forward's outputs, given
+  // dU/d(logits) [T, V] and/or dU/d(final_hidden) [T, C] (either may be null). With every
+  // target −1 and mtp_weight 0, only U contributes (GRPO's surrogate, the reward model's head).
+  void backward_custom(const F* dlogits, const F* dhidden);
 
   int64_t tokens() const;                 // T of the last forward
   const F* logits() const;                // [T, V] main head
+  const F* final_hidden() const;          // [T, C] model.norm(h_L), the head's input
   const F* mtp_logits(int64_t k) const;   // [T, V] MTP module k (0-based)
   const int32_t* routing(int64_t moe_entry) const;  // [T, K] selection of ForwardResult entry
   StepProfile& profile();

@@ -159,6 +159,17 @@ std::string arithmetic_worked(int64_t a, char op, int64_t b) {
   return out;
 }
 
+bool arithmetic_held_out(int64_t a, char op, int64_t b) {
+  // splitmix64 of the problem's packed form; one problem in ten is held out.
+  uint64_t z = (static_cast<uint64_t>(a) * 1000000007ULL) ^ (static_cast<uint64_t>(b) << 20) ^
+               (static_cast<uint64_t>(static_cast<unsigned char>(op)) << 58);
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return z % 10 == 0;
+}
+
 ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt) {
   MARIANA_CHECK(opt.min_digits >= 1 && opt.min_digits <= opt.max_digits && opt.max_digits <= 9 && !opt.ops.empty());
   PhiloxStream rng(seed, kArithmeticStream);
@@ -167,9 +178,15 @@ ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt) {
     return uniform_int(rng, d == 1 ? 0 : pow10(d - 1), pow10(d) - 1);
   };
   ArithmeticProblem p;
-  p.op = opt.ops[static_cast<size_t>(uniform_int(rng, 0, static_cast<int64_t>(opt.ops.size()) - 1))];
-  p.a = operand();
-  p.b = operand();
+  for (int attempt = 0;; ++attempt) {
+    MARIANA_CHECK(attempt < 100000);  // every digit range holds problems of both splits
+    p.op = opt.ops[static_cast<size_t>(uniform_int(rng, 0, static_cast<int64_t>(opt.ops.size()) - 1))];
+    p.a = operand();
+    p.b = operand();
+    if (opt.split == ArithmeticSplit::kAll ||
+        arithmetic_held_out(p.a, p.op, p.b) == (opt.split == ArithmeticSplit::kHeldOut))
+      break;
+  }
   p.answer = p.op == '+' ? p.a + p.b : p.op == '-' ? p.a - p.b : p.a * p.b;
   p.text = arithmetic_worked(p.a, p.op, p.b);
   return p;

@@ -30,15 +30,22 @@ const char* corpus_task_name(CorpusTask task);
 // Subtraction borrows column by column ("4 - 8 - 1 < 0, so 14 - 8 - 1 = 5, write 5, borrow 1.");
 // a negative difference is worked as -(b - a). Multiplication lists one partial product per digit
 // of the second operand ("347 * 8 = 2776, shifted 1 place: 27760.") and their running sum.
+// The held-out split: a fixed tenth of all problems (a, op, b), chosen by a hash, that no
+// training corpus ever contains; evaluations draw from it (`mariana eval --task arithmetic`).
+enum class ArithmeticSplit { kTrain, kHeldOut, kAll };
+bool arithmetic_held_out(int64_t a, char op, int64_t b);
+
 struct ArithmeticOptions {
   int min_digits = 1, max_digits = 3;  // each operand's digit count, uniform in [min, max]; 1 ≤ min ≤ max ≤ 9
   std::string ops = "+-*";             // drawn uniformly from these
+  ArithmeticSplit split = ArithmeticSplit::kTrain;  // problems are redrawn until in the split
 };
 struct ArithmeticProblem {
   int64_t a = 0, b = 0, answer = 0;
   char op = '+';
   std::string text;  // the worked document above
 };
+// A problem of the split (redrawn from the same Philox stream until it is in it).
 ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt);
 // The worked text for a given problem (op one of + - *; 0 ≤ a, b < 10^9).
 std::string arithmetic_worked(int64_t a, char op, int64_t b);

@@ -293,3 +293,44 @@ TEST(ModelGrad, PlainQueryOneGroupYarnTwoMtpModules) { run_model_case("configs/m
 
 }  // namespace
 }  // namespace mariana
+
+namespace mariana {
+namespace {
+
+// backward_custom: a user loss U = Σ G·logits + Σ R·final_hidden on top of the CE losses, with
+// the MTP modules skipped (mtp_weight 0) — the path GRPO's surrogate and the reward head take.
+TEST(ModelGrad, CustomLogitAndHiddenGradientsMatchFiniteDifferences) {
+  ModelConfig c = testing::load_config("configs/models/tiny.json");
+  Model<double> m(c);
+  testing::randomise(m, 4, 0.1);
+  Batch batch = testing::random_batch(2, 6, c.vocab_size, 9);
+  for (size_t i = 0; i < batch.targets.size(); i += 2) batch.targets[i] = -1;  // some CE left
+  LossWeights w;
+  w.mtp_weight = 0;
+  w.balance_alpha = 0.1;
+  const int64_t T = 12, V = c.vocab_size, C = c.hidden_size;
+  const auto G = testing::normals(T * V, 11, 0, 0.01);
+  const auto R = testing::normals(T * C, 11, 1, 0.1);
+  ForwardResult res;
+  ASSERT_TRUE(m.forward(batch, w, &res).ok());
+  EXPECT_EQ(res.loss_mtp, 0.0);
+  m.zero_grads();
+  m.backward_custom(G.data(), R.data());
+  auto loss = [&]() {
+    ForwardResult r;
+    EXPECT_TRUE(m.forward(batch, w, &r, /*reuse_routing=*/true).ok());
+    return r.loss + dot(m.logits(), G.data(), T * V) + dot(m.final_hidden(), R.data(), T * C);
+  };
+  for (const ParamSpec& s : m.table().specs()) {
+    if (s.kind == ParamKind::kGateBias) continue;
+    if (s.name.find("layers." + std::to_string(c.num_hidden_layers) + ".") != std::string::npos) {
+      // The skipped MTP module gets no gradient at all.
+      for (int64_t i = 0; i < s.numel(); ++i) ASSERT_EQ(m.grads()[s.offset + i], 0.0) << s.name;
+      continue;
+    }
+    check_fd(s.name, m.params() + s.offset, m.grads() + s.offset, s.numel(), loss, 3);
+  }
+}
+
+}  // namespace
+}  // namespace mariana

@@ -219,3 +219,34 @@ TEST(Corpora, JsonlPreparesAndBadOptionsAreRejected) {
 
 }  // namespace
 }  // namespace mariana
+
+namespace mariana {
+
+TEST(Corpora, ArithmeticSplitsAreDisjointAndHeldOutIsATenth) {
+  ArithmeticOptions train, held;
+  held.split = ArithmeticSplit::kHeldOut;
+  int64_t held_count = 0, total = 0;
+  for (int64_t a = 0; a < 100; ++a)
+    for (int64_t b = 0; b < 100; ++b)
+      for (char op : std::string("+-*")) {
+        held_count += arithmetic_held_out(a, op, b);
+        ++total;
+      }
+  EXPECT_NEAR(static_cast<double>(held_count) / total, 0.1, 0.01);
+  for (uint64_t s = 0; s < 2000; ++s) {
+    const ArithmeticProblem t = make_arithmetic(s, train), h = make_arithmetic(s, held);
+    ASSERT_FALSE(arithmetic_held_out(t.a, t.op, t.b)) << t.text;
+    ASSERT_TRUE(arithmetic_held_out(h.a, h.op, h.b)) << h.text;
+  }
+  // The training corpus (mix and arithmetic) never contains a held-out problem.
+  CorpusOptions o;
+  for (int64_t i = 0; i < 500; ++i) {
+    const std::string doc = corpus_document(CorpusTask::kArithmetic, 3, i, o);
+    long long a = 0, b = 0;
+    char op = 0;
+    ASSERT_EQ(std::sscanf(doc.c_str(), "Q: %lld %c %lld", &a, &op, &b), 3) << doc;
+    ASSERT_FALSE(arithmetic_held_out(a, op, b)) << doc;
+  }
+}
+
+}  // namespace mariana
