@@ -8,6 +8,7 @@
 #include <cxxopts.hpp>
 
 #include "cli/cli.h"
+#include "sft/sft_data.h"
 #include "train/corpora.h"
 #include "train/data.h"
 #include "train/tokenizer.h"
@@ -79,6 +80,19 @@ Status parse_mix(const std::string& s, CorpusOptions* opt) {
   return Status::Ok();
 }
 
+// --task arithmetic-chat: the training split's problems as chat JSONL (sft/sft_data.h).
+int data_gen_chat(const cxxopts::ParseResult& r, const ArithmeticOptions& ao) {
+  const int64_t n = r["num"].as<int64_t>();
+  const uint64_t seed = r["seed"].as<uint64_t>();
+  const std::string out = r["out"].as<std::string>();
+  if (Status st = write_arithmetic_chat_jsonl(n, seed, ao, out); !st.ok()) {
+    return report(st.code() == StatusCode::kInvalidArgument ? InvalidArgument("data gen: " + st.message()) : st);
+  }
+  std::printf("wrote %s: %lld arithmetic-chat conversations, seed %llu\n", out.c_str(), static_cast<long long>(n),
+              static_cast<unsigned long long>(seed));
+  return kExitOk;
+}
+
 int data_gen_cmd(int argc, char** argv) {
   cxxopts::Options o("mariana data gen",
                      "Write a built-in corpus as JSONL ({\"text\": ...} per line); document i depends only on\n"
@@ -89,8 +103,10 @@ int data_gen_cmd(int argc, char** argv) {
                      "  passkey     filler sentences (--length characters) hiding \"The pass key is NNNNN.\n"
                      "              Remember it. NNNNN is the pass key.\" at --depth, then\n"
                      "              \"What is the pass key? The pass key is NNNNN\"\n"
-                     "  mix         arithmetic, passkey and template prose in the --mix proportions");
-  o.add_options()("task", "arithmetic | passkey | mix", cxxopts::value<std::string>())(
+                     "  mix         arithmetic, passkey and template prose in the --mix proportions\n"
+                     "  arithmetic-chat  the arithmetic problems as SFT chat samples ({\"messages\": [user:\n"
+                     "              \"a op b = ?\", assistant: the worked answer ending \"#### r\"]})");
+  o.add_options()("task", "arithmetic | passkey | mix | arithmetic-chat", cxxopts::value<std::string>())(
       "n,num", "number of documents (--n N works too)", cxxopts::value<int64_t>())(
       "seed", "seed", cxxopts::value<uint64_t>()->default_value("0"))(
       "out", "JSONL file to write (atomically)", cxxopts::value<std::string>())(
@@ -117,11 +133,12 @@ int data_gen_cmd(int argc, char** argv) {
   }
   if (!r.count("task") || !r.count("num") || !r.count("out"))
     return report(InvalidArgument("data gen: --task, --n and --out are required"));
-  auto task = corpus_task_parse(r["task"].as<std::string>());
-  if (!task.ok()) return report(InvalidArgument("data gen: --task: " + task.status().message()));
   CorpusOptions opt;
   opt.arithmetic.max_digits = r["digits"].as<int>();
   opt.arithmetic.ops = r["ops"].as<std::string>();
+  if (r["task"].as<std::string>() == "arithmetic-chat") return data_gen_chat(r, opt.arithmetic);
+  auto task = corpus_task_parse(r["task"].as<std::string>());
+  if (!task.ok()) return report(InvalidArgument("data gen: --task: " + task.status().message()));
   opt.passkey_chars = r["length"].as<int64_t>();
   if (r.count("depth")) {
     opt.passkey_depth = r["depth"].as<double>();

@@ -8,13 +8,14 @@
 #include <cxxopts.hpp>
 
 #include "cli/cli.h"
+#include "sft/sft_data.h"
 #include "train/job_spec.h"
 #include "train/trainer.h"
 
 namespace mariana::cli {
 
 int train_main(int argc, char** argv) {
-  cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend)");
+  cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend, sft)");
   o.add_options()("job", "job file (TOML)", cxxopts::value<std::string>())(
       "set", "override a job field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
       "run-dir", "run directory (default runs/<job.name>)", cxxopts::value<std::string>())(
@@ -41,7 +42,7 @@ int train_main(int argc, char** argv) {
     opt.quiet = r.count("quiet") > 0;
     std::printf("train %s: phase %s, %lld steps, run dir %s\n", opt.spec.name.c_str(), opt.spec.phase.c_str(),
                 (long long)opt.spec.steps, opt.run_dir.c_str());
-    auto res = train_run(opt);
+    auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : train_run(opt);
     if (!res.ok()) return report(res.status());
     const TrainSummary& s = res.value();
     std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,

@@ -37,8 +37,13 @@ inputs = []
 fim_rate = 0.1
 skip_bad = false
 passkey_filler_chars = 0
+arithmetic_min_digits = 1
+arithmetic_max_digits = 3
+arithmetic_ops = "+-*"
+chat = ""
 [train]
 steps = 100
+epochs = 0
 seq_len = 128
 seed = 0
 threads = 0
@@ -177,7 +182,12 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.fim_rate = data.get_double("fim_rate").value();
   s.skip_bad = data.get_bool("skip_bad").value();
   s.passkey_filler_chars = data.get_int("passkey_filler_chars").value();
+  s.arithmetic_min_digits = static_cast<int>(data.get_int("arithmetic_min_digits").value());
+  s.arithmetic_max_digits = static_cast<int>(data.get_int("arithmetic_max_digits").value());
+  s.arithmetic_ops = data.get_string("arithmetic_ops").value();
+  s.data_chat = data.get_string("chat").value();
   s.steps = train.get_int("steps").value();
+  s.epochs = train.get_int("epochs").value();
   s.seq_len = train.get_int("seq_len").value();
   s.seed = static_cast<uint64_t>(train.get_int("seed").value());
   s.threads = static_cast<int>(train.get_int("threads").value());
@@ -208,9 +218,20 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   auto bad = [&](const std::string& field, const std::string& what) {
     return InvalidArgument(source + ": field '" + field + "': " + what);
   };
-  if (s.phase != "pretrain" && s.phase != "extend") return bad("job.phase", "expected \"pretrain\" or \"extend\", got \"" + s.phase + "\"");
+  if (s.phase != "pretrain" && s.phase != "extend" && s.phase != "sft")
+    return bad("job.phase", "expected \"pretrain\", \"extend\" or \"sft\", got \"" + s.phase + "\"");
   if (s.phase == "pretrain" && s.model_config.empty()) return bad("model.config", "a pretrain job needs a model config.json");
-  if (s.phase == "extend" && s.init_from.empty()) return bad("model.init_from", "an extend job starts from a checkpoint or run directory");
+  if (s.phase != "pretrain" && s.init_from.empty())
+    return bad("model.init_from", "an " + s.phase + " job starts from a checkpoint or run directory");
+  if (s.epochs < 0) return bad("train.epochs", "expected >= 0");
+  if (!(s.arithmetic_min_digits >= 1 && s.arithmetic_min_digits <= s.arithmetic_max_digits && s.arithmetic_max_digits <= 9))
+    return bad("data.arithmetic_min_digits", "expected 1 <= arithmetic_min_digits <= arithmetic_max_digits <= 9");
+  if (s.arithmetic_ops.empty() || s.arithmetic_ops.find_first_not_of("+-*") != std::string::npos)
+    return bad("data.arithmetic_ops", "expected operators from \"+-*\", got \"" + s.arithmetic_ops + "\"");
+  if (s.phase == "sft" && s.data_chat.empty() && s.data_builtin != "arithmetic-chat")
+    return bad("data.builtin", "an sft job takes chat data: set data.chat = \"file.jsonl\" or data.builtin = "
+               "\"arithmetic-chat\", got \"" + s.data_builtin + "\"");
+  if (s.phase != "sft" && !s.data_chat.empty()) return bad("data.chat", "chat data is for the sft phase only");
   if (s.steps <= 0) return bad("train.steps", "expected > 0");
   if (s.seq_len < 2) return bad("train.seq_len", "expected >= 2");
   if (s.rows <= 0) return bad("batch.rows", "expected > 0");
@@ -221,8 +242,8 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   if (!(s.lr > 0)) return bad("optimizer.lr", "expected > 0");
   if (s.warmup_steps < 0) return bad("optimizer.warmup_steps", "expected >= 0");
   if (!(s.fim_rate >= 0 && s.fim_rate <= 1)) return bad("data.fim_rate", "expected 0..1");
-  if (s.data_builtin.empty() && s.data_inputs.empty()) return bad("data.inputs", "no data: set data.builtin or data.inputs");
-  if (!s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
+  if (s.phase != "sft" && s.data_builtin.empty() && s.data_inputs.empty()) return bad("data.inputs", "no data: set data.builtin or data.inputs");
+  if (s.phase != "sft" && !s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
     return bad("data.builtin", "expected \"mix\", \"arithmetic\", \"passkey\" or \"\", got \"" + s.data_builtin + "\"");
   if (s.phase == "extend" && !(s.yarn_factor > 1)) return bad("extend.factor", "expected > 1");
   if (s.threads < 0) return bad("train.threads", "expected >= 0");

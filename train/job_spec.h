@@ -1,4 +1,4 @@
-// Training job specs (TOML) for the phases `pretrain` and `extend`: every field has a default in
+// Training job specs (TOML) for the phases `pretrain`, `extend` and `sft`: every field has a default in
 // one schema (kJobSchema in job_spec.cc); a job file or `--set key=value` naming a field the schema
 // lacks is an error naming it. Schedules (LR, batch-size ramp, γ, λ) are evaluated from here.
 #pragma once
@@ -14,10 +14,10 @@ namespace mariana {
 struct JobSpec {
   std::string source;         // the job file, for messages
   std::string name;
-  std::string phase;          // "pretrain" | "extend"
+  std::string phase;          // "pretrain" | "extend" | "sft"
   // [model]
   std::string model_config;   // pretrain: HF config.json
-  std::string init_from;      // extend: a checkpoint directory or a run directory (its newest checkpoint)
+  std::string init_from;      // extend, sft: a checkpoint directory or a run directory (its newest checkpoint)
   uint64_t init_seed = 0;
   // [extend] YaRN (notes §1.5); original 0 = the source model's max_position_embeddings
   double yarn_factor = 4.0;
@@ -26,15 +26,25 @@ struct JobSpec {
   // [tokenizer]
   std::string tokenizer;      // "" = train one on the data (vocab = the model's)
   // [data]
-  std::string data_builtin;   // "mix" | "arithmetic" | "passkey" | "" (use data.inputs)
+  std::string data_builtin;   // "mix" | "arithmetic" | "passkey" | "" (use data.inputs); sft: "arithmetic-chat"
   int64_t data_documents = 2000;
   uint64_t data_seed = 1;
   std::vector<std::string> data_inputs;
   double fim_rate = 0.1;
   bool skip_bad = false;
   int64_t passkey_filler_chars = 0;  // builtin passkey/mix: filler length (0 = default)
+  // Built-in arithmetic (and arithmetic-chat): operand digits uniform in [min, max], operators.
+  int arithmetic_min_digits = 1, arithmetic_max_digits = 3;
+  std::string arithmetic_ops = "+-*";
+  // sft: a chat JSONL file ({"messages": [...]} per line, sft/sft_data.h); when set, data.builtin
+  // is ignored, else data.builtin must be "arithmetic-chat".
+  std::string data_chat;
   // [train]
   int64_t steps = 100;
+  // > 0: the data (a finite set: sft) is visited this many times, shuffled per epoch, and the
+  // number of steps is derived from it — the least n whose batches hold every packed row — so
+  // train.steps is ignored. 0: train.steps steps, cycling over the data as needed.
+  int64_t epochs = 0;
   int64_t seq_len = 128;
   uint64_t seed = 0;
   int threads = 0;

@@ -116,6 +116,38 @@ Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec)
   return model_config_from_json_text(j.dump(2) + "\n", src.source + " (extended)");
 }
 
+// The run's tokenizer: tokenizer.path, else the source checkpoint's, else (when `train_inputs` is
+// not empty) one trained on them; copied to run_dir/tokenizer.json and reused on resume.
+Result<Tokenizer> setup_tokenizer(const JobSpec& spec, const std::string& run_dir, int64_t vocab_size,
+                                  const std::string& inherited_tokenizer,
+                                  const std::vector<std::string>& train_inputs) {
+  std::string tok_path = spec.tokenizer.empty() ? inherited_tokenizer : spec.tokenizer;
+  const fs::path own_tok = fs::path(run_dir) / kTokenizerFile;
+  if (tok_path.empty()) {
+    tok_path = own_tok.string();
+    if (!fs::exists(own_tok)) {
+      if (train_inputs.empty()) {
+        return InvalidArgument(spec.source + ": field 'tokenizer.path': the " + spec.phase +
+                               " phase needs a tokenizer and the source checkpoint has no tokenizer.json");
+      }
+      TokenizerTrainOptions to;
+      to.vocab_size = vocab_size;
+      MARIANA_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::train(train_inputs, to));
+      MARIANA_RETURN_IF_ERROR(t.save(own_tok.string()));
+    }
+  }
+  MARIANA_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(tok_path));
+  if (tokenizer.vocab_size() > vocab_size) {
+    return InvalidArgument(tok_path + ": tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                           " tokens but the model's vocab_size is " + std::to_string(vocab_size));
+  }
+  if (tok_path != own_tok.string()) {
+    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file(tok_path));
+    MARIANA_RETURN_IF_ERROR(write_file_atomic(own_tok.string(), bytes));
+  }
+  return tokenizer;
+}
+
 struct DataSetup {
   Tokenizer tokenizer;
   std::string data_dir;
@@ -133,32 +165,16 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
       CorpusOptions co;
       // Passkey documents sized to roughly fill a training row (~3 characters per token).
       co.passkey_chars = spec.passkey_filler_chars > 0 ? spec.passkey_filler_chars : spec.seq_len * 3;
+      co.arithmetic.min_digits = spec.arithmetic_min_digits;
+      co.arithmetic.max_digits = spec.arithmetic_max_digits;
+      co.arithmetic.ops = spec.arithmetic_ops;
       MARIANA_ASSIGN_OR_RETURN(CorpusTask task, corpus_task_parse(spec.data_builtin));
       MARIANA_RETURN_IF_ERROR(write_corpus_jsonl(task, spec.data_documents, spec.data_seed, co, corpus));
     }
     inputs.push_back(corpus);
   }
-  std::string tok_path = spec.tokenizer.empty() ? inherited_tokenizer : spec.tokenizer;
-  const fs::path own_tok = fs::path(run_dir) / kTokenizerFile;
-  if (tok_path.empty()) {
-    tok_path = own_tok.string();
-    if (!fs::exists(own_tok)) {
-      TokenizerTrainOptions to;
-      to.vocab_size = vocab_size;
-      MARIANA_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::train(inputs, to));
-      MARIANA_RETURN_IF_ERROR(t.save(own_tok.string()));
-    }
-  }
-  MARIANA_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::load(tok_path));
+  MARIANA_ASSIGN_OR_RETURN(Tokenizer tokenizer, setup_tokenizer(spec, run_dir, vocab_size, inherited_tokenizer, inputs));
   DataSetup out{std::move(tokenizer), (data_root / "shards").string()};
-  if (out.tokenizer.vocab_size() > vocab_size) {
-    return InvalidArgument(tok_path + ": tokenizer has " + std::to_string(out.tokenizer.vocab_size()) +
-                           " tokens but the model's vocab_size is " + std::to_string(vocab_size));
-  }
-  if (tok_path != own_tok.string()) {
-    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file(tok_path));
-    MARIANA_RETURN_IF_ERROR(write_file_atomic(own_tok.string(), bytes));
-  }
   if (!fs::exists(out.data_dir)) {
     PrepareOptions po;
     po.inputs = inputs;
@@ -227,6 +243,25 @@ Status truncate_metrics(const fs::path& path, int64_t step) {
   return write_file_atomic(path.string(), kept);
 }
 
+// The pretraining data: the shard DataLoader as a BatchSource.
+class ShardBatchSource : public BatchSource {
+ public:
+  explicit ShardBatchSource(DataLoader loader) : loader_(std::move(loader)) {}
+  Status next(int64_t rows, Batch* out) override { return loader_.next(rows, out); }
+  nlohmann::json state() const override { return loader_.state(); }
+  Status restore(const nlohmann::json& state) override { return loader_.restore(state); }
+
+ private:
+  DataLoader loader_;
+};
+
+// The least number of steps whose batches (JobSpec::rows_at) hold `rows` rows.
+int64_t steps_for_rows(const JobSpec& spec, int64_t rows) {
+  int64_t steps = 0;
+  for (int64_t covered = 0; covered < rows; ++steps) covered += spec.rows_at(steps);
+  return std::max<int64_t>(steps, 1);
+}
+
 void print_progress(const StepMetrics& m, int64_t total) {
   const int width = 28;
   const int filled = static_cast<int>(width * m.step / std::max<int64_t>(total, 1));
@@ -251,7 +286,7 @@ Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {
 }
 
 Result<TrainSummary> train_run(const TrainOptions& o) {
-  const JobSpec& spec = o.spec;
+  JobSpec spec = o.spec;  // steps are derived from the data when train.epochs > 0
   cpu::set_num_threads(spec.threads);
   std::error_code ec;
   fs::create_directories(o.run_dir, ec);
@@ -276,9 +311,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   } else {
     MARIANA_ASSIGN_OR_RETURN(std::string src, resolve_checkpoint(spec.init_from));
     MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src));
-    MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
-    model = std::make_unique<Model<float>>(std::move(cfg));
-    std::copy(ck.model.params(), ck.model.params() + ck.model.table().arena_size(), model->params());
+    if (spec.phase == "extend") {
+      MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
+      model = std::make_unique<Model<float>>(std::move(cfg));
+      std::copy(ck.model.params(), ck.model.params() + ck.model.table().arena_size(), model->params());
+    } else {  // sft: the same model, trained on
+      model = std::make_unique<Model<float>>(std::move(ck.model));
+    }
     if (fs::exists(fs::path(src) / kTokenizerFile)) inherited_tokenizer = (fs::path(src) / kTokenizerFile).string();
   }
   const ModelConfig& cfg = model->config();
@@ -286,14 +325,31 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     return InvalidArgument(spec.source + ": field 'train.seq_len': " + std::to_string(spec.seq_len) +
                            " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
   }
-  MARIANA_ASSIGN_OR_RETURN(DataSetup data, setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer));
-  LoaderOptions lo;
-  lo.data_dir = data.data_dir;
-  lo.seq_len = spec.seq_len;
-  lo.seed = spec.seed;
-  lo.fim_rate = spec.fim_rate;
-  loader_options_set_special_tokens(data.tokenizer, &lo);
-  MARIANA_ASSIGN_OR_RETURN(DataLoader loader, DataLoader::open(lo));
+  std::unique_ptr<BatchSource> loader;
+  if (o.data_source) {
+    MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, setup_tokenizer(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer, {}));
+    MARIANA_ASSIGN_OR_RETURN(loader, o.data_source(spec, tok, o.run_dir));
+  } else {
+    MARIANA_ASSIGN_OR_RETURN(DataSetup data, setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer));
+    LoaderOptions lo;
+    lo.data_dir = data.data_dir;
+    lo.seq_len = spec.seq_len;
+    lo.seed = spec.seed;
+    lo.fim_rate = spec.fim_rate;
+    loader_options_set_special_tokens(data.tokenizer, &lo);
+    MARIANA_ASSIGN_OR_RETURN(DataLoader dl, DataLoader::open(lo));
+    loader = std::make_unique<ShardBatchSource>(std::move(dl));
+  }
+  if (spec.epochs > 0) {
+    const int64_t rows = loader->total_rows();
+    if (rows < 0) {
+      return InvalidArgument(spec.source + ": field 'train.epochs': the " + spec.phase +
+                             " phase's data has no fixed size; set train.steps instead");
+    }
+    spec.steps = steps_for_rows(spec, rows);
+    std::fprintf(stderr, "data: %lld rows over %lld epoch(s): %lld steps\n", (long long)rows,
+                 (long long)spec.epochs, (long long)spec.steps);
+  }
 
   AdamWConfig ac;
   ac.beta1 = spec.beta1;
@@ -315,7 +371,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       tokens_seen = st.at("tokens_seen").get<int64_t>();
       opt.set_steps(st.at("optimizer_steps").get<int64_t>());
       bias_history = st.at("bias_history");
-      MARIANA_RETURN_IF_ERROR(loader.restore(st.at("loader")));
+      MARIANA_RETURN_IF_ERROR(loader->restore(st.at("loader")));
     } catch (const nlohmann::json::exception& e) {
       return DataLoss(resume_dir + "/" + kTrainerState + ": " + e.what());
     }
@@ -349,7 +405,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     if (o.stop_after >= 0 && run_steps >= o.stop_after) break;
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t rows = spec.rows_at(step);
-    Status st = loader.next(rows, &batch);
+    Status st = loader->next(rows, &batch);
     if (!st.ok()) {
       failure = st;
       break;
@@ -391,6 +447,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     m.mtp_weight = w.mtp_weight;
     m.rows = rows;
     m.tokens = tokens_seen;
+    m.loss_tokens = res.target_tokens;
     nlohmann::ordered_json line;
     line["step"] = m.step;
     line["loss"] = m.loss;
@@ -402,11 +459,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     line["tokens_per_s"] = m.tokens_per_s;
     line["rows"] = m.rows;
     line["tokens"] = m.tokens;
+    line["loss_tokens"] = m.loss_tokens;
     line["gamma"] = m.gamma;
     line["mtp_weight"] = m.mtp_weight;
     nlohmann::ordered_json mv = nlohmann::ordered_json::object();
     for (size_t i = 0; i < m.moe_layers.size(); ++i) mv[std::to_string(m.moe_layers[i])] = m.max_vio[i];
     line["max_vio"] = mv;
+    if (nlohmann::ordered_json ds = loader->step_stats(); !ds.empty()) line["data"] = ds;
     const std::string text = line.dump() + "\n";
     std::fwrite(text.data(), 1, text.size(), metrics);
     std::fflush(metrics);
@@ -414,9 +473,10 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     if (!o.quiet && !o.progress && (step % spec.log_every == 0 || step == spec.steps)) {
       double worst = 0;
       for (double v : m.max_vio) worst = std::max(worst, v);
-      std::printf("step %lld/%lld loss %.4f (main %.4f mtp %.4f bal %.4f) lr %.3e gnorm %.3f maxvio %.3f %.0f tok/s\n",
+      std::printf("step %lld/%lld loss %.4f (main %.4f mtp %.4f bal %.4f) lr %.3e gnorm %.3f maxvio %.3f %.0f tok/s"
+                  " %lld loss tokens\n",
                   (long long)step, (long long)spec.steps, m.loss, m.loss_main, m.loss_mtp, m.loss_balance, m.lr,
-                  m.grad_norm, worst, m.tokens_per_s);
+                  m.grad_norm, worst, m.tokens_per_s, (long long)m.loss_tokens);
       std::fflush(stdout);
     }
     if (o.on_step) o.on_step(m);
@@ -436,7 +496,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["tokens_seen"] = tokens_seen;
       state["optimizer_steps"] = opt.steps();
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
-      state["loader"] = loader.state();
+      state["loader"] = loader->state();
       state["bias_history"] = bias_history;
       st = write_training_checkpoint(o.run_dir, step, *model, opt, state, spec.keep_last, &summary.final_checkpoint);
       if (!st.ok()) {

@@ -1,25 +1,53 @@
-// The single-process trainer for the phases `pretrain` and `extend`: data (built-in corpora or
-// files, tokenized into shards), the model, AdamW with clipping and schedules, the bias update,
-// per-step metrics (JSONL in the run directory, a progress line on a terminal), checkpoints in HF
-// layout plus trainer state written atomically with a checksummed manifest, keeping the last K,
-// and exact resume: N steps + resume + N steps equals 2N steps straight, bit for bit.
+// The single-process trainer for the phases `pretrain`, `extend` and `sft` (sft/ plugs in its data
+// source): data (built-in corpora or files, tokenized into shards), the model, AdamW with clipping
+// and schedules, the bias update, per-step metrics (JSONL in the run directory, a progress line on
+// a terminal), checkpoints in HF layout plus trainer state written atomically with a checksummed
+// manifest, keeping the last K, and exact resume: N steps + resume + N steps equals 2N steps
+// straight, bit for bit.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/status.h"
+#include "model/model.h"
 #include "train/job_spec.h"
+#include "train/tokenizer.h"
 
 namespace mariana {
+
+// Where a run's batches come from. By default the pretraining DataLoader over the job's prepared
+// shards; a phase with other data (SFT's chat samples) plugs in its own through
+// TrainOptions::data_source. Its position is part of every checkpoint, so resume is exact.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Fills `out` with `rows` rows of the job's seq_len tokens (targets −1 where there is no loss).
+  virtual Status next(int64_t rows, Batch* out) = 0;
+  // The exact position, stored as "loader" in trainer_state.json; restore() continues bit-identically.
+  virtual nlohmann::json state() const = 0;
+  virtual Status restore(const nlohmann::json& state) = 0;
+  // Rows holding data over the whole run when the source is finite (train.epochs > 0), else -1.
+  // With train.epochs > 0 the trainer derives the number of steps from it (see JobSpec::epochs).
+  virtual int64_t total_rows() const { return -1; }
+  // Extra fields for each step's metrics line ("data": {...}), e.g. the epoch.
+  virtual nlohmann::ordered_json step_stats() const { return nlohmann::ordered_json::object(); }
+};
+// Makes the source once the model and tokenizer are known (tokenizer: the run's tokenizer.json).
+using BatchSourceFactory = std::function<Result<std::unique_ptr<BatchSource>>(
+    const JobSpec& spec, const Tokenizer& tokenizer, const std::string& run_dir)>;
 
 struct StepMetrics {
   int64_t step = 0;  // 1-based: the number of optimizer steps done
   double loss = 0, loss_main = 0, loss_mtp = 0, loss_balance = 0;
   double lr = 0, grad_norm = 0, tokens_per_s = 0, gamma = 0, mtp_weight = 0;
   int64_t rows = 0, tokens = 0;
+  int64_t loss_tokens = 0;      // positions with a target in this step's batch (the main loss's count)
   std::vector<int64_t> moe_layers;
   std::vector<double> max_vio;  // MaxVio_batch per MoE layer
 };
@@ -32,6 +60,10 @@ struct TrainOptions {
   bool quiet = false;             // no per-step log lines on stdout
   int64_t stop_after = -1;        // stop (as if killed) after this many steps of this run; -1: never
   std::function<void(const StepMetrics&)> on_step;
+  // The data: empty = the pretraining DataLoader over data.builtin / data.inputs, tokenized into
+  // shards under the run directory. A phase with its own data (sft) sets it; the tokenizer is then
+  // the one the source checkpoint carries (or tokenizer.path), never trained here.
+  BatchSourceFactory data_source;
 };
 
 struct TrainSummary {
