@@ -26,6 +26,7 @@ int bench_main(int argc, char** argv);  // mariana bench model
 int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|decode
 int train_main(int argc, char** argv);  // mariana train JOB.toml
 int eval_main(int argc, char** argv);   // mariana eval --task passkey|arithmetic
+int generate_main(int argc, char** argv);  // mariana generate
 int data_main(int argc, char** argv);   // mariana data prepare|gen
 // Control plane (cluster_commands.cc, bench_actors.cc).
 int controller_main(int argc, char** argv);   // mariana controller start

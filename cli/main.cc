@@ -63,6 +63,7 @@ void usage(FILE* out) {
                "  data gen --task arithmetic|passkey|mix --n N --seed S --out F.jsonl\n"
                "  bench model --config C --batch B --seq S --threads N [--json]\n"
                "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
+               "  generate --checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]\n"
                "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
                "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
                "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
     return mariana::cli::bench_actors_main(argc - 2, argv + 2);
   if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
   if (verb == "train") return mariana::cli::train_main(argc - 1, argv + 1);
+  if (verb == "generate") return mariana::cli::generate_main(argc - 1, argv + 1);
   if (verb == "eval") return mariana::cli::eval_main(argc - 1, argv + 1);
   if (verb == "controller") return mariana::cli::controller_main(argc - 1, argv + 1);
   if (verb == "agent") return mariana::cli::agent_main(argc - 1, argv + 1);

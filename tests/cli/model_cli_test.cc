@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/file_util.h"
+#include "tests/cli/cli_test_util.h"
 #include "core/safetensors.h"
 #include "model/checkpoint.h"
 
@@ -18,23 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-CmdResult run(const std::string& args) {
-  const std::string cmd = std::string(MARIANA_BINARY_DIR) + "/cli/mariana " + args + " 2>&1";
-  CmdResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using testing::CmdResult;
+CmdResult run(const std::string& args) { return testing::run_mariana(args); }
 
 class ModelCli : public ::testing::Test {
  protected:
