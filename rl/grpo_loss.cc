@@ -1,0 +1,114 @@
+// GRPO advantages and the clipped, KL-penalised token-level surrogate with its gradient.
+#include "rl/grpo_loss.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mariana::rl {
+
+Advantages group_advantages(const std::vector<double>& rewards, int64_t group, double eps) {
+  Advantages a;
+  a.values.assign(rewards.size(), 0.0);
+  const int64_t n = static_cast<int64_t>(rewards.size());
+  for (int64_t g0 = 0; g0 < n; g0 += group) {
+    const int64_t g1 = std::min(n, g0 + group);
+    double mean = 0;
+    for (int64_t i = g0; i < g1; ++i) mean += rewards[i];
+    mean /= static_cast<double>(g1 - g0);
+    double var = 0;
+    bool all_equal = true;
+    for (int64_t i = g0; i < g1; ++i) {
+      var += (rewards[i] - mean) * (rewards[i] - mean);
+      all_equal = all_equal && rewards[i] == rewards[g0];
+    }
+    if (all_equal) {
+      ++a.zero_variance_groups;
+      continue;
+    }
+    const double sd = std::sqrt(var / static_cast<double>(g1 - g0));
+    for (int64_t i = g0; i < g1; ++i) a.values[i] = (rewards[i] - mean) / (sd + eps);
+  }
+  return a;
+}
+
+namespace {
+
+// log-sum-exp of one row, in double.
+template <typename F>
+double row_lse(const F* x, int64_t V) {
+  double mx = static_cast<double>(x[0]);
+  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(x[v]));
+  double s = 0;
+  for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(x[v]) - mx);
+  return mx + std::log(s);
+}
+
+}  // namespace
+
+template <typename F>
+void token_logprobs(const F* logits, int64_t T, int64_t V, const int32_t* target, double* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t)
+    out[t] = target[t] >= 0 ? static_cast<double>(logits[t * V + target[t]]) - row_lse(logits + t * V, V) : 0.0;
+}
+
+template <typename F>
+GrpoLossStats grpo_token_loss(const F* logits, int64_t T, int64_t V, const int32_t* target, const double* old_lp,
+                              const double* ref_lp, const double* adv, const GrpoLossParams& p, F* dlogits,
+                              double* lp_out) {
+  const double lo = 1.0 - p.clip_eps, hi = 1.0 + (p.clip_eps_high >= 0 ? p.clip_eps_high : p.clip_eps);
+  GrpoLossStats st;
+  for (int64_t t = 0; t < T; ++t) st.tokens += target[t] >= 0;
+  const double inv_n = st.tokens > 0 ? 1.0 / static_cast<double>(st.tokens) : 0.0;
+  double loss = 0, kl = 0, clipped = 0, ent = 0, ratio_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : loss, kl, clipped, ent, ratio_sum)
+  for (int64_t t = 0; t < T; ++t) {
+    F* d = dlogits + t * V;
+    const F* x = logits + t * V;
+    if (target[t] < 0) {
+      std::fill(d, d + V, F(0));
+      if (lp_out != nullptr) lp_out[t] = 0;
+      continue;
+    }
+    const double lse = row_lse(x, V);
+    const double lp = static_cast<double>(x[target[t]]) - lse;
+    if (lp_out != nullptr) lp_out[t] = lp;
+    const double ratio = std::exp(lp - old_lp[t]);
+    const double A = adv[t];
+    const double unclipped = ratio * A, clipped_obj = std::clamp(ratio, lo, hi) * A;
+    // The min picks the clipped term (zero gradient) when it is strictly smaller.
+    const bool clip_active = clipped_obj < unclipped;
+    const double surrogate = std::min(unclipped, clipped_obj);
+    const double delta = ref_lp[t] - lp;
+    const double k3 = std::exp(delta) - delta - 1.0;
+    loss += -surrogate + p.kl_beta * k3;
+    kl += k3;
+    clipped += clip_active ? 1.0 : 0.0;
+    ratio_sum += ratio;
+    // d(loss_t)/d(lp) = −ρA·[not clipped] + β(1 − e^{ref − lp}); d(lp)/d(logits) = onehot − softmax.
+    const double g = ((clip_active ? 0.0 : -unclipped) + p.kl_beta * (1.0 - std::exp(delta))) * inv_n;
+    double h = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const double pv = std::exp(static_cast<double>(x[v]) - lse);
+      if (pv > 0) h -= pv * (static_cast<double>(x[v]) - lse);
+      d[v] = static_cast<F>(-g * pv);
+    }
+    d[target[t]] += static_cast<F>(g);
+    ent += h;
+  }
+  st.loss = loss * inv_n;
+  st.kl = kl * inv_n;
+  st.clip_frac = clipped * inv_n;
+  st.entropy = ent * inv_n;
+  st.ratio_mean = ratio_sum * inv_n;
+  return st;
+}
+
+template void token_logprobs<float>(const float*, int64_t, int64_t, const int32_t*, double*);
+template void token_logprobs<double>(const double*, int64_t, int64_t, const int32_t*, double*);
+template GrpoLossStats grpo_token_loss<float>(const float*, int64_t, int64_t, const int32_t*, const double*,
+                                              const double*, const double*, const GrpoLossParams&, float*, double*);
+template GrpoLossStats grpo_token_loss<double>(const double*, int64_t, int64_t, const int32_t*, const double*,
+                                               const double*, const double*, const GrpoLossParams&, double*, double*);
+
+}  // namespace mariana::rl
