@@ -148,13 +148,19 @@ Status apply_override(const toml::table& schema, toml::table& out, const std::st
 
 }  // namespace
 
-Result<JobSpec> job_spec_parse(const std::string& text, const std::string& source,
-                               const std::vector<std::string>& overrides) {
-  const toml::table schema = toml::parse(kJobSchema);
+Result<toml::table> toml_with_schema(const char* schema_text, const std::string& text, const std::string& source,
+                                     const std::vector<std::string>& overrides) {
+  const toml::table schema = toml::parse(schema_text);
   MARIANA_ASSIGN_OR_RETURN(toml::table job, toml_parse(text, source));
   toml::table merged = schema;
   MARIANA_RETURN_IF_ERROR(merge(schema, job, merged, source, ""));
   for (const std::string& kv : overrides) MARIANA_RETURN_IF_ERROR(apply_override(schema, merged, kv));
+  return merged;
+}
+
+Result<JobSpec> job_spec_parse(const std::string& text, const std::string& source,
+                               const std::vector<std::string>& overrides) {
+  MARIANA_ASSIGN_OR_RETURN(toml::table merged, toml_with_schema(kJobSchema, text, source, overrides));
 
   TomlFields f(std::move(merged), source);
   JobSpec s;

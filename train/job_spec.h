@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <toml++/toml.h>
+
 #include "core/status.h"
 
 namespace mariana {
@@ -77,6 +79,11 @@ struct JobSpec {
 // Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
 // string), validates. InvalidArgument naming the file/field or the override.
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides);
+// The machinery under job_spec_parse, for other job kinds (rl/grpo.cc): `text` merged over the
+// defaults of `schema_text` (TOML), then the overrides; a field the schema lacks or of the wrong
+// type is an InvalidArgument naming the file, line and field.
+Result<toml::table> toml_with_schema(const char* schema_text, const std::string& text, const std::string& source,
+                                     const std::vector<std::string>& overrides);
 Result<JobSpec> job_spec_parse(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides);
 

@@ -1,0 +1,50 @@
+// The built-in arithmetic task for evaluation and RL: prompts from arithmetic problems (chat form
+// for SFT/RL models, raw "Q: ... = ?\nA:" form for pretrained ones), and held-out accuracy with
+// greedy decoding, judged by the rule-based math scorer against the problem's answer. Evaluation
+// draws only held-out problems (train/corpora.h ArithmeticSplit::kHeldOut), which no training
+// corpus, SFT set or RL prompt set contains.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "train/corpora.h"
+#include "train/tokenizer.h"
+
+namespace mariana::rl {
+
+enum class PromptFormat { kChat, kRaw };
+// "chat" | "raw"; InvalidArgument otherwise.
+Result<PromptFormat> prompt_format_parse(const std::string& name);
+
+// chat: [BOS] [USER] "347 + 85 = ?" [ASSISTANT];  raw: [BOS] "Q: 347 + 85 = ?\nA:".
+std::vector<int32_t> arithmetic_prompt(const Tokenizer& tok, const ArithmeticProblem& p, PromptFormat format);
+
+struct ArithmeticEvalOptions {
+  int64_t problems = 200;
+  uint64_t seed = 20261129;
+  ArithmeticOptions arithmetic;  // digits and operators; the split is always held-out
+  PromptFormat format = PromptFormat::kChat;
+  int64_t max_new_tokens = 160;
+  int64_t batch = 50;            // requests decoded together
+  int64_t examples = 3;          // (prompt, response) pairs kept for the report
+};
+
+struct ArithmeticEvalResult {
+  int64_t problems = 0, correct = 0;
+  double accuracy = 0;
+  std::map<std::string, std::pair<int64_t, int64_t>> by_op;  // op -> (correct, total)
+  double seconds = 0;
+  std::vector<std::string> examples;
+};
+
+// Greedy decoding of each held-out problem; correct when the math scorer accepts the response's
+// final answer ("#### N" and the other forms rl/rewards/README.md lists).
+Result<ArithmeticEvalResult> eval_arithmetic(const Model<float>& model, const Tokenizer& tok,
+                                             const ArithmeticEvalOptions& opt);
+
+}  // namespace mariana::rl

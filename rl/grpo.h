@@ -1,0 +1,83 @@
+// GRPO in one process (`mariana train rl.toml`, phase "rl"): each iteration samples a batch of
+// prompts from the task's training split, G responses per prompt from the current policy (the
+// inference engine), scores them with the configured reward scorers, computes group-normalised
+// advantages, and runs μ inner updates of the token-level clipped surrogate with a k3 KL penalty
+// to a frozen reference model (rl/grpo_loss.h), with AdamW. Every rollout batch carries the
+// policy version that produced it; the learner refuses a batch from another version at its first
+// inner update (on-policy). Logs per iteration go to run_dir/metrics.jsonl; checkpoints (HF
+// layout + tokenizer + rl_state.json) to run_dir/checkpoints/iter-N, written atomically.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "rl/arithmetic_task.h"
+#include "rl/grpo_loss.h"
+
+namespace mariana::rl {
+
+struct RlSpec {
+  std::string source, name;
+  // [model]
+  std::string init_from;   // checkpoint dir or run dir (its newest checkpoint)
+  std::string reference;   // the frozen KL reference; "" = init_from
+  // [task]
+  uint64_t task_seed = 7;
+  ArithmeticOptions arithmetic;
+  PromptFormat format = PromptFormat::kChat;
+  // [rollout]
+  int64_t prompts = 8, group_size = 8, max_new_tokens = 128;
+  double temperature = 1.0, top_p = 1.0;
+  int64_t top_k = 0;
+  // [reward] composite: scorer names and weights
+  std::vector<std::string> scorers = {"math", "format"};
+  std::vector<double> weights = {1.0, 0.1};
+  // [grpo]
+  int64_t iterations = 40, inner_updates = 1;
+  GrpoLossParams loss;
+  double adv_eps = 1e-6, lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95;
+  uint64_t seed = 0;
+  // [train]
+  int threads = 0;
+  int64_t checkpoint_every = 10, keep_last = 2;
+  // [eval] held-out accuracy every `every` iterations (0: only before and after)
+  int64_t eval_every = 0, eval_problems = 200, eval_max_new_tokens = 160;
+};
+
+// InvalidArgument naming the file, line and field; `overrides` are "key=value" as for train jobs.
+Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::string>& overrides);
+Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
+                             const std::vector<std::string>& overrides);
+
+struct RlIterationMetrics {
+  int64_t iteration = 0, policy_version = 0;
+  double reward = 0;                       // mean total reward
+  std::map<std::string, double> reward_parts;  // mean of each scorer's reward
+  double accuracy = 0;                     // fraction of responses the math scorer accepts
+  double kl = 0, clip_frac = 0, entropy = 0, loss = 0, grad_norm = 0, response_len = 0;
+  int64_t zero_variance_groups = 0, responses = 0, tokens = 0;
+  double rollout_s = 0, learn_s = 0;
+  double eval_accuracy = -1;               // held-out accuracy when evaluated this iteration
+};
+
+struct RlOptions {
+  RlSpec spec;
+  std::string run_dir;
+  bool quiet = false;
+  std::function<void(const RlIterationMetrics&)> on_iteration;
+};
+
+struct RlSummary {
+  int64_t iterations = 0;
+  double eval_before = 0, eval_after = 0;   // held-out accuracy of the initial and final policy
+  std::string final_checkpoint;
+  RlIterationMetrics last;
+};
+
+Result<RlSummary> grpo_run(const RlOptions& opt);
+
+}  // namespace mariana::rl
