@@ -38,5 +38,6 @@ int status_main(int argc, char** argv);       // mariana status
 int nodes_main(int argc, char** argv);        // mariana nodes
 int actors_main(int argc, char** argv);       // mariana actors list|show
 int bench_actors_main(int argc, char** argv); // mariana bench actors
+int reward_main(int argc, char** argv);       // mariana reward score (rl/rewards)
 
 }  // namespace mariana::cli

@@ -64,6 +64,7 @@ void usage(FILE* out) {
                "  bench model --config C --batch B --seq S --threads N [--json]\n"
                "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
                "  generate --checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]\n"
+               "  reward score --scorer math|format|code [--input F.jsonl] [--timeout-s S --memory-mb M]\n"
                "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
                "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
                "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
@@ -100,6 +101,7 @@ int main(int argc, char** argv) {
   if (verb == "status") return mariana::cli::status_main(argc - 1, argv + 1);
   if (verb == "nodes") return mariana::cli::nodes_main(argc - 1, argv + 1);
   if (verb == "actors") return mariana::cli::actors_main(argc - 1, argv + 1);
+  if (verb == "reward") return mariana::cli::reward_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

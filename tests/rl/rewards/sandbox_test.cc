@@ -1,0 +1,277 @@
+// The code sandbox against hostile programs: an infinite loop, fork bombs, a memory bomb, network
+// connects and writes outside its temp dir — each killed or blocked, none leaving a process or a
+// file behind. Then each isolation layer alone, and the refusal to run without isolation.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "rl/rewards/code_scorer.h"
+#include "rl/rewards/sandbox.h"
+
+namespace mariana::rl {
+namespace {
+
+namespace fs = std::filesystem;
+
+SandboxOptions quick() {
+  SandboxOptions o;
+  o.timeout_s = 1.5;  // long enough for Python to start on a loaded 2-core machine
+  o.memory_mb = 256;
+  o.max_processes = 16;
+  return o;
+}
+
+Sandbox make(const SandboxOptions& o) {
+  auto s = Sandbox::create(o);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return std::move(s).value();
+}
+
+SandboxRun run(const Sandbox& s, const std::string& program, const std::string& stdin_text = "") {
+  auto r = s.run_python(program, stdin_text);
+  EXPECT_TRUE(r.ok()) << r.status().to_string();
+  return r.ok() ? std::move(r).value() : SandboxRun{};
+}
+
+std::string classify(const SandboxRun& r, const std::string& expected = "") {
+  std::string detail;
+  return code_classify(r, expected, detail);
+}
+
+// Processes whose real uid is `uid` (only meaningful for a private pool uid).
+int processes_of(int64_t uid) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("Uid:", 0) == 0) {
+        if (std::stoll(line.substr(4)) == uid) ++n;
+        break;
+      }
+  }
+  return n;
+}
+
+void expect_no_survivors(const SandboxRun& r) {
+  if (r.isolation & kIsoPrivateUid) {
+    EXPECT_EQ(processes_of(r.uid), 0) << "uid " << r.uid;
+  }
+}
+
+std::string escape_path(const std::string& dir) {
+  return dir + "/mariana-escape-" + std::to_string(::getpid()) + "-" +
+         ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
+
+TEST(Sandbox, RunsAProgramWithItsStdinAndReportsItsIsolation) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n", "1 2 3\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "6\n");
+  EXPECT_FALSE(r.timed_out);
+  // Whatever else the host allows, one network and one filesystem layer are always in force.
+  EXPECT_TRUE(r.isolation & (kIsoNetNs | kIsoSeccomp)) << sandbox_isolation_describe(r.isolation);
+  EXPECT_TRUE(r.isolation & (kIsoMountReadOnly | kIsoLandlockFs)) << sandbox_isolation_describe(r.isolation);
+  if (::geteuid() == 0) {
+    EXPECT_TRUE(r.isolation & kIsoUidDrop);
+    EXPECT_NE(r.uid, 0);
+  }
+  std::printf("isolation on this host: %s (uid %lld)\n", sandbox_isolation_describe(r.isolation).c_str(),
+              static_cast<long long>(r.uid));
+}
+
+TEST(Sandbox, WorksInAFreshTempDirThatIsRemovedAfterwards) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "import os\nopen('scratch.txt', 'w').write('x' * 10)\nprint(os.getcwd())\n"
+                        "print(open('scratch.txt').read())\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string cwd = r.out.substr(0, r.out.find('\n'));
+  EXPECT_NE(cwd.find("mariana-sandbox-"), std::string::npos) << cwd;
+  EXPECT_NE(r.out.find("xxxxxxxxxx"), std::string::npos);
+  EXPECT_FALSE(fs::exists(cwd)) << cwd;
+}
+
+TEST(Sandbox, KillsAnInfiniteLoop) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "while True:\n    pass\n");
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_EQ(r.signal, SIGKILL);
+  EXPECT_LT(r.wall_s, 3.0);
+  EXPECT_EQ(classify(r), "timeout");
+  expect_no_survivors(r);
+}
+
+TEST(Sandbox, StopsAForkBomb) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "import os\nwhile True:\n    os.fork()\n");
+  EXPECT_NE(r.exit_code, 0);
+  const std::string reason = classify(r);
+  EXPECT_TRUE(reason == "sandbox violation" || reason == "timeout") << reason << "\n" << r.err.substr(0, 400);
+  EXPECT_LT(r.wall_s, 3.5);
+  expect_no_survivors(r);
+}
+
+TEST(Sandbox, KillsAForkBombThatIgnoresErrorsWithItsWholeGroup) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s,
+                     "import os, time\n"
+                     "while True:\n"
+                     "    try:\n        os.fork()\n"
+                     "    except OSError:\n        time.sleep(0.01)\n");
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_EQ(classify(r), "timeout");
+  EXPECT_LT(r.wall_s, 3.5);
+  expect_no_survivors(r);
+}
+
+TEST(Sandbox, KillsChildrenLeftBehindByTheMainProcess) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nprint('bye')\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_LT(r.wall_s, 1.5);
+  expect_no_survivors(r);
+}
+
+TEST(Sandbox, StopsAMemoryBomb) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "a = []\nwhile True:\n    a.append(bytearray(10**7))\n");
+  EXPECT_EQ(classify(r), "memory") << r.err.substr(0, 400);
+  SandboxRun big = run(s, "x = bytearray(1 << 34)\n");
+  EXPECT_EQ(classify(big), "memory") << big.err.substr(0, 400);
+}
+
+const char* kConnect =
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+    "s.settimeout(1)\n"
+    "s.connect(('1.1.1.1', 80))\n"
+    "print('connected')\n";
+const char* kConnectLocal =
+    "import socket\n"
+    "socket.create_connection(('127.0.0.1', 22), timeout=1)\n"
+    "print('connected')\n";
+
+TEST(Sandbox, BlocksNetworkConnects) {
+  Sandbox s = make(quick());
+  for (const char* program : {kConnect, kConnectLocal}) {
+    SandboxRun r = run(s, program);
+    EXPECT_EQ(r.out.find("connected"), std::string::npos);
+    EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+  }
+}
+
+TEST(Sandbox, NetworkNamespaceAloneBlocksConnects) {
+  SandboxOptions o = quick();
+  o.use_seccomp = false;
+  Sandbox s = make(o);
+  SandboxRun r = run(s, kConnect);
+  if (!(r.isolation & kIsoNetNs)) GTEST_SKIP() << "no network namespace on this host";
+  EXPECT_EQ(r.out.find("connected"), std::string::npos);
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+}
+
+TEST(Sandbox, SeccompAloneBlocksConnects) {
+  SandboxOptions o = quick();
+  o.use_net_ns = false;
+  o.use_landlock = false;  // Landlock's TCP rule would also block; check seccomp's own
+  Sandbox s = make(o);
+  SandboxRun r = run(s, kConnect);
+  EXPECT_FALSE(r.isolation & kIsoNetNs);
+  EXPECT_TRUE(r.isolation & kIsoSeccomp);
+  EXPECT_EQ(r.out.find("connected"), std::string::npos);
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+  EXPECT_NE(r.err.find("PermissionError"), std::string::npos) << r.err;
+}
+
+// Writes to /tmp (world-writable, so a uid switch alone would not stop it) and to the repository.
+void expect_writes_blocked(const Sandbox& s) {
+  for (const std::string& dir : {fs::temp_directory_path().string(), std::string(MARIANA_SOURCE_DIR)}) {
+    const std::string target = escape_path(dir);
+    fs::remove(target);
+    SandboxRun r = run(s, "open('" + target + "', 'w').write('escaped')\nprint('wrote')\n");
+    EXPECT_EQ(r.out.find("wrote"), std::string::npos) << target;
+    EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+    EXPECT_FALSE(fs::exists(target)) << target;
+    fs::remove(target);
+  }
+}
+
+TEST(Sandbox, BlocksWritesOutsideItsTempDir) {
+  Sandbox s = make(quick());
+  expect_writes_blocked(s);
+  SandboxRun r = run(s, "import os\nos.mkdir('/tmp/mariana-escape-dir-%d' % os.getpid())\n");
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+}
+
+TEST(Sandbox, ReadOnlyMountsAloneBlockWrites) {
+  SandboxOptions o = quick();
+  o.use_landlock = false;
+  Sandbox s = make(o);
+  SandboxRun probe = run(s, "print(1)\n");
+  if (!(probe.isolation & kIsoMountReadOnly)) GTEST_SKIP() << "no mount namespace on this host";
+  expect_writes_blocked(s);
+}
+
+TEST(Sandbox, LandlockAloneBlocksWrites) {
+  SandboxOptions o = quick();
+  o.use_mount_ns = false;
+  Sandbox s = make(o);
+  SandboxRun probe = run(s, "print(1)\n");
+  if (!(probe.isolation & kIsoLandlockFs)) GTEST_SKIP() << "no Landlock on this kernel";
+  expect_writes_blocked(s);
+}
+
+TEST(Sandbox, RefusesToRunWithoutNetworkOrFilesystemIsolation) {
+  SandboxOptions no_net = quick();
+  no_net.use_net_ns = false;
+  no_net.use_seccomp = false;
+  SandboxOptions no_fs = quick();
+  no_fs.use_mount_ns = false;
+  no_fs.use_landlock = false;
+  for (const auto& [o, missing] : {std::pair{no_net, "no network isolation"}, std::pair{no_fs, "no filesystem isolation"}}) {
+    auto s = Sandbox::create(o);
+    ASSERT_TRUE(s.ok());
+    auto r = s->run_python("print('ran')\n", "");
+    ASSERT_FALSE(r.ok()) << missing;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(r.status().message().find(missing), std::string::npos) << r.status().message();
+  }
+}
+
+TEST(Sandbox, DeniesLeavingTheProcessGroup) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "import os\nos.setsid()\n");
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+}
+
+TEST(Sandbox, CapsOutput) {
+  SandboxOptions o = quick();
+  o.max_output_bytes = 4096;
+  Sandbox s = make(o);
+  SandboxRun r = run(s, "while True:\n    print('y' * 100)\n");
+  EXPECT_TRUE(r.output_limit);
+  EXPECT_LE(r.out.size(), 4096u);
+  EXPECT_EQ(classify(r), "output limit");
+}
+
+TEST(Sandbox, BadOptionsAreErrors) {
+  SandboxOptions o = quick();
+  o.python = "/nonexistent/python3";
+  auto s = Sandbox::create(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kNotFound);
+  o = quick();
+  o.timeout_s = 0;
+  EXPECT_EQ(Sandbox::create(o).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mariana::rl
