@@ -8,6 +8,7 @@
 #include <cxxopts.hpp>
 
 #include "cli/cli.h"
+#include "sft/reward_model.h"
 #include "sft/sft_data.h"
 #include "train/corpora.h"
 #include "train/data.h"
@@ -80,15 +81,17 @@ Status parse_mix(const std::string& s, CorpusOptions* opt) {
   return Status::Ok();
 }
 
-// --task arithmetic-chat: the training split's problems as chat JSONL (sft/sft_data.h).
+// --task arithmetic-chat | arithmetic-preference: the training split's problems as SFT chat JSONL
+// (sft/sft_data.h) or reward-model preference pairs (sft/reward_model.h).
 int data_gen_chat(const cxxopts::ParseResult& r, const ArithmeticOptions& ao) {
+  const std::string task = r["task"].as<std::string>();
   const int64_t n = r["num"].as<int64_t>();
   const uint64_t seed = r["seed"].as<uint64_t>();
   const std::string out = r["out"].as<std::string>();
-  if (Status st = write_arithmetic_chat_jsonl(n, seed, ao, out); !st.ok()) {
-    return report(st.code() == StatusCode::kInvalidArgument ? InvalidArgument("data gen: " + st.message()) : st);
-  }
-  std::printf("wrote %s: %lld arithmetic-chat conversations, seed %llu\n", out.c_str(), static_cast<long long>(n),
+  const Status st = task == "arithmetic-chat" ? write_arithmetic_chat_jsonl(n, seed, ao, out)
+                                              : write_arithmetic_preference_jsonl(n, seed, ao, out);
+  if (!st.ok()) return report(st.code() == StatusCode::kInvalidArgument ? InvalidArgument("data gen: " + st.message()) : st);
+  std::printf("wrote %s: %lld %s samples, seed %llu\n", out.c_str(), static_cast<long long>(n), task.c_str(),
               static_cast<unsigned long long>(seed));
   return kExitOk;
 }
@@ -105,8 +108,10 @@ int data_gen_cmd(int argc, char** argv) {
                      "              \"What is the pass key? The pass key is NNNNN\"\n"
                      "  mix         arithmetic, passkey and template prose in the --mix proportions\n"
                      "  arithmetic-chat  the arithmetic problems as SFT chat samples ({\"messages\": [user:\n"
-                     "              \"a op b = ?\", assistant: the worked answer ending \"#### r\"]})");
-  o.add_options()("task", "arithmetic | passkey | mix | arithmetic-chat", cxxopts::value<std::string>())(
+                     "              \"a op b = ?\", assistant: the worked answer ending \"#### r\"]})\n"
+                     "  arithmetic-preference  reward-model pairs {\"prompt\", \"chosen\": the worked answer,\n"
+                     "              \"rejected\": the same work with a wrong result}");
+  o.add_options()("task", "arithmetic | passkey | mix | arithmetic-chat | arithmetic-preference", cxxopts::value<std::string>())(
       "n,num", "number of documents (--n N works too)", cxxopts::value<int64_t>())(
       "seed", "seed", cxxopts::value<uint64_t>()->default_value("0"))(
       "out", "JSONL file to write (atomically)", cxxopts::value<std::string>())(
@@ -136,7 +141,8 @@ int data_gen_cmd(int argc, char** argv) {
   CorpusOptions opt;
   opt.arithmetic.max_digits = r["digits"].as<int>();
   opt.arithmetic.ops = r["ops"].as<std::string>();
-  if (r["task"].as<std::string>() == "arithmetic-chat") return data_gen_chat(r, opt.arithmetic);
+  if (r["task"].as<std::string>() == "arithmetic-chat" || r["task"].as<std::string>() == "arithmetic-preference")
+    return data_gen_chat(r, opt.arithmetic);
   auto task = corpus_task_parse(r["task"].as<std::string>());
   if (!task.ok()) return report(InvalidArgument("data gen: --task: " + task.status().message()));
   opt.passkey_chars = r["length"].as<int64_t>();

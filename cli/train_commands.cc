@@ -8,6 +8,7 @@
 #include <cxxopts.hpp>
 
 #include "cli/cli.h"
+#include "sft/reward_model.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
 #include "train/trainer.h"
@@ -15,7 +16,7 @@
 namespace mariana::cli {
 
 int train_main(int argc, char** argv) {
-  cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend, sft)");
+  cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend, sft, rm)");
   o.add_options()("job", "job file (TOML)", cxxopts::value<std::string>())(
       "set", "override a job field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
       "run-dir", "run directory (default runs/<job.name>)", cxxopts::value<std::string>())(
@@ -40,9 +41,11 @@ int train_main(int argc, char** argv) {
     opt.resume = r.count("resume") > 0;
     opt.progress = ::isatty(STDERR_FILENO) && !r.count("quiet");
     opt.quiet = r.count("quiet") > 0;
-    std::printf("train %s: phase %s, %lld steps, run dir %s\n", opt.spec.name.c_str(), opt.spec.phase.c_str(),
-                (long long)opt.spec.steps, opt.run_dir.c_str());
-    auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : train_run(opt);
+    const std::string length = opt.spec.epochs > 0 ? std::to_string(opt.spec.epochs) + " epoch(s)"
+                                                   : std::to_string(opt.spec.steps) + " steps";
+    std::printf("train %s: phase %s, %s, run dir %s\n", opt.spec.name.c_str(), opt.spec.phase.c_str(), length.c_str(),
+                opt.run_dir.c_str());
+    auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : opt.spec.phase == "rm" ? rm_train_run(opt) : train_run(opt);
     if (!res.ok()) return report(res.status());
     const TrainSummary& s = res.value();
     std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,

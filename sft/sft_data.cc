@@ -144,6 +144,25 @@ Result<SftLoader> SftLoader::create(std::vector<EncodedChat> samples, const SftL
   return l;
 }
 
+Result<SftLoader> SftLoader::create_pairs(std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> pairs,
+                                          const SftLoaderOptions& opt) {
+  std::vector<EncodedChat> samples;
+  std::vector<int64_t> split;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    auto& [a, b] = pairs[i];
+    if (a.empty() || b.empty()) return InvalidArgument("pair loader: pair " + std::to_string(i) + " has an empty sequence");
+    EncodedChat e;
+    split.push_back(static_cast<int64_t>(a.size()));
+    e.ids = std::move(a);
+    e.ids.insert(e.ids.end(), b.begin(), b.end());
+    e.loss_mask.assign(e.ids.size(), 0);
+    samples.push_back(std::move(e));
+  }
+  MARIANA_ASSIGN_OR_RETURN(SftLoader l, create(std::move(samples), opt));
+  l.split_ = std::move(split);
+  return l;
+}
+
 const std::vector<int64_t>& SftLoader::order_of(int64_t epoch) const {
   if (order_epoch_ != epoch) {
     const int64_t n = num_samples();
@@ -173,7 +192,8 @@ int64_t SftLoader::peek(Cursor* c) const {
   return -1;
 }
 
-int64_t SftLoader::pack_row(Cursor* c, int32_t* tokens, int32_t* targets, int32_t* doc_start) const {
+int64_t SftLoader::pack_row(Cursor* c, int32_t* tokens, int32_t* targets, int32_t* doc_start, int64_t row_base,
+                            std::vector<PairEnds>* pairs) const {
   const int64_t S = opt_.seq_len;
   int64_t p = 0;
   int64_t placed = 0;
@@ -181,13 +201,15 @@ int64_t SftLoader::pack_row(Cursor* c, int32_t* tokens, int32_t* targets, int32_
     const EncodedChat& x = samples_[s];
     const int64_t L = static_cast<int64_t>(x.ids.size());
     if (L > S - p) break;
+    const int64_t split = split_.empty() ? L : split_[s];  // a pair's second document starts here
     if (tokens != nullptr) {
       for (int64_t i = 0; i < L; ++i) {
         tokens[p + i] = x.ids[i];
         targets[p + i] = i + 1 < L && x.loss_mask[i + 1] ? x.ids[i + 1] : -1;
-        doc_start[p + i] = static_cast<int32_t>(p);
+        doc_start[p + i] = static_cast<int32_t>(i < split ? p : p + split);
       }
     }
+    if (pairs != nullptr && !split_.empty()) pairs->push_back({row_base + p + split - 1, row_base + p + L - 1});
     p += L;
     ++placed;
     ++c->index;
@@ -210,8 +232,10 @@ Status SftLoader::next(int64_t rows, Batch* out) {
   out->tokens.assign(static_cast<size_t>(rows * S), 0);
   out->targets.assign(static_cast<size_t>(rows * S), -1);
   out->doc_start.assign(static_cast<size_t>(rows * S), 0);
+  last_pairs_.clear();
   for (int64_t r = 0; r < rows; ++r) {
-    pack_row(&cursor_, out->tokens.data() + r * S, out->targets.data() + r * S, out->doc_start.data() + r * S);
+    pack_row(&cursor_, out->tokens.data() + r * S, out->targets.data() + r * S, out->doc_start.data() + r * S,
+             r * S, &last_pairs_);
   }
   return Status::Ok();
 }

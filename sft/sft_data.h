@@ -60,6 +60,15 @@ class SftLoader : public BatchSource {
  public:
   // InvalidArgument when no sample fits in S or a sample is empty.
   static Result<SftLoader> create(std::vector<EncodedChat> samples, const SftLoaderOptions& opt);
+  // Pairs of sequences for the reward model: a pair is packed whole into one row as two adjacent
+  // documents (first, then second), with every target −1; a pair longer than S together is
+  // skipped and counted. last_pairs() says where each pair of the last next() ended.
+  static Result<SftLoader> create_pairs(std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> pairs,
+                                        const SftLoaderOptions& opt);
+  struct PairEnds {
+    int64_t first = 0, second = 0;  // flat indices r·S + position of each sequence's last token
+  };
+  const std::vector<PairEnds>& last_pairs() const { return last_pairs_; }
 
   Status next(int64_t rows, Batch* out) override;
   nlohmann::json state() const override;
@@ -85,9 +94,13 @@ class SftLoader : public BatchSource {
   int64_t peek(Cursor* c) const;
   // Packs one row from c (into the three [S] arrays, or a dry run when tokens is null); returns
   // the number of samples placed (0: the data is exhausted).
-  int64_t pack_row(Cursor* c, int32_t* tokens, int32_t* targets, int32_t* doc_start) const;
+  // `row_base` (r·S) is for last_pairs_, filled when `pairs` is not null.
+  int64_t pack_row(Cursor* c, int32_t* tokens, int32_t* targets, int32_t* doc_start, int64_t row_base = 0,
+                   std::vector<PairEnds>* pairs = nullptr) const;
 
   std::vector<EncodedChat> samples_;
+  std::vector<int64_t> split_;         // pairs: where the second sequence starts in each sample
+  std::vector<PairEnds> last_pairs_;
   SftLoaderOptions opt_;
   int64_t skipped_ = 0;
   uint64_t fingerprint_ = 0;

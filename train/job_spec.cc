@@ -41,6 +41,7 @@ arithmetic_min_digits = 1
 arithmetic_max_digits = 3
 arithmetic_ops = "+-*"
 chat = ""
+preferences = ""
 [train]
 steps = 100
 epochs = 0
@@ -192,6 +193,7 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.arithmetic_max_digits = static_cast<int>(data.get_int("arithmetic_max_digits").value());
   s.arithmetic_ops = data.get_string("arithmetic_ops").value();
   s.data_chat = data.get_string("chat").value();
+  s.data_preferences = data.get_string("preferences").value();
   s.steps = train.get_int("steps").value();
   s.epochs = train.get_int("epochs").value();
   s.seq_len = train.get_int("seq_len").value();
@@ -224,8 +226,8 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   auto bad = [&](const std::string& field, const std::string& what) {
     return InvalidArgument(source + ": field '" + field + "': " + what);
   };
-  if (s.phase != "pretrain" && s.phase != "extend" && s.phase != "sft")
-    return bad("job.phase", "expected \"pretrain\", \"extend\" or \"sft\", got \"" + s.phase + "\"");
+  if (s.phase != "pretrain" && s.phase != "extend" && s.phase != "sft" && s.phase != "rm")
+    return bad("job.phase", "expected \"pretrain\", \"extend\", \"sft\" or \"rm\", got \"" + s.phase + "\"");
   if (s.phase == "pretrain" && s.model_config.empty()) return bad("model.config", "a pretrain job needs a model config.json");
   if (s.phase != "pretrain" && s.init_from.empty())
     return bad("model.init_from", "an " + s.phase + " job starts from a checkpoint or run directory");
@@ -238,6 +240,12 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
     return bad("data.builtin", "an sft job takes chat data: set data.chat = \"file.jsonl\" or data.builtin = "
                "\"arithmetic-chat\", got \"" + s.data_builtin + "\"");
   if (s.phase != "sft" && !s.data_chat.empty()) return bad("data.chat", "chat data is for the sft phase only");
+  if (s.phase == "rm" && s.data_preferences.empty() && s.data_builtin != "arithmetic-preference")
+    return bad("data.builtin", "an rm job takes preference pairs: set data.preferences = \"file.jsonl\" or "
+               "data.builtin = \"arithmetic-preference\", got \"" + s.data_builtin + "\"");
+  if (s.phase != "rm" && !s.data_preferences.empty())
+    return bad("data.preferences", "preference pairs are for the rm phase only");
+  const bool own_data = s.phase == "sft" || s.phase == "rm";  // not the pretraining corpora
   if (s.steps <= 0) return bad("train.steps", "expected > 0");
   if (s.seq_len < 2) return bad("train.seq_len", "expected >= 2");
   if (s.rows <= 0) return bad("batch.rows", "expected > 0");
@@ -248,8 +256,8 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   if (!(s.lr > 0)) return bad("optimizer.lr", "expected > 0");
   if (s.warmup_steps < 0) return bad("optimizer.warmup_steps", "expected >= 0");
   if (!(s.fim_rate >= 0 && s.fim_rate <= 1)) return bad("data.fim_rate", "expected 0..1");
-  if (s.phase != "sft" && s.data_builtin.empty() && s.data_inputs.empty()) return bad("data.inputs", "no data: set data.builtin or data.inputs");
-  if (s.phase != "sft" && !s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
+  if (!own_data && s.data_builtin.empty() && s.data_inputs.empty()) return bad("data.inputs", "no data: set data.builtin or data.inputs");
+  if (!own_data && !s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
     return bad("data.builtin", "expected \"mix\", \"arithmetic\", \"passkey\" or \"\", got \"" + s.data_builtin + "\"");
   if (s.phase == "extend" && !(s.yarn_factor > 1)) return bad("extend.factor", "expected > 1");
   if (s.threads < 0) return bad("train.threads", "expected >= 0");

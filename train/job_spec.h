@@ -1,4 +1,4 @@
-// Training job specs (TOML) for the phases `pretrain`, `extend` and `sft`: every field has a default in
+// Training job specs (TOML) for the phases `pretrain`, `extend`, `sft` and `rm`: every field has a default in
 // one schema (kJobSchema in job_spec.cc); a job file or `--set key=value` naming a field the schema
 // lacks is an error naming it. Schedules (LR, batch-size ramp, γ, λ) are evaluated from here.
 #pragma once
@@ -16,10 +16,10 @@ namespace mariana {
 struct JobSpec {
   std::string source;         // the job file, for messages
   std::string name;
-  std::string phase;          // "pretrain" | "extend" | "sft"
+  std::string phase;          // "pretrain" | "extend" | "sft" | "rm" (reward model)
   // [model]
   std::string model_config;   // pretrain: HF config.json
-  std::string init_from;      // extend, sft: a checkpoint directory or a run directory (its newest checkpoint)
+  std::string init_from;      // extend, sft, rm: a checkpoint directory or a run directory (its newest checkpoint)
   uint64_t init_seed = 0;
   // [extend] YaRN (notes §1.5); original 0 = the source model's max_position_embeddings
   double yarn_factor = 4.0;
@@ -28,7 +28,8 @@ struct JobSpec {
   // [tokenizer]
   std::string tokenizer;      // "" = train one on the data (vocab = the model's)
   // [data]
-  std::string data_builtin;   // "mix" | "arithmetic" | "passkey" | "" (use data.inputs); sft: "arithmetic-chat"
+  std::string data_builtin;   // "mix" | "arithmetic" | "passkey" | "" (use data.inputs); sft: "arithmetic-chat";
+                              // rm: "arithmetic-preference"
   int64_t data_documents = 2000;
   uint64_t data_seed = 1;
   std::vector<std::string> data_inputs;
@@ -41,6 +42,9 @@ struct JobSpec {
   // sft: a chat JSONL file ({"messages": [...]} per line, sft/sft_data.h); when set, data.builtin
   // is ignored, else data.builtin must be "arithmetic-chat".
   std::string data_chat;
+  // rm: a preference JSONL file ({"prompt", "chosen", "rejected"} per line, sft/reward_model.h);
+  // when set, data.builtin is ignored, else data.builtin must be "arithmetic-preference".
+  std::string data_preferences;
   // [train]
   int64_t steps = 100;
   // > 0: the data (a finite set: sft) is visited this many times, shuffled per epoch, and the

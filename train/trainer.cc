@@ -187,8 +187,8 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
 }
 
 Status write_training_checkpoint(const std::string& run_dir, int64_t step, const Model<float>& model,
-                                 const AdamW& opt, const nlohmann::ordered_json& state, int64_t keep_last,
-                                 std::string* written) {
+                                 const AdamW& opt, const TrainObjective* objective,
+                                 const nlohmann::ordered_json& state, int64_t keep_last, std::string* written) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   fs::create_directories(root);
   const fs::path final_dir = root / step_dir_name(step);
@@ -206,6 +206,7 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTrainerState).string(), state.dump(2) + "\n"));
   MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
+  if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
   MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(tmp));
   nlohmann::ordered_json manifest;
   manifest["step"] = step;
@@ -300,6 +301,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     else std::fprintf(stderr, "resume: %s; starting fresh\n", r.status().message().c_str());
   }
   std::string inherited_tokenizer;
+  std::string source_dir;  // the starting checkpoint of a fresh extend / sft / rm run
   std::unique_ptr<Model<float>> model;
   if (!resume_dir.empty()) {
     MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(resume_dir));
@@ -315,9 +317,10 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
       model = std::make_unique<Model<float>>(std::move(cfg));
       std::copy(ck.model.params(), ck.model.params() + ck.model.table().arena_size(), model->params());
-    } else {  // sft: the same model, trained on
+    } else {  // sft, rm: the same model, trained on
       model = std::make_unique<Model<float>>(std::move(ck.model));
     }
+    source_dir = src;
     if (fs::exists(fs::path(src) / kTokenizerFile)) inherited_tokenizer = (fs::path(src) / kTokenizerFile).string();
   }
   const ModelConfig& cfg = model->config();
@@ -394,6 +397,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   } else {
     MARIANA_RETURN_IF_ERROR(write_file_atomic(metrics_path.string(), ""));
   }
+  if (o.objective) MARIANA_RETURN_IF_ERROR(o.objective->start(*model, source_dir, resume_dir));
   std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
   if (metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
 
@@ -414,15 +418,27 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     w.mtp_weight = spec.mtp_weight_at(step);
     w.balance_alpha = spec.alpha;
     model->zero_grads();
-    st = model->forward(batch, w, &res);
+    st = o.objective ? o.objective->forward_backward(*model, batch, w, &res) : model->forward(batch, w, &res);
     if (!st.ok()) {
       failure = st;
       break;
     }
-    model->backward();
-    const double gnorm = clip_grad_norm(model->grads(), model->table(), spec.grad_clip);
+    if (!o.objective) model->backward();
+    double gnorm = 0;
+    if (o.objective) {  // one global norm over the model's and the objective's parameters
+      const double model_norm = clip_grad_norm(model->grads(), model->table(), 0);
+      gnorm = std::hypot(model_norm, o.objective->extra_grad_norm());
+      if (spec.grad_clip > 0 && gnorm > spec.grad_clip) {
+        const double scale = spec.grad_clip / gnorm;
+        clip_grad_norm(model->grads(), model->table(), model_norm * scale);
+        o.objective->extra_scale_grads(scale);
+      }
+    } else {
+      gnorm = clip_grad_norm(model->grads(), model->table(), spec.grad_clip);
+    }
     const double lr = spec.lr_at(step);
     opt.step(model->params(), model->grads(), lr);
+    if (o.objective) o.objective->extra_step(lr);
     const double gamma = spec.gamma_at(step);
     StepMetrics m;
     for (size_t i = 0; i < res.moe_layers.size(); ++i) {
@@ -466,6 +482,9 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     for (size_t i = 0; i < m.moe_layers.size(); ++i) mv[std::to_string(m.moe_layers[i])] = m.max_vio[i];
     line["max_vio"] = mv;
     if (nlohmann::ordered_json ds = loader->step_stats(); !ds.empty()) line["data"] = ds;
+    if (o.objective) {
+      if (nlohmann::ordered_json os = o.objective->step_stats(); !os.empty()) line["objective"] = os;
+    }
     const std::string text = line.dump() + "\n";
     std::fwrite(text.data(), 1, text.size(), metrics);
     std::fflush(metrics);
@@ -498,7 +517,8 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
       state["loader"] = loader->state();
       state["bias_history"] = bias_history;
-      st = write_training_checkpoint(o.run_dir, step, *model, opt, state, spec.keep_last, &summary.final_checkpoint);
+      st = write_training_checkpoint(o.run_dir, step, *model, opt, o.objective.get(), state, spec.keep_last,
+                                     &summary.final_checkpoint);
       if (!st.ok()) {
         failure = st;
         break;

@@ -38,6 +38,27 @@ class BatchSource {
   // Extra fields for each step's metrics line ("data": {...}), e.g. the epoch.
   virtual nlohmann::ordered_json step_stats() const { return nlohmann::ordered_json::object(); }
 };
+// What a step optimizes, when not the model's own loss (next-token CE + λ·MTP + α·balance): e.g.
+// the reward model's Bradley–Terry loss on a scalar head. It may own extra trained parameters (the
+// head), which join the global gradient-norm clipping, take an update at the step's LR and are
+// saved in every checkpoint directory (before its manifest) and loaded back on resume.
+class TrainObjective {
+ public:
+  virtual ~TrainObjective() = default;
+  // Before the first step: fresh (resume_dir "") or from this run's checkpoint. `source_dir` is
+  // the phase's starting checkpoint (model.init_from), "" for pretraining.
+  virtual Status start(const Model<float>& model, const std::string& source_dir, const std::string& resume_dir) = 0;
+  // Forward and backward of `batch` (the model's grads are zeroed before): fills res (res.loss is
+  // the objective's loss) and accumulates the model's and the extra parameters' gradients.
+  virtual Status forward_backward(Model<float>& model, const Batch& batch, const LossWeights& w, ForwardResult* res) = 0;
+  virtual double extra_grad_norm() const = 0;    // L2 norm of the extra parameters' gradients
+  virtual void extra_scale_grads(double s) = 0;  // clipping
+  virtual void extra_step(double lr) = 0;        // one optimizer update of the extra parameters
+  virtual Status save(const std::string& checkpoint_dir) const = 0;
+  // Fields for the step's metrics line ("objective": {...}), e.g. the pair accuracy.
+  virtual nlohmann::ordered_json step_stats() const { return nlohmann::ordered_json::object(); }
+};
+
 // Makes the source once the model and tokenizer are known (tokenizer: the run's tokenizer.json).
 using BatchSourceFactory = std::function<Result<std::unique_ptr<BatchSource>>(
     const JobSpec& spec, const Tokenizer& tokenizer, const std::string& run_dir)>;
@@ -64,6 +85,8 @@ struct TrainOptions {
   // shards under the run directory. A phase with its own data (sft) sets it; the tokenizer is then
   // the one the source checkpoint carries (or tokenizer.path), never trained here.
   BatchSourceFactory data_source;
+  // The loss: null = the model's own. Shared so that the data source's factory can reach it.
+  std::shared_ptr<TrainObjective> objective;
 };
 
 struct TrainSummary {
