@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "core/json_util.h"
+#include "rl/model_scorer.h"
 #include "rl/rewards/reward.h"
 
 namespace mariana::cli {
@@ -103,7 +104,8 @@ int reward_score_cmd(int argc, char** argv) {
     else
       options[f.option] = r[f.flag].as<std::string>();
   }
-  const rl::ScorerRegistry registry = rl::ScorerRegistry::with_builtins();
+  rl::ScorerRegistry registry = rl::ScorerRegistry::with_builtins();
+  if (Status st = rl::register_model_scorer(&registry); !st.ok()) return report(st);
   if (name == "model" && !registry.has("model")) {
     if (!r.count("checkpoint")) return report(InvalidArgument("reward score: --scorer model needs --checkpoint DIR"));
     return report(Unimplemented("reward score: the model scorer is not built in this binary yet"));
