@@ -1,0 +1,104 @@
+// `mariana data gen --task arithmetic-chat|arithmetic-preference` and `mariana train` on sft and rm
+// jobs, as a user runs them: the files written, exit codes, errors naming file, line and field.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/file_util.h"
+#include "tests/cli/cli_test_util.h"
+
+namespace mariana {
+namespace {
+
+namespace fs = std::filesystem;
+
+using testing::CmdResult;
+CmdResult run(const std::string& args) { return testing::run_mariana(args); }
+
+class SftCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mariana_sft_cli_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
+  std::string src(const std::string& rel) const { return std::string(MARIANA_SOURCE_DIR) + "/" + rel; }
+  void write(const std::string& rel, const std::string& text) const { std::ofstream(p(rel)) << text; }
+  std::vector<nlohmann::json> lines(const std::string& rel) const {
+    std::vector<nlohmann::json> out;
+    std::istringstream in(read_file(p(rel)).value());
+    for (std::string l; std::getline(in, l);) out.push_back(nlohmann::json::parse(l));
+    return out;
+  }
+  // A starting checkpoint: the tiny model at initialisation plus a tokenizer trained on chat data.
+  void make_base() {
+    ASSERT_EQ(run("data gen --task arithmetic-chat --n 50 --seed 9 --out " + p("chat.jsonl")).code, 0);
+    ASSERT_EQ(run("data gen --task arithmetic --n 200 --seed 9 --out " + p("text.jsonl")).code, 0);
+    ASSERT_EQ(run("model init --config " + src("configs/models/tiny.json") + " --out " + p("base")).code, 0);
+    const CmdResult t = run("tokenizer train --vocab-size 400 --input " + p("text.jsonl") + " --out " + p("base/tokenizer.json"));
+    ASSERT_EQ(t.code, 0) << t.out;
+  }
+  fs::path dir_;
+};
+
+TEST_F(SftCli, DataGenWritesChatAndPreferenceSets) {
+  CmdResult r = run("data gen --task arithmetic-chat --n 5 --seed 2 --digits 2 --ops + --out " + p("c.jsonl"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto chats = lines("c.jsonl");
+  ASSERT_EQ(chats.size(), 5u);
+  for (const auto& c : chats) {
+    ASSERT_EQ(c["messages"].size(), 2u);
+    EXPECT_EQ(c["messages"][0]["role"], "user");
+    EXPECT_NE(c["messages"][0]["content"].get<std::string>().find(" + "), std::string::npos);
+    EXPECT_EQ(c["messages"][1]["role"], "assistant");
+    EXPECT_NE(c["messages"][1]["content"].get<std::string>().find("\n#### "), std::string::npos);
+  }
+  r = run("data gen --task arithmetic-preference --n 3 --seed 2 --out " + p("p.jsonl"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto prefs = lines("p.jsonl");
+  ASSERT_EQ(prefs.size(), 3u);
+  for (const auto& q : prefs) EXPECT_NE(q["chosen"], q["rejected"]);
+}
+
+TEST_F(SftCli, TrainSftAndRmJobs) {
+  make_base();
+  const std::string head = "[job]\nname = \"s\"\nphase = \"sft\"\n[model]\ninit_from = \"" + p("base") + "\"\n";
+  write("bad.jsonl", read_file(p("chat.jsonl")).value().substr(0, read_file(p("chat.jsonl")).value().find('\n') + 1) +
+                         "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"bot\", \"content\": \"b\"}]}\n");
+  write("bad.toml", head + "[data]\nchat = \"" + p("bad.jsonl") + "\"\n[train]\nsteps = 2\nseq_len = 128\n");
+  CmdResult r = run("train " + p("bad.toml") + " --run-dir " + p("run-bad") + " --quiet");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find(p("bad.jsonl") + ":2: field 'messages[1].role'"), std::string::npos) << r.out;
+
+  write("sft.toml", head + "[data]\nchat = \"" + p("chat.jsonl") + "\"\n[train]\nepochs = 1\nseq_len = 128\n" +
+                        "threads = 1\n[batch]\nrows = 8\n");
+  r = run("train " + p("sft.toml") + " --run-dir " + p("run-sft") + " --quiet");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("phase sft, 1 epoch(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("done: step "), std::string::npos) << r.out;
+  const auto metrics = lines("run-sft/metrics.jsonl");
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_GT(metrics[0]["loss_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(metrics.back()["data"]["samples_done"], 50);
+
+  write("rm.toml", "[job]\nname = \"r\"\nphase = \"rm\"\n[model]\ninit_from = \"" + p("run-sft") +
+                       "\"\n[data]\nbuiltin = \"arithmetic-preference\"\ndocuments = 8\n[train]\nsteps = 2\n" +
+                       "seq_len = 256\nthreads = 1\n[batch]\nrows = 2\n");
+  r = run("train " + p("rm.toml") + " --run-dir " + p("run-rm") + " --quiet");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(p("run-rm/checkpoints/step-00000002/reward_head.safetensors")));
+  write("score.jsonl", "{\"prompt\": \"1 + 2 = ?\", \"response\": \"#### 3\"}\n");
+  r = run("reward score --scorer model --checkpoint " + p("run-rm") + " --input " + p("score.jsonl"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"reward\":"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace mariana
