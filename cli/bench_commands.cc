@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,11 @@
 #include "core/philox.h"
 #include "kernels/ops.h"
 #include "model/config.h"
+#include "model/checkpoint.h"
+#include "train/tokenizer.h"
+#include "model/inference/generate.h"
 #include "model/model.h"
+#include "rl/arithmetic_task.h"
 #include "train/optimizer.h"
 
 namespace mariana::cli {
@@ -159,9 +164,173 @@ int bench_model(int argc, char** argv) {
 
 }  // namespace
 
+// Decode tokens/s with the latent cache vs the naive K/V cache at several context lengths (random
+// weights: the speed does not depend on them), and, given a trained checkpoint, MTP speculative
+// decoding against plain greedy decoding on held-out arithmetic prompts.
+int bench_decode(int argc, char** argv) {
+  cxxopts::Options o("mariana bench decode", "Decode speed: latent vs naive KV cache; speculative decoding");
+  o.add_options()("config", "model config", cxxopts::value<std::string>()->default_value("configs/models/small.json"))(
+      "contexts", "context lengths", cxxopts::value<std::string>()->default_value("128,512,2048"))(
+      "tokens", "tokens decoded per measurement", cxxopts::value<int64_t>()->default_value("32"))(
+      "batch", "sequences decoded together", cxxopts::value<int64_t>()->default_value("1"))(
+      "checkpoint", "a trained checkpoint: also measure speculative decoding", cxxopts::value<std::string>())(
+      "prompts", "speculative: held-out arithmetic prompts", cxxopts::value<int64_t>()->default_value("64"))(
+      "format", "speculative: prompt format (chat|raw)", cxxopts::value<std::string>()->default_value("chat"))(
+      "threads", "CPU threads (0: all)", cxxopts::value<int>()->default_value("0"))("json", "one JSON object")(
+      "h,help", "help");
+  auto r = o.parse(argc, argv);
+  if (r.count("help")) {
+    std::printf("%s\n", o.help().c_str());
+    return kExitOk;
+  }
+  cpu::set_num_threads(r["threads"].as<int>());
+  nlohmann::json out;
+  out["sgemm_gflops"] = sgemm_gflops(3);
+  std::vector<int64_t> contexts;
+  {
+    std::string t = r["contexts"].as<std::string>();
+    for (char& ch : t)
+      if (ch == ',') ch = ' ';
+    std::istringstream in(t);
+    int64_t v;
+    while (in >> v) {
+      if (v < 1) return report(InvalidArgument("--contexts: each length must be >= 1"));
+      contexts.push_back(v);
+    }
+    if (contexts.empty()) return report(InvalidArgument("--contexts: expected a comma-separated list"));
+  }
+  const int64_t tokens = r["tokens"].as<int64_t>(), batch = r["batch"].as<int64_t>();
+  if (tokens < 1 || batch < 1) return report(InvalidArgument("--tokens and --batch must be >= 1"));
+  auto cfg = model_config_load(r["config"].as<std::string>());
+  if (!cfg.ok()) return report(cfg.status());
+  ModelConfig c = cfg.value();
+  c.max_position_embeddings = std::max<int64_t>(c.max_position_embeddings,
+                                                *std::max_element(contexts.begin(), contexts.end()) + tokens + 1);
+  Model<float> model(c);
+  model.init_weights(1);
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t ctx : contexts) {
+    nlohmann::json row = {{"context", ctx}};
+    for (KvCacheKind kind : {KvCacheKind::kLatent, KvCacheKind::kNaive}) {
+      InferenceEngine<float> eng(model, kind);
+      std::vector<int64_t> ids;
+      std::vector<std::vector<int32_t>> prompt;
+      for (int64_t b = 0; b < batch; ++b) {
+        ids.push_back(eng.add_sequence());
+        std::vector<float> u(static_cast<size_t>(ctx));
+        philox_fill_uniform(u.data(), ctx, 2, static_cast<uint64_t>(b));
+        std::vector<int32_t> t(u.size());
+        for (size_t i = 0; i < u.size(); ++i)
+          t[i] = std::min<int32_t>(static_cast<int32_t>(u[i] * c.vocab_size), c.vocab_size - 1);
+        prompt.push_back(t);
+      }
+      EngineOutput<float> eo;
+      Status st = eng.extend(ids, prompt, &eo);
+      if (!st.ok()) return report(st);
+      std::vector<double> step_s;
+      for (int64_t k = 0; k < tokens; ++k) {
+        std::vector<std::vector<int32_t>> next(static_cast<size_t>(batch), std::vector<int32_t>{static_cast<int32_t>(k % 7)});
+        const double t0 = now_s();
+        st = eng.extend(ids, next, &eo);
+        if (!st.ok()) return report(st);
+        step_s.push_back(now_s() - t0);
+      }
+      const char* name = kind == KvCacheKind::kLatent ? "latent" : "naive";
+      row[name] = {{"tokens_per_s", static_cast<double>(batch) / median(step_s)},
+                   {"cache_bytes_per_token", eng.cache_bytes_per_token()}};
+    }
+    row["speedup"] = row["latent"]["tokens_per_s"].get<double>() / row["naive"]["tokens_per_s"].get<double>();
+    rows.push_back(row);
+  }
+  out["config"] = r["config"].as<std::string>();
+  out["batch"] = batch;
+  out["decode"] = rows;
+  if (r.count("checkpoint")) {
+    const std::string dir = r["checkpoint"].as<std::string>();
+    auto ck = checkpoint_load<float>(dir);
+    if (!ck.ok()) return report(ck.status());
+    auto tok = Tokenizer::load(dir + "/tokenizer.json");
+    if (!tok.ok()) return report(tok.status());
+    auto fmt = rl::prompt_format_parse(r["format"].as<std::string>());
+    if (!fmt.ok()) return report(fmt.status());
+    ArithmeticOptions ao;
+    ao.max_digits = 2;
+    ao.ops = "+-";
+    ao.split = ArithmeticSplit::kHeldOut;
+    std::vector<GenerateRequest> reqs;
+    for (int64_t i = 0; i < r["prompts"].as<int64_t>(); ++i) {
+      GenerateRequest q;
+      q.prompt = rl::arithmetic_prompt(tok.value(), make_arithmetic(7000 + static_cast<uint64_t>(i), ao), fmt.value());
+      q.max_new_tokens = 160;
+      q.stop_tokens = {tok.value().eos_id()};
+      reqs.push_back(q);
+    }
+    // One request at a time, as an interactive user would decode; median of per-request rates.
+    InferenceEngine<float> eng(ck.value().model);
+    std::vector<double> plain_tps, spec_tps;
+    int64_t drafted = 0, accepted = 0, generated = 0;
+    bool identical = true;
+    double plain_s = 0, spec_s = 0;
+    for (const GenerateRequest& q : reqs) {
+      auto a = generate(eng, {q}, GenerateOptions{false});
+      auto b = generate(eng, {q}, GenerateOptions{true});
+      if (!a.ok()) return report(a.status());
+      if (!b.ok()) return report(b.status());
+      const GenerateResult &pa = a.value()[0], &pb = b.value()[0];
+      identical = identical && pa.tokens == pb.tokens;
+      plain_tps.push_back(pa.stats.tokens_per_s);
+      spec_tps.push_back(pb.stats.tokens_per_s);
+      plain_s += pa.stats.seconds;
+      spec_s += pb.stats.seconds;
+      drafted += pb.stats.drafted;
+      accepted += pb.stats.accepted;
+      generated += pb.stats.generated_tokens;
+    }
+    out["speculative"] = {{"checkpoint", dir},
+                          {"prompts", reqs.size()},
+                          {"generated_tokens", generated},
+                          {"acceptance_rate", drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0},
+                          {"plain_tokens_per_s", median(plain_tps)},
+                          {"speculative_tokens_per_s", median(spec_tps)},
+                          {"speedup_median", median(spec_tps) / median(plain_tps)},
+                          {"speedup_total_time", plain_s / spec_s},
+                          {"greedy_outputs_identical", identical}};
+  }
+  if (r.count("json")) {
+    std::printf("%s\n", out.dump().c_str());
+    return kExitOk;
+  }
+  std::printf("decode, %s, batch %lld, sgemm %.1f GFLOP/s\n", out["config"].get<std::string>().c_str(),
+              (long long)batch, out["sgemm_gflops"].get<double>());
+  std::printf("%10s %16s %16s %8s   cache bytes/token: latent %lld, naive %lld\n", "context", "latent tok/s",
+              "naive tok/s", "ratio", (long long)rows[0]["latent"]["cache_bytes_per_token"].get<int64_t>(),
+              (long long)rows[0]["naive"]["cache_bytes_per_token"].get<int64_t>());
+  for (const auto& row : rows)
+    std::printf("%10lld %16.1f %16.1f %8.2f\n", (long long)row["context"].get<int64_t>(),
+                row["latent"]["tokens_per_s"].get<double>(), row["naive"]["tokens_per_s"].get<double>(),
+                row["speedup"].get<double>());
+  if (out.contains("speculative")) {
+    const auto& sp = out["speculative"];
+    std::printf("speculative (MTP) on %lld prompts: acceptance %.3f, %.1f -> %.1f tokens/s (median), speed-up %.2fx "
+                "(total time %.2fx), greedy outputs identical: %s\n",
+                (long long)sp["prompts"].get<int64_t>(), sp["acceptance_rate"].get<double>(),
+                sp["plain_tokens_per_s"].get<double>(), sp["speculative_tokens_per_s"].get<double>(),
+                sp["speedup_median"].get<double>(), sp["speedup_total_time"].get<double>(),
+                sp["greedy_outputs_identical"].get<bool>() ? "yes" : "NO");
+  }
+  return kExitOk;
+}
+
 int bench_main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "decode") {
+    try {
+      return bench_decode(argc - 1, argv + 1);
+    } catch (const cxxopts::exceptions::exception& e) {
+      return report(InvalidArgument(std::string("bench decode: ") + e.what()));
+    }
+  }
   if (argc < 2 || std::string(argv[1]) != "model") {
-    std::fprintf(stderr, "usage: mariana bench model [--config C] [--batch B] [--seq S] [--threads N] [--json]\n");
+    std::fprintf(stderr, "usage: mariana bench model|decode ... (see --help)\n");
     return kExitBadInput;
   }
   try {

@@ -7,11 +7,13 @@
 #include <vector>
 
 #include <cxxopts.hpp>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
 #include "core/file_util.h"
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
+#include "rl/arithmetic_task.h"
 #include "train/eval.h"
 #include "train/tokenizer.h"
 
@@ -38,6 +40,50 @@ Result<std::vector<T>> parse_list(const std::string& flag, const std::string& te
   return out;
 }
 
+int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& model, const Tokenizer& tok,
+                         const std::string& ck_dir) {
+  rl::ArithmeticEvalOptions opt;
+  opt.problems = r["problems"].as<int64_t>();
+  if (r.count("seed")) opt.seed = r["seed"].as<uint64_t>();  // else the task's default, as RL jobs use
+  opt.max_new_tokens = r["max-new-tokens"].as<int64_t>();
+  auto digits = parse_list<int>("digits", r["digits"].as<std::string>());
+  if (!digits.ok()) return report(digits.status());
+  if (digits.value().size() != 2 || digits.value()[0] < 1 || digits.value()[0] > digits.value()[1] ||
+      digits.value()[1] > 9)
+    return report(InvalidArgument("--digits: expected MIN,MAX with 1 <= MIN <= MAX <= 9"));
+  opt.arithmetic.min_digits = digits.value()[0];
+  opt.arithmetic.max_digits = digits.value()[1];
+  opt.arithmetic.ops = r["ops"].as<std::string>();
+  if (opt.arithmetic.ops.empty() || opt.arithmetic.ops.find_first_not_of("+-*") != std::string::npos)
+    return report(InvalidArgument("--ops: expected operators from \"+-*\""));
+  auto fmt = rl::prompt_format_parse(r["format"].as<std::string>());
+  if (!fmt.ok()) return report(InvalidArgument("--format: " + fmt.status().message()));
+  opt.format = fmt.value();
+  if (opt.problems <= 0) return report(InvalidArgument("--problems: expected > 0"));
+  cpu::set_num_threads(r["threads"].as<int>());
+  auto res = rl::eval_arithmetic(model, tok, opt);
+  if (!res.ok()) return report(res.status());
+  const rl::ArithmeticEvalResult& e = res.value();
+  if (r.count("json")) {
+    nlohmann::json by_op = nlohmann::json::object();
+    for (const auto& [op, cell] : e.by_op)
+      by_op[op] = {{"correct", cell.first}, {"total", cell.second},
+                   {"accuracy", static_cast<double>(cell.first) / static_cast<double>(cell.second)}};
+    nlohmann::json j = {{"task", "arithmetic"}, {"checkpoint", ck_dir}, {"split", "held-out"},
+                        {"problems", e.problems}, {"correct", e.correct}, {"accuracy", e.accuracy},
+                        {"by_op", by_op}, {"seconds", e.seconds}, {"format", r["format"].as<std::string>()}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("arithmetic, held-out split, %s: %lld / %lld correct = %.1f%%\n", ck_dir.c_str(),
+                (long long)e.correct, (long long)e.problems, 100.0 * e.accuracy);
+    for (const auto& [op, cell] : e.by_op)
+      std::printf("  %s  %lld / %lld\n", op.c_str(), (long long)cell.first, (long long)cell.second);
+    if (r.count("verbose"))
+      for (const std::string& x : e.examples) std::fprintf(stderr, "%s\n", x.c_str());
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int eval_main(int argc, char** argv) {
@@ -50,6 +96,11 @@ int eval_main(int argc, char** argv) {
       "samples", "prompts per cell", cxxopts::value<int64_t>()->default_value("10"))(
       "seed", "seed", cxxopts::value<uint64_t>()->default_value("123"))(
       "threads", "CPU threads (0: all)", cxxopts::value<int>()->default_value("0"))(
+      "problems", "arithmetic: held-out problems", cxxopts::value<int64_t>()->default_value("200"))(
+      "digits", "arithmetic: operand digits MIN,MAX", cxxopts::value<std::string>()->default_value("1,2"))(
+      "ops", "arithmetic: operators", cxxopts::value<std::string>()->default_value("+-"))(
+      "format", "arithmetic prompts: chat (SFT/RL models) or raw (pretrained)", cxxopts::value<std::string>()->default_value("chat"))(
+      "max-new-tokens", "arithmetic: tokens per answer at most", cxxopts::value<int64_t>()->default_value("160"))(
       "json", "print the grid as JSON")("verbose", "print each cell's first answer and generation")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
       "h,help", "help");
   try {
@@ -60,7 +111,8 @@ int eval_main(int argc, char** argv) {
     }
     if (!r.count("task") || !r.count("checkpoint")) return report(InvalidArgument("eval: --task and --checkpoint are required"));
     const std::string task = r["task"].as<std::string>();
-    if (task != "passkey") return report(InvalidArgument("eval: --task: expected passkey, got '" + task + "'"));
+    if (task != "passkey" && task != "arithmetic")
+      return report(InvalidArgument("eval: --task: expected passkey or arithmetic, got '" + task + "'"));
     const std::string ck_dir = r["checkpoint"].as<std::string>();
     auto ck = checkpoint_load<float>(ck_dir);
     if (!ck.ok()) return report(ck.status());
@@ -68,6 +120,7 @@ int eval_main(int argc, char** argv) {
                                                       : (std::filesystem::path(ck_dir) / "tokenizer.json").string();
     auto tok = Tokenizer::load(tok_path);
     if (!tok.ok()) return report(tok.status());
+    if (task == "arithmetic") return eval_arithmetic_main(r, ck.value().model, tok.value(), ck_dir);
     auto lengths = parse_list<int64_t>("lengths", r["lengths"].as<std::string>());
     if (!lengths.ok()) return report(lengths.status());
     auto depths = parse_list<double>("depths", r["depths"].as<std::string>());
