@@ -278,6 +278,7 @@ Result<std::unique_ptr<BatchSource>> rm_batch_source(const JobSpec& spec, const 
 }
 
 Result<TrainSummary> rm_train_run(TrainOptions opt) {
+  opt.spec.mtp_weight = opt.spec.mtp_weight_after = 0;  // no MTP in this phase (so the metrics say 0)
   auto objective = std::make_shared<RewardObjective>(opt.spec);
   opt.objective = objective;
   opt.data_source = [objective](const JobSpec& spec, const Tokenizer& tok, const std::string& run_dir) {
