@@ -39,5 +39,7 @@ int nodes_main(int argc, char** argv);        // mariana nodes
 int actors_main(int argc, char** argv);       // mariana actors list|show
 int bench_actors_main(int argc, char** argv); // mariana bench actors
 int reward_main(int argc, char** argv);       // mariana reward score (rl/rewards)
+int run_main(int argc, char** argv);          // mariana run JOB.toml (embedded controller + agent)
+int top_main(int argc, char** argv);          // mariana top
 
 }  // namespace mariana::cli

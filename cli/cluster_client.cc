@@ -2,8 +2,15 @@
 #include "cli/cluster_client.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+
+#include <toml++/toml.h>
 
 #include "core/file_util.h"
+#include "core/toml_util.h"
+#include "train/job_spec.h"
 
 namespace mariana::cli {
 
@@ -21,6 +28,11 @@ Result<ClientTarget> client_target_from_state_dir(const std::string& dir) {
   t.token_file = dir + "/cluster.token";
   MARIANA_ASSIGN_OR_RETURN(auto tok, read_file(t.token_file));
   t.token = trim(tok);
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/curve/client.key", ec)) {
+    t.curve_file = dir + "/curve/client.key";
+    MARIANA_ASSIGN_OR_RETURN(t.curve, proto::curve_client_load(t.curve_file));
+  }
   return t;
 }
 
@@ -39,6 +51,13 @@ Result<ClientTarget> client_target(const cxxopts::ParseResult& r) {
     return InvalidArgument("no cluster token: pass --token-file F (or set MARIANA_TOKEN_FILE)");
   MARIANA_ASSIGN_OR_RETURN(auto tok, read_file(t.token_file));
   t.token = trim(tok);
+  std::string curve_file;
+  if (r.count("curve-file")) curve_file = r["curve-file"].as<std::string>();
+  else if (std::getenv("MARIANA_CURVE_FILE")) curve_file = std::getenv("MARIANA_CURVE_FILE");
+  if (!curve_file.empty()) {
+    t.curve_file = curve_file;
+    MARIANA_ASSIGN_OR_RETURN(t.curve, proto::curve_client_load(curve_file));
+  }
   return t;
 }
 
@@ -55,6 +74,102 @@ Result<nlohmann::json> ClusterClient::query(const std::string& what, const std::
   auto doc = nlohmann::json::parse(reply.payload().getQueryReply().getJson().cStr(), nullptr, false);
   if (doc.is_discarded()) return DataLoss("query " + what + ": the controller sent invalid JSON");
   return doc;
+}
+
+namespace {
+
+Result<toml::table> apply_sets(toml::table tbl, const std::vector<std::string>& sets) {
+  for (auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("--set: expected key=value, got \"" + s + "\"");
+    const std::string key = s.substr(0, eq), value = s.substr(eq + 1);
+    // The value as TOML (1, 2.5, true, "x", [1, 2]); anything else is taken as a plain string.
+    std::optional<toml::table> parsed;
+    try {
+      parsed = toml::parse("v = " + value, std::string_view("--set"));
+    } catch (const std::exception&) {
+    }
+    toml::table* t = &tbl;
+    std::stringstream ks(key);
+    std::string part;
+    std::vector<std::string> parts;
+    while (std::getline(ks, part, '.')) parts.push_back(part);
+    if (parts.empty()) return InvalidArgument("--set: empty key in \"" + s + "\"");
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      auto* sub = (*t)[parts[i]].as_table();
+      if (!sub) {
+        t->insert_or_assign(parts[i], toml::table{});
+        sub = (*t)[parts[i]].as_table();
+      }
+      t = sub;
+    }
+    if (parsed && parsed->contains("v")) t->insert_or_assign(parts.back(), *parsed->get("v"));
+    else t->insert_or_assign(parts.back(), value);
+  }
+  return tbl;
+}
+
+// A path of a training job as the worker must see it: absolute, and it must exist.
+Result<std::string> input_path(const std::string& job_path, const std::string& field, const std::string& p) {
+  std::error_code ec;
+  if (!std::filesystem::exists(p, ec))
+    return InvalidArgument(job_path + ": field '" + field + "': " + p + " does not exist");
+  return std::filesystem::absolute(p).lexically_normal().string();
+}
+
+}  // namespace
+
+Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets) {
+  MARIANA_ASSIGN_OR_RETURN(auto tbl, toml_load_file(path));
+  JobSubmission out;
+  out.path = path;
+  out.training = !tbl.contains("kind") && tbl.contains("job");
+  MARIANA_ASSIGN_OR_RETURN(tbl, apply_sets(std::move(tbl), sets));
+  if (out.training) {
+    MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
+    auto set = [&](const char* table, const char* key, const std::string& v) {
+      if (!tbl.contains(table)) tbl.insert_or_assign(table, toml::table{});
+      tbl[table].as_table()->insert_or_assign(key, v);
+    };
+    if (!spec.model_config.empty()) {
+      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "model.config", spec.model_config));
+      set("model", "config", p);
+    }
+    if (!spec.init_from.empty()) {
+      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "model.init_from", spec.init_from));
+      set("model", "init_from", p);
+    }
+    if (!spec.tokenizer.empty()) {
+      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "tokenizer.path", spec.tokenizer));
+      set("tokenizer", "path", p);
+    }
+    if (!spec.data_inputs.empty()) {
+      toml::array inputs;
+      for (size_t i = 0; i < spec.data_inputs.size(); ++i) {
+        MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "data.inputs[" + std::to_string(i) + "]", spec.data_inputs[i]));
+        inputs.push_back(p);
+      }
+      if (!tbl.contains("data")) tbl.insert_or_assign("data", toml::table{});
+      tbl["data"].as_table()->insert_or_assign("inputs", inputs);
+    }
+  }
+  std::ostringstream text;
+  text << tbl;
+  out.toml = text.str();
+  return out;
+}
+
+Result<std::string> job_submit(proto::RpcClient& rpc, const JobSubmission& job, int timeout_ms) {
+  MARIANA_ASSIGN_OR_RETURN(auto reply, rpc.call(
+                                           [&](proto::Envelope::Payload::Builder p) {
+                                             auto s = p.initSubmitJob();
+                                             s.setSpecToml(job.toml);
+                                             s.setSpecPath(job.path);
+                                           },
+                                           timeout_ms));
+  if (reply.payload().which() != proto::Envelope::Payload::SUBMIT_JOB_REPLY)
+    return Internal("submit: unexpected reply " + proto::payload_name(reply.payload().which()));
+  return std::string(reply.payload().getSubmitJobReply().getJobId().cStr());
 }
 
 }  // namespace mariana::cli

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
@@ -18,16 +19,19 @@ struct ClientTarget {
   std::string address;
   std::string token;
   std::string token_file;
+  std::string curve_file;       // CURVE credentials (needed for a non-loopback controller)
+  proto::CurveClientKeys curve;
 };
 
 // From --controller/--token-file, MARIANA_CONTROLLER/MARIANA_TOKEN_FILE, or --state-dir DIR
-// (DIR/controller.addr and DIR/cluster.token).
+// (DIR/controller.addr and DIR/cluster.token); CURVE credentials from --curve-file F,
+// MARIANA_CURVE_FILE, or DIR/curve/client.key when the state dir has one.
 Result<ClientTarget> client_target(const cxxopts::ParseResult& r);
 Result<ClientTarget> client_target_from_state_dir(const std::string& dir);
 
 class ClusterClient {
  public:
-  explicit ClusterClient(const ClientTarget& t) : ctx_(1), rpc_(ctx_, t.address, t.token) {}
+  explicit ClusterClient(const ClientTarget& t) : ctx_(1), rpc_(ctx_, t.address, t.token, "", &t.curve) {}
   proto::RpcClient& rpc() { return rpc_; }
   zmq::context_t& context() { return ctx_; }
   // One monitoring query ("status", "nodes", "actors", "actor", "jobs", "job", "metrics").
@@ -37,5 +41,21 @@ class ClusterClient {
   zmq::context_t ctx_;
   proto::RpcClient rpc_;
 };
+
+// A job file ready for SubmitJob: the TOML with --set overrides applied (a dotted key, a value
+// parsed as TOML or else taken as a string). A training job file ([job] phase, the file
+// `mariana train` takes) is first validated with the training engine's own parser (errors name
+// the file, line and field), its input files must exist, and its relative paths (model.config,
+// model.init_from, tokenizer.path, data.inputs) are made absolute against the current directory,
+// which is how `mariana train` reads them, so a worker finds them whatever its own directory.
+struct JobSubmission {
+  std::string toml;
+  std::string path;
+  bool training = false;
+};
+Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets);
+
+// Sends SubmitJob; returns the job id.
+Result<std::string> job_submit(proto::RpcClient& rpc, const JobSubmission& job, int timeout_ms);
 
 }  // namespace mariana::cli

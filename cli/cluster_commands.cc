@@ -3,13 +3,17 @@
 // controller with --controller ADDR / MARIANA_CONTROLLER and the token with --token-file F /
 // MARIANA_TOKEN_FILE, or both from --state-dir DIR (DIR/controller.addr, DIR/cluster.token).
 // Human tables by default; --json prints the controller's JSON document.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <optional>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +25,7 @@
 #include "cli/cli.h"
 #include "cli/cluster_client.h"
 #include "controller/server.h"
+#include "proto/curve.h"
 #include "core/file_util.h"
 #include "core/toml_util.h"
 #include "workers/agent.h"
@@ -50,6 +55,8 @@ std::string trim(std::string s) {
 void add_client_options(cxxopts::Options& o) {
   o.add_options()("controller", "controller address (or MARIANA_CONTROLLER)", cxxopts::value<std::string>())(
       "token-file", "cluster token file (or MARIANA_TOKEN_FILE)", cxxopts::value<std::string>())(
+      "curve-file", "CURVE client credentials for a non-loopback controller (or MARIANA_CURVE_FILE)",
+      cxxopts::value<std::string>())(
       "state-dir", "take the address and token from a controller's state dir", cxxopts::value<std::string>())(
       "timeout-ms", "per-request timeout", cxxopts::value<int>()->default_value("10000"))(
       "json", "print JSON")("h,help", "help");
@@ -104,6 +111,60 @@ std::string str(const nlohmann::json& j, const char* key) {
 
 // ---------------------------------------------------------------- controller / agent / worker
 
+// --detach: a child process (its own session, output to DIR/controller.log, pid in
+// DIR/controller.pid) runs the controller; the parent returns once it listens, or fails with its log.
+int controller_detach(controller::ServerOptions so) {
+  std::error_code ec;
+  std::filesystem::create_directories(so.state_dir, ec);
+  const std::string log = so.state_dir + "/controller.log";
+  int fds[2];
+  if (::pipe(fds) != 0) return report(errno_status(errno, "controller --detach: pipe"));
+  const pid_t pid = ::fork();
+  if (pid < 0) return report(errno_status(errno, "controller --detach: fork"));
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::setsid();
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    if (in >= 0) ::dup2(in, 0);
+    const int ready_fd = fds[1];
+    so.on_ready = [ready_fd, &so](const std::string& address) {
+      (void)write_file_atomic(so.state_dir + "/controller.pid", std::to_string(::getpid()) + "\n");
+      const std::string line = address + "\n";
+      (void)!::write(ready_fd, line.data(), line.size());
+      ::close(ready_fd);
+    };
+    install_stop_handlers();
+    const int code = report(controller::controller_run(so, &g_stop));
+    std::fflush(stdout);
+    std::fflush(stderr);
+    ::_exit(code);
+  }
+  ::close(fds[1]);
+  std::string address;
+  char buf[256];
+  for (;;) {
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n > 0) address.append(buf, static_cast<size_t>(n));
+    else if (n == 0 || errno != EINTR) break;
+  }
+  ::close(fds[0]);
+  address = trim(address);
+  if (address.empty()) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    auto text = read_file(log);
+    std::fprintf(stderr, "%s", text.ok() ? text.value().c_str() : "");
+    return report(Unavailable("controller --detach: the controller exited before listening (log: " + log + ")"));
+  }
+  std::printf("controller pid %d listening on %s (log %s)\n", static_cast<int>(pid), address.c_str(), log.c_str());
+  return kExitOk;
+}
+
 int controller_start(int argc, char** argv) {
   cxxopts::Options o("mariana controller start", "Run the controller in the foreground");
   o.add_options()("listen", "ZeroMQ endpoint (tcp://127.0.0.1:PORT; PORT * = ephemeral)",
@@ -114,6 +175,7 @@ int controller_start(int argc, char** argv) {
       "node-timeout-ms", "an agent silent this long is DEAD", cxxopts::value<int64_t>()->default_value("5000"))(
       "worker-timeout-ms", "a worker silent this long is dead", cxxopts::value<int64_t>()->default_value("5000"))(
       "start-timeout-ms", "a started worker must register within", cxxopts::value<int64_t>()->default_value("30000"))(
+      "detach", "run in the background (log in DIR/controller.log, pid in DIR/controller.pid); returns once it listens")(
       "h,help", "help");
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
@@ -127,8 +189,30 @@ int controller_start(int argc, char** argv) {
   so.controller.node_timeout_ms = r.value()["node-timeout-ms"].as<int64_t>();
   so.controller.worker_timeout_ms = r.value()["worker-timeout-ms"].as<int64_t>();
   so.controller.start_timeout_ms = r.value()["start-timeout-ms"].as<int64_t>();
+  if (r.value().count("detach")) return controller_detach(so);
   install_stop_handlers();
   return report(controller::controller_run(so, &g_stop));
+}
+
+int controller_add_client(int argc, char** argv) {
+  cxxopts::Options o("mariana controller add-client",
+                     "Make CURVE credentials for one more client of a non-loopback controller (allow-listed at once)");
+  o.add_options()("state-dir", "the controller's state dir", cxxopts::value<std::string>())(
+      "name", "a name for the allow-list entry", cxxopts::value<std::string>()->default_value("client"))(
+      "out", "where to write the credentials (mode 0600); give it to the client as --curve-file",
+      cxxopts::value<std::string>())("h,help", "help");
+  auto r = parse(o, argc, argv);
+  if (!r.ok()) return report(r.status());
+  if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
+  if (!r.value().count("state-dir") || !r.value().count("out"))
+    return report(InvalidArgument("controller add-client: --state-dir and --out are required"));
+  const std::string dir = r.value()["state-dir"].as<std::string>();
+  auto server = proto::curve_server_keys_ensure(dir);
+  if (!server.ok()) return report(server.status());
+  Status st = proto::curve_add_client(dir, r.value()["name"].as<std::string>(), r.value()["out"].as<std::string>());
+  if (!st.ok()) return report(st);
+  std::printf("%s\n", r.value()["out"].as<std::string>().c_str());
+  return kExitOk;
 }
 
 Result<std::map<std::string, double>> parse_resources(const std::string& spec) {
@@ -169,6 +253,7 @@ int agent_start(int argc, char** argv) {
   ao.controller = target.value().address;
   ao.token = target.value().token;
   ao.token_file = target.value().token_file;
+  ao.curve_file = target.value().curve_file;
   ao.node_id = r.value()["node-id"].as<std::string>();
   ao.log_dir = r.value()["log-dir"].as<std::string>();
   ao.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
@@ -188,7 +273,10 @@ int agent_start(int argc, char** argv) {
 
 int controller_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "start") return controller_start(argc - 1, argv + 1);
-  std::fprintf(stderr, "usage: mariana controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n");
+  if (argc >= 2 && std::string(argv[1]) == "add-client") return controller_add_client(argc - 1, argv + 1);
+  std::fprintf(stderr,
+               "usage: mariana controller start --listen tcp://HOST:PORT --state-dir DIR [--detach]\n"
+               "       mariana controller add-client --state-dir DIR --out CREDENTIALS [--name N]\n");
   return kExitBadInput;
 }
 
@@ -203,7 +291,8 @@ int worker_main(int argc, char** argv) {
   o.add_options()("controller", "", cxxopts::value<std::string>())("token-file", "", cxxopts::value<std::string>())(
       "actor-id", "", cxxopts::value<std::string>())("incarnation", "", cxxopts::value<uint32_t>())(
       "class", "", cxxopts::value<std::string>())("node-id", "", cxxopts::value<std::string>())(
-      "heartbeat-ms", "", cxxopts::value<int64_t>()->default_value("500"));
+      "heartbeat-ms", "", cxxopts::value<int64_t>()->default_value("500"))(
+      "curve-file", "", cxxopts::value<std::string>());
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
   for (const char* req : {"controller", "token-file", "actor-id", "incarnation", "class", "node-id"})
@@ -218,6 +307,11 @@ int worker_main(int argc, char** argv) {
   wo.class_name = r.value()["class"].as<std::string>();
   wo.node_id = r.value()["node-id"].as<std::string>();
   wo.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
+  if (r.value().count("curve-file")) {
+    auto keys = proto::curve_client_load(r.value()["curve-file"].as<std::string>());
+    if (!keys.ok()) return report(keys.status());
+    wo.curve = keys.value();
+  }
   install_stop_handlers();
   return report(workers::worker_run(wo, workers::builtin_actor_registry(), &g_stop));
 }
@@ -225,36 +319,6 @@ int worker_main(int argc, char** argv) {
 // ---------------------------------------------------------------- client verbs
 
 namespace {
-
-Result<toml::table> apply_sets(toml::table tbl, const std::vector<std::string>& sets) {
-  for (auto& s : sets) {
-    auto eq = s.find('=');
-    if (eq == std::string::npos || eq == 0) return InvalidArgument("--set: expected key=value, got \"" + s + "\"");
-    const std::string key = s.substr(0, eq), value = s.substr(eq + 1);
-    // The value as TOML (1, 2.5, true, "x", [1, 2]); anything else is taken as a plain string.
-    std::optional<toml::table> parsed;
-    try {
-      parsed = toml::parse("v = " + value, std::string_view("--set"));
-    } catch (const std::exception&) {
-    }
-    toml::table* t = &tbl;
-    std::stringstream ks(key);
-    std::string part, last;
-    std::vector<std::string> parts;
-    while (std::getline(ks, part, '.')) parts.push_back(part);
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      auto* sub = (*t)[parts[i]].as_table();
-      if (!sub) {
-        t->insert_or_assign(parts[i], toml::table{});
-        sub = (*t)[parts[i]].as_table();
-      }
-      t = sub;
-    }
-    if (parsed && parsed->contains("v")) t->insert_or_assign(parts.back(), *parsed->get("v"));
-    else t->insert_or_assign(parts.back(), value);
-  }
-  return tbl;
-}
 
 int submit(int argc, char** argv) {
   cxxopts::Options o("mariana submit", "Submit a job spec (TOML); prints the job id");
@@ -269,27 +333,17 @@ int submit(int argc, char** argv) {
   if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
   if (!r.value().count("spec")) return report(InvalidArgument("submit: give a JOB.toml"));
   const std::string path = r.value()["spec"].as<std::string>();
-  auto tbl = toml_load_file(path);
-  if (!tbl.ok()) return report(tbl.status());
   std::vector<std::string> sets;
   if (r.value().count("set")) sets = r.value()["set"].as<std::vector<std::string>>();
-  auto applied = apply_sets(std::move(tbl.value()), sets);
-  if (!applied.ok()) return report(applied.status());
-  std::ostringstream spec;
-  spec << applied.value();
+  auto job = job_submission_prepare(path, sets);
+  if (!job.ok()) return report(job.status());
   auto target = client_target(r.value());
   if (!target.ok()) return report(target.status());
   ClusterClient client(target.value());
   const int timeout = r.value()["timeout-ms"].as<int>();
-  auto reply = client.rpc().call(
-      [&](proto::Envelope::Payload::Builder p) {
-        auto s = p.initSubmitJob();
-        s.setSpecToml(spec.str());
-        s.setSpecPath(path);
-      },
-      timeout);
-  if (!reply.ok()) return report(reply.status());
-  const std::string job_id(reply.value().payload().getSubmitJobReply().getJobId().cStr());
+  auto submitted = job_submit(client.rpc(), job.value(), timeout);
+  if (!submitted.ok()) return report(submitted.status());
+  const std::string job_id = submitted.value();
   std::printf("%s\n", job_id.c_str());
   std::fflush(stdout);
   if (!r.value().count("wait")) return kExitOk;
@@ -320,10 +374,82 @@ int print_or(const cxxopts::ParseResult& r, const nlohmann::json& doc, const std
   return kExitOk;
 }
 
+
+// `jobs logs ID [-f]`: the captured stdout/stderr of the job's workers, every incarnation of every
+// actor, read from the agents' log dirs (<log dir>/<actor>-<incarnation>.{out,err}): they must be
+// readable from here (the same machine, or a shared file system). With -f, keeps printing what
+// they append (and new incarnations' files) until the job ends.
+int job_logs(ClusterClient& client, const std::string& id, bool follow, int timeout) {
+  struct LogFile {
+    std::string path;
+    uintmax_t offset = 0;
+  };
+  std::vector<LogFile> files;
+  std::string current;  // the file whose bytes were printed last
+  auto discover = [&](bool* terminal) -> Status {
+    MARIANA_ASSIGN_OR_RETURN(auto job, client.query("job", id, timeout));
+    MARIANA_ASSIGN_OR_RETURN(auto nodes, client.query("nodes", "", timeout));
+    MARIANA_ASSIGN_OR_RETURN(auto actors, client.query("actors", "", timeout));
+    const std::string state = job.value("state", "");
+    *terminal = state == "SUCCEEDED" || state == "FAILED" || state == "STOPPED";
+    for (auto& aid : job["actor_ids"]) {
+      uint32_t incarnations = 0;
+      for (auto& a : actors)
+        if (a.value("id", "") == aid.get<std::string>()) incarnations = a.value("incarnation", 0u);
+      for (uint32_t inc = 0; inc <= incarnations; ++inc)
+        for (const char* ext : {".out", ".err"})
+          for (auto& n : nodes) {
+            const std::string dir = n.value("log_dir", "");
+            if (dir.empty()) continue;
+            const std::string path = dir + "/" + aid.get<std::string>() + "-" + std::to_string(inc) + ext;
+            bool known = false;
+            for (auto& f : files) known = known || f.path == path;
+            std::error_code ec;
+            if (!known && std::filesystem::exists(path, ec)) files.push_back({path, 0});
+          }
+    }
+    return Status::Ok();
+  };
+  auto drain = [&] {
+    for (auto& f : files) {
+      std::error_code ec;
+      const uintmax_t size = std::filesystem::file_size(f.path, ec);
+      if (ec || size <= f.offset) continue;
+      FILE* in = std::fopen(f.path.c_str(), "rb");
+      if (!in) continue;
+      std::fseek(in, static_cast<long>(f.offset), SEEK_SET);
+      std::string bytes(size - f.offset, '\0');
+      const size_t n = std::fread(bytes.data(), 1, bytes.size(), in);
+      std::fclose(in);
+      bytes.resize(n);
+      f.offset += n;
+      if (current != f.path) std::printf("%s==> %s <==\n", current.empty() ? "" : "\n", f.path.c_str());
+      current = f.path;
+      std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+    }
+    std::fflush(stdout);
+  };
+  bool terminal = false;
+  Status st = discover(&terminal);
+  if (!st.ok()) return report(st);
+  if (files.empty() && !follow)
+    return report(NotFound("jobs logs " + id + ": no worker log files found in the nodes' log dirs"));
+  drain();
+  while (follow && !terminal && !g_stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    st = discover(&terminal);
+    if (!st.ok()) return report(st);
+    drain();
+  }
+  drain();
+  return kExitOk;
+}
+
 int jobs(int argc, char** argv) {
-  cxxopts::Options o("mariana jobs", "jobs list | show ID | stop ID | metrics ID");
+  cxxopts::Options o("mariana jobs", "jobs list | show ID | stop ID | metrics ID | logs ID [-f]");
   add_client_options(o);
-  o.add_options()("sub", "", cxxopts::value<std::string>())("id", "", cxxopts::value<std::string>());
+  o.add_options()("sub", "", cxxopts::value<std::string>())("id", "", cxxopts::value<std::string>())(
+      "f,follow", "logs: keep printing what the job's workers write until the job ends");
   o.parse_positional({"sub", "id"});
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
@@ -335,6 +461,7 @@ int jobs(int argc, char** argv) {
   if (!target.ok()) return report(target.status());
   ClusterClient client(target.value());
   const int timeout = r.value()["timeout-ms"].as<int>();
+  if (sub == "logs") return job_logs(client, id, r.value().count("follow") > 0, timeout);
   if (sub == "stop") {
     auto reply = client.rpc().call([&](proto::Envelope::Payload::Builder p) { p.initStopJob().setJobId(id); }, timeout);
     if (!reply.ok()) return report(reply.status());
@@ -357,6 +484,19 @@ int jobs(int argc, char** argv) {
     if (!doc.ok()) return report(doc.status());
     return print_or(r.value(), doc.value(), [&] {
       auto& j = doc.value();
+      if (sub == "metrics" && (str(j, "kind") == "pretrain" || str(j, "kind") == "extend")) {
+        std::vector<std::vector<std::string>> rows;
+        auto num = [](const nlohmann::json& p, const char* k, const char* f) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, f, p.value(k, 0.0));
+          return std::string(buf);
+        };
+        for (auto& p : j["metrics"])
+          rows.push_back({str(p, "step"), num(p, "loss", "%.4f"), num(p, "loss_main", "%.4f"), num(p, "lr", "%.3e"),
+                          num(p, "grad_norm", "%.3f"), num(p, "tokens_per_s", "%.0f")});
+        print_table({"STEP", "LOSS", "LOSS_MAIN", "LR", "GRAD_NORM", "TOKENS/S"}, rows);
+        return;
+      }
       if (sub == "metrics") {
         std::vector<std::vector<std::string>> rows;
         for (auto& p : j["metrics"]) rows.push_back({str(p, "step"), str(p, "loss"), str(p, "value_sum"), str(p, "step_ms")});
@@ -364,14 +504,15 @@ int jobs(int argc, char** argv) {
         return;
       }
       for (const char* k : {"id", "name", "kind", "state", "message", "step", "total_steps", "pg_id", "checkpoints",
-                            "metric_points"})
-        std::printf("%-14s %s\n", k, str(j, k).c_str());
+                            "metric_points", "run_dir"})
+        if (j.contains(k) && !(j[k].is_string() && j[k].get<std::string>().empty()))
+          std::printf("%-14s %s\n", k, str(j, k).c_str());
       std::printf("%-14s %s\n", "actors", j["actor_ids"].dump().c_str());
       std::printf("%-14s %s\n", "last_metrics", j["last_metrics"].dump().c_str());
       for (auto& p : j["checkpoint_paths"]) std::printf("%-14s %s\n", "checkpoint", p.get<std::string>().c_str());
     });
   }
-  return report(InvalidArgument("jobs: unknown subcommand \"" + sub + "\" (list, show, stop, metrics)"));
+  return report(InvalidArgument("jobs: unknown subcommand \"" + sub + "\" (list, show, stop, metrics, logs)"));
 }
 
 }  // namespace
@@ -426,6 +567,77 @@ int nodes_main(int argc, char** argv) {
                       str(n, "hostname"), str(n, "pid"), str(n, "death_cause")});
     print_table({"NODE_ID", "STATE", "RESOURCES (available/total)", "ACTORS", "HOST", "PID", "DEATH_CAUSE"}, rows);
   });
+}
+
+
+// `mariana top [--once] [--interval-ms N]`: a live view of the cluster (status, nodes, jobs, the
+// actors that are not DEAD), redrawn every interval until Ctrl-C; --once prints one frame.
+int top_main(int argc, char** argv) {
+  cxxopts::Options o("mariana top", "Live view of nodes, jobs and actors");
+  add_client_options(o);
+  o.add_options()("once", "print one frame and exit")(
+      "interval-ms", "refresh interval", cxxopts::value<int>()->default_value("1000"));
+  auto r = parse(o, argc, argv);
+  if (!r.ok()) return report(r.status());
+  if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
+  auto target = client_target(r.value());
+  if (!target.ok()) return report(target.status());
+  ClusterClient client(target.value());
+  const int timeout = r.value()["timeout-ms"].as<int>();
+  const bool once = r.value().count("once") > 0;
+  install_stop_handlers();
+  while (!g_stop.load()) {
+    auto status = client.query("status", "", timeout);
+    if (!status.ok()) return report(status.status());
+    auto nodes = client.query("nodes", "", timeout);
+    auto jobs = client.query("jobs", "", timeout);
+    auto actors = client.query("actors", "", timeout);
+    if (!nodes.ok() || !jobs.ok() || !actors.ok())
+      return report(!nodes.ok() ? nodes.status() : !jobs.ok() ? jobs.status() : actors.status());
+    if (!once) std::printf("\x1b[H\x1b[2J");
+    auto& s = status.value();
+    auto counts = [](const nlohmann::json& m) {
+      std::string out;
+      for (auto& [k, v] : m.items()) out += (out.empty() ? "" : ", ") + k + " " + v.dump();
+      return out.empty() ? std::string("none") : out;
+    };
+    std::printf("mariana top - controller %s - nodes %s - jobs %s - actors %s\n\n", target.value().address.c_str(),
+                counts(s["nodes"]).c_str(), counts(s["jobs"]).c_str(), counts(s["actors"]).c_str());
+    std::vector<std::vector<std::string>> rows;
+    for (auto& n : nodes.value())
+      rows.push_back({str(n, "id"), str(n, "state"), fmt_resources(n["available"], n["total"]), str(n, "actors_alive"),
+                      str(n, "hostname")});
+    print_table({"NODE_ID", "STATE", "RESOURCES (available/total)", "ACTORS", "HOST"}, rows);
+    std::printf("\n");
+    rows.clear();
+    for (auto& j : jobs.value()) {
+      const auto& m = j.contains("last_metrics") ? j["last_metrics"] : nlohmann::json::object();
+      char loss[32] = "", tps[32] = "";
+      if (m.is_object() && m.contains("loss") && m["loss"].is_number()) std::snprintf(loss, sizeof loss, "%.4f", m["loss"].get<double>());
+      if (m.is_object() && m.contains("tokens_per_s") && m["tokens_per_s"].is_number())
+        std::snprintf(tps, sizeof tps, "%.0f", m["tokens_per_s"].get<double>());
+      rows.push_back({str(j, "id"), str(j, "name"), str(j, "kind"), str(j, "state"),
+                      str(j, "step") + "/" + str(j, "total_steps"), loss, tps, str(j, "message")});
+    }
+    print_table({"JOB_ID", "NAME", "KIND", "STATE", "STEPS", "LOSS", "TOKENS/S", "MESSAGE"}, rows);
+    std::printf("\n");
+    rows.clear();
+    for (auto& a : actors.value())
+      if (str(a, "state") != "DEAD")
+        rows.push_back({str(a, "id"), str(a, "class"), str(a, "state"), str(a, "node_id"), str(a, "pid"),
+                        str(a, "num_restarts"), str(a, "job_id"), str(a, "pending_reason")});
+    print_table({"ACTOR_ID", "CLASS", "STATE", "NODE", "PID", "RESTARTS", "JOB", "DETAIL"}, rows);
+    if (!s["recent_failures"].empty()) {
+      std::printf("\nrecent failures:\n");
+      auto& f = s["recent_failures"];
+      for (size_t i = f.size() > 5 ? f.size() - 5 : 0; i < f.size(); ++i) std::printf("  %s\n", f[i].get<std::string>().c_str());
+    }
+    std::fflush(stdout);
+    if (once) break;
+    for (int waited = 0; waited < r.value()["interval-ms"].as<int>() && !g_stop.load(); waited += 50)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return kExitOk;
 }
 
 int actors_main(int argc, char** argv) {

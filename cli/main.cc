@@ -69,8 +69,9 @@ void usage(FILE* out) {
                "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
                "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
                "  submit JOB.toml [--set key=value]... [--wait] [--json]\n"
-               "  jobs list|show ID|stop ID|metrics ID [--json]\n"
-               "  status | nodes | actors list|show ID [--json]\n"
+               "  jobs list|show ID|stop ID|metrics ID|logs ID [-f] [--json]\n"
+               "  status | nodes | actors list|show ID [--json] | top [--once]\n"
+               "  run JOB.toml [--set key=value]... [--state-dir DIR]   embedded controller + agent\n"
                "  bench actors [--json]                      actor-call and placement benchmarks\n"
                "  (client verbs: --controller ADDR --token-file F, or --state-dir DIR)\n\n"
                "Run `mariana <verb> <subverb> --help` for the flags of one command.\n");
@@ -102,6 +103,8 @@ int main(int argc, char** argv) {
   if (verb == "nodes") return mariana::cli::nodes_main(argc - 1, argv + 1);
   if (verb == "actors") return mariana::cli::actors_main(argc - 1, argv + 1);
   if (verb == "reward") return mariana::cli::reward_main(argc - 1, argv + 1);
+  if (verb == "run") return mariana::cli::run_main(argc - 1, argv + 1);
+  if (verb == "top") return mariana::cli::top_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

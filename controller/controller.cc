@@ -121,6 +121,7 @@ void Controller::dispatch(const std::string& peer, const proto::Frame& frame) {
     case Payload::ACTOR_RETURN: handle_actor_return(rid, p.getActorReturn()); return;
     case Payload::KV_PUT: handle_kv_put(peer, rid, p.getKvPut()); return;
     case Payload::KV_GET: handle_kv_get(peer, rid, p.getKvGet()); return;
+    case Payload::ACTOR_REPORT: handle_actor_report(peer, rid, p.getActorReport()); return;
     case Payload::ERROR:
     case Payload::OK:
       return;  // a peer's answer to something we sent; nothing to do

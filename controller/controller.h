@@ -47,6 +47,9 @@ struct ControllerOptions {
 using proto::agent_peer;
 using proto::worker_peer;
 
+// The key of a job's row in the metrics and checkpoints tables: "<job>/<step, 12 digits>".
+std::string step_key(const std::string& job_id, int64_t step);
+
 class Controller {
  public:
   Controller(ControllerOptions options, StateStore* store, Transport* transport, const Clock* clock);
@@ -88,11 +91,17 @@ class Controller {
     std::vector<int64_t> sent_ms;
     std::vector<int32_t> attempts;
     int64_t step_started_ms = 0;
+    // Training jobs: the trainer incarnation that accepted `start`, and the start call in flight.
+    int64_t started_incarnation = -1;
+    uint64_t start_call = 0;
+    uint32_t start_incarnation = 0;
+    int64_t start_sent_ms = 0;
   };
   struct PendingCall {
     std::string job_id;
     size_t actor_index;
-    int64_t step;
+    int64_t step;  // -1: a trainer's start call
+    uint32_t incarnation = 0;
   };
 
   using Payload = proto::Envelope::Payload;
@@ -113,6 +122,7 @@ class Controller {
   void handle_actor_return(uint64_t rid, proto::ActorReturn::Reader m);
   void handle_kv_put(const std::string& peer, uint64_t rid, proto::KvPut::Reader m);
   void handle_kv_get(const std::string& peer, uint64_t rid, proto::KvGet::Reader m);
+  void handle_actor_report(const std::string& peer, uint64_t rid, proto::ActorReport::Reader m);
 
   // Replies and orders (queued until flush()).
   void reply_error(const std::string& peer, uint64_t rid, const Status& st);
@@ -152,6 +162,12 @@ class Controller {
   void job_step_done(JobRecord& j, JobRun& run);
   void job_finish(JobRecord& j, JobState state, const std::string& message);
   void job_on_actor_alive(const ActorRecord& a);
+
+  // Training job drivers (train_driver.cc): start the trainer actor's incarnation, then record
+  // what it reports (steps, checkpoints, the end).
+  void train_tick(JobRecord& j, JobRun& run);
+  void train_start_returned(JobRecord& j, JobRun& run, uint32_t incarnation, proto::ActorReturn::Reader m);
+  void train_started(JobRecord& j, int64_t step, const std::string& checkpoint, const std::string& json);
 
   ControllerOptions options_;
   StateStore* store_;

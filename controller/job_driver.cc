@@ -9,15 +9,11 @@
 
 namespace mariana::controller {
 
-namespace {
-
 std::string step_key(const std::string& job_id, int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%012" PRId64, step);
   return job_id + "/" + buf;
 }
-
-}  // namespace
 
 Status Controller::job_validate(const ActorJobSpec& spec) const {
   bool any_node = false, offered = false;
@@ -48,6 +44,7 @@ void Controller::handle_submit_job(const std::string& peer, uint64_t rid, proto:
   j.state = JobState::kPending;
   j.submitted_wall_ms = wall_ms();
   j.total_steps = spec.value().steps;
+  if (spec.value().training()) j.run_dir = options_.state_dir + "/runs/" + j.id;
   job_specs_[j.id] = spec.value();
   JobRecord& ref = jobs_[j.id] = std::move(j);
   persist(ref);
@@ -140,6 +137,7 @@ void Controller::job_tick(JobRecord& j) {
       return job_finish(j, JobState::kFailed, "actor " + id + " died: " + it->second.death_cause);
   }
   JobRun& run = job_runs_[j.id];
+  if (spec.training()) return train_tick(j, run);
   const size_t n = j.actor_ids.size();
   if (run.done.size() != n) {
     run = JobRun();
@@ -223,6 +221,7 @@ void Controller::handle_actor_return(uint64_t rid, proto::ActorReturn::Reader m)
   if (jit == jobs_.end() || rit == job_runs_.end()) return;
   JobRecord& j = jit->second;
   JobRun& run = rit->second;
+  if (call.step < 0) return train_start_returned(j, run, call.incarnation, m);
   if (run.step != call.step || call.actor_index >= run.done.size() || run.call_ids[call.actor_index] != rid) return;
   run.call_ids[call.actor_index] = 0;
   if (m.getCode() != 0)

@@ -5,14 +5,46 @@
 
 namespace mariana::controller {
 
+namespace {
+
+Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string& path) {
+  ActorJobSpec s;
+  MARIANA_ASSIGN_OR_RETURN(auto job, f.get_object("job"));
+  MARIANA_ASSIGN_OR_RETURN(s.kind, job.get_string_or("phase", "pretrain"));
+  if (s.kind == "sft" || s.kind == "rl")
+    return Unimplemented(path + ": field 'job.phase': phase \"" + s.kind + "\" is not implemented yet");
+  if (s.kind != "pretrain" && s.kind != "extend")
+    return InvalidArgument(path + ": field 'job.phase': unknown phase \"" + s.kind + "\" (known: pretrain, extend)");
+  MARIANA_ASSIGN_OR_RETURN(s.name, job.get_string_or("name", ""));
+  s.steps = kTrainDefaultSteps;
+  if (f.has("train")) {
+    MARIANA_ASSIGN_OR_RETURN(auto train, f.get_object("train"));
+    MARIANA_ASSIGN_OR_RETURN(s.steps, train.get_int_or("steps", kTrainDefaultSteps));
+  }
+  if (s.steps < 1) return InvalidArgument(path + ": field 'train.steps': expected a positive count");
+  s.actor_class = kTrainerClass;
+  s.count = 1;
+  s.max_restarts = kTrainerMaxRestarts;
+  s.max_task_retries = -1;
+  s.resources["CPU"] = 1;
+  s.strategy = PgStrategy::kPack;
+  return s;
+}
+
+}  // namespace
+
 Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::string& path) {
   MARIANA_ASSIGN_OR_RETURN(auto table, toml_parse(toml_text, path));
   TomlFields f(std::move(table), path);
   ActorJobSpec s;
+  if (!f.has("kind") && f.has("job")) return training_spec_parse(f, path);
+  if (!f.has("kind"))
+    return InvalidArgument(path + ": field 'kind': missing (an actor job sets kind = \"actors\"; a training job "
+                                  "sets [job] phase = \"pretrain\" or \"extend\")");
   MARIANA_ASSIGN_OR_RETURN(s.kind, f.get_string("kind"));
   if (s.kind == "pretrain" || s.kind == "extend" || s.kind == "sft" || s.kind == "rl")
-    return Unimplemented(path + ": field 'kind': job kind \"" + s.kind +
-                         "\" needs the training engine, which this build does not have yet");
+    return InvalidArgument(path + ": field 'kind': a training job names its phase in [job] phase = \"" + s.kind +
+                           "\" (the job file `mariana train` takes), not in a top-level kind");
   if (s.kind != "actors")
     return InvalidArgument(path + ": field 'kind': unknown job kind \"" + s.kind + "\" (known: actors)");
   MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));

@@ -1,8 +1,21 @@
-// Job specs (TOML) as the controller validates them at submit. One kind runs now: "actors", the
-// generic actor job (a placement group with one bundle per actor, then `steps` rounds of a
-// `step` call on every actor, progress and a metric point per step, a checkpoint record every
-// `checkpoint_every` steps). Training kinds are recognised and refused until the training engine
-// exists. Example: configs/jobs/actors-demo.toml (tests/integration/ writes its own).
+// Job specs (TOML) as the controller validates them at submit. Two families:
+//
+// * Training jobs, kinds "pretrain" and "extend": the job files `mariana train` takes
+//   (configs/jobs/*.toml, schema in train/job_spec.cc), recognised by `[job] phase`. The
+//   controller never parses training fields beyond the name and the step count (it includes no
+//   train/ code): `mariana submit` validates the whole spec with the training engine's parser
+//   first, and the trainer actor parses it again when it starts. One "trainer" actor with
+//   { CPU = 1 } runs the job (controller/train_driver.cc). "sft" and "rl" are refused for now.
+//
+//     [job]
+//     name = "pretrain-tiny"
+//     phase = "pretrain"           # | "extend"
+//     [train]
+//     steps = 300                  # the engine's default (100) when absent
+//
+// * "actors", the generic actor job (a placement group with one bundle per actor, then `steps`
+//   rounds of a `step` call on every actor, progress and a metric point per step, a checkpoint
+//   record every `checkpoint_every` steps). tests/integration/ writes its own:
 //
 //   name = "demo"                # optional
 //   kind = "actors"
@@ -30,7 +43,8 @@ namespace mariana::controller {
 
 struct ActorJobSpec {
   std::string name;
-  std::string kind;
+  std::string kind;  // "actors", "pretrain", "extend"
+  bool training() const { return kind == "pretrain" || kind == "extend"; }
   std::string actor_class;
   int64_t count = 1;
   int32_t max_restarts = 3;
@@ -41,6 +55,11 @@ struct ActorJobSpec {
   int64_t step_ms = 0;
   int64_t checkpoint_every = 0;
 };
+
+// Training jobs: the trainer actor's class and restart budget.
+constexpr const char* kTrainerClass = "trainer";
+constexpr int32_t kTrainerMaxRestarts = 10;
+constexpr int64_t kTrainDefaultSteps = 100;  // train/job_spec.cc's default of train.steps
 
 // Parses and validates; errors read "<path>:<line>:<col>: field 'actors.count': ...".
 Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::string& path);

@@ -17,6 +17,7 @@
 #include "controller/rocksdb_state_store.h"
 #include "core/file_util.h"
 #include "proto/client.h"
+#include "proto/curve.h"
 
 namespace mariana::controller {
 
@@ -37,11 +38,6 @@ class ZmqTransport final : public Transport {
  private:
   zmq::socket_t* sock_;
 };
-
-bool is_loopback_endpoint(const std::string& ep) {
-  return ep.rfind("tcp://127.", 0) == 0 || ep.rfind("tcp://localhost:", 0) == 0 || ep.rfind("ipc://", 0) == 0 ||
-         ep.rfind("inproc://", 0) == 0;
-}
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
@@ -73,9 +69,6 @@ Result<std::string> cluster_token_ensure(const std::string& state_dir) {
 
 Status controller_run(const ServerOptions& options, const std::atomic<bool>* stop) {
   if (options.state_dir.empty()) return InvalidArgument("controller: --state-dir is required");
-  if (!is_loopback_endpoint(options.listen))
-    return Unimplemented("controller: listening on " + options.listen +
-                         " needs CURVE encryption, which is not implemented yet; listen on tcp://127.0.0.1:PORT");
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec) return Unavailable("controller: cannot create " + options.state_dir + ": " + ec.message());
@@ -83,7 +76,17 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
   MARIANA_ASSIGN_OR_RETURN(auto store, RocksStateStore::open(options.state_dir + "/db"));
 
   zmq::context_t ctx(1);
+  // Anything but loopback: CURVE, with a ZAP handler enforcing DIR/curve/authorized_keys.
+  const bool curve = !proto::endpoint_is_loopback(options.listen);
+  std::unique_ptr<proto::ZapHandler> zap;
+  proto::CurveKeypair server_keys;
+  if (curve) {
+    MARIANA_ASSIGN_OR_RETURN(server_keys, proto::curve_server_keys_ensure(options.state_dir));
+    zap = std::make_unique<proto::ZapHandler>(ctx, options.state_dir + "/curve/authorized_keys");
+    MARIANA_RETURN_IF_ERROR(zap->start());
+  }
   zmq::socket_t router(ctx, zmq::socket_type::router);
+  if (curve) MARIANA_RETURN_IF_ERROR(proto::curve_server_apply(router, server_keys));
   router.set(zmq::sockopt::router_mandatory, 1);
   router.set(zmq::sockopt::linger, 0);
   router.set(zmq::sockopt::sndhwm, 100000);
@@ -98,7 +101,7 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
 
   ControllerOptions copts = options.controller;
   copts.token = token;
-  copts.state_dir = options.state_dir;
+  copts.state_dir = std::filesystem::absolute(options.state_dir).lexically_normal().string();  // run dirs for workers
   SteadyClock clock;
   ZmqTransport transport(&router);
   Controller ctl(copts, store.get(), &transport, &clock);
@@ -121,14 +124,21 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
     MARIANA_RETURN_IF_ERROR(write_file_atomic(options.state_dir + "/metrics.port", std::to_string(port) + "\n"));
     http_thread = std::thread([&] { http.listen_after_bind(); });
   }
-  std::fprintf(stderr, "controller: listening on %s, state in %s, epoch %llu\n", bound.c_str(),
-               options.state_dir.c_str(), static_cast<unsigned long long>(ctl.epoch()));
+  std::fprintf(stderr, "controller: listening on %s%s, state in %s, epoch %llu\n", bound.c_str(),
+               curve ? " with CURVE" : "", options.state_dir.c_str(), static_cast<unsigned long long>(ctl.epoch()));
+  if (curve) std::fprintf(stderr, "controller: CURVE allow-list %s/curve/authorized_keys\n", options.state_dir.c_str());
+  if (options.on_ready) options.on_ready(bound);
 
   Status result;
   auto last_metrics = std::chrono::steady_clock::now();
   while (!stop->load()) {
     zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    try {
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal (SIGTERM sets *stop)
+    }
     for (int i = 0; i < 4096; ++i) {
       zmq::message_t id, body;
       if (!router.recv(id, zmq::recv_flags::dontwait)) break;
@@ -160,6 +170,12 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
     if (options.metrics_port >= 0 && now - last_metrics > std::chrono::milliseconds(250)) {
       last_metrics = now;
       std::string text = ctl.metrics_text();
+      if (zap) {
+        text += "# HELP mariana_curve_handshakes_total CURVE clients accepted and refused by the ZAP handler.\n"
+                "# TYPE mariana_curve_handshakes_total counter\n";
+        text += "mariana_curve_handshakes_total{result=\"accepted\"} " + std::to_string(zap->accepted()) + "\n";
+        text += "mariana_curve_handshakes_total{result=\"refused\"} " + std::to_string(zap->refused()) + "\n";
+      }
       std::lock_guard<std::mutex> lock(metrics_mu);
       metrics_snapshot.swap(text);
     }
@@ -168,6 +184,8 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
     http.stop();
     http_thread.join();
   }
+  router.close();
+  if (zap) zap->stop();
   return result;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 
 #include "controller/controller.h"
@@ -17,6 +18,9 @@ struct ServerOptions {
   std::string state_dir;
   int metrics_port = 0;  // 0: ephemeral (written to DIR/metrics.port); -1: no HTTP endpoint
   ControllerOptions controller;
+  // Called once on the loop's thread when the state is loaded and the socket bound (with the
+  // bound endpoint), before the first frame is served: `run` and `--detach` wait for it.
+  std::function<void(const std::string& address)> on_ready;
 };
 
 // Reads DIR/cluster.token, creating it (32 random bytes as hex, mode 0600) when missing.

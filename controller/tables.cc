@@ -168,7 +168,10 @@ nlohmann::json to_json(const JobRecord& r) {
           {"step", r.step},
           {"total_steps", r.total_steps},
           {"last_metrics", r.last_metrics},
-          {"checkpoints", r.checkpoints}};
+          {"checkpoints", r.checkpoints},
+          {"run_dir", r.run_dir},
+          {"last_checkpoint", r.last_checkpoint},
+          {"last_checkpoint_step", r.last_checkpoint_step}};
 }
 
 Result<NodeRecord> node_from_json(const std::string& text, const std::string& what) {
@@ -260,6 +263,9 @@ Result<JobRecord> job_from_json(const std::string& text, const std::string& what
     r.total_steps = j.value("total_steps", int64_t{0});
     r.last_metrics = j.value("last_metrics", nlohmann::json::object());
     r.checkpoints = j.value("checkpoints", int64_t{0});
+    r.run_dir = j.value("run_dir", "");
+    r.last_checkpoint = j.value("last_checkpoint", "");
+    r.last_checkpoint_step = j.value("last_checkpoint_step", int64_t{0});
   }));
   MARIANA_ASSIGN_OR_RETURN(r.state, enum_from<JobState>(state, job_state_name, 5, what));
   return r;

@@ -20,7 +20,8 @@
 //                      └──────────────> REMOVED <────────────────┘
 //
 // Job:  PENDING ──(placement group + actors created)──> RUNNING ──> SUCCEEDED
-//          │                                               ├──> FAILED (an actor DEAD, bad spec)
+//          │                                               ├──> FAILED (an actor DEAD, bad spec,
+//          │                                               │           a trainer's error)
 //          └───────────────────> STOPPED <─────────────────┘ (mariana jobs stop)
 #pragma once
 
@@ -119,6 +120,11 @@ struct JobRecord {
   int64_t total_steps = 0;
   nlohmann::json last_metrics = nlohmann::json::object();
   int64_t checkpoints = 0;
+  // Training jobs: the run directory and the newest registered checkpoint (a restarted trainer
+  // resumes from it).
+  std::string run_dir;
+  std::string last_checkpoint;
+  int64_t last_checkpoint_step = 0;
 };
 
 nlohmann::json to_json(const NodeRecord& r);

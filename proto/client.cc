@@ -2,6 +2,7 @@
 #include "proto/client.h"
 
 #include <chrono>
+#include <cstdio>
 #include <random>
 
 namespace mariana::proto {
@@ -14,13 +15,18 @@ std::string random_hex(size_t n) {
   return s;
 }
 
-RpcClient::RpcClient(zmq::context_t& ctx, const std::string& endpoint, std::string token, std::string identity)
+RpcClient::RpcClient(zmq::context_t& ctx, const std::string& endpoint, std::string token, std::string identity,
+                     const CurveClientKeys* curve)
     : sock_(ctx, zmq::socket_type::dealer), endpoint_(endpoint), token_(std::move(token)),
       identity_(identity.empty() ? "cli/" + random_hex(12) : std::move(identity)) {
   sock_.set(zmq::sockopt::routing_id, identity_);
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::sndhwm, 100000);
   sock_.set(zmq::sockopt::rcvhwm, 100000);
+  if (curve && curve->enabled()) {
+    Status st = curve_client_apply(sock_, *curve);
+    if (!st.ok()) std::fprintf(stderr, "rpc client: %s\n", st.to_string().c_str());
+  }
   sock_.connect(endpoint_);
   std::random_device rd;
   next_id_ = ((static_cast<uint64_t>(rd()) << 20) & 0x7fffffffffffull) | 1;

@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "core/status.h"
+#include "proto/curve.h"
 #include "proto/wire.h"
 
 namespace mariana::proto {
@@ -21,7 +22,10 @@ class RpcClient {
 
   // Connects (ZeroMQ connects lazily: errors surface as timeouts of the first call). `identity`
   // sets the routing id (agents and workers use fixed ones); empty = random "cli/<hex>".
-  RpcClient(zmq::context_t& ctx, const std::string& endpoint, std::string token, std::string identity = "");
+  // With `curve` (keys enabled) the connection is CURVE-encrypted and authenticated (a controller
+  // listening on a non-loopback address requires it).
+  RpcClient(zmq::context_t& ctx, const std::string& endpoint, std::string token, std::string identity = "",
+            const CurveClientKeys* curve = nullptr);
 
   // One request and its reply. An Error reply becomes its Status; no reply within timeout_ms is
   // DeadlineExceeded ("no reply from <endpoint> within N ms").

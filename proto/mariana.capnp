@@ -203,6 +203,30 @@ struct Int64Value {
   value @0 :Int64;
 }
 
+# Arguments of the trainer actor's `start` method (workers/trainer_actor.cc): run a `pretrain` or
+# `extend` job. Repeating start for the job it already runs is a no-op (after a controller restart).
+struct TrainerStart {
+  jobId @0 :Text;
+  specToml @1 :Text;             # the spec after --set overrides, paths made absolute by submit
+  specPath @2 :Text;             # names the file in errors
+  runDir @3 :Text;               # the job's run directory (checkpoints, metrics.jsonl, data)
+  resumeFrom @4 :Text;           # the last checkpoint the controller registered; "" = start fresh
+}
+
+# Progress an actor reports on its own (a trainer's steps and checkpoints). The worker sends its
+# reports in order, one at a time, and resends one until the controller answers `ok` (sent only
+# once the report is durable) or `error` (a stale incarnation: dropped). Reports are idempotent.
+struct ActorReport {
+  actorId @0 :Text;
+  incarnation @1 :UInt32;
+  seq @2 :UInt64;                # 1, 2, ... per incarnation
+  event @3 :Text;                # started | step | checkpoint | done | failed
+  step @4 :Int64;                # started: the step resumed from (0 fresh); else the step it is about
+  json @5 :Text;                 # started: {"steps": N}; step: the step's metrics; done: the summary
+  path @6 :Text;                 # started: the checkpoint resumed from; checkpoint, done: its directory
+  message @7 :Text;              # failed: why
+}
+
 struct Envelope {
   version @0 :UInt16;
   requestId @1 :UInt64;          # a reply carries its request's id; 0 when unknown
@@ -240,5 +264,6 @@ struct Envelope {
     kvGet @32 :KvGet;
     kvValue @33 :KvValue;
     shutdown @34 :Void;
+    actorReport @35 :ActorReport;
   }
 }

@@ -1,6 +1,8 @@
 // The decode boundary and encoder (see wire.h and wire_format.md).
 #include "proto/wire.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 #include <capnp/dynamic.h>
@@ -78,6 +80,17 @@ bool token_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// The highest payload discriminant this build knows (the schema's last union member).
+static uint16_t last_payload_discriminant() {
+  static const uint16_t last = [] {
+    uint16_t m = 0;
+    for (auto f : capnp::Schema::from<Envelope::Payload>().getUnionFields())
+      m = std::max<uint16_t>(m, f.getProto().getDiscriminantValue());
+    return m;
+  }();
+  return last;
+}
+
 Result<Frame> decode_envelope(const void* data, size_t size, const DecodeOptions& options,
                               WireCounters* counters, uint64_t* request_id) {
   WireCounters scratch;
@@ -118,7 +131,7 @@ Result<Frame> decode_envelope(const void* data, size_t size, const DecodeOptions
       return PermissionDenied("wrong cluster token");
     }
     const auto which = env.getPayload().which();
-    if (static_cast<uint16_t>(which) > static_cast<uint16_t>(Envelope::Payload::SHUTDOWN)) {
+    if (static_cast<uint16_t>(which) > last_payload_discriminant()) {
       c.unknown_payload.fetch_add(1, std::memory_order_relaxed);
       return Unimplemented("unknown payload " + payload_name(which));
     }

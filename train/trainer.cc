@@ -295,7 +295,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
 
   // The model: fresh, from the phase's source, or from this run's newest checkpoint on --resume.
   std::string resume_dir;
-  if (o.resume) {
+  if (o.resume && !o.resume_from.empty()) {
+    const Status st = verify_manifest(o.resume_from);
+    if (st.ok()) resume_dir = o.resume_from;
+    else std::fprintf(stderr, "warning: cannot resume from %s: %s; using the newest valid checkpoint\n",
+                      o.resume_from.c_str(), st.to_string().c_str());
+  }
+  if (o.resume && resume_dir.empty()) {
     auto r = latest_valid_checkpoint(o.run_dir);
     if (r.ok()) resume_dir = r.value();
     else std::fprintf(stderr, "resume: %s; starting fresh\n", r.status().message().c_str());
@@ -401,6 +407,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
   if (metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
 
+  if (o.on_start) o.on_start(step, resume_dir);
   Batch batch;
   ForwardResult res;
   int64_t run_steps = 0;
@@ -487,6 +494,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     }
     const std::string text = line.dump() + "\n";
     std::fwrite(text.data(), 1, text.size(), metrics);
+    if (o.on_metrics_line) o.on_metrics_line(text.substr(0, text.size() - 1));
     std::fflush(metrics);
     if (o.progress) print_progress(m, spec.steps);
     if (!o.quiet && !o.progress && (step % spec.log_every == 0 || step == spec.steps)) {
@@ -523,6 +531,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
         failure = st;
         break;
       }
+      if (o.on_checkpoint) o.on_checkpoint(step, summary.final_checkpoint);
     }
   }
   std::fclose(metrics);

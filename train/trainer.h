@@ -80,13 +80,22 @@ struct TrainOptions {
   bool progress = false;          // a refreshing progress line on stderr
   bool quiet = false;             // no per-step log lines on stdout
   int64_t stop_after = -1;        // stop (as if killed) after this many steps of this run; -1: never
+  // With resume: this checkpoint directory (when its manifest verifies) instead of the newest one;
+  // a missing or corrupt one falls back to the newest valid checkpoint, with a warning.
+  std::string resume_from;
   std::function<void(const StepMetrics&)> on_step;
+  // Each step's metrics.jsonl line (one JSON object, no newline), just before on_step.
+  std::function<void(const std::string& line)> on_metrics_line;
   // The data: empty = the pretraining DataLoader over data.builtin / data.inputs, tokenized into
   // shards under the run directory. A phase with its own data (sft) sets it; the tokenizer is then
   // the one the source checkpoint carries (or tokenizer.path), never trained here.
   BatchSourceFactory data_source;
   // The loss: null = the model's own. Shared so that the data source's factory can reach it.
   std::shared_ptr<TrainObjective> objective;
+  // Before the first step: the step the run starts from and the checkpoint it resumed ("" fresh).
+  std::function<void(int64_t step, const std::string& checkpoint)> on_start;
+  // After each checkpoint is written (atomically, manifest included).
+  std::function<void(int64_t step, const std::string& checkpoint)> on_checkpoint;
 };
 
 struct TrainSummary {

@@ -2,9 +2,13 @@
 // its class up in an ActorRegistry, constructs it, and runs each ActorCall's method on the
 // worker's single thread, in arrival order. Arguments and results are bytes holding a Cap'n Proto
 // message of the method's types (proto::encode_struct / proto::StructValue). The built-in classes
-// (builtin_actors.cc) serve the generic actor job, the tests and `mariana bench actors`.
+// (builtin_actors.cc) serve the generic actor job, the tests and `mariana bench actors`; the
+// "trainer" class (trainer_actor.cc) runs `pretrain` and `extend` jobs.
+// An actor may work on threads of its own (the trainer does); what it wants the controller to know
+// meanwhile it hands out as ActorEvents, which the worker sends as ActorReport payloads.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -16,9 +20,19 @@
 
 namespace mariana::workers {
 
+// Something an actor reports to the controller on its own (proto ActorReport without the ids).
+struct ActorEvent {
+  std::string event;  // started | step | checkpoint | done | failed
+  int64_t step = 0;
+  std::string json, path, message;
+};
+
 class Actor {
  public:
   virtual ~Actor() = default;
+  // Events produced since the last call, oldest first. Called from the worker's thread; an actor
+  // with threads of its own must make this thread-safe.
+  virtual std::vector<ActorEvent> take_events() { return {}; }
 };
 
 using ActorMethod = std::function<Result<std::string>(Actor& self, std::string_view args)>;
@@ -67,7 +81,11 @@ class ActorRegistry {
 // "counter": step(StepArgs) sleeps sleepMs and returns the number of steps done (Int64Value);
 //            add(Int64Value) / get() on a running total; fail() returns an error.
 // "echo":    echo(any bytes) returns them; noop() returns nothing.
+// "trainer": start(TrainerStart) runs a pretrain/extend job on a thread of its own, reporting
+//            started / step / checkpoint / done / failed events (trainer_actor.cc).
 const ActorRegistry& builtin_actor_registry();
+
+ActorClass trainer_actor_class();
 
 // Runs one call on `actor`: NotFound for an unknown method, otherwise the method's result.
 Result<std::string> actor_invoke(const ActorClass& cls, Actor& actor, std::string_view method, std::string_view args);

@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "proto/client.h"
+#include "proto/curve.h"
 #include "proto/clock.h"
 #include "proto/wire.h"
 
@@ -46,6 +47,10 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
   zmq::socket_t sock(ctx, zmq::socket_type::dealer);
   sock.set(zmq::sockopt::routing_id, identity);
   sock.set(zmq::sockopt::linger, 0);
+  if (!o.curve_file.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(auto keys, proto::curve_client_load(o.curve_file));
+    MARIANA_RETURN_IF_ERROR(proto::curve_client_apply(sock, keys));
+  }
   sock.connect(o.controller);
 
   proto::WireCounters counters;
@@ -108,6 +113,10 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
                                      o.token_file,   "--actor-id", actor, "--incarnation", inc,
                                      "--class",      s.getClassName().cStr(), "--node-id", o.node_id,
                                      "--heartbeat-ms", std::to_string(o.heartbeat_ms)};
+    if (!o.curve_file.empty()) {
+      argv.push_back("--curve-file");
+      argv.push_back(o.curve_file);
+    }
     const std::string base = o.log_dir + "/" + actor + "-" + inc;
     auto pid = launcher->spawn(argv, base + ".out", base + ".err");
     RunningWorker w{actor, s.getIncarnation(), 0};
@@ -125,7 +134,12 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
   send_register();
   while (!stop->load()) {
     zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    try {
+      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal (SIGTERM sets *stop)
+    }
     for (int i = 0; i < 256; ++i) {
       zmq::message_t body;
       if (!sock.recv(body, zmq::recv_flags::dontwait)) break;

@@ -20,6 +20,7 @@ struct AgentOptions {
   std::string controller;
   std::string token;
   std::string token_file;  // passed to workers
+  std::string curve_file;  // CURVE client credentials ("" none), used here and passed to workers
   std::string node_id;     // empty: "node-<random>"
   std::map<std::string, double> resources;
   std::vector<std::string> actor_classes;

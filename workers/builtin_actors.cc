@@ -48,6 +48,7 @@ ActorRegistry make_registry() {
             .method("fail", &Counter::fail)
             .build());
   r.add(ActorClassBuilder<Echo>("echo").method("echo", &Echo::echo).method("noop", &Echo::noop).build());
+  r.add(trainer_actor_class());
   return r;
 }
 

@@ -3,8 +3,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 
 #include <zmq.hpp>
 
@@ -65,6 +67,7 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
   ctl.set(zmq::sockopt::linger, 0);
   ctl.set(zmq::sockopt::sndhwm, 100000);
   ctl.set(zmq::sockopt::rcvhwm, 100000);
+  if (o.curve.enabled()) MARIANA_RETURN_IF_ERROR(proto::curve_client_apply(ctl, o.curve));
   ctl.connect(o.controller);
 
   proto::WireCounters counters;
@@ -91,9 +94,35 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
   };
   send_register();
 
+  // The actor's events, sent as ActorReports in order, one in flight, resent until acknowledged.
+  std::deque<ActorEvent> reports;
+  uint64_t report_seq = 0, report_rid = 0;  // report_rid: the request id of the one in flight
+  int64_t report_sent = 0;
+  auto send_report = [&] {
+    const ActorEvent& e = reports.front();
+    report_rid = next_id++;
+    proto::Outgoing m(report_rid, identity, o.token);
+    auto r = m.payload().initActorReport();
+    r.setActorId(o.actor_id);
+    r.setIncarnation(o.incarnation);
+    r.setSeq(report_seq + 1);
+    r.setEvent(e.event);
+    r.setStep(e.step);
+    r.setJson(e.json);
+    r.setPath(e.path);
+    r.setMessage(e.message);
+    send_ctl(m.bytes());
+    report_sent = clock.now_ms();
+  };
+
   while (!stop->load()) {
     zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {ctl.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(std::max<int64_t>(10, o.heartbeat_ms / 2)));
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(std::clamp<int64_t>(o.heartbeat_ms / 2, 10, 50)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal (SIGTERM sets *stop)
+    }
     // Direct calls: [routing id][frame].
     for (int i = 0; i < 1024; ++i) {
       zmq::message_t id, body;
@@ -157,10 +186,24 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
           break;
         }
         case Envelope::Payload::SHUTDOWN: return Status::Ok();
+        case Envelope::Payload::OK:
+        case Envelope::Payload::ERROR:
+          if (report_rid != 0 && f.value().request_id() == report_rid) {
+            if (p.which() == Envelope::Payload::ERROR)
+              std::fprintf(stderr, "worker %s: report %s dropped: %s\n", identity.c_str(),
+                           reports.front().event.c_str(), proto::error_status(p.getError()).to_string().c_str());
+            reports.pop_front();
+            ++report_seq;
+            report_rid = 0;
+          }
+          break;
         default: break;
       }
     }
+    for (auto& e : actor->take_events()) reports.push_back(std::move(e));
     const int64_t now = clock.now_ms();
+    if (registered && !reports.empty() && (report_rid == 0 || now - report_sent > 1000)) send_report();
+    if (!registered) report_rid = 0;  // resent once registered again
     if (!registered && now - last_register > 1000) send_register();
     if (now - last_heartbeat >= o.heartbeat_ms) {
       last_heartbeat = now;

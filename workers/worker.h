@@ -3,13 +3,16 @@
 // benchmarks); a DEALER socket to the controller (routing id "w/<actor>/<incarnation>")
 // registers, heartbeats, and serves the controller's own calls (job drivers). It re-registers
 // when the controller's epoch changes (the controller restarted) and exits when the controller
-// rejects it (a stale incarnation) or when its agent dies (PR_SET_PDEATHSIG).
+// rejects it (a stale incarnation) or when its agent dies (PR_SET_PDEATHSIG). Events the actor
+// produces on its own threads (Actor::take_events) go to the controller as ActorReports, in order,
+// one in flight, resent until acknowledged (wire_format.md).
 #pragma once
 
 #include <atomic>
 #include <string>
 
 #include "core/status.h"
+#include "proto/curve.h"
 #include "workers/actor.h"
 
 namespace mariana::workers {
@@ -23,6 +26,7 @@ struct WorkerOptions {
   std::string node_id;
   int64_t heartbeat_ms = 500;
   std::string bind_host = "127.0.0.1";
+  proto::CurveClientKeys curve;  // for a non-loopback controller
 };
 
 // Returns OK when told to stop (shutdown, rejection, *stop); an error if the class is unknown or

@@ -118,9 +118,10 @@ struct Harness {
       auto res = r.initResources(1);
       res[0].setName("CPU");
       res[0].setAmount(cpus);
-      auto cls = r.initActorClasses(2);
+      auto cls = r.initActorClasses(3);
       cls.set(0, "counter");
       cls.set(1, "echo");
+      cls.set(2, "trainer");
       auto ws = r.initWorkers(static_cast<unsigned>(workers.size()));
       for (unsigned i = 0; i < workers.size(); ++i) {
         ws[i].setActorId(workers[i].first);

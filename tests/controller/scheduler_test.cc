@@ -69,7 +69,28 @@ TEST(JobSpec, ErrorsNameTheField) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("actors.count"), std::string::npos) << bad.status().message();
   auto train = job_spec_parse("kind = \"pretrain\"\n", "j.toml");
-  EXPECT_EQ(train.status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(train.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(train.status().message().find("[job] phase"), std::string::npos) << train.status().message();
+  auto missing = job_spec_parse("name = \"x\"\n", "j.toml");
+  EXPECT_NE(missing.status().message().find("field 'kind': missing"), std::string::npos);
+  auto sft = job_spec_parse("[job]\nphase = \"sft\"\n", "j.toml");
+  EXPECT_EQ(sft.status().code(), StatusCode::kUnimplemented);
+  auto phase = job_spec_parse("[job]\nphase = \"pretrian\"\n", "j.toml");
+  EXPECT_NE(phase.status().message().find("job.phase"), std::string::npos);
+}
+
+TEST(JobSpec, TrainingJobFilesAreTrainerJobs) {
+  auto s = job_spec_parse("[job]\nname = \"t\"\nphase = \"extend\"\n[train]\nsteps = 7\nseq_len = 64\n", "t.toml");
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_TRUE(s.value().training());
+  EXPECT_EQ(s.value().kind, "extend");
+  EXPECT_EQ(s.value().name, "t");
+  EXPECT_EQ(s.value().steps, 7);
+  EXPECT_EQ(s.value().actor_class, kTrainerClass);
+  EXPECT_EQ(s.value().count, 1);
+  auto d = job_spec_parse("[job]\nphase = \"pretrain\"\n", "t.toml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d.value().steps, kTrainDefaultSteps);
   auto strat = job_spec_parse(
       "kind = \"actors\"\n[actors]\nclass = \"c\"\ncount = 1\n[placement]\nstrategy = \"X\"\n[run]\nsteps = 1\n", "j.toml");
   EXPECT_NE(strat.status().message().find("placement.strategy"), std::string::npos);

@@ -38,9 +38,10 @@ struct CommandResult {
   std::string out;
 };
 
-// Runs `mariana ARGS` (stdout captured, stderr appended) with a timeout.
-inline CommandResult run_mariana(const std::string& args, int timeout_s = 30) {
-  const std::string cmd = "timeout " + std::to_string(timeout_s) + " " + MARIANA_BIN + " " + args + " 2>&1";
+// Runs `mariana ARGS` (stdout captured, stderr appended) with a timeout, in directory `cwd` if given.
+inline CommandResult run_mariana(const std::string& args, int timeout_s = 30, const std::string& cwd = "") {
+  const std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "timeout " + std::to_string(timeout_s) + " " +
+                          MARIANA_BIN + " " + args + " 2>&1";
   CommandResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -69,12 +70,13 @@ class Cluster {
   }
 
   const std::string& state_dir() const { return state_; }
+  const std::string& address() const { return address_; }
   const std::string& dir() const { return dir_; }
   std::string client() const { return "--state-dir " + state_; }
 
   // Starts (or restarts, on the same address) the controller and waits for its address file.
-  void start_controller() {
-    std::string listen = "tcp://127.0.0.1:*";
+  void start_controller(const std::string& first_listen = "tcp://127.0.0.1:*") {
+    std::string listen = first_listen;
     if (!address_.empty()) listen = address_;
     std::filesystem::remove(state_ + "/controller.addr");
     auto pid = launcher_.spawn({MARIANA_BIN, "controller", "start", "--listen", listen, "--state-dir", state_,

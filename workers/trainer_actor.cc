@@ -1,0 +1,106 @@
+// The "trainer" actor class: runs a `pretrain` or `extend` job (train/trainer.h) inside a worker.
+// start(TrainerStart) parses the spec and runs train_run on a thread of its own, so the worker's
+// thread keeps heartbeating and serving calls; every step's metrics, every checkpoint written, and
+// the end (done or failed) become ActorEvents the worker reports to the controller. A restarted
+// incarnation is started with the last checkpoint the controller registered and resumes from it
+// (train_run with resume: bit for bit the run that never stopped).
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "proto/wire.h"
+#include "train/job_spec.h"
+#include "train/trainer.h"
+#include "workers/actor.h"
+
+namespace mariana::workers {
+
+namespace {
+
+std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+class Trainer final : public Actor {
+ public:
+  ~Trainer() override {
+    // train_run cannot be interrupted; the worker is exiting, so let the thread end with it.
+    if (thread_.joinable()) thread_.detach();
+  }
+
+  Result<std::string> start(std::string_view args) {
+    MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::TrainerStart>::decode(args, "trainer.start args"));
+    const std::string job_id = text(a.get().getJobId());
+    if (thread_.joinable()) {
+      if (job_id == job_id_) return std::string();  // already running this job (a repeated start)
+      return FailedPrecondition("trainer: already running job " + job_id_ + ", cannot start " + job_id);
+    }
+    const std::string path = text(a.get().getSpecPath());
+    MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_parse(text(a.get().getSpecToml()), path, {}));
+    if (text(a.get().getRunDir()).empty()) return InvalidArgument("trainer.start: empty run directory");
+    TrainOptions opt;
+    opt.spec = std::move(spec);
+    opt.run_dir = text(a.get().getRunDir());
+    opt.resume_from = text(a.get().getResumeFrom());
+    opt.resume = !opt.resume_from.empty();
+    opt.quiet = false;  // a line per step on stdout: the worker's log (`mariana jobs logs`)
+    opt.progress = false;
+    const int64_t total = opt.spec.steps;
+    opt.on_start = [this, total](int64_t step, const std::string& ckpt) {
+      push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
+    };
+    // The step's metrics: its metrics.jsonl line (written on the training thread, just before on_step).
+    auto line = std::make_shared<std::string>();
+    opt.on_metrics_line = [line](const std::string& l) { *line = l; };
+    opt.on_step = [this, line](const StepMetrics& m) { push({"step", m.step, *line, "", ""}); };
+    opt.on_checkpoint = [this](int64_t step, const std::string& dir) { push({"checkpoint", step, "", dir, ""}); };
+    job_id_ = job_id;
+    std::printf("trainer: job %s, phase %s, %lld steps, run dir %s%s%s\n", job_id.c_str(), opt.spec.phase.c_str(),
+                (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
+                opt.resume_from.c_str());
+    std::fflush(stdout);
+    thread_ = std::thread([this, opt = std::move(opt)] {
+      auto res = train_run(opt);
+      if (!res.ok()) {
+        std::fprintf(stderr, "trainer: job %s failed: %s\n", job_id_.c_str(), res.status().to_string().c_str());
+        push({"failed", 0, "", "", res.status().to_string()});
+        return;
+      }
+      const TrainSummary& s = res.value();
+      nlohmann::json summary = {{"steps_done", s.steps_done},
+                                {"resumed_from", s.resumed_from},
+                                {"loss", s.last.loss},
+                                {"final_checkpoint", s.final_checkpoint}};
+      std::printf("trainer: job %s done at step %lld, final checkpoint %s\n", job_id_.c_str(),
+                  (long long)s.steps_done, s.final_checkpoint.c_str());
+      std::fflush(stdout);
+      push({"done", s.steps_done, summary.dump(), s.final_checkpoint, ""});
+    });
+    return std::string();
+  }
+
+  std::vector<ActorEvent> take_events() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ActorEvent> out;
+    out.swap(events_);
+    return out;
+  }
+
+ private:
+  void push(ActorEvent e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(e));
+  }
+
+  std::mutex mu_;
+  std::vector<ActorEvent> events_;  // guarded by mu_
+  std::string job_id_;              // set before the thread starts
+  std::thread thread_;
+};
+
+}  // namespace
+
+ActorClass trainer_actor_class() { return ActorClassBuilder<Trainer>("trainer").method("start", &Trainer::start).build(); }
+
+}  // namespace mariana::workers
