@@ -247,29 +247,12 @@ nlohmann::ordered_json RewardObjective::step_stats() const {
 
 Result<std::unique_ptr<BatchSource>> rm_batch_source(const JobSpec& spec, const Tokenizer& tok, const std::string& run_dir,
                                                      RewardObjective* objective) {
-  std::string path = spec.data_preferences;
-  if (path.empty()) {
-    const fs::path dir = fs::path(run_dir) / "data";
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    path = (dir / "arithmetic-preference.jsonl").string();
-    if (!fs::exists(path)) {
-      ArithmeticOptions ao;
-      ao.min_digits = spec.arithmetic_min_digits;
-      ao.max_digits = spec.arithmetic_max_digits;
-      ao.ops = spec.arithmetic_ops;
-      MARIANA_RETURN_IF_ERROR(write_arithmetic_preference_jsonl(spec.data_documents, spec.data_seed, ao, path));
-    }
-  }
+  MARIANA_ASSIGN_OR_RETURN(const std::string path, sft_job_data_file(spec, spec.data_preferences, run_dir, "arithmetic-preference",
+                                                                     &write_arithmetic_preference_jsonl));
   MARIANA_ASSIGN_OR_RETURN(auto prefs, rm_read_preferences_jsonl(path));
   std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> pairs;
   for (const PreferencePair& p : prefs) pairs.emplace_back(rm_sequence(tok, p.prompt, p.chosen), rm_sequence(tok, p.prompt, p.rejected));
-  SftLoaderOptions lo;
-  lo.seq_len = spec.seq_len;
-  lo.seed = spec.seed;
-  lo.epochs = spec.epochs;
-  lo.pad = tok.pad_id();
-  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create_pairs(std::move(pairs), lo));
+  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create_pairs(std::move(pairs), sft_job_loader_options(spec, tok)));
   std::fprintf(stderr, "rm data %s: %lld pairs, %lld skipped (both sequences longer than seq_len %lld)\n", path.c_str(),
                (long long)loader.num_samples(), (long long)loader.skipped(), (long long)spec.seq_len);
   auto out = std::make_unique<SftLoader>(std::move(loader));

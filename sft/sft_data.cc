@@ -285,22 +285,36 @@ nlohmann::ordered_json SftLoader::step_stats() const {
 
 // ---- The trainer's data source ----
 
+Result<std::string> sft_job_data_file(const JobSpec& spec, const std::string& given, const std::string& run_dir,
+                                      const std::string& builtin, BuiltinWriter write) {
+  if (!given.empty()) return given;
+  const fs::path dir = fs::path(run_dir) / "data";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string path = (dir / (builtin + ".jsonl")).string();
+  if (!fs::exists(path)) {
+    ArithmeticOptions ao;
+    ao.min_digits = spec.arithmetic_min_digits;
+    ao.max_digits = spec.arithmetic_max_digits;
+    ao.ops = spec.arithmetic_ops;
+    MARIANA_RETURN_IF_ERROR(write(spec.data_documents, spec.data_seed, ao, path));
+  }
+  return path;
+}
+
+SftLoaderOptions sft_job_loader_options(const JobSpec& spec, const Tokenizer& tok) {
+  SftLoaderOptions lo;
+  lo.seq_len = spec.seq_len;
+  lo.seed = spec.seed;
+  lo.epochs = spec.epochs;
+  lo.pad = tok.pad_id();
+  return lo;
+}
+
 Result<std::unique_ptr<BatchSource>> sft_batch_source(const JobSpec& spec, const Tokenizer& tok,
                                                       const std::string& run_dir) {
-  std::string path = spec.data_chat;
-  if (path.empty()) {
-    const fs::path dir = fs::path(run_dir) / "data";
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    path = (dir / "arithmetic-chat.jsonl").string();
-    if (!fs::exists(path)) {
-      ArithmeticOptions ao;
-      ao.min_digits = spec.arithmetic_min_digits;
-      ao.max_digits = spec.arithmetic_max_digits;
-      ao.ops = spec.arithmetic_ops;
-      MARIANA_RETURN_IF_ERROR(write_arithmetic_chat_jsonl(spec.data_documents, spec.data_seed, ao, path));
-    }
-  }
+  MARIANA_ASSIGN_OR_RETURN(const std::string path,
+                           sft_job_data_file(spec, spec.data_chat, run_dir, "arithmetic-chat", &write_arithmetic_chat_jsonl));
   MARIANA_ASSIGN_OR_RETURN(auto convs, sft_read_chat_jsonl(path));
   std::vector<EncodedChat> samples;
   samples.reserve(convs.size());
@@ -311,12 +325,7 @@ Result<std::unique_ptr<BatchSource>> sft_batch_source(const JobSpec& spec, const
     for (uint8_t m : e.loss_mask) loss_tokens += m;
     samples.push_back(std::move(e));
   }
-  SftLoaderOptions lo;
-  lo.seq_len = spec.seq_len;
-  lo.seed = spec.seed;
-  lo.epochs = spec.epochs;
-  lo.pad = tok.pad_id();
-  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create(std::move(samples), lo));
+  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create(std::move(samples), sft_job_loader_options(spec, tok)));
   std::fprintf(stderr, "sft data %s: %lld conversations, %lld tokens (%lld with loss), %lld skipped (longer than seq_len %lld)\n",
                path.c_str(), (long long)loader.num_samples(), (long long)tokens, (long long)loss_tokens,
                (long long)loader.skipped(), (long long)spec.seq_len);

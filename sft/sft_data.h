@@ -109,6 +109,15 @@ class SftLoader : public BatchSource {
   mutable int64_t order_epoch_ = -1;
 };
 
+// ---- Job plumbing shared by the sft and rm phases ----
+// The data file of a job: `given` when set, else run_dir/data/<builtin>.jsonl, written by `write`
+// (data.documents samples from data.seed, the data.arithmetic_* options) when it does not exist.
+using BuiltinWriter = Status (*)(int64_t n, uint64_t seed, const ArithmeticOptions& opt, const std::string& path);
+Result<std::string> sft_job_data_file(const JobSpec& spec, const std::string& given, const std::string& run_dir,
+                                      const std::string& builtin, BuiltinWriter write);
+// seq_len, train.seed, train.epochs and the tokenizer's pad id.
+SftLoaderOptions sft_job_loader_options(const JobSpec& spec, const Tokenizer& tok);
+
 // The trainer's data source for phase sft: the chat file (data.chat) or the built-in arithmetic
 // chat set (data.builtin = "arithmetic-chat": data.documents conversations from data.seed, written
 // to run_dir/data/arithmetic-chat.jsonl first), encoded with the run's tokenizer and packed by an

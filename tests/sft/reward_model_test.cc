@@ -9,6 +9,7 @@
 
 #include "core/file_util.h"
 #include "model/checkpoint.h"
+#include "tests/sft/sft_test_util.h"
 
 namespace mariana {
 namespace {
@@ -133,39 +134,12 @@ TEST(RewardLoss, BradleyTerryGradientMatchesFiniteDifferencesInDouble) {
   EXPECT_GE(checked, 4) << "enough entries with a gradient to mean something";
 }
 
-class RewardTrainTest : public ::testing::Test {
+class RewardTrainTest : public testing::SftRunTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("mariana_rm_train_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::vector<std::string> texts;
-    for (int i = 0; i < 300; ++i)
-      for (const ChatMessage& m : arithmetic_chat_messages(arithmetic_chat_problem(99, i, {}))) texts.push_back(m.content);
-    TokenizerTrainOptions to;
-    to.vocab_size = 512;
-    auto tok = Tokenizer::train_from_texts(texts, to);
-    ASSERT_TRUE(tok.ok());
-    auto cfg = model_config_load(std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json");
-    ASSERT_TRUE(cfg.ok());
-    Model<float> model(cfg.value());
-    model.init_weights(0);
-    ASSERT_TRUE(checkpoint_save(p("base"), model, CheckpointOptions{}).ok());
-    ASSERT_TRUE(tok->save(p("base/tokenizer.json")).ok());
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
   JobSpec job(std::vector<std::string> sets) const {
-    const std::string text = "[job]\nname = \"rm\"\nphase = \"rm\"\n[model]\ninit_from = \"" + p("base") +
-                             "\"\n[data]\nbuiltin = \"arithmetic-preference\"\n";
-    sets.insert(sets.begin(), {"data.documents=16", "data.arithmetic_max_digits=2", "train.seq_len=128",
-                               "batch.rows=4", "train.threads=1", "optimizer.warmup_steps=2"});
-    auto s = job_spec_parse(text, "rm.toml", sets);
-    EXPECT_TRUE(s.ok()) << s.status().to_string();
-    return s.value();
+    sets.insert(sets.begin(), {"data.documents=16", "train.seq_len=128"});
+    return SftRunTest::job("rm", "arithmetic-preference", sets);
   }
-  fs::path dir_;
 };
 
 TEST_F(RewardTrainTest, ShortRunLowersTheBradleyTerryLoss) {
