@@ -230,6 +230,78 @@ Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::stri
   return rl_spec_parse(text, path, overrides);
 }
 
+Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& b,
+                                const LearnerParams& p, int64_t current_version) {
+  if (b.policy_version != current_version)
+    return FailedPrecondition("rollout batch from policy version " + std::to_string(b.policy_version) +
+                              " reached the learner at version " + std::to_string(current_version));
+  const int64_t N = static_cast<int64_t>(b.prompts.size());
+  if (N == 0 || b.responses.size() != b.prompts.size() || b.advantages.size() != b.prompts.size())
+    return InvalidArgument("learner: prompts, responses and advantages must have one entry per sample");
+  const int64_t V = policy.config().vocab_size;
+  LearnerStats out;
+  int64_t S = 0;
+  for (int64_t i = 0; i < N; ++i)
+    S = std::max<int64_t>(S, static_cast<int64_t>(b.prompts[i].size() + b.responses[i].size()));
+  Batch batch;
+  batch.B = N;
+  batch.S = S;
+  batch.tokens.assign(static_cast<size_t>(N * S), p.pad_id);
+  batch.targets.assign(static_cast<size_t>(N * S), -1);  // no cross-entropy: the surrogate alone
+  batch.doc_start.assign(static_cast<size_t>(N * S), 0);
+  std::vector<int32_t> target(static_cast<size_t>(N * S), -1);
+  std::vector<double> adv_pos(static_cast<size_t>(N * S), 0.0);
+  for (int64_t i = 0; i < N; ++i) {
+    const auto& pr = b.prompts[i];
+    const auto& rs = b.responses[i];
+    const int64_t P = static_cast<int64_t>(pr.size()), R = static_cast<int64_t>(rs.size());
+    if (P == 0) return InvalidArgument("learner: sample " + std::to_string(i) + " has an empty prompt");
+    std::copy(pr.begin(), pr.end(), batch.tokens.begin() + i * S);
+    std::copy(rs.begin(), rs.end(), batch.tokens.begin() + i * S + P);
+    for (int64_t k = 0; k < R; ++k) {  // position P−1+k predicts response token k
+      target[i * S + P - 1 + k] = rs[k];
+      adv_pos[i * S + P - 1 + k] = b.advantages[i];
+    }
+    out.tokens += R;
+  }
+  LossWeights lw;
+  lw.mtp_weight = 0;  // no MTP, no balance loss during RL
+  lw.balance_alpha = 0;
+  const int64_t T = N * S;
+  // Log-probs of the sampling distribution: logits / temperature, as the rollout drew them
+  // (the policy, the reference and the ratio all use the same temperature).
+  const float inv_temp = static_cast<float>(1.0 / p.temperature);
+  std::vector<float> scaled(static_cast<size_t>(T * V));
+  auto tempered = [&](const float* logits) {
+    for (int64_t i = 0; i < T * V; ++i) scaled[i] = logits[i] * inv_temp;
+    return scaled.data();
+  };
+  std::vector<double> old_lp(static_cast<size_t>(T)), ref_lp(static_cast<size_t>(T));
+  MARIANA_RETURN_IF_ERROR(reference.forward(batch, lw, nullptr));
+  token_logprobs(tempered(reference.logits()), T, V, target.data(), ref_lp.data());
+  MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
+  token_logprobs(tempered(policy.logits()), T, V, target.data(), old_lp.data());
+  std::vector<float> dlogits(static_cast<size_t>(T * V));
+  for (int64_t u = 0; u < p.inner_updates; ++u) {
+    if (u > 0) MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
+    const GrpoLossStats st = grpo_token_loss(tempered(policy.logits()), T, V, target.data(), old_lp.data(),
+                                             ref_lp.data(), adv_pos.data(), p.loss, dlogits.data());
+    for (float& d : dlogits) d *= inv_temp;  // d(logits / T)/d(logits)
+    policy.zero_grads();
+    policy.backward_custom(dlogits.data(), nullptr);
+    const double gn = clip_grad_norm(policy.grads(), policy.table(), p.grad_clip);
+    adam.step(policy.params(), policy.grads(), p.lr);
+    if (u == 0) {
+      out.kl = st.kl;
+      out.entropy = st.entropy;
+      out.loss = st.loss;
+      out.grad_norm = gn;
+    }
+    out.clip_frac += st.clip_frac / static_cast<double>(p.inner_updates);
+  }
+  return out;
+}
+
 Result<RlSummary> grpo_run(const RlOptions& o) {
   const RlSpec& s = o.spec;
   cpu::set_num_threads(s.threads);
@@ -255,17 +327,18 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   std::ofstream metrics(metrics_path, std::ios::trunc);
   if (!metrics) return Unavailable(metrics_path.string() + ": cannot open for writing");
 
-  const ModelConfig& c = policy.config();
-  const int64_t V = c.vocab_size;
+  LearnerParams learner;
+  learner.loss = s.loss;
+  learner.temperature = s.temperature;
+  learner.inner_updates = s.inner_updates;
+  learner.lr = s.lr;
+  learner.grad_clip = s.grad_clip;
+  learner.pad_id = tok.pad_id();
   AdamWConfig acfg;
   acfg.beta1 = s.beta1;
   acfg.beta2 = s.beta2;
   acfg.weight_decay = s.weight_decay;
   AdamW adam(policy.table(), acfg);
-  LossWeights lw;
-  lw.mtp_weight = 0;   // the surrogate alone: no MTP, no balance loss during RL
-  lw.balance_alpha = 0;
-
   ArithmeticEvalOptions eo;
   eo.problems = s.eval_problems;
   eo.arithmetic = s.arithmetic;
@@ -331,55 +404,18 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
 
     // ---- Learner ----
     const auto t_learn = Clock::now();
-    if (ro.policy_version != policy_version)
-      return Internal("rollout from policy version " + std::to_string(ro.policy_version) + " reached the learner at " +
-                      std::to_string(policy_version));
-    int64_t S = 0;
-    for (int64_t i = 0; i < N; ++i)
-      S = std::max<int64_t>(S, static_cast<int64_t>(ro.prompts[i].size() + ro.responses[i].size()));
-    Batch batch;
-    batch.B = N;
-    batch.S = S;
-    batch.tokens.assign(static_cast<size_t>(N * S), tok.pad_id());
-    batch.targets.assign(static_cast<size_t>(N * S), -1);
-    batch.doc_start.assign(static_cast<size_t>(N * S), 0);
-    std::vector<int32_t> target(static_cast<size_t>(N * S), -1);
-    std::vector<double> adv_pos(static_cast<size_t>(N * S), 0.0);
-    for (int64_t i = 0; i < N; ++i) {
-      const auto& pr = ro.prompts[i];
-      const auto& rs = ro.responses[i];
-      const int64_t P = static_cast<int64_t>(pr.size()), R = static_cast<int64_t>(rs.size());
-      std::copy(pr.begin(), pr.end(), batch.tokens.begin() + i * S);
-      std::copy(rs.begin(), rs.end(), batch.tokens.begin() + i * S + P);
-      for (int64_t k = 0; k < R; ++k) {  // position P−1+k predicts response token k
-        target[i * S + P - 1 + k] = rs[k];
-        adv_pos[i * S + P - 1 + k] = adv.values[i];
-      }
-      m.tokens += R;
-    }
-    const int64_t T = N * S;
-    std::vector<double> old_lp(static_cast<size_t>(T)), ref_lp(static_cast<size_t>(T));
-    MARIANA_RETURN_IF_ERROR(reference.forward(batch, lw, nullptr));
-    token_logprobs(reference.logits(), T, V, target.data(), ref_lp.data());
-    MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
-    token_logprobs(policy.logits(), T, V, target.data(), old_lp.data());
-    std::vector<float> dlogits(static_cast<size_t>(T * V));
-    for (int64_t u = 0; u < s.inner_updates; ++u) {
-      if (u > 0) MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
-      const GrpoLossStats st = grpo_token_loss(policy.logits(), T, V, target.data(), old_lp.data(), ref_lp.data(),
-                                               adv_pos.data(), s.loss, dlogits.data());
-      policy.zero_grads();
-      policy.backward_custom(dlogits.data(), nullptr);
-      const double gn = clip_grad_norm(policy.grads(), policy.table(), s.grad_clip);
-      adam.step(policy.params(), policy.grads(), s.lr);
-      if (u == 0) {
-        m.kl = st.kl;
-        m.entropy = st.entropy;
-        m.loss = st.loss;
-        m.grad_norm = gn;
-      }
-      m.clip_frac += st.clip_frac / static_cast<double>(s.inner_updates);
-    }
+    LearnerBatch lb;
+    lb.policy_version = ro.policy_version;
+    lb.prompts = std::move(ro.prompts);
+    lb.responses = std::move(ro.responses);
+    lb.advantages = adv.values;
+    MARIANA_ASSIGN_OR_RETURN(LearnerStats ls, grpo_learn(policy, reference, adam, lb, learner, policy_version));
+    m.kl = ls.kl;
+    m.entropy = ls.entropy;
+    m.loss = ls.loss;
+    m.grad_norm = ls.grad_norm;
+    m.clip_frac = ls.clip_frac;
+    m.tokens = ls.tokens;
     ++policy_version;
     m.policy_version = policy_version;
     m.learn_s = since(t_learn);

@@ -17,6 +17,7 @@
 #include "core/status.h"
 #include "rl/arithmetic_task.h"
 #include "rl/grpo_loss.h"
+#include "train/optimizer.h"
 
 namespace mariana::rl {
 
@@ -79,5 +80,27 @@ struct RlSummary {
 };
 
 Result<RlSummary> grpo_run(const RlOptions& opt);
+
+// The learner step on one rollout batch: P·G samples (prompt ids, response ids including a
+// closing EOS, the sample's advantage), packed one per row; log-probs at the sampling temperature
+// for the policy before the update (π_old), the frozen reference and the policy during the μ inner
+// updates. FailedPrecondition when the batch's policy version is not current_version.
+struct LearnerBatch {
+  int64_t policy_version = 0;
+  std::vector<std::vector<int32_t>> prompts, responses;
+  std::vector<double> advantages;
+};
+struct LearnerParams {
+  GrpoLossParams loss;
+  double temperature = 1.0, lr = 1e-4, grad_clip = 1.0;
+  int64_t inner_updates = 1;
+  int32_t pad_id = 0;
+};
+struct LearnerStats {
+  double kl = 0, entropy = 0, loss = 0, grad_norm = 0, clip_frac = 0;
+  int64_t tokens = 0;
+};
+Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& batch,
+                                const LearnerParams& p, int64_t current_version);
 
 }  // namespace mariana::rl
