@@ -146,6 +146,70 @@ TEST(TrainJob, Kill9OfTheTrainerResumesFromTheRegisteredCheckpointBitForBit) {
   EXPECT_NE(table.out.find("TOKENS/S"), std::string::npos) << table.out;
 }
 
+// A node failure and a controller failure in one run: kill -9 of the agent that hosts the trainer
+// (its worker dies with it) reschedules the trainer on the other node, which resumes from the
+// registered checkpoint; then kill -9 of the controller, restarted on the same state dir: the
+// trainer carries on (its worker re-registers and resends its unacknowledged report). The final
+// weights still equal the uninterrupted run's.
+TEST(TrainJob, Kill9OfTheTrainersAgentAndOfTheControllerStillEndBitForBit) {
+  Cluster c;
+  const std::string ref_dir = c.dir() + "/ref";
+  auto ref = std::async(std::launch::async, [&] {
+    return run_mariana("train " + job_file() + " " + short_sets() + " --run-dir " + ref_dir + " --quiet", 120);
+  });
+  c.start_controller();
+  c.start_agent("n1", 2);
+  c.start_agent("n2", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(2));
+  const std::string job = c.submit(job_file(), short_sets());
+  auto trainer_node = [&]() -> std::string {
+    for (auto& a : c.query("actors list"))
+      if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") return a.value("node_id", "");
+    return "";
+  };
+  std::string first;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("last_checkpoint_step", 0) < kCheckpointEvery) return false;
+        first = trainer_node();
+        return !first.empty();
+      },
+      90));
+  c.kill9_agent(first);
+  const std::string other = first == "n1" ? "n2" : "n1";
+  ASSERT_TRUE(Cluster::wait_for([&] { return trainer_node() == other; }, 30)) << "the trainer was not rescheduled";
+  const int resumed_at = c.job(job).value("step", 0);
+  EXPECT_GE(resumed_at, kCheckpointEvery) << "the rescheduled trainer did not resume from the registered checkpoint";
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        return j.is_object() && (j.value("step", 0) >= resumed_at + 2 || j.value("state", "") != "RUNNING");
+      },
+      60));
+  auto before = c.job(job);
+  EXPECT_EQ(before.value("state", ""), "RUNNING") << "the job ended before the controller was killed";
+  std::fprintf(stderr, "trainer moved %s -> %s at step %d; controller killed at step %d\n", first.c_str(),
+               other.c_str(), resumed_at, before.value("step", 0));
+  c.kill9_controller();
+  c.start_controller();
+  EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = c.job(job);
+  EXPECT_EQ(j.value("step", 0), kSteps);
+  EXPECT_EQ(j.value("metric_points", 0), kSteps);
+  EXPECT_EQ(j["checkpoint_paths"].size(), static_cast<size_t>(kSteps / kCheckpointEvery)) << j.dump();
+  auto mine = read_file(c.state_dir() + "/runs/" + job + "/checkpoints/" + step_dir(kSteps) + "/model.safetensors");
+  auto theirs = read_file(ref_dir + "/checkpoints/" + step_dir(kSteps) + "/model.safetensors");
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_TRUE(mine.value() == theirs.value()) << "final weights differ from the uninterrupted run";
+  auto m = c.query("jobs metrics " + job);
+  std::map<int, double> got;
+  for (auto& p : m["metrics"]) got[p.value("step", -1)] = p.value("loss", 0.0);
+  EXPECT_EQ(got, losses_of(ref_dir));
+}
+
 TEST(TrainJob, BadTrainingSpecsAreRefusedAtSubmitNamingTheField) {
   Cluster c;  // no controller needed: submit validates before it connects
   auto unknown = run_mariana("submit " + job_file() + " --set train.stepz=3 " + c.client());
