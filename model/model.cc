@@ -357,23 +357,6 @@ MlaDims mla_dims(const ModelConfig& c, int64_t B, int64_t S) {
   return d;
 }
 
-MoeDims moe_dims(const ModelConfig& c, int64_t B, int64_t S) {
-  MoeDims d;
-  d.B = B;
-  d.S = S;
-  d.T = B * S;
-  d.C = c.hidden_size;
-  d.E = c.n_routed_experts;
-  d.K = c.num_experts_per_tok;
-  d.Fm = c.moe_intermediate_size;
-  d.Fs = c.shared_intermediate();
-  d.n_group = c.n_group;
-  d.topk_group = c.topk_group;
-  d.route_scale = c.routed_scaling_factor;
-  d.norm_topk_prob = c.norm_topk_prob;
-  return d;
-}
-
 Status validate_batch(const Batch& b, const ModelConfig& c) {
   const int64_t n = b.B * b.S;
   if (b.B <= 0 || b.S <= 0) return InvalidArgument("batch: expected B > 0 and S > 0");
@@ -510,7 +493,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   for (int64_t t = 0; t < T; ++t) s.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
 
   const MlaDims md = mla_dims(c, B, S);
-  const MoeDims ed = moe_dims(c, B, S);
+  const MoeDims ed = moe_dims_for(c, B, S);
   const F eps = static_cast<F>(c.rms_norm_eps);
   ForwardResult res;
   double balance = 0;
@@ -610,7 +593,7 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
   const int64_t L = c.num_hidden_layers;
   const int64_t D = s.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
   const MlaDims md = mla_dims(c, s.B, s.S);
-  const MoeDims ed = moe_dims(c, s.B, s.S);
+  const MoeDims ed = moe_dims_for(c, s.B, s.S);
   const F* lm_head = param("lm_head.weight");
   F* g_lm_head = grad("lm_head.weight");
   F* g_embed = grad("model.embed_tokens.weight");

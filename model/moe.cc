@@ -9,6 +9,24 @@
 
 namespace mariana {
 
+MoeDims moe_dims_for(const ModelConfig& c, int64_t B, int64_t S) {
+  MoeDims d;
+  d.B = B;
+  d.S = S;
+  d.T = B * S;
+  d.C = c.hidden_size;
+  d.E = c.n_routed_experts;
+  d.K = c.num_experts_per_tok;
+  d.Fm = c.moe_intermediate_size;
+  d.Fs = c.shared_intermediate();
+  d.n_group = c.n_group;
+  d.topk_group = c.topk_group;
+  d.route_scale = c.routed_scaling_factor;
+  d.norm_topk_prob = c.norm_topk_prob;
+  return d;
+}
+
+
 template <typename F>
 void mlp_forward(F* out, const MlpSaved<F>& s, const F* x, const MlpParams<F>& p, const MlpDims& d) {
   cpu::linear_forward(s.g, x, p.gate_proj, d.T, d.C, d.I);

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "model/config.h"
+
 namespace mariana {
 
 // ---- Dense SwiGLU MLP: out = down(silu(gate(x)) · up(x)) ----
@@ -53,6 +55,9 @@ struct MoeDims {
   double route_scale = 1.0;
   bool norm_topk_prob = true;
 };
+// The MoeDims of a config for B sequences of S tokens.
+MoeDims moe_dims_for(const ModelConfig& c, int64_t B, int64_t S);
+
 template <typename F>
 struct MoeParams {
   const F* gate = nullptr;               // [E, C]

@@ -271,19 +271,7 @@ struct InferenceEngine<F>::Impl {
   }
 
   void moe(const BlockView<F>& b, int64_t T, const F* x, F* out) {
-    MoeDims d;
-    d.B = 1;
-    d.S = T;
-    d.T = T;
-    d.C = c.hidden_size;
-    d.E = c.n_routed_experts;
-    d.K = c.num_experts_per_tok;
-    d.Fm = c.moe_intermediate_size;
-    d.Fs = c.shared_intermediate();
-    d.n_group = c.n_group;
-    d.topk_group = c.topk_group;
-    d.route_scale = c.routed_scaling_factor;
-    d.norm_topk_prob = c.norm_topk_prob;
+    const MoeDims d = moe_dims_for(c, 1, T);
     const int64_t E = d.E, K = d.K, C = d.C, Fm = d.Fm, Fs = std::max<int64_t>(d.Fs, 1);
     std::vector<F> logits(T * E), scores(T * E), weights(T * K), x_perm(T * K * C), y_perm(T * K * C);
     std::vector<F> eg(T * K * Fm), eu(T * K * Fm), ea(T * K * Fm), sg(T * Fs), su(T * Fs), sa(T * Fs);
