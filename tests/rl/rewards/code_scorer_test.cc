@@ -8,7 +8,7 @@ namespace mariana::rl {
 namespace {
 
 std::unique_ptr<RewardScorer> scorer() {
-  auto s = CodeScorer::create({{"timeout_s", 1.5}, {"memory_mb", 256}, {"max_processes", 16}});
+  auto s = CodeScorer::create({{"timeout_s", 2}, {"memory_mb", 256}, {"max_processes", 16}});
   EXPECT_TRUE(s.ok()) << s.status().to_string();
   return std::move(s).value();
 }

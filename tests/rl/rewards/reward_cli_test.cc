@@ -82,7 +82,7 @@ TEST_F(RewardCli, CodeAndFormatFromStdin) {
       "{\"prompt\": \"sum\", \"response\": \"```python\\na, b = map(int, input().split())\\nprint(a + b)\\n```\", "
       "\"tests\": [{\"stdin\": \"1 2\\n\", \"stdout\": \"3\\n\"}, {\"stdin\": \"5 5\", \"stdout\": \"10\"}]}\n"
       "{\"prompt\": \"loop\", \"response\": \"while True: pass\", \"tests\": [{\"stdin\": \"\", \"stdout\": \"1\"}]}\n");
-  Cmd r = run("reward score --scorer code --timeout-s 1 --memory-mb 256 < " + code, dir_);
+  Cmd r = run("reward score --scorer code --timeout-s 2 --memory-mb 256 < " + code, dir_);
   ASSERT_EQ(r.code, 0) << r.err;
   auto res = lines(r.out);
   ASSERT_EQ(res.size(), 2u) << r.out;

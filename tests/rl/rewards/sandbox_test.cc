@@ -17,9 +17,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Programs that end by themselves never wait for the timeout, so it is generous (a loaded 2-core
+// machine can take a second to start Python); the tests of the timeout itself use short_timeout().
 SandboxOptions quick() {
   SandboxOptions o;
-  o.timeout_s = 1.5;  // long enough for Python to start on a loaded 2-core machine
+  o.timeout_s = 5;
   o.memory_mb = 256;
   o.max_processes = 16;
   return o;
@@ -29,6 +31,12 @@ Sandbox make(const SandboxOptions& o) {
   auto s = Sandbox::create(o);
   EXPECT_TRUE(s.ok()) << s.status().to_string();
   return std::move(s).value();
+}
+
+SandboxOptions short_timeout() {
+  SandboxOptions o = quick();
+  o.timeout_s = 1;
+  return o;
 }
 
 SandboxRun run(const Sandbox& s, const std::string& program, const std::string& stdin_text = "") {
@@ -99,17 +107,17 @@ TEST(Sandbox, WorksInAFreshTempDirThatIsRemovedAfterwards) {
 }
 
 TEST(Sandbox, KillsAnInfiniteLoop) {
-  Sandbox s = make(quick());
+  Sandbox s = make(short_timeout());
   SandboxRun r = run(s, "while True:\n    pass\n");
   EXPECT_TRUE(r.timed_out);
   EXPECT_EQ(r.signal, SIGKILL);
-  EXPECT_LT(r.wall_s, 3.0);
+  EXPECT_LT(r.wall_s, 2.5);
   EXPECT_EQ(classify(r), "timeout");
   expect_no_survivors(r);
 }
 
 TEST(Sandbox, StopsAForkBomb) {
-  Sandbox s = make(quick());
+  Sandbox s = make(short_timeout());
   SandboxRun r = run(s, "import os\nwhile True:\n    os.fork()\n");
   EXPECT_NE(r.exit_code, 0);
   const std::string reason = classify(r);
@@ -119,7 +127,7 @@ TEST(Sandbox, StopsAForkBomb) {
 }
 
 TEST(Sandbox, KillsAForkBombThatIgnoresErrorsWithItsWholeGroup) {
-  Sandbox s = make(quick());
+  Sandbox s = make(short_timeout());
   SandboxRun r = run(s,
                      "import os, time\n"
                      "while True:\n"
@@ -135,8 +143,7 @@ TEST(Sandbox, KillsChildrenLeftBehindByTheMainProcess) {
   Sandbox s = make(quick());
   SandboxRun r = run(s, "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nprint('bye')\n");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_FALSE(r.timed_out);
-  EXPECT_LT(r.wall_s, 1.5);
+  EXPECT_FALSE(r.timed_out);  // the sleeping child did not hold the run open
   expect_no_survivors(r);
 }
 
