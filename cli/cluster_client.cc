@@ -126,22 +126,20 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
   out.training = !tbl.contains("kind") && tbl.contains("job");
   MARIANA_ASSIGN_OR_RETURN(tbl, apply_sets(std::move(tbl), sets));
   if (out.training) {
+    if (auto* phase = tbl["job"]["phase"].as_string(); phase && phase->get() == "rl")
+      return Unimplemented(path + ": field 'job.phase': rl (GRPO) jobs do not run on the cluster yet; use `mariana train`");
     MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
-    auto set = [&](const char* table, const char* key, const std::string& v) {
+    const std::pair<std::string, std::string> paths[] = {{"model.config", spec.model_config},
+                                                         {"model.init_from", spec.init_from},
+                                                         {"tokenizer.path", spec.tokenizer},
+                                                         {"data.chat", spec.data_chat},
+                                                         {"data.preferences", spec.data_preferences}};
+    for (const auto& [field, value] : paths) {
+      if (value.empty()) continue;
+      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, field, value));
+      const std::string table = field.substr(0, field.find('.')), key = field.substr(field.find('.') + 1);
       if (!tbl.contains(table)) tbl.insert_or_assign(table, toml::table{});
-      tbl[table].as_table()->insert_or_assign(key, v);
-    };
-    if (!spec.model_config.empty()) {
-      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "model.config", spec.model_config));
-      set("model", "config", p);
-    }
-    if (!spec.init_from.empty()) {
-      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "model.init_from", spec.init_from));
-      set("model", "init_from", p);
-    }
-    if (!spec.tokenizer.empty()) {
-      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "tokenizer.path", spec.tokenizer));
-      set("tokenizer", "path", p);
+      tbl[table].as_table()->insert_or_assign(key, p);
     }
     if (!spec.data_inputs.empty()) {
       toml::array inputs;

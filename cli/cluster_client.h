@@ -46,7 +46,7 @@ class ClusterClient {
 // parsed as TOML or else taken as a string). A training job file ([job] phase, the file
 // `mariana train` takes) is first validated with the training engine's own parser (errors name
 // the file, line and field), its input files must exist, and its relative paths (model.config,
-// model.init_from, tokenizer.path, data.inputs) are made absolute against the current directory,
+// model.init_from, tokenizer.path, data.inputs, data.chat, data.preferences) are made absolute,
 // which is how `mariana train` reads them, so a worker finds them whatever its own directory.
 struct JobSubmission {
   std::string toml;

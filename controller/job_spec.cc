@@ -11,10 +11,11 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   ActorJobSpec s;
   MARIANA_ASSIGN_OR_RETURN(auto job, f.get_object("job"));
   MARIANA_ASSIGN_OR_RETURN(s.kind, job.get_string_or("phase", "pretrain"));
-  if (s.kind == "sft" || s.kind == "rl")
-    return Unimplemented(path + ": field 'job.phase': phase \"" + s.kind + "\" is not implemented yet");
-  if (s.kind != "pretrain" && s.kind != "extend")
-    return InvalidArgument(path + ": field 'job.phase': unknown phase \"" + s.kind + "\" (known: pretrain, extend)");
+  if (s.kind == "rl")
+    return Unimplemented(path + ": field 'job.phase': phase \"rl\" does not run on the cluster yet (use mariana train)");
+  if (!job_kind_training(s.kind))
+    return InvalidArgument(path + ": field 'job.phase': unknown phase \"" + s.kind +
+                           "\" (known: pretrain, extend, sft, rm)");
   MARIANA_ASSIGN_OR_RETURN(s.name, job.get_string_or("name", ""));
   s.steps = kTrainDefaultSteps;
   if (f.has("train")) {

@@ -1,15 +1,15 @@
 // Job specs (TOML) as the controller validates them at submit. Two families:
 //
-// * Training jobs, kinds "pretrain" and "extend": the job files `mariana train` takes
+// * Training jobs, kinds "pretrain", "extend", "sft" and "rm": the job files `mariana train` takes
 //   (configs/jobs/*.toml, schema in train/job_spec.cc), recognised by `[job] phase`. The
 //   controller never parses training fields beyond the name and the step count (it includes no
 //   train/ code): `mariana submit` validates the whole spec with the training engine's parser
 //   first, and the trainer actor parses it again when it starts. One "trainer" actor with
-//   { CPU = 1 } runs the job (controller/train_driver.cc). "sft" and "rl" are refused for now.
+//   { CPU = 1 } runs the job (controller/train_driver.cc). "rl" (GRPO) is refused for now.
 //
 //     [job]
 //     name = "pretrain-tiny"
-//     phase = "pretrain"           # | "extend"
+//     phase = "pretrain"           # | "extend" | "sft" | "rm"
 //     [train]
 //     steps = 300                  # the engine's default (100) when absent
 //
@@ -41,10 +41,15 @@
 
 namespace mariana::controller {
 
+// The kinds one trainer actor runs (train_run, sft_train_run, rm_train_run).
+inline bool job_kind_training(const std::string& kind) {
+  return kind == "pretrain" || kind == "extend" || kind == "sft" || kind == "rm";
+}
+
 struct ActorJobSpec {
   std::string name;
-  std::string kind;  // "actors", "pretrain", "extend"
-  bool training() const { return kind == "pretrain" || kind == "extend"; }
+  std::string kind;  // "actors", "pretrain", "extend", "sft", "rm"
+  bool training() const { return job_kind_training(kind); }
   std::string actor_class;
   int64_t count = 1;
   int32_t max_restarts = 3;

@@ -407,7 +407,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
   if (metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
 
-  if (o.on_start) o.on_start(step, resume_dir);
+  if (o.on_start) o.on_start(step, resume_dir, spec.steps);
   Batch batch;
   ForwardResult res;
   int64_t run_steps = 0;

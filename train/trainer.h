@@ -92,8 +92,9 @@ struct TrainOptions {
   BatchSourceFactory data_source;
   // The loss: null = the model's own. Shared so that the data source's factory can reach it.
   std::shared_ptr<TrainObjective> objective;
-  // Before the first step: the step the run starts from and the checkpoint it resumed ("" fresh).
-  std::function<void(int64_t step, const std::string& checkpoint)> on_start;
+  // Before the first step: the step the run starts from, the checkpoint it resumed ("" fresh) and
+  // the run's total steps (derived from the data when train.epochs > 0).
+  std::function<void(int64_t step, const std::string& checkpoint, int64_t total_steps)> on_start;
   // After each checkpoint is written (atomically, manifest included).
   std::function<void(int64_t step, const std::string& checkpoint)> on_checkpoint;
 };

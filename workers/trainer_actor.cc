@@ -1,4 +1,5 @@
-// The "trainer" actor class: runs a `pretrain` or `extend` job (train/trainer.h) inside a worker.
+// The "trainer" actor class: runs a `pretrain`, `extend`, `sft` or `rm` job (train/trainer.h,
+// sft/) inside a worker.
 // start(TrainerStart) parses the spec and runs train_run on a thread of its own, so the worker's
 // thread keeps heartbeating and serving calls; every step's metrics, every checkpoint written, and
 // the end (done or failed) become ActorEvents the worker reports to the controller. A restarted
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "proto/wire.h"
+#include "sft/reward_model.h"
+#include "sft/sft_data.h"
 #include "train/job_spec.h"
 #include "train/trainer.h"
 #include "workers/actor.h"
@@ -46,8 +49,8 @@ class Trainer final : public Actor {
     opt.resume = !opt.resume_from.empty();
     opt.quiet = false;  // a line per step on stdout: the worker's log (`mariana jobs logs`)
     opt.progress = false;
-    const int64_t total = opt.spec.steps;
-    opt.on_start = [this, total](int64_t step, const std::string& ckpt) {
+    const int64_t total = opt.spec.steps;  // train.epochs > 0: derived from the data (the started event)
+    opt.on_start = [this](int64_t step, const std::string& ckpt, int64_t total) {
       push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
     };
     // The step's metrics: its metrics.jsonl line (written on the training thread, just before on_step).
@@ -61,7 +64,9 @@ class Trainer final : public Actor {
                 opt.resume_from.c_str());
     std::fflush(stdout);
     thread_ = std::thread([this, opt = std::move(opt)] {
-      auto res = train_run(opt);
+      auto res = opt.spec.phase == "sft"  ? sft_train_run(opt)
+                 : opt.spec.phase == "rm" ? rm_train_run(opt)
+                                          : train_run(opt);
       if (!res.ok()) {
         std::fprintf(stderr, "trainer: job %s failed: %s\n", job_id_.c_str(), res.status().to_string().c_str());
         push({"failed", 0, "", "", res.status().to_string()});

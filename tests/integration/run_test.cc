@@ -55,6 +55,33 @@ TEST(Run, EmbeddedRunTrainsShowsProgressAndExitsWithTheJobStatus) {
   EXPECT_FALSE(std::filesystem::exists(c.dir() + "/state3"));
 }
 
+// An sft job (steps derived from its data) on the embedded cluster, from a short pretraining run:
+// the same final weights as `mariana train` of the same spec; relative paths resolved by submit.
+TEST(Run, SftJobEndsWhereMarianaTrainEnds) {
+  Cluster c;
+  const std::string cwd = c.dir();
+  auto pre = run_mariana("train " + job_file() + " " + short_sets(4) + " --run-dir pre --quiet", 120, cwd);
+  ASSERT_EQ(pre.exit_code, 0) << pre.out;
+  const std::string sft = std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/sft-tiny.toml";
+  const std::string sets = " --set model.init_from=pre --set data.documents=40 --set train.epochs=1"
+                           " --set train.seq_len=64 --set train.threads=1 --set train.checkpoint_every=2";
+  auto ref = run_mariana("train " + sft + sets + " --run-dir sft-ref --quiet", 120, cwd);
+  ASSERT_EQ(ref.exit_code, 0) << ref.out;
+  auto run = run_mariana("run " + sft + sets, 120, cwd);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  // The final step: the newest checkpoint of the reference run.
+  std::string last;
+  for (auto& e : std::filesystem::directory_iterator(cwd + "/sft-ref/checkpoints"))
+    if (e.path().filename().string() > last) last = e.path().filename().string();
+  ASSERT_FALSE(last.empty());
+  EXPECT_NE(run.out.find("SUCCEEDED"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find(last), std::string::npos) << run.out;
+  auto mine = read_file(cwd + "/.mariana/runs/job-1/checkpoints/" + last + "/model.safetensors");
+  auto theirs = read_file(cwd + "/sft-ref/checkpoints/" + last + "/model.safetensors");
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_TRUE(mine.value() == theirs.value()) << "sft weights differ from mariana train's";
+}
+
 // Running and not a zombie (a detached process is reparented; its new parent may reap it late).
 bool process_alive(int pid) {
   if (::kill(pid, 0) != 0) return false;

@@ -222,6 +222,9 @@ TEST(TrainJob, BadTrainingSpecsAreRefusedAtSubmitNamingTheField) {
   auto phase = run_mariana("submit " + c.write_job("p", "[job]\nphase = \"pretrian\"\n") + " " + c.client());
   EXPECT_EQ(phase.exit_code, 2) << phase.out;
   EXPECT_NE(phase.out.find("job.phase"), std::string::npos) << phase.out;
+  auto rl = run_mariana("submit " + std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml " + c.client());
+  EXPECT_NE(rl.exit_code, 0) << rl.out;
+  EXPECT_NE(rl.out.find("do not run on the cluster yet"), std::string::npos) << rl.out;
 }
 
 }  // namespace
