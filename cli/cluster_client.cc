@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 
 #include "core/file_util.h"
+#include "controller/job_spec.h"
 #include "core/toml_util.h"
 #include "train/job_spec.h"
 
@@ -154,6 +155,9 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
   std::ostringstream text;
   text << tbl;
   out.toml = text.str();
+  // The controller checks it again at submit (against the nodes it has); this catches a bad file
+  // before anything connects or starts.
+  MARIANA_RETURN_IF_ERROR(controller::job_spec_parse(out.toml, path).status());
   return out;
 }
 

@@ -48,6 +48,7 @@ class ClusterClient {
 // the file, line and field), its input files must exist, and its relative paths (model.config,
 // model.init_from, tokenizer.path, data.inputs, data.chat, data.preferences) are made absolute,
 // which is how `mariana train` reads them, so a worker finds them whatever its own directory.
+// Any job file also passes the controller's own spec check (controller/job_spec.h) here.
 struct JobSubmission {
   std::string toml;
   std::string path;
