@@ -43,6 +43,7 @@ arithmetic_min_digits = 1
 arithmetic_max_digits = 2
 arithmetic_ops = "+-"
 prompt_format = "chat"
+prompt_pool = 0
 [rollout]
 prompts = 8
 group_size = 8
@@ -65,6 +66,7 @@ grad_clip = 1.0
 weight_decay = 0.0
 beta1 = 0.9
 beta2 = 0.95
+adam_eps = 1e-8
 seed = 0
 [train]
 threads = 0
@@ -171,6 +173,8 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   auto fmt = prompt_format_parse(task.get_string("prompt_format").value());
   if (!fmt.ok()) return bad("task.prompt_format", "expected \"chat\" or \"raw\"");
   s.format = fmt.value();
+  s.prompt_pool = task.get_int("prompt_pool").value();
+  if (s.prompt_pool < 0) return bad("task.prompt_pool", "expected >= 0");
   s.prompts = ro.get_int("prompts").value();
   s.group_size = ro.get_int("group_size").value();
   s.max_new_tokens = ro.get_int("max_new_tokens").value();
@@ -190,6 +194,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.weight_decay = g.get_double("weight_decay").value();
   s.beta1 = g.get_double("beta1").value();
   s.beta2 = g.get_double("beta2").value();
+  s.adam_eps = g.get_double("adam_eps").value();
   s.seed = static_cast<uint64_t>(g.get_int("seed").value());
   s.threads = static_cast<int>(tr.get_int("threads").value());
   s.checkpoint_every = tr.get_int("checkpoint_every").value();
@@ -337,6 +342,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   AdamWConfig acfg;
   acfg.beta1 = s.beta1;
   acfg.beta2 = s.beta2;
+  acfg.eps = s.adam_eps;
   acfg.weight_decay = s.weight_decay;
   AdamW adam(policy.table(), acfg);
   ArithmeticEvalOptions eo;
@@ -362,7 +368,9 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     ro.policy_version = policy_version;
     std::vector<GenerateRequest> reqs;
     for (int64_t j = 0; j < s.prompts; ++j) {
-      ro.problems.push_back(arithmetic_chat_problem(s.task_seed, it * s.prompts + j, s.arithmetic));
+      int64_t index = it * s.prompts + j;
+      if (s.prompt_pool > 0) index %= s.prompt_pool;
+      ro.problems.push_back(arithmetic_chat_problem(s.task_seed, index, s.arithmetic));
       const std::vector<int32_t> prompt = arithmetic_prompt(tok, ro.problems.back(), s.format);
       for (int64_t k = 0; k < s.group_size; ++k) {
         GenerateRequest r;

@@ -30,6 +30,7 @@ struct RlSpec {
   uint64_t task_seed = 7;
   ArithmeticOptions arithmetic;
   PromptFormat format = PromptFormat::kChat;
+  int64_t prompt_pool = 0;  // > 0: cycle over the first prompt_pool problems; 0: a fresh stream
   // [rollout]
   int64_t prompts = 8, group_size = 8, max_new_tokens = 128;
   double temperature = 1.0, top_p = 1.0;
@@ -40,7 +41,7 @@ struct RlSpec {
   // [grpo]
   int64_t iterations = 40, inner_updates = 1;
   GrpoLossParams loss;
-  double adv_eps = 1e-6, lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95;
+  double adv_eps = 1e-6, lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
   uint64_t seed = 0;
   // [train]
   int threads = 0;
