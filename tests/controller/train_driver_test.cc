@@ -104,7 +104,7 @@ TEST(TrainJobs, RestartResumesFromTheRegisteredCheckpointAndSupersedesLaterMetri
   EXPECT_EQ(j->total_steps, 10);
   EXPECT_EQ(j->run_dir, "/state/runs/job-1");
 
-  Trainer t{h};
+  Trainer t{h, "", 0};
   auto args = t.start();
   EXPECT_EQ(std::string(args.get().getRunDir().cStr()), "/state/runs/job-1");
   EXPECT_EQ(std::string(args.get().getResumeFrom().cStr()), "");
@@ -163,7 +163,7 @@ TEST(TrainJobs, AStartErrorOrAFailedReportFailsTheJob) {
   Harness h;
   h.register_node("n1", 2);
   h.send("cli/t", [&](W::Builder p) { p.initSubmitJob().setSpecToml(kTrainJob); });
-  Trainer t{h};
+  Trainer t{h, "", 0};
   auto starts = h.take(proto::agent_peer("n1"), W::START_WORKER);
   ASSERT_EQ(starts.size(), 1u);
   t.actor = starts[0].payload().getStartWorker().getActorId().cStr();
@@ -181,7 +181,7 @@ TEST(TrainJobs, ATrainerFailureFailsTheJob) {
   Harness h;
   h.register_node("n1", 2);
   h.send("cli/t", [&](W::Builder p) { p.initSubmitJob().setSpecToml(kTrainJob); });
-  Trainer t{h};
+  Trainer t{h, "", 0};
   t.start();
   EXPECT_EQ(t.report("started", 0, "{}"), W::OK);
   h.send(t.peer(), [&](W::Builder p) {
