@@ -81,11 +81,6 @@ max_new_tokens = 160
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-Result<std::string> resolve_checkpoint(const std::string& path) {
-  if (fs::exists(fs::path(path) / "config.json")) return path;
-  return latest_valid_checkpoint(path);
-}
-
 std::string iter_dir_name(int64_t it) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "iter-%06lld", static_cast<long long>(it));

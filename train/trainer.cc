@@ -92,12 +92,6 @@ Tensor f32_view(const float* p, const std::vector<int64_t>& shape) {
   return Tensor::view(const_cast<float*>(p), DType::kF32, shape);
 }
 
-// A run directory's newest valid checkpoint, or the directory itself when it is a checkpoint.
-Result<std::string> resolve_checkpoint(const std::string& path) {
-  if (fs::exists(fs::path(path) / "config.json")) return path;
-  return latest_valid_checkpoint(path);
-}
-
 // The model config of an extension: YaRN by `factor` over the source (composing with an earlier
 // extension: the original length stays, the factors multiply).
 Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec) {
@@ -275,6 +269,11 @@ void print_progress(const StepMetrics& m, int64_t total) {
 }
 
 }  // namespace
+
+Result<std::string> resolve_checkpoint(const std::string& path) {
+  if (fs::exists(fs::path(path) / "config.json")) return path;
+  return latest_valid_checkpoint(path);
+}
 
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {
   auto dirs = checkpoint_dirs(run_dir);

@@ -111,5 +111,8 @@ Result<TrainSummary> train_run(const TrainOptions& opt);
 // Newest checkpoint under run_dir/checkpoints whose manifest verifies; NotFound if none.
 // Corrupt or partial ones are skipped with a warning on stderr.
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir);
+// The directory itself when it holds a checkpoint (config.json), else latest_valid_checkpoint of
+// it as a run directory.
+Result<std::string> resolve_checkpoint(const std::string& path);
 
 }  // namespace mariana

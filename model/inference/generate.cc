@@ -93,14 +93,6 @@ int32_t sample_index(const std::vector<double>& probs, double u) {
 }
 
 template <typename F>
-double token_logprob(const F* logits, int64_t V, int32_t id) {
-  const double mx = static_cast<double>(*std::max_element(logits, logits + V));
-  double s = 0;
-  for (int64_t i = 0; i < V; ++i) s += std::exp(static_cast<double>(logits[i]) - mx);
-  return static_cast<double>(logits[id]) - mx - std::log(s);
-}
-
-template <typename F>
 Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const std::vector<GenerateRequest>& requests,
                                              const GenerateOptions& opt) {
   const ModelConfig& c = engine.config();
@@ -128,7 +120,7 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
     engine.release(a.seq);
   };
   // Emits a token; returns false when the request has finished.
-  auto emit = [&](Active& a, int32_t tok, const F* logits) {
+  auto emit = [&](Active& a, int32_t tok) {
     const GenerateRequest& rq = requests[a.idx];
     GenerateResult& r = results[a.idx];
     if (std::find(rq.stop_tokens.begin(), rq.stop_tokens.end(), tok) != rq.stop_tokens.end()) {
@@ -136,7 +128,6 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
       return false;
     }
     r.tokens.push_back(tok);
-    r.logprobs.push_back(token_logprob(logits, V, tok));
     if (static_cast<int64_t>(r.tokens.size()) >= rq.max_new_tokens) {
       finish(a, "length");
       return false;
@@ -176,7 +167,7 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
       } else {
         sampling_distribution(lg, V, rq.sampling, &probs);
         a.next = sample_index(probs, uniform_at(rq.sampling, a.idx, P, 0));
-        if (emit(a, a.next, lg) && opt.speculative) {
+        if (emit(a, a.next) && opt.speculative) {
           a.mtp_tok.assign(rq.prompt.begin() + 1, rq.prompt.end());
           a.mtp_tok.push_back(a.next);
           a.mtp_hid.assign(out.hidden.begin() + row * C, out.hidden.begin() + (row + P) * C);
@@ -242,7 +233,7 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
       if (!opt.speculative) {
         sampling_distribution(l1, V, sp, &probs);
         a.next = sample_index(probs, uniform_at(sp, a.idx, n + 1, 0));
-        emit(a, a.next, l1);
+        emit(a, a.next);
         row += 1;
         continue;
       }
@@ -259,10 +250,10 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
       }
       if (accept) {
         ++st.accepted;
-        if (emit(a, d, l1)) {
+        if (emit(a, d)) {
           sampling_distribution(l2, V, sp, &probs);
           a.next = sample_index(probs, uniform_at(sp, a.idx, n + 2, 0));
-          if (emit(a, a.next, l2)) {
+          if (emit(a, a.next)) {
             a.mtp_tok = {d, a.next};
             a.mtp_hid.assign(h1, h1 + 2 * C);
           }
@@ -274,7 +265,7 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
           if (std::accumulate(probs.begin(), probs.end(), 0.0) <= 0) sampling_distribution(l1, V, sp, &probs);
         }
         a.next = sample_index(probs, uniform_at(sp, a.idx, n + 1, 0));
-        if (emit(a, a.next, l1)) {
+        if (emit(a, a.next)) {
           a.mtp_tok = {a.next};
           a.mtp_hid.assign(h1, h1 + C);
         }
@@ -293,8 +284,6 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
 
 template void sampling_distribution<float>(const float*, int64_t, const SamplingParams&, std::vector<double>*);
 template void sampling_distribution<double>(const double*, int64_t, const SamplingParams&, std::vector<double>*);
-template double token_logprob<float>(const float*, int64_t, int32_t);
-template double token_logprob<double>(const double*, int64_t, int32_t);
 template Result<std::vector<GenerateResult>> generate<float>(InferenceEngine<float>&, const std::vector<GenerateRequest>&,
                                                              const GenerateOptions&);
 template Result<std::vector<GenerateResult>> generate<double>(InferenceEngine<double>&,

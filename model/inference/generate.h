@@ -33,9 +33,6 @@ template <typename F>
 void sampling_distribution(const F* logits, int64_t V, const SamplingParams& p, std::vector<double>* probs);
 // Inverse CDF at u in [0, 1): the first id whose cumulative mass exceeds u·total.
 int32_t sample_index(const std::vector<double>& probs, double u);
-// log softmax(logits)[id] at temperature 1.
-template <typename F>
-double token_logprob(const F* logits, int64_t V, int32_t id);
 
 struct GenerateRequest {
   std::vector<int32_t> prompt;   // at least one token
@@ -53,7 +50,6 @@ struct GenerateStats {
 
 struct GenerateResult {
   std::vector<int32_t> tokens;    // generated ids (without the stop token)
-  std::vector<double> logprobs;   // log p(token) under the main model at temperature 1
   std::string finish;             // "stop" | "length"
   GenerateStats stats;
 };

@@ -3,9 +3,15 @@
 
 #include <sys/wait.h>
 
+#include <unistd.h>
+
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace mariana::testing {
 
@@ -28,5 +34,22 @@ inline CmdResult run_mariana(const std::string& args, bool stderr_too = true) {
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+// A fresh directory per test (named after the test and the process), removed afterwards.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("mariana_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
+  std::string src(const std::string& rel) const { return std::string(MARIANA_SOURCE_DIR) + "/" + rel; }
+  void write(const std::string& rel, const std::string& text) const { std::ofstream(p(rel)) << text; }
+  std::filesystem::path dir_;
+};
 
 }  // namespace mariana::testing

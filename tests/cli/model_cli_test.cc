@@ -22,20 +22,7 @@ namespace fs = std::filesystem;
 using testing::CmdResult;
 CmdResult run(const std::string& args) { return testing::run_mariana(args); }
 
-class ModelCli : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("mariana_cli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
-  std::string src(const std::string& rel) const { return std::string(MARIANA_SOURCE_DIR) + "/" + rel; }
-  void write(const std::string& rel, const std::string& text) const { std::ofstream(p(rel)) << text; }
-  fs::path dir_;
-};
+using ModelCli = testing::CliTest;
 
 TEST_F(ModelCli, InfoOnTheRealConfigPrints671BAnd37B) {
   const CmdResult r = run("model info " + src("configs/models/deepseek-v3-671b.json"));

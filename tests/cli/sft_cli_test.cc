@@ -19,18 +19,8 @@ namespace fs = std::filesystem;
 using testing::CmdResult;
 CmdResult run(const std::string& args) { return testing::run_mariana(args); }
 
-class SftCli : public ::testing::Test {
+class SftCli : public testing::CliTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("mariana_sft_cli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
-  std::string src(const std::string& rel) const { return std::string(MARIANA_SOURCE_DIR) + "/" + rel; }
-  void write(const std::string& rel, const std::string& text) const { std::ofstream(p(rel)) << text; }
   std::vector<nlohmann::json> lines(const std::string& rel) const {
     std::vector<nlohmann::json> out;
     std::istringstream in(read_file(p(rel)).value());
@@ -45,7 +35,6 @@ class SftCli : public ::testing::Test {
     const CmdResult t = run("tokenizer train --vocab-size 400 --input " + p("text.jsonl") + " --out " + p("base/tokenizer.json"));
     ASSERT_EQ(t.code, 0) << t.out;
   }
-  fs::path dir_;
 };
 
 TEST_F(SftCli, DataGenWritesChatAndPreferenceSets) {
