@@ -60,6 +60,13 @@ int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& mode
   if (!fmt.ok()) return report(InvalidArgument("--format: " + fmt.status().message()));
   opt.format = fmt.value();
   if (opt.problems <= 0) return report(InvalidArgument("--problems: expected > 0"));
+  opt.samples = r["responses"].as<int64_t>();
+  opt.temperature = r["temperature"].as<double>();
+  opt.sample_seed = r["sample-seed"].as<uint64_t>();
+  if (opt.samples <= 0) return report(InvalidArgument("--responses: expected > 0"));
+  if (opt.temperature < 0) return report(InvalidArgument("--temperature: expected >= 0"));
+  if (opt.samples > 1 && opt.temperature == 0)
+    return report(InvalidArgument("--responses " + std::to_string(opt.samples) + " needs --temperature > 0"));
   cpu::set_num_threads(r["threads"].as<int>());
   auto res = rl::eval_arithmetic(model, tok, opt);
   if (!res.ok()) return report(res.status());
@@ -71,11 +78,21 @@ int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& mode
                    {"accuracy", static_cast<double>(cell.first) / static_cast<double>(cell.second)}};
     nlohmann::json j = {{"task", "arithmetic"}, {"checkpoint", ck_dir}, {"split", "held-out"},
                         {"problems", e.problems}, {"correct", e.correct}, {"accuracy", e.accuracy},
-                        {"by_op", by_op}, {"seconds", e.seconds}, {"format", r["format"].as<std::string>()}};
+                        {"by_op", by_op}, {"seconds", e.seconds}, {"format", r["format"].as<std::string>()},
+                        {"responses_per_problem", e.samples}, {"temperature", opt.temperature},
+                        {"pass_at_k", e.pass_at_k}, {"solved", e.solved}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("arithmetic, held-out split, %s: %lld / %lld correct = %.1f%%\n", ck_dir.c_str(),
-                (long long)e.correct, (long long)e.problems, 100.0 * e.accuracy);
+    if (e.samples == 1 && opt.temperature == 0) {
+      std::printf("arithmetic, held-out split, %s: %lld / %lld correct = %.1f%%\n", ck_dir.c_str(),
+                  (long long)e.correct, (long long)e.problems, 100.0 * e.accuracy);
+    } else {
+      std::printf("arithmetic, held-out split, %s, %lld responses per problem at T = %g: %lld / %lld correct = "
+                  "%.1f%% (pass@1), pass@%lld %.1f%% (%lld / %lld problems)\n",
+                  ck_dir.c_str(), (long long)e.samples, opt.temperature, (long long)e.correct,
+                  (long long)(e.problems * e.samples), 100.0 * e.accuracy, (long long)e.samples, 100.0 * e.pass_at_k,
+                  (long long)e.solved, (long long)e.problems);
+    }
     for (const auto& [op, cell] : e.by_op)
       std::printf("  %s  %lld / %lld\n", op.c_str(), (long long)cell.first, (long long)cell.second);
     if (r.count("verbose"))
@@ -101,6 +118,9 @@ int eval_main(int argc, char** argv) {
       "ops", "arithmetic: operators", cxxopts::value<std::string>()->default_value("+-"))(
       "format", "arithmetic prompts: chat (SFT/RL models) or raw (pretrained)", cxxopts::value<std::string>()->default_value("chat"))(
       "max-new-tokens", "arithmetic: tokens per answer at most", cxxopts::value<int64_t>()->default_value("160"))(
+      "responses", "arithmetic: responses sampled per problem (pass@k)", cxxopts::value<int64_t>()->default_value("1"))(
+      "temperature", "arithmetic: sampling temperature (0: greedy)", cxxopts::value<double>()->default_value("0"))(
+      "sample-seed", "arithmetic: sampling seed", cxxopts::value<uint64_t>()->default_value("1"))(
       "json", "print the grid as JSON")("verbose", "print each cell's first answer and generation")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
       "h,help", "help");
   try {

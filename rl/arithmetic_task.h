@@ -32,17 +32,26 @@ struct ArithmeticEvalOptions {
   int64_t max_new_tokens = 160;
   int64_t batch = 50;            // requests decoded together
   int64_t examples = 3;          // (prompt, response) pairs kept for the report
+  // Sampling instead of greedy decoding: `samples` responses per problem at `temperature`
+  // (Philox stream seeded by sample_seed and the request); accuracy is then the mean over all
+  // responses (pass@1 at that temperature) and pass_at_k the share of problems with one right.
+  int64_t samples = 1;
+  double temperature = 0;
+  uint64_t sample_seed = 1;
 };
 
 struct ArithmeticEvalResult {
-  int64_t problems = 0, correct = 0;
-  double accuracy = 0;
+  int64_t problems = 0, correct = 0;   // correct: over problems x samples responses
+  int64_t samples = 1;
+  double accuracy = 0;                  // correct / (problems x samples)
+  int64_t solved = 0;                   // problems with at least one correct response
+  double pass_at_k = 0;                 // solved / problems (k = samples)
   std::map<std::string, std::pair<int64_t, int64_t>> by_op;  // op -> (correct, total)
   double seconds = 0;
   std::vector<std::string> examples;
 };
 
-// Greedy decoding of each held-out problem; correct when the math scorer accepts the response's
+// Greedy decoding (or sampling, see above) of each held-out problem; correct when the math scorer accepts the response's
 // final answer ("#### N" and the other forms rl/rewards/README.md lists).
 Result<ArithmeticEvalResult> eval_arithmetic(const Model<float>& model, const Tokenizer& tok,
                                              const ArithmeticEvalOptions& opt);

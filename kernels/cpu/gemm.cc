@@ -23,6 +23,58 @@ void linear_backward_impl(T* dx, T* dW, const T* dy, const T* x, const T* W, int
   if (dW) detail::blas_gemm<T>(true, false, out, in, T_, T(1), dy, out, x, in, T(1), dW, in);
 }
 
+// ---- skinny_gemm_nt (cpu_util.h) ----
+// Rows [j0, j1) of C for M rows of A, R rows of B per pass (M·R accumulators in registers).
+template <int M, int R>
+void skinny_block(int64_t j0, int64_t j1, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float beta, float* C, int64_t ldc) {
+  auto finish = [&](float s, int64_t i, int64_t j, int64_t k_done) {
+    for (int64_t k = k_done; k < K; ++k) s += A[i * lda + k] * B[j * ldb + k];
+    float& c = C[i * ldc + j];
+    c = beta == 0.f ? alpha * s : alpha * s + beta * c;
+  };
+  int64_t j = j0;
+#ifdef MARIANA_CPU_AVX2
+  auto pass = [&]<int RR>(int64_t jj) {
+    __m256 acc[M][RR];
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < RR; ++r) acc[i][r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 w[RR];
+      for (int r = 0; r < RR; ++r) w[r] = _mm256_loadu_ps(B + (jj + r) * ldb + k);
+      for (int i = 0; i < M; ++i) {
+        const __m256 a = _mm256_loadu_ps(A + i * lda + k);
+        for (int r = 0; r < RR; ++r) acc[i][r] = _mm256_fmadd_ps(a, w[r], acc[i][r]);
+      }
+    }
+    for (int i = 0; i < M; ++i)
+      for (int r = 0; r < RR; ++r) {
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][r]), _mm256_extractf128_ps(acc[i][r], 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        finish(_mm_cvtss_f32(h), i, jj + r, k);
+      }
+  };
+  for (; j + R <= j1; j += R) pass.template operator()<R>(j);
+  for (; j < j1; ++j) pass.template operator()<1>(j);
+#else
+  for (; j < j1; ++j)
+    for (int i = 0; i < M; ++i) finish(0.f, i, j, 0);
+#endif
+}
+
+template <int M>
+void skinny_rows(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
+                 float beta, float* C, int64_t ldc) {
+  constexpr int R = M <= 2 ? 4 : 2;  // at most 13 of the 16 ymm registers live
+  constexpr int64_t kChunk = 64;     // rows of B per OpenMP task
+  const int64_t chunks = (N + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && detail::worth_parallel(8 * M * N * K) && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c)
+    skinny_block<M, R>(c * kChunk, std::min(N, (c + 1) * kChunk), K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 // The thread count the process started with, captured before set_num_threads first changes it.
 int default_threads() {
   static const int n = omp_get_max_threads();
@@ -30,6 +82,19 @@ int default_threads() {
 }
 
 }  // namespace
+
+namespace detail {
+void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float beta, float* C, int64_t ldc) {
+  switch (M) {
+    case 1: skinny_rows<1>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
+    case 2: skinny_rows<2>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
+    case 3: skinny_rows<3>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
+    case 4: skinny_rows<4>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
+    default: MARIANA_CHECK(false && "skinny_gemm_nt: M must be 1..4");
+  }
+}
+}  // namespace detail
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

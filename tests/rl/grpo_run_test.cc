@@ -5,12 +5,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "model/checkpoint.h"
+#include "rl/arithmetic_task.h"
 #include "rl/grpo.h"
 #include "train/corpora.h"
 
@@ -138,6 +140,51 @@ TEST_F(GrpoRun, PromptFormats) {
   EXPECT_EQ(raw.front(), tok.value().bos_id());
   const std::string raw_text = tok.value().decode(std::vector<int32_t>(raw.begin() + 1, raw.end()));
   EXPECT_EQ(raw_text, "Q: " + std::to_string(p.a) + " " + p.op + " " + std::to_string(p.b) + " = ?\nA:");
+}
+
+// Held-out evaluation with sampling: K responses per problem are K different draws (the report's
+// first examples are problem 0's responses), reproducible from the seed, and the counts add up.
+TEST_F(GrpoRun, EvalSamplesSeveralResponsesPerProblem) {
+  const std::string ck = make_checkpoint();
+  auto loaded = checkpoint_load<float>(ck);
+  auto tok = Tokenizer::load(ck + "/tokenizer.json");
+  ASSERT_TRUE(loaded.ok() && tok.ok());
+  ArithmeticEvalOptions eo;
+  eo.problems = 5;
+  eo.max_new_tokens = 12;
+  eo.examples = 4;
+  auto greedy = eval_arithmetic(loaded.value().model, tok.value(), eo);
+  ASSERT_TRUE(greedy.ok()) << greedy.status().to_string();
+  EXPECT_EQ(greedy.value().problems, 5);
+  EXPECT_EQ(greedy.value().samples, 1);
+  EXPECT_EQ(greedy.value().solved, greedy.value().correct);  // one response per problem
+  eo.samples = 4;
+  eo.temperature = 1.0;
+  eo.sample_seed = 11;
+  eo.batch = 7;  // problems split across generate() calls: 7 / 4 -> one problem per batch
+  auto a = eval_arithmetic(loaded.value().model, tok.value(), eo);
+  auto b = eval_arithmetic(loaded.value().model, tok.value(), eo);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().to_string();
+  const ArithmeticEvalResult& r = a.value();
+  EXPECT_EQ(r.problems, 5);
+  EXPECT_EQ(r.samples, 4);
+  int64_t per_op = 0;
+  for (const auto& [op, cell] : r.by_op) per_op += cell.second;
+  EXPECT_EQ(per_op, 20);  // every response is judged
+  EXPECT_LE(r.solved, r.correct);
+  EXPECT_LE(r.correct, 4 * r.solved);
+  EXPECT_DOUBLE_EQ(r.accuracy, static_cast<double>(r.correct) / 20.0);
+  EXPECT_DOUBLE_EQ(r.pass_at_k, static_cast<double>(r.solved) / 5.0);
+  ASSERT_EQ(r.examples.size(), 4u);
+  EXPECT_EQ(r.examples, b.value().examples);  // same seed, same responses
+  std::set<std::string> distinct(r.examples.begin(), r.examples.end());
+  EXPECT_GT(distinct.size(), 1u) << "the 4 responses to problem 0 should be different draws";
+  eo.sample_seed = 12;
+  auto c = eval_arithmetic(loaded.value().model, tok.value(), eo);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c.value().examples, r.examples);
+  eo.temperature = 0;
+  EXPECT_FALSE(eval_arithmetic(loaded.value().model, tok.value(), eo).ok());  // K > 1 needs sampling
 }
 
 }  // namespace
