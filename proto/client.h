@@ -49,6 +49,7 @@ class RpcClient {
   std::string token_;
   std::string identity_;
   uint64_t next_id_ = 1;
+  int rcvtimeo_ms_ = -1;  // the socket's ZMQ_RCVTIMEO (libzmq's default: none)
   WireCounters counters_;
 };
 
