@@ -1,6 +1,7 @@
 // `mariana bench actors`: Ray's actor microbenchmarks (notes/ORCHESTRATION-REFERENCE.md §2) on a
 // real loopback cluster that this command starts and stops: a controller and one agent as child
-// processes of this binary, workers started by the agent. Workloads, in operations per second:
+// processes of this binary, workers started by the agent and called directly on their
+// Unix-domain sockets (same host; tcp when a worker has none). Workloads, in operations per second:
 // 1:1 sync calls (one at a time), 1:1 async calls (1000 in flight), n:n async calls (n client
 // threads × n actors, round robin), actor creations (create, wait until ALIVE), placement group
 // create + remove (100 one-bundle groups, pipelined like Ray's). Timings are reported, never asserted.
@@ -20,6 +21,7 @@
 
 #include "cli/cli.h"
 #include "cli/cluster_client.h"
+#include "proto/host.h"
 #include "workers/process_launcher.h"
 
 namespace mariana::cli {
@@ -99,7 +101,8 @@ void fill_create(Envelope::Payload::Builder p, const char* cls) {
   s.setBundleIndex(-1);
 }
 
-// Creates `n` actors (pipelined), waits until all are ALIVE; returns their call addresses.
+// Creates `n` actors (pipelined), waits until all are ALIVE; returns their call endpoints (the
+// Unix-domain socket of each, as this benchmark runs on the actors' host; proto::actor_endpoint).
 Result<std::vector<std::pair<std::string, std::string>>> create_actors(proto::RpcClient& rpc, int n, const char* cls) {
   std::vector<std::string> ids;
   for (int i = 0; i < n; ++i) rpc.send([&](Envelope::Payload::Builder p) { fill_create(p, cls); });
@@ -121,7 +124,8 @@ Result<std::vector<std::pair<std::string, std::string>>> create_actors(proto::Rp
     auto info = f.payload().getActorInfo();
     if (std::string(info.getState().cStr()) != "ALIVE")
       return Unavailable(std::string("bench actors: actor ") + info.getActorId().cStr() + " is " + info.getState().cStr());
-    out.emplace_back(info.getActorId().cStr(), info.getAddress().cStr());
+    out.emplace_back(info.getActorId().cStr(),
+                     proto::actor_endpoint(info.getAddress().cStr(), info.getLocalAddress().cStr(), info.getHostId().cStr()));
   }
   return out;
 }

@@ -150,6 +150,8 @@ void Controller::reply_actor_info(const std::string& peer, uint64_t rid, const A
   info.setIncarnation(a.incarnation);
   info.setNodeId(a.node_id);
   info.setDeathCause(a.death_cause);
+  info.setLocalAddress(a.local_address);
+  info.setHostId(a.host_id);
   queue(peer, m.bytes());
 }
 
@@ -343,9 +345,12 @@ void Controller::handle_register_worker(const std::string& peer, uint64_t rid, p
     return;
   }
   ActorRecord& a = it->second;
-  const bool changed = a.state != ActorState::kAlive || a.address != text(m.getAddress()) || a.pid != m.getPid();
+  const bool changed = a.state != ActorState::kAlive || a.address != text(m.getAddress()) || a.pid != m.getPid() ||
+                       a.local_address != text(m.getLocalAddress()) || a.host_id != text(m.getHostId());
   a.state = ActorState::kAlive;
   a.address = text(m.getAddress());
+  a.local_address = text(m.getLocalAddress());
+  a.host_id = text(m.getHostId());
   a.pid = m.getPid();
   a.last_seen_ms = clock_->now_ms();
   a.pending_reason.clear();
@@ -430,6 +435,8 @@ void Controller::handle_kill_actor(const std::string& peer, uint64_t rid, proto:
 void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow_restart) {
   if (a.state == ActorState::kDead) return;
   a.address.clear();
+  a.local_address.clear();
+  a.host_id.clear();
   a.pid = 0;
   a.node_id.clear();
   if (allow_restart) a.last_failure = cause;  // a failure, not an ordered end

@@ -136,6 +136,8 @@ nlohmann::json to_json(const ActorRecord& r) {
           {"num_restarts", r.num_restarts},
           {"node_id", r.node_id},
           {"address", r.address},
+          {"local_address", r.local_address},
+          {"host_id", r.host_id},
           {"pid", r.pid},
           {"death_cause", r.death_cause},
           {"last_failure", r.last_failure},
@@ -212,6 +214,8 @@ Result<ActorRecord> actor_from_json(const std::string& text, const std::string& 
     r.num_restarts = j.value("num_restarts", 0u);
     r.node_id = j.value("node_id", "");
     r.address = j.value("address", "");
+    r.local_address = j.value("local_address", "");
+    r.host_id = j.value("host_id", "");
     r.pid = j.value("pid", 0u);
     r.death_cause = j.value("death_cause", "");
     r.last_failure = j.value("last_failure", "");

@@ -84,7 +84,9 @@ struct ActorRecord {
   uint32_t incarnation = 0;
   uint32_t num_restarts = 0;
   std::string node_id;  // where the current incarnation runs or is being started; "" = unscheduled
-  std::string address;  // the worker's ROUTER endpoint when ALIVE
+  std::string address;  // the worker's ROUTER endpoint when ALIVE (tcp)
+  std::string local_address;  // the same ROUTER on a Unix-domain socket when ALIVE; "" = none
+  std::string host_id;        // the worker's host (proto::host_id) when ALIVE
   uint32_t pid = 0;
   std::string death_cause;
   std::string last_failure;

@@ -77,8 +77,10 @@ struct RegisterWorker {
   actorId @0 :Text;
   incarnation @1 :UInt32;
   nodeId @2 :Text;
-  address @3 :Text;              # the worker's own ROUTER endpoint for direct calls
+  address @3 :Text;              # the worker's own ROUTER endpoint for direct calls (tcp)
   pid @4 :UInt32;
+  localAddress @5 :Text;         # the same ROUTER on a Unix-domain socket (ipc://...); "" if none
+  hostId @6 :Text;               # the worker's host (proto/host.h: the kernel's boot id)
 }
 
 struct RegisterWorkerReply {
@@ -115,6 +117,8 @@ struct ActorInfo {
   incarnation @3 :UInt32;
   nodeId @4 :Text;
   deathCause @5 :Text;
+  localAddress @6 :Text;         # as in RegisterWorker: callers on host `hostId` use it instead
+  hostId @7 :Text;               # of `address` (proto::actor_endpoint)
 }
 
 struct KillActor {

@@ -14,6 +14,7 @@
 #include "proto/curve.h"
 #include "proto/clock.h"
 #include "proto/wire.h"
+#include "workers/worker.h"
 
 namespace mariana::workers {
 
@@ -26,6 +27,12 @@ struct RunningWorker {
   uint32_t incarnation;
   int pid;
 };
+
+// A worker killed by a signal leaves its Unix-domain socket file behind.
+void remove_ipc_socket(const RunningWorker& w) {
+  const std::string path = worker_ipc_path(w.actor_id, w.incarnation, w.pid);
+  if (!path.empty()) ::unlink(path.c_str());
+}
 
 }  // namespace
 
@@ -184,6 +191,7 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
       auto it = workers.find(e.pid);
       if (it == workers.end()) continue;
       report_exit(it->second, e.exit_code, e.signal);
+      remove_ipc_socket(it->second);
       workers.erase(it);
     }
     const int64_t now = clock.now_ms();
@@ -202,7 +210,12 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
   }
   for (auto& [pid, w] : workers) launcher->signal(pid, SIGKILL);
   for (int i = 0; i < 100 && !workers.empty(); ++i) {
-    for (auto& e : launcher->reap()) workers.erase(e.pid);
+    for (auto& e : launcher->reap()) {
+      auto it = workers.find(e.pid);
+      if (it == workers.end()) continue;
+      remove_ipc_socket(it->second);
+      workers.erase(it);
+    }
     if (!workers.empty()) ::usleep(10000);
   }
   return Status::Ok();

@@ -1,16 +1,22 @@
 // The worker's event loop (see worker.h).
 #include "workers/worker.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 
 #include <zmq.hpp>
 
+#include "core/file_util.h"
 #include "proto/clock.h"
+#include "proto/host.h"
 #include "proto/wire.h"
 
 namespace mariana::workers {
@@ -43,7 +49,73 @@ std::string run_call(const ActorClass& cls, Actor& actor, const WorkerOptions& o
   return out.bytes();
 }
 
+// Creates `dir` (mode 0700) if missing; refuses one that is not this user's private directory
+// (another user could then connect to the sockets in it, or replace them).
+Status private_dir_ensure(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    if (::chmod(dir.c_str(), 0700) != 0) return errno_status(errno, "chmod " + dir);
+  } else if (errno != EEXIST) {
+    return errno_status(errno, "mkdir " + dir);
+  }
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return errno_status(errno, "lstat " + dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+    return PermissionDenied(dir + " is not a directory of this user with mode 0700");
+  return Status::Ok();
+}
+
+// Binds the call socket on worker_ipc_path; returns its endpoint, or "" (with a note on stderr)
+// when it cannot: callers then use the tcp endpoint.
+std::string bind_ipc(zmq::socket_t& router, const WorkerOptions& o) {
+  const std::string path = worker_ipc_path(o.actor_id, o.incarnation, static_cast<int>(::getpid()));
+  if (path.empty()) {
+    std::fprintf(stderr, "worker: %s is too long for a Unix-domain socket; serving calls on tcp only\n",
+                 worker_ipc_dir().c_str());
+    return "";
+  }
+  Status st = private_dir_ensure(worker_ipc_dir());
+  if (!st.ok()) {
+    std::fprintf(stderr, "worker: %s; serving calls on tcp only\n", st.to_string().c_str());
+    return "";
+  }
+  try {
+    router.bind("ipc://" + path);
+  } catch (const zmq::error_t& e) {
+    std::fprintf(stderr, "worker: cannot bind ipc://%s (%s); serving calls on tcp only\n", path.c_str(), e.what());
+    return "";
+  }
+  return "ipc://" + path;
+}
+
+// Removes the worker's socket file when the worker returns (libzmq also does when the socket
+// closes; this covers the paths where it does not get to).
+struct UnlinkAtExit {
+  std::string path;
+  ~UnlinkAtExit() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
 }  // namespace
+
+std::string worker_ipc_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = tmp && *tmp ? tmp : "/tmp";
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return dir + "/mariana-" + std::to_string(::geteuid());
+}
+
+std::string worker_ipc_path(const std::string& actor_id, uint32_t incarnation, int pid) {
+  constexpr size_t kMaxPath = 99;  // sun_path is 108 bytes with its NUL; keep a margin
+  const std::string dir = worker_ipc_dir() + "/";
+  const std::string suffix = "-" + std::to_string(incarnation) + "-" + std::to_string(pid) + ".sock";
+  if (dir.size() + 1 + suffix.size() > kMaxPath) return "";
+  std::string name = actor_id.empty() ? "actor" : actor_id;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') c = '_';
+  name.resize(std::min(name.size(), kMaxPath - dir.size() - suffix.size()));
+  return dir + name + suffix;
+}
 
 Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const std::atomic<bool>* stop) {
   const ActorClass* cls = registry.find(o.class_name);
@@ -62,6 +134,8 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
     return Unavailable(std::string("worker: cannot bind a call socket: ") + e.what());
   }
   const std::string address = router.get(zmq::sockopt::last_endpoint);
+  const std::string local_address = bind_ipc(router, o);
+  UnlinkAtExit unlink_ipc{local_address.empty() ? "" : local_address.substr(6)};  // past "ipc://"
   zmq::socket_t ctl(ctx, zmq::socket_type::dealer);
   ctl.set(zmq::sockopt::routing_id, identity);
   ctl.set(zmq::sockopt::linger, 0);
@@ -89,6 +163,8 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
     r.setNodeId(o.node_id);
     r.setAddress(address);
     r.setPid(static_cast<uint32_t>(::getpid()));
+    r.setLocalAddress(local_address);
+    r.setHostId(proto::host_id());
     send_ctl(m.bytes());
     last_register = clock.now_ms();
   };

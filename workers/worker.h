@@ -1,5 +1,6 @@
 // The worker process (`mariana worker`, started by an agent): hosts one actor. One thread runs
-// everything: a ROUTER socket bound on loopback serves direct calls (drivers, other actors,
+// everything: a ROUTER socket bound on loopback tcp and on a Unix-domain socket (worker_ipc_path;
+// callers on the same host use that one) serves direct calls (drivers, other actors,
 // benchmarks); a DEALER socket to the controller (routing id "w/<actor>/<incarnation>")
 // registers, heartbeats, and serves the controller's own calls (job drivers). It re-registers
 // when the controller's epoch changes (the controller restarted) and exits when the controller
@@ -28,6 +29,15 @@ struct WorkerOptions {
   std::string bind_host = "127.0.0.1";
   proto::CurveClientKeys curve;  // for a non-loopback controller
 };
+
+// $TMPDIR (or /tmp) + "/mariana-<uid>": the directory of the workers' Unix-domain sockets, which
+// the worker creates with mode 0700 (and uses only if it is this user's and mode 0700).
+std::string worker_ipc_dir();
+// The Unix-domain socket of a worker's call ROUTER: worker_ipc_dir() + "/<actor>-<incarnation>-<pid>.sock",
+// the actor id reduced to [A-Za-z0-9_.-] and cut short so that the path stays under 100 bytes
+// (sockaddr_un holds 108); "" when not even one character of it fits. The worker removes the file
+// when it exits; its agent removes it when it reaps the worker (which may have been killed).
+std::string worker_ipc_path(const std::string& actor_id, uint32_t incarnation, int pid);
 
 // Returns OK when told to stop (shutdown, rejection, *stop); an error if the class is unknown or
 // a socket cannot be bound.

@@ -144,6 +144,8 @@ struct Harness {
       r.setNodeId(node);
       r.setAddress("tcp://127.0.0.1:1");
       r.setPid(1234);
+      r.setLocalAddress("ipc:///tmp/mariana-0/" + actor + ".sock");
+      r.setHostId("host-a");
     });
     auto replies = take(peer, proto::Envelope::Payload::REGISTER_WORKER_REPLY);
     EXPECT_EQ(replies.size(), 1u);

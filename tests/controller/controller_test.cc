@@ -75,10 +75,24 @@ TEST(ActorTable, PendingCreationToAliveWhenItsWorkerRegisters) {
   EXPECT_FALSE(h.register_worker(id, 1, "n1"));  // a wrong incarnation is refused
   EXPECT_TRUE(h.register_worker(id, 0, "n1"));
   EXPECT_EQ(h.ctl->actor(id)->state, ActorState::kAlive);
-  // Durable: the store holds it ALIVE.
+  EXPECT_EQ(h.ctl->actor(id)->local_address, "ipc:///tmp/mariana-0/" + id + ".sock");
+  EXPECT_EQ(h.ctl->actor(id)->host_id, "host-a");
+  // Durable: the store holds it ALIVE, with its endpoints.
   auto row = h.store.get(Table::kActors, id);
   ASSERT_TRUE(row.ok() && row.value().has_value());
   EXPECT_NE(row.value()->find("\"ALIVE\""), std::string::npos);
+  auto stored = actor_from_json(*row.value(), id);
+  ASSERT_TRUE(stored.ok()) << stored.status().to_string();
+  EXPECT_EQ(stored.value().address, "tcp://127.0.0.1:1");
+  EXPECT_EQ(stored.value().local_address, "ipc:///tmp/mariana-0/" + id + ".sock");
+  EXPECT_EQ(stored.value().host_id, "host-a");
+  // A waiter gets them in its ActorInfo.
+  h.send("cli/w", [&](proto::Envelope::Payload::Builder p) { p.initWaitActor().setActorId(id); });
+  auto infos = h.take("cli/w", W::ACTOR_INFO);
+  ASSERT_EQ(infos.size(), 1u);
+  auto info = infos[0].payload().getActorInfo();
+  EXPECT_EQ(std::string(info.getLocalAddress().cStr()), "ipc:///tmp/mariana-0/" + id + ".sock");
+  EXPECT_EQ(std::string(info.getHostId().cStr()), "host-a");
 }
 
 TEST(ActorTable, AliveToRestartingOnWorkerDeath) {
@@ -90,6 +104,9 @@ TEST(ActorTable, AliveToRestartingOnWorkerDeath) {
   h.worker_exited("n1", id, 0, 9);
   const ActorRecord* a = h.ctl->actor(id);
   EXPECT_EQ(a->state, ActorState::kRestarting);
+  EXPECT_EQ(a->address, "");  // the dead worker's endpoints are gone
+  EXPECT_EQ(a->local_address, "");
+  EXPECT_EQ(a->host_id, "");
   EXPECT_EQ(a->incarnation, 1u);
   EXPECT_EQ(a->num_restarts, 1u);
   EXPECT_NE(a->last_failure.find("signal 9"), std::string::npos);

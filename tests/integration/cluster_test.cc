@@ -1,12 +1,15 @@
 // Integration tests on a real loopback cluster: a controller and two agents run a
 // placement-grouped actor job; kill -9 of a worker, of an agent and of the controller mid-job;
-// the job still finishes with no job, actor, metric point or checkpoint record lost.
+// the job still finishes with no job, actor, metric point or checkpoint record lost. Also a
+// worker's two call endpoints (tcp and its Unix-domain socket).
 #include <gtest/gtest.h>
 
 #include <signal.h>
 
 #include <set>
 
+#include "proto/client.h"
+#include "proto/host.h"
 #include "tests/integration/cluster_fixture.h"
 
 namespace mariana::integration {
@@ -157,6 +160,93 @@ TEST_F(ClusterTest, SubmitWaitAndStop) {
   EXPECT_EQ(stop.exit_code, 0) << stop.out;
   EXPECT_EQ(c_.wait_end(job), "STOPPED");
   EXPECT_TRUE(Cluster::wait_for([&] { return alive_actors(job).empty(); }, 10));
+}
+
+// A counter.add call on `endpoint`; returns the counter's total, or -1 (with a test failure).
+int64_t counter_add(zmq::context_t& ctx, const std::string& endpoint, const std::string& token,
+                    const std::string& actor_id, int64_t value) {
+  proto::RpcClient direct(ctx, endpoint, token);
+  auto reply = direct.call(
+      [&](proto::Envelope::Payload::Builder p) {
+        auto call = p.initActorCall();
+        call.setActorId(actor_id);
+        call.setMethod("add");
+        const std::string args =
+            proto::encode_struct<proto::Int64Value>([&](proto::Int64Value::Builder b) { b.setValue(value); });
+        call.setArgs(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(args.data()), args.size()));
+      },
+      5000);
+  EXPECT_TRUE(reply.ok()) << endpoint << ": " << reply.status().to_string();
+  if (!reply.ok()) return -1;
+  auto ret = reply.value().payload().getActorReturn();
+  EXPECT_EQ(ret.getCode(), 0) << endpoint << ": " << ret.getError().cStr();
+  auto total = proto::StructValue<proto::Int64Value>::decode(
+      std::string_view(reinterpret_cast<const char*>(ret.getResult().begin()), ret.getResult().size()), "add result");
+  EXPECT_TRUE(total.ok()) << total.status().to_string();
+  return total.ok() ? total.value().get().getValue() : -1;
+}
+
+// A worker serves calls on tcp and on a Unix-domain socket; the controller hands out both, with
+// the worker's host id, so that a caller on this host picks the socket (proto::actor_endpoint).
+TEST_F(ClusterTest, AnAliveActorServesCallsOnItsLocalSocketAndOnTcp) {
+  const std::string token = trim(read_file(c_.state_dir() + "/cluster.token").value());
+  zmq::context_t ctx(1);
+  proto::RpcClient ctl(ctx, c_.address(), token);
+  auto created = ctl.call(
+      [](proto::Envelope::Payload::Builder p) {
+        auto s = p.initCreateActor();
+        s.setClassName("counter");
+        auto r = s.initResources(1);
+        r[0].setName("CPU");
+        r[0].setAmount(0.5);
+        s.setBundleIndex(-1);
+      },
+      5000);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  const std::string id = created.value().payload().getCreateActorReply().getActorId().cStr();
+  auto waited = ctl.call(
+      [&](proto::Envelope::Payload::Builder p) {
+        auto w = p.initWaitActor();
+        w.setActorId(id);
+        w.setTimeoutMs(20000);
+      },
+      25000);
+  ASSERT_TRUE(waited.ok()) << waited.status().to_string();
+  auto info = waited.value().payload().getActorInfo();
+  ASSERT_EQ(std::string(info.getState().cStr()), "ALIVE");
+  const std::string address = info.getAddress().cStr(), local = info.getLocalAddress().cStr(),
+                    host = info.getHostId().cStr();
+  EXPECT_EQ(address.rfind("tcp://127.0.0.1:", 0), 0u) << address;
+  ASSERT_EQ(local.rfind("ipc://", 0), 0u) << local;
+  EXPECT_TRUE(std::filesystem::exists(local.substr(6))) << local;
+  ASSERT_FALSE(proto::host_id().empty());
+  EXPECT_EQ(host, proto::host_id());
+  EXPECT_EQ(proto::actor_endpoint(address, local, host), local);
+  // `actors show --json` has them too.
+  auto shown = c_.query("actors show " + id);
+  ASSERT_TRUE(shown.is_object());
+  EXPECT_EQ(shown.value("local_address", ""), local) << shown.dump();
+  EXPECT_EQ(shown.value("host_id", ""), host) << shown.dump();
+  // Both endpoints reach the same actor: the second call sees the first one's effect.
+  EXPECT_EQ(counter_add(ctx, local, token, id, 5), 5);
+  EXPECT_EQ(counter_add(ctx, address, token, id, 7), 12);
+  EXPECT_EQ(counter_add(ctx, local, token, id, 1), 13);
+  // Killed (the agent stops the worker with SIGKILL): the socket file goes, and so do the
+  // addresses in the actor's record.
+  auto killed = ctl.call(
+      [&](proto::Envelope::Payload::Builder p) {
+        auto k = p.initKillActor();
+        k.setActorId(id);
+        k.setNoRestart(true);
+      },
+      5000);
+  ASSERT_TRUE(killed.ok()) << killed.status().to_string();
+  EXPECT_TRUE(Cluster::wait_for([&] { return !std::filesystem::exists(local.substr(6)); }, 10)) << local;
+  auto dead = c_.query("actors show " + id);
+  ASSERT_TRUE(dead.is_object());
+  EXPECT_EQ(dead.value("state", ""), "DEAD");
+  EXPECT_EQ(dead.value("local_address", "?"), "");
+  EXPECT_EQ(dead.value("host_id", "?"), "");
 }
 
 }  // namespace

@@ -1,14 +1,17 @@
-// The actor registry and built-in classes, and PosixLauncher (spawn, logs, reap, signals).
+// The actor registry and built-in classes, PosixLauncher (spawn, logs, reap, signals), and the
+// path of a worker's Unix-domain socket.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/file_util.h"
 #include "proto/wire.h"
 #include "workers/actor.h"
 #include "workers/process_launcher.h"
+#include "workers/worker.h"
 
 namespace mariana::workers {
 namespace {
@@ -38,6 +41,32 @@ TEST(ActorRegistry, ErrorsAreStatuses) {
   EXPECT_EQ(builtin_actor_registry().find("nosuch"), nullptr);
   auto names = builtin_actor_registry().names();
   EXPECT_EQ(names, (std::vector<std::string>{"counter", "echo", "trainer"}));
+}
+
+TEST(WorkerIpcPath, IsUniqueShortAndInThisUsersDirectory) {
+  const std::string dir = worker_ipc_dir();
+  EXPECT_NE(dir.find("/mariana-" + std::to_string(::geteuid())), std::string::npos) << dir;
+  EXPECT_EQ(worker_ipc_path("actor-3", 1, 42), dir + "/actor-3-1-42.sock");
+  EXPECT_NE(worker_ipc_path("actor-3", 1, 42), worker_ipc_path("actor-3", 2, 42));
+  EXPECT_NE(worker_ipc_path("actor-3", 1, 42), worker_ipc_path("actor-3", 1, 43));
+  // Anything but [A-Za-z0-9_.-] becomes '_' (no '/' can leave the directory).
+  EXPECT_EQ(worker_ipc_path("../a b/c", 0, 7), dir + "/.._a_b_c-0-7.sock");
+  // A long id is cut so that the path fits a sockaddr_un.
+  const std::string p = worker_ipc_path(std::string(300, 'x'), 4294967295u, 2147483647);
+  EXPECT_EQ(p.size(), 99u);
+  EXPECT_TRUE(p.starts_with(dir + "/xxx")) << p;
+  EXPECT_TRUE(p.ends_with("x-4294967295-2147483647.sock")) << p;
+}
+
+TEST(WorkerIpcPath, NoneWhenTheDirectoryIsTooLong) {
+  const char* old = std::getenv("TMPDIR");
+  const std::string saved = old ? old : "";
+  ::setenv("TMPDIR", ("/tmp/" + std::string(100, 'd')).c_str(), 1);
+  EXPECT_EQ(worker_ipc_path("actor-1", 0, 1), "");
+  ::setenv("TMPDIR", "/var/tmp/", 1);
+  EXPECT_EQ(worker_ipc_path("actor-1", 0, 1), "/var/tmp/mariana-" + std::to_string(::geteuid()) + "/actor-1-0-1.sock");
+  if (old) ::setenv("TMPDIR", saved.c_str(), 1);
+  else ::unsetenv("TMPDIR");
 }
 
 TEST(PosixLauncher, CapturesLogsAndReportsExitCodesAndSignals) {
