@@ -231,6 +231,29 @@ TEST_F(ClusterTest, AnAliveActorServesCallsOnItsLocalSocketAndOnTcp) {
   EXPECT_EQ(counter_add(ctx, local, token, id, 5), 5);
   EXPECT_EQ(counter_add(ctx, address, token, id, 7), 12);
   EXPECT_EQ(counter_add(ctx, local, token, id, 1), 13);
+  // A stream of calls longer than the worker timeout (1.5 s) does not starve the worker's
+  // heartbeats: the actor stays ALIVE in its first incarnation.
+  {
+    proto::RpcClient direct(ctx, local, token);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+    int calls = 0;
+    while (std::chrono::steady_clock::now() < until) {
+      auto r = direct.call(
+          [&](proto::Envelope::Payload::Builder p) {
+            auto call = p.initActorCall();
+            call.setActorId(id);
+            call.setMethod("get");
+          },
+          5000);
+      ASSERT_TRUE(r.ok()) << "call " << calls << ": " << r.status().to_string();
+      ASSERT_EQ(r.value().payload().getActorReturn().getCode(), 0);
+      ++calls;
+    }
+    auto still = c_.query("actors show " + id);
+    ASSERT_TRUE(still.is_object());
+    EXPECT_EQ(still.value("state", ""), "ALIVE") << still.dump();
+    EXPECT_EQ(still.value("incarnation", -1), 0) << still.dump();
+  }
   // Killed (the agent stops the worker with SIGKILL): the socket file goes, and so do the
   // addresses in the actor's record.
   auto killed = ctl.call(
