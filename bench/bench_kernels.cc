@@ -3,6 +3,7 @@
 // are no timing assertions. Wall-clock time (UseRealTime) because the kernels are multi-threaded.
 //   build-kernels/bench/bench_kernels --benchmark_repetitions=3 --benchmark_report_aggregates_only
 #include <benchmark/benchmark.h>
+#include <cblas.h>
 
 #include <cmath>
 #include <cstdint>
@@ -37,6 +38,32 @@ void BM_Sgemm(benchmark::State& state) {
   state.counters["threads"] = cpu::num_threads();
 }
 BENCHMARK(BM_Sgemm)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- Decode GEMMs: y[M,N] = x[M,K]·W[N,K]ᵀ for M = 1..8 tokens ------------------------------------
+// cpu::gemm (the skinny kernel for M <= 4, sgemm above) against cblas_sgemm called directly, on
+// the small model's shapes: an expert's gate/up (N 128, K 256), the dense FFN (768 x 256), the LM
+// head (4096 x 256). Args: M, N, K, path (0 = cpu::gemm, 1 = cblas_sgemm).
+void BM_DecodeGemm(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  const bool blas = state.range(3) == 1;
+  const auto x = random_vector(M * K, 3), W = random_vector(N * K, 4);
+  std::vector<float> y(M * N);
+  for (auto _ : state) {
+    if (blas)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, x.data(), int(K), W.data(),
+                  int(K), 0.0f, y.data(), int(N));
+    else
+      cpu::gemm(false, true, M, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(M) * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_DecodeGemm)
+    ->ArgsProduct({{1, 2, 4, 8}, {128, 768, 4096}, {256}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // ---- attention: B=8, S=512, H=8, Dqk=48, Dv=32, causal, one document per sequence ---------------
 // GFLOP/s counts the useful causal work: the S(S+1)/2 unmasked scores per (b, h), 2 flops per

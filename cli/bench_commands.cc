@@ -205,7 +205,7 @@ int bench_decode(int argc, char** argv) {
   if (!cfg.ok()) return report(cfg.status());
   ModelConfig c = cfg.value();
   c.max_position_embeddings = std::max<int64_t>(c.max_position_embeddings,
-                                                *std::max_element(contexts.begin(), contexts.end()) + tokens + 1);
+                                                *std::max_element(contexts.begin(), contexts.end()) + tokens + 2);
   Model<float> model(c);
   model.init_weights(1);
   nlohmann::json rows = nlohmann::json::array();
@@ -238,6 +238,34 @@ int bench_decode(int argc, char** argv) {
       const char* name = kind == KvCacheKind::kLatent ? "latent" : "naive";
       row[name] = {{"tokens_per_s", static_cast<double>(batch) / median(step_s)},
                    {"cache_bytes_per_token", eng.cache_bytes_per_token()}};
+      if (kind == KvCacheKind::kLatent && c.num_nextn_predict_layers > 0) {
+        // What one speculative step costs against a plain one at this context: the main model
+        // over 2 tokens per sequence (verification; rolled back after each timing) and the MTP
+        // module over 1 (the draft). With acceptance a, MTP speculation gains at most
+        // (1 + a) / (verify + draft) in units of a plain step.
+        std::vector<double> verify_s, draft_s;
+        const std::vector<std::vector<float>> hidden(static_cast<size_t>(batch),
+                                                     std::vector<float>(static_cast<size_t>(c.hidden_size), 0.5f));
+        for (int64_t k = 0; k < tokens; ++k) {
+          std::vector<std::vector<int32_t>> two(static_cast<size_t>(batch), std::vector<int32_t>{3, 5});
+          std::vector<std::vector<int32_t>> one(static_cast<size_t>(batch), std::vector<int32_t>{4});
+          const int64_t len = eng.length(ids[0]);
+          double t0 = now_s();
+          st = eng.extend(ids, two, &eo);
+          if (!st.ok()) return report(st);
+          verify_s.push_back(now_s() - t0);
+          for (int64_t id : ids) eng.truncate(id, len);
+          const int64_t mlen = eng.mtp_length(ids[0]);
+          t0 = now_s();
+          st = eng.mtp_extend(ids, one, hidden, &eo);
+          if (!st.ok()) return report(st);
+          draft_s.push_back(now_s() - t0);
+          for (int64_t id : ids) eng.truncate_mtp(id, mlen);
+        }
+        row["step_cost"] = {{"plain_ms", 1e3 * median(step_s)},
+                            {"verify_2_tokens", median(verify_s) / median(step_s)},
+                            {"mtp_draft", median(draft_s) / median(step_s)}};
+      }
     }
     row["speedup"] = row["latent"]["tokens_per_s"].get<double>() / row["naive"]["tokens_per_s"].get<double>();
     rows.push_back(row);
@@ -325,6 +353,14 @@ int bench_decode(int argc, char** argv) {
     std::printf("%10lld %16.1f %16.1f %8.2f\n", (long long)row["context"].get<int64_t>(),
                 row["latent"]["tokens_per_s"].get<double>(), row["naive"]["tokens_per_s"].get<double>(),
                 row["speedup"].get<double>());
+  for (const auto& row : rows)
+    if (row.contains("step_cost"))
+      std::printf("step cost at context %lld (latent, batch %lld): plain %.2f ms; verifying 2 tokens %.2fx, "
+                  "MTP draft %.2fx a plain step -> speculation gains at most (1 + a) / %.2f\n",
+                  (long long)row["context"].get<int64_t>(), (long long)batch,
+                  row["step_cost"]["plain_ms"].get<double>(), row["step_cost"]["verify_2_tokens"].get<double>(),
+                  row["step_cost"]["mtp_draft"].get<double>(),
+                  row["step_cost"]["verify_2_tokens"].get<double>() + row["step_cost"]["mtp_draft"].get<double>());
   if (out.contains("speculative")) {
     const auto& sp = out["speculative"];
     std::printf("speculative (MTP) on %lld prompts: acceptance %.3f, %.1f -> %.1f tokens/s (median), speed-up %.2fx "

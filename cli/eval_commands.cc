@@ -67,9 +67,18 @@ int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& mode
   if (opt.temperature < 0) return report(InvalidArgument("--temperature: expected >= 0"));
   if (opt.samples > 1 && opt.temperature == 0)
     return report(InvalidArgument("--responses " + std::to_string(opt.samples) + " needs --temperature > 0"));
+  opt.keep_responses = r.count("responses-out") > 0;
   cpu::set_num_threads(r["threads"].as<int>());
   auto res = rl::eval_arithmetic(model, tok, opt);
   if (!res.ok()) return report(res.status());
+  if (opt.keep_responses) {  // every judged response, for debugging a model or a reward
+    std::string lines;
+    for (const rl::ArithmeticEvalResponse& x : res.value().responses)
+      lines += nlohmann::json({{"question", x.question}, {"answer", x.answer}, {"response", x.response},
+                               {"correct", x.correct}}).dump() + "\n";
+    const std::string path = r["responses-out"].as<std::string>();
+    if (Status st = write_file_atomic(path, lines); !st.ok()) return report(st);
+  }
   const rl::ArithmeticEvalResult& e = res.value();
   if (r.count("json")) {
     nlohmann::json by_op = nlohmann::json::object();
@@ -121,6 +130,8 @@ int eval_main(int argc, char** argv) {
       "responses", "arithmetic: responses sampled per problem (pass@k)", cxxopts::value<int64_t>()->default_value("1"))(
       "temperature", "arithmetic: sampling temperature (0: greedy)", cxxopts::value<double>()->default_value("0"))(
       "sample-seed", "arithmetic: sampling seed", cxxopts::value<uint64_t>()->default_value("1"))(
+      "responses-out", "arithmetic: write every response as JSONL {question, answer, response, correct}",
+      cxxopts::value<std::string>())(
       "json", "print the grid as JSON")("verbose", "print each cell's first answer and generation")("svg", "write an SVG heatmap here", cxxopts::value<std::string>())(
       "h,help", "help");
   try {

@@ -71,6 +71,7 @@ Result<ArithmeticEvalResult> eval_arithmetic(const Model<float>& model, const To
         auto& cell = res.by_op[std::string(1, probs[i].op)];
         cell.first += ok;
         cell.second += 1;
+        if (opt.keep_responses) res.responses.push_back(ArithmeticEvalResponse{s.prompt, std::to_string(probs[i].answer), s.response, ok});
         if (static_cast<int64_t>(res.examples.size()) < opt.examples)
           res.examples.push_back(s.prompt + " -> " + s.response + (ok ? "  [correct]" : "  [" + rr.reason + "]"));
       }

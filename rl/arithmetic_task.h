@@ -38,6 +38,12 @@ struct ArithmeticEvalOptions {
   int64_t samples = 1;
   double temperature = 0;
   uint64_t sample_seed = 1;
+  bool keep_responses = false;   // fill ArithmeticEvalResult::responses
+};
+
+struct ArithmeticEvalResponse {
+  std::string question, answer, response;
+  bool correct = false;
 };
 
 struct ArithmeticEvalResult {
@@ -49,6 +55,7 @@ struct ArithmeticEvalResult {
   std::map<std::string, std::pair<int64_t, int64_t>> by_op;  // op -> (correct, total)
   double seconds = 0;
   std::vector<std::string> examples;
+  std::vector<ArithmeticEvalResponse> responses;  // every response, when keep_responses
 };
 
 // Greedy decoding (or sampling, see above) of each held-out problem; correct when the math scorer accepts the response's

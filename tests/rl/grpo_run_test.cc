@@ -179,6 +179,21 @@ TEST_F(GrpoRun, EvalSamplesSeveralResponsesPerProblem) {
   EXPECT_EQ(r.examples, b.value().examples);  // same seed, same responses
   std::set<std::string> distinct(r.examples.begin(), r.examples.end());
   EXPECT_GT(distinct.size(), 1u) << "the 4 responses to problem 0 should be different draws";
+  EXPECT_TRUE(r.responses.empty());  // only kept when asked
+  eo.keep_responses = true;
+  auto kept = eval_arithmetic(loaded.value().model, tok.value(), eo);
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(kept.value().responses.size(), 20u);
+  int64_t kept_correct = 0;
+  for (const ArithmeticEvalResponse& x : kept.value().responses) {
+    kept_correct += x.correct;
+    EXPECT_NE(x.question.find(" = ?"), std::string::npos) << x.question;
+    EXPECT_FALSE(x.answer.empty());
+  }
+  EXPECT_EQ(kept_correct, r.correct);
+  EXPECT_EQ(kept.value().responses[0].question + " -> " + kept.value().responses[0].response,
+            r.examples[0].substr(0, r.examples[0].rfind("  [")));
+  eo.keep_responses = false;
   eo.sample_seed = 12;
   auto c = eval_arithmetic(loaded.value().model, tok.value(), eo);
   ASSERT_TRUE(c.ok());
