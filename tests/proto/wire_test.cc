@@ -59,6 +59,16 @@ std::string actor_call() {
   return m.bytes();
 }
 
+std::string actor_return() {
+  Outgoing m(13, "w/actor-3/1", kToken);
+  auto r = m.payload().initActorReturn();
+  r.setCode(3);
+  r.setError("bad argument");
+  const std::string result = "result bytes";
+  r.setResult(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(result.data()), result.size()));
+  return m.bytes();
+}
+
 // Reads every field a handler might read, to prove a decoded frame is safe to use.
 void touch_everything(const Frame& f) {
   auto env = f.envelope();
@@ -73,8 +83,13 @@ void touch_everything(const Frame& f) {
     (void)r.getHostname().size();
   }
   if (p.which() == Envelope::Payload::ACTOR_CALL) {
+    (void)p.getActorCall().getActorId().size();
     (void)p.getActorCall().getMethod().size();
     (void)p.getActorCall().getArgs().size();
+  }
+  if (p.which() == Envelope::Payload::ACTOR_RETURN) {
+    (void)p.getActorReturn().getError().size();
+    (void)p.getActorReturn().getResult().size();
   }
 }
 
@@ -190,7 +205,7 @@ TEST(Wire, RandomFramesNeverCrashAndAreAllCounted) {
 TEST(Wire, MutatedFramesNeverCrash) {
   std::mt19937_64 rng(99);
   WireCounters c;
-  const std::vector<std::string> seeds = {ping(), register_node(), actor_call()};
+  const std::vector<std::string> seeds = {ping(), register_node(), actor_call(), actor_return()};
   const int n = 30000;
   for (int i = 0; i < n; ++i) {
     std::string buf = seeds[static_cast<size_t>(i) % seeds.size()];
@@ -209,6 +224,24 @@ TEST(Wire, MutatedFramesNeverCrash) {
   }
   EXPECT_EQ(c.decoded.load() + c.rejected(), static_cast<uint64_t>(n));
   EXPECT_GT(c.malformed.load(), 0u);
+}
+
+// decode_envelope checks the direct-call payloads field by field through the generated readers
+// (validate_hot_payload in wire.cc); a field added to one of them must be added there too.
+TEST(Wire, HotPayloadFieldListsArePinned) {
+  auto names = [](capnp::StructSchema s) {
+    std::vector<std::string> v;
+    for (auto f : s.getFields()) v.push_back(f.getProto().getName().cStr());
+    return v;
+  };
+  EXPECT_EQ(names(capnp::Schema::from<ActorCall>()), (std::vector<std::string>{"actorId", "incarnation", "method", "args"}));
+  EXPECT_EQ(names(capnp::Schema::from<ActorReturn>()), (std::vector<std::string>{"code", "error", "result"}));
+  EXPECT_EQ(capnp::Schema::from<Envelope>().getNonUnionFields().size(), 5u);  // version, requestId, sender, token, payload
+  for (const std::string& frame : {actor_call(), actor_return()}) {
+    auto f = decode_envelope(frame.data(), frame.size(), opts(), nullptr, nullptr);
+    ASSERT_TRUE(f.ok()) << f.status().to_string();
+    touch_everything(f.value());
+  }
 }
 
 TEST(Wire, StructValueRejectsGarbageAndReadsValid) {
