@@ -40,7 +40,7 @@ void BM_Sgemm(benchmark::State& state) {
 BENCHMARK(BM_Sgemm)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- Decode GEMMs: y[M,N] = x[M,K]·W[N,K]ᵀ for M = 1..8 tokens ------------------------------------
-// cpu::gemm (the skinny kernel for M <= 4, sgemm above) against cblas_sgemm called directly, on
+// cpu::gemm (the skinny kernel for M <= 2, sgemm above) against cblas_sgemm called directly, on
 // the small model's shapes: an expert's gate/up (N 128, K 256), the dense FFN (768 x 256), the LM
 // head (4096 x 256). Args: M, N, K, path (0 = cpu::gemm, 1 = cblas_sgemm).
 void BM_DecodeGemm(benchmark::State& state) {

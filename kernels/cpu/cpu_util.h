@@ -30,13 +30,13 @@ inline bool worth_parallel(int64_t work) { return work >= kParallelMinWork; }
 
 // ---- BLAS ------------------------------------------------------------------------------------
 // Row-major C[M,N] = alpha·A[M,K]·B[N,K]ᵀ + beta·C for M <= kSkinnyMaxRows: a linear layer applied
-// to one or a few tokens (decode, speculative verification). OpenBLAS's sgemm packs the whole
-// weight matrix B on every call, which at M = 1 makes it several times slower than its own sgemv
-// (bench/RESULTS.md, "Decode GEMMs"); this kernel streams each row of B once for all M rows of A,
-// so verifying two tokens costs little more than decoding one. Entry (i, j) is computed the same
+// to one token (decode) or two (speculative verification). OpenBLAS's sgemm packs the whole
+// weight matrix B on every call, which makes it 1.5-2.5x slower here at M = 1 and 2 (bench/RESULTS.md,
+// "Decode GEMMs"; from M = 4 sgemm is faster again); this kernel streams each row of B once for
+// both rows of A. Entry (i, j) is computed the same
 // way whatever M, N, the row's position and the thread count (one AVX2 accumulator per entry over
 // k in order, then a fixed reduction), so a token's result does not depend on what shares the call.
-constexpr int64_t kSkinnyMaxRows = 4;
+constexpr int64_t kSkinnyMaxRows = 2;
 void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc);
 
@@ -56,7 +56,7 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>) {
-    if (M <= kSkinnyMaxRows && !trans_a) {  // decode: one or a few tokens (see skinny_gemm_nt)
+    if (M <= kSkinnyMaxRows && !trans_a) {  // decode: one or two tokens (see skinny_gemm_nt)
       if (trans_b) {
         skinny_gemm_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       } else {

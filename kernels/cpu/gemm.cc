@@ -67,7 +67,7 @@ void skinny_block(int64_t j0, int64_t j1, int64_t K, float alpha, const float* A
 template <int M>
 void skinny_rows(int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
                  float beta, float* C, int64_t ldc) {
-  constexpr int R = M <= 2 ? 4 : 2;  // at most 13 of the 16 ymm registers live
+  constexpr int R = 4;  // M·R accumulators, M rows of A and R of B: at most 14 of the 16 ymm registers
   constexpr int64_t kChunk = 64;     // rows of B per OpenMP task
   const int64_t chunks = (N + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && detail::worth_parallel(8 * M * N * K) && chunks > 1)
@@ -89,9 +89,7 @@ void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A
   switch (M) {
     case 1: skinny_rows<1>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
     case 2: skinny_rows<2>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
-    case 3: skinny_rows<3>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
-    case 4: skinny_rows<4>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
-    default: MARIANA_CHECK(false && "skinny_gemm_nt: M must be 1..4");
+    default: MARIANA_CHECK(false && "skinny_gemm_nt: M must be 1 or 2");
   }
 }
 }  // namespace detail
