@@ -5,6 +5,8 @@
 // 1:1 sync calls (one at a time), 1:1 async calls (1000 in flight), n:n async calls (n client
 // threads × n actors, round robin), actor creations (create, wait until ALIVE), placement group
 // create + remove (100 one-bundle groups, pipelined like Ray's). Timings are reported, never asserted.
+// The same-run yardstick: bare ZeroMQ round trips (DEALER -> ROUTER echo in a forked process, over
+// ipc://, blocking receives, call-sized frames), what a sync call costs without Mariana's work.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -168,6 +170,69 @@ Status pipelined_calls(proto::RpcClient& c, const std::vector<std::string>& acto
   return Status::Ok();
 }
 
+// Round trips per second of bare libzmq: this process's DEALER against a ROUTER echo loop in a
+// forked child, over a Unix-domain socket in `dir`, 128-byte frames, blocking receives. Run before
+// this process makes any ZeroMQ context, so the child starts from a clean one.
+Result<double> zmq_ipc_roundtrips(const std::string& dir, int n) {
+  const std::string endpoint = "ipc://" + dir + "/yardstick.sock";
+  int ready[2];
+  if (::pipe(ready) != 0) return Unavailable("bench actors: pipe failed");
+  const pid_t pid = ::fork();
+  if (pid < 0) return Unavailable("bench actors: fork failed");
+  if (pid == 0) {
+    ::close(ready[0]);
+    int code = 0;
+    try {
+      zmq::context_t ctx(1);
+      zmq::socket_t router(ctx, zmq::socket_type::router);
+      router.set(zmq::sockopt::linger, 2000);  // the last reply leaves before the context closes
+      router.bind(endpoint);
+      (void)!::write(ready[1], "x", 1);
+      for (int i = 0; i < n + 1 && code == 0; ++i) {
+        zmq::message_t id, body;
+        if (!router.recv(id) || !router.recv(body)) code = 2;
+        router.send(id, zmq::send_flags::sndmore);
+        router.send(body, zmq::send_flags::none);
+      }
+    } catch (const zmq::error_t& e) {
+      std::fprintf(stderr, "bench actors: yardstick echo: %s\n", e.what());
+      code = 3;
+    }
+    ::_exit(code);
+  }
+  ::close(ready[1]);
+  char c;
+  const bool up = ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  double rate = 0;
+  if (up) {
+    zmq::context_t ctx(1);
+    zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    dealer.set(zmq::sockopt::rcvtimeo, 5000);
+    dealer.connect(endpoint);
+    const std::string frame(128, 'y');
+    zmq::message_t reply;
+    int got = 0;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n + 1; ++i) {
+      if (i == 1) t0 = Clock::now();  // the first round trip connects
+      dealer.send(zmq::buffer(frame));
+      if (!dealer.recv(reply)) break;
+      ++got;
+    }
+    if (got == n + 1) rate = n / seconds_since(t0);
+  }
+  if (rate == 0) ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (rate == 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Unavailable("bench actors: the ZeroMQ yardstick's echo process failed (" +
+                       (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                          : "signal " + std::to_string(WTERMSIG(status))) + ")");
+  return rate;
+}
+
 }  // namespace
 
 int bench_actors_main(int argc, char** argv) {
@@ -188,11 +253,20 @@ int bench_actors_main(int argc, char** argv) {
   if (r.count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
   const int n = r["n"].as<int>() > 0 ? r["n"].as<int>() : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
+  nlohmann::json out;
+  {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "mariana-yardstick.XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) return report(Unavailable("bench actors: mkdtemp failed"));
+    auto rt = zmq_ipc_roundtrips(tmpl, static_cast<int>(std::max<int64_t>(1000, r["sync-calls"].as<int64_t>())));
+    std::error_code ec;
+    std::filesystem::remove_all(tmpl, ec);
+    if (!rt.ok()) return report(rt.status());
+    out["yardstick_zmq_ipc_roundtrips"] = rt.value();
+  }
   BenchCluster cluster;
   Status st = cluster.start(r.count("keep") > 0);
   if (!st.ok()) return report(st);
   ClusterClient ctl(cluster.target());
-  nlohmann::json out;
   auto run = [&]() -> Status {
     // 1:1 sync and async.
     MARIANA_ASSIGN_OR_RETURN(auto one, create_actors(ctl.rpc(), 1, "echo"));
