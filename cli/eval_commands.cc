@@ -16,6 +16,7 @@
 #include "rl/arithmetic_task.h"
 #include "train/eval.h"
 #include "train/tokenizer.h"
+#include "train/trainer.h"
 
 namespace mariana::cli {
 
@@ -115,7 +116,7 @@ int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& mode
 int eval_main(int argc, char** argv) {
   cxxopts::Options o("mariana eval", "Evaluate a checkpoint");
   o.add_options()("task", "passkey", cxxopts::value<std::string>())(
-      "checkpoint", "checkpoint directory", cxxopts::value<std::string>())(
+      "checkpoint", "checkpoint directory, or a run directory (its newest valid checkpoint)", cxxopts::value<std::string>())(
       "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
       "lengths", "prompt lengths in tokens", cxxopts::value<std::string>()->default_value("64,128,256"))(
       "depths", "passkey depths in [0,1]", cxxopts::value<std::string>()->default_value("0,0.25,0.5,0.75,1"))(
@@ -144,7 +145,9 @@ int eval_main(int argc, char** argv) {
     const std::string task = r["task"].as<std::string>();
     if (task != "passkey" && task != "arithmetic")
       return report(InvalidArgument("eval: --task: expected passkey or arithmetic, got '" + task + "'"));
-    const std::string ck_dir = r["checkpoint"].as<std::string>();
+    auto resolved = resolve_checkpoint(r["checkpoint"].as<std::string>());  // a checkpoint or a run directory
+    if (!resolved.ok()) return report(resolved.status());
+    const std::string ck_dir = resolved.value();
     auto ck = checkpoint_load<float>(ck_dir);
     if (!ck.ok()) return report(ck.status());
     const std::string tok_path = r.count("tokenizer") ? r["tokenizer"].as<std::string>()

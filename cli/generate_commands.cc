@@ -15,6 +15,7 @@
 #include "model/inference/generate.h"
 #include "sft/chat_template.h"
 #include "train/tokenizer.h"
+#include "train/trainer.h"
 
 namespace mariana::cli {
 
@@ -70,7 +71,7 @@ Result<std::vector<PromptSpec>> read_prompts(const std::string& path, bool chat)
 
 int generate_main(int argc, char** argv) {
   cxxopts::Options o("mariana generate", "Generate text from a checkpoint");
-  o.add_options()("checkpoint", "checkpoint directory", cxxopts::value<std::string>())(
+  o.add_options()("checkpoint", "checkpoint directory, or a run directory (its newest valid checkpoint)", cxxopts::value<std::string>())(
       "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
       "prompt", "prompt text", cxxopts::value<std::string>())(
       "input", "JSONL of {\"prompt\": ...} or {\"messages\": [...]} per line", cxxopts::value<std::string>())(
@@ -104,7 +105,9 @@ int generate_main(int argc, char** argv) {
       if (!read.ok()) return report(read.status());
       prompts = std::move(read).value();
     }
-    const std::string ck_dir = r["checkpoint"].as<std::string>();
+    auto resolved = resolve_checkpoint(r["checkpoint"].as<std::string>());  // a checkpoint or a run directory
+    if (!resolved.ok()) return report(resolved.status());
+    const std::string ck_dir = resolved.value();
     const std::string tok_path = r.count("tokenizer") ? r["tokenizer"].as<std::string>()
                                                       : (std::filesystem::path(ck_dir) / "tokenizer.json").string();
     auto tok = Tokenizer::load(tok_path);

@@ -100,6 +100,7 @@ Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<f
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "rl_state.json").string(), state.dump(2) + "\n"));
+  MARIANA_RETURN_IF_ERROR(checkpoint_manifest_write(tmp.string(), it));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return Unavailable("checkpoint " + final_dir.string() + ": rename failed: " + ec.message());

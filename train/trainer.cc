@@ -76,13 +76,27 @@ Status verify_manifest(const fs::path& dir) {
   return Status::Ok();
 }
 
+}  // namespace
+
+Status checkpoint_manifest_write(const std::string& dir, int64_t step) {
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(dir));
+  nlohmann::ordered_json manifest;
+  manifest["step"] = step;
+  manifest["files"] = files;
+  return write_file_atomic((fs::path(dir) / kManifest).string(), manifest.dump(2) + "\n");
+}
+
+namespace {
+
 std::vector<fs::path> checkpoint_dirs(const std::string& run_dir) {
   std::vector<fs::path> v;
   const fs::path root = fs::path(run_dir) / "checkpoints";
   if (!fs::is_directory(root)) return v;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0) v.push_back(e.path());
+    // step-N (pretrain, extend, sft, rm) or iter-N (rl): one kind per run, zero-padded, so
+    // name order is age order.
+    if (e.is_directory() && (n.rfind("step-", 0) == 0 || n.rfind("iter-", 0) == 0)) v.push_back(e.path());
   }
   std::sort(v.begin(), v.end());
   return v;
@@ -201,11 +215,7 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
   if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
-  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(tmp));
-  nlohmann::ordered_json manifest;
-  manifest["step"] = step;
-  manifest["files"] = files;
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kManifest).string(), manifest.dump(2) + "\n"));
+  MARIANA_RETURN_IF_ERROR(checkpoint_manifest_write(tmp.string(), step));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return Unavailable("checkpoint " + final_dir.string() + ": rename failed: " + ec.message());

@@ -108,7 +108,10 @@ struct TrainSummary {
 
 Result<TrainSummary> train_run(const TrainOptions& opt);
 
-// Newest checkpoint under run_dir/checkpoints whose manifest verifies; NotFound if none.
+// Writes dir/manifest.json: the step (or RL iteration) and the size and XXH64 of every other file
+// in dir. Call it last, on the temporary directory, before the rename that publishes it.
+Status checkpoint_manifest_write(const std::string& dir, int64_t step);
+// Newest checkpoint (step-N or iter-N) under run_dir/checkpoints whose manifest verifies; NotFound if none.
 // Corrupt or partial ones are skipped with a warning on stderr.
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir);
 // The directory itself when it holds a checkpoint (config.json), else latest_valid_checkpoint of

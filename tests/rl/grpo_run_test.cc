@@ -15,6 +15,7 @@
 #include "rl/arithmetic_task.h"
 #include "rl/grpo.h"
 #include "train/corpora.h"
+#include "train/trainer.h"
 
 namespace mariana::rl {
 namespace {
@@ -126,6 +127,18 @@ TEST_F(GrpoRun, ShortRunLogsEveryIterationAndWritesACheckpoint) {
   int dirs = 0;
   for (const auto& e : fs::directory_iterator(dir_ / "run" / "checkpoints")) dirs += e.is_directory();
   EXPECT_EQ(dirs, 2);
+  // Each iter-N checkpoint carries a manifest: the run directory resolves to the newest one, and a
+  // damaged newest one is skipped for the one before (as for training runs).
+  auto newest = resolve_checkpoint((dir_ / "run").string());
+  ASSERT_TRUE(newest.ok()) << newest.status().to_string();
+  EXPECT_EQ(fs::path(newest.value()), fs::path(res.value().final_checkpoint));
+  {
+    std::ofstream f(fs::path(res.value().final_checkpoint) / "rl_state.json", std::ios::app);
+    f << " ";
+  }
+  auto fallback = latest_valid_checkpoint((dir_ / "run").string());
+  ASSERT_TRUE(fallback.ok()) << fallback.status().to_string();
+  EXPECT_EQ(fs::path(fallback.value()).filename(), "iter-000002");
 }
 
 TEST_F(GrpoRun, PromptFormats) {
