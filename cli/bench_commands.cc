@@ -246,9 +246,9 @@ int bench_decode(int argc, char** argv) {
         std::vector<double> verify_s, draft_s;
         const std::vector<std::vector<float>> hidden(static_cast<size_t>(batch),
                                                      std::vector<float>(static_cast<size_t>(c.hidden_size), 0.5f));
+        const std::vector<std::vector<int32_t>> two(static_cast<size_t>(batch), std::vector<int32_t>{3, 5});
+        const std::vector<std::vector<int32_t>> one(static_cast<size_t>(batch), std::vector<int32_t>{4});
         for (int64_t k = 0; k < tokens; ++k) {
-          std::vector<std::vector<int32_t>> two(static_cast<size_t>(batch), std::vector<int32_t>{3, 5});
-          std::vector<std::vector<int32_t>> one(static_cast<size_t>(batch), std::vector<int32_t>{4});
           const int64_t len = eng.length(ids[0]);
           double t0 = now_s();
           st = eng.extend(ids, two, &eo);

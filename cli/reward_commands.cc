@@ -20,14 +20,7 @@ namespace {
 
 // One JSONL line as a sample. `where` is "file:line".
 Result<rl::RewardSample> parse_sample(const std::string& text, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    return InvalidArgument(where + ": invalid JSON: " + e.what());
-  }
-  if (!j.is_object()) return InvalidArgument(where + ": expected a JSON object, got " + json_describe(j));
-  const JsonFields f(std::move(j), where);
+  MARIANA_ASSIGN_OR_RETURN(const JsonFields f, JsonFields::parse_object(text, where));
   rl::RewardSample s;
   MARIANA_ASSIGN_OR_RETURN(s.prompt, f.get_string_or("prompt", ""));
   MARIANA_ASSIGN_OR_RETURN(s.response, f.get_string("response"));

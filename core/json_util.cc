@@ -75,6 +75,17 @@ Result<JsonFields> JsonFields::load(const std::string& path) {
   return JsonFields(std::move(j), path);
 }
 
+Result<JsonFields> JsonFields::parse_object(const std::string& text, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(where + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument(where + ": expected a JSON object, got " + json_describe(j));
+  return JsonFields(std::move(j), where);
+}
+
 JsonFields::JsonFields(std::shared_ptr<const nlohmann::json> root, const nlohmann::json* obj,
                        std::string file, std::string prefix)
     : root_(std::move(root)), obj_(obj), file_(std::move(file)), prefix_(std::move(prefix)) {}

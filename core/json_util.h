@@ -27,6 +27,9 @@ class JsonFields {
   JsonFields(nlohmann::json obj, std::string file, std::string prefix = "");
   // json_load_file(path), wrapped.
   static Result<JsonFields> load(const std::string& path);
+  // One JSON object in `text` (a JSONL line); `where` ("file:line") prefixes the errors:
+  // "<where>: invalid JSON: ..." or "<where>: expected a JSON object, got <type>".
+  static Result<JsonFields> parse_object(const std::string& text, const std::string& where);
 
   // Present and not null.
   bool has(const std::string& name) const;

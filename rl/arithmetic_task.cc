@@ -46,9 +46,10 @@ Result<ArithmeticEvalResult> eval_arithmetic(const Model<float>& model, const To
     std::vector<GenerateRequest> reqs;
     for (int64_t i = 0; i < n; ++i) {
       probs.push_back(make_arithmetic(opt.seed * 1000003ULL + static_cast<uint64_t>(start + i), ao));
+      const std::vector<int32_t> prompt = arithmetic_prompt(tok, probs.back(), opt.format);
       for (int64_t k = 0; k < opt.samples; ++k) {
         GenerateRequest r;
-        r.prompt = arithmetic_prompt(tok, probs.back(), opt.format);
+        r.prompt = prompt;
         r.max_new_tokens = opt.max_new_tokens;
         r.stop_tokens = {tok.eos_id()};
         r.sampling.temperature = opt.temperature;

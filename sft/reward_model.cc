@@ -21,14 +21,7 @@ namespace {
 constexpr uint64_t kPreferenceStream = 0x5246'0000;  // "RF": the wrong-answer draws
 
 Result<PreferencePair> parse_preference_line(const std::string& line, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    return InvalidArgument(where + ": invalid JSON: " + e.what());
-  }
-  if (!j.is_object()) return InvalidArgument(where + ": expected a JSON object, got " + json_describe(j));
-  JsonFields f(std::move(j), where);
+  MARIANA_ASSIGN_OR_RETURN(JsonFields f, JsonFields::parse_object(line, where));
   PreferencePair p;
   MARIANA_ASSIGN_OR_RETURN(p.prompt, f.get_string("prompt"));
   MARIANA_ASSIGN_OR_RETURN(p.chosen, f.get_string("chosen"));

@@ -30,14 +30,7 @@ std::string hex64(uint64_t v) {
 
 // One line's conversation; errors are prefixed by the caller with "<file>:<line>: ".
 Result<std::vector<ChatMessage>> parse_chat_line(const std::string& line, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    return InvalidArgument(where + ": invalid JSON: " + e.what());
-  }
-  if (!j.is_object()) return InvalidArgument(where + ": expected a JSON object, got " + json_describe(j));
-  JsonFields f(std::move(j), where);
+  MARIANA_ASSIGN_OR_RETURN(JsonFields f, JsonFields::parse_object(line, where));
   MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> msgs, f.get_object_array("messages"));
   std::vector<ChatMessage> out;
   for (const JsonFields& m : msgs) {
