@@ -117,6 +117,9 @@ int data_gen_cmd(int argc, char** argv) {
       "out", "JSONL file to write (atomically)", cxxopts::value<std::string>())(
       "digits", "arithmetic: operands have 1..D digits (D <= 9)", cxxopts::value<int>()->default_value("3"))(
       "ops", "arithmetic: operators to draw from", cxxopts::value<std::string>()->default_value("+-*"))(
+      "teacher-slip", "arithmetic: fraction of + and - problems whose worked text forgets every carry and borrow "
+      "(an imperfect teacher; the text then ends in a wrong answer where one mattered)",
+      cxxopts::value<double>()->default_value("0"))(
       "length", "passkey: filler characters per document", cxxopts::value<int64_t>()->default_value("1000"))(
       "depth", "passkey: relative depth of the key in [0, 1] (default: uniform per document)",
       cxxopts::value<double>())(
@@ -141,6 +144,7 @@ int data_gen_cmd(int argc, char** argv) {
   CorpusOptions opt;
   opt.arithmetic.max_digits = r["digits"].as<int>();
   opt.arithmetic.ops = r["ops"].as<std::string>();
+  opt.arithmetic.teacher_slip = r["teacher-slip"].as<double>();
   if (r["task"].as<std::string>() == "arithmetic-chat" || r["task"].as<std::string>() == "arithmetic-preference")
     return data_gen_chat(r, opt.arithmetic);
   auto task = corpus_task_parse(r["task"].as<std::string>());

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The main job: pretrain -> extend -> SFT -> GRPO on the tiny DeepSeek-V3 model, on the built-in
-# arithmetic task (1-2 digit + and -), then a table of held-out accuracy after each phase.
+# arithmetic task (1-2 digit + and -), then a table of held-out accuracy after each phase. The SFT
+# data comes from an imperfect teacher that forgets carries and borrows (configs/pipeline/3-sft.toml);
+# GRPO, rewarded by the true answer, undoes what SFT copied. A reference SFT run on a perfect
+# teacher ("sft-clean") shows what the slips cost.
 # Expects a built tree (scripts/build.sh). Runs on one core (the OpenMP build is slower on two
 # busy cores); MARIANA_THREADS=2 to change. Job files: configs/pipeline/{1-pretrain,2-extend,3-sft,4-rl}.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/cli/mariana
 T=${MARIANA_THREADS:-1}
-PROBLEMS=${MARIANA_EVAL_PROBLEMS:-200}
-rm -rf runs/pipeline-pretrain runs/pipeline-extend runs/pipeline-sft runs/pipeline-rl
+PROBLEMS=${MARIANA_EVAL_PROBLEMS:-500}
+rm -rf runs/pipeline-pretrain runs/pipeline-extend runs/pipeline-sft runs/pipeline-sft-clean runs/pipeline-rl
 $BIN train configs/pipeline/1-pretrain.toml --run-dir runs/pipeline-pretrain --quiet --set train.threads=$T
 $BIN train configs/pipeline/2-extend.toml --run-dir runs/pipeline-extend --quiet --set train.threads=$T
 $BIN train configs/pipeline/3-sft.toml --run-dir runs/pipeline-sft --quiet --set train.threads=$T
+$BIN train configs/pipeline/3-sft.toml --run-dir runs/pipeline-sft-clean --quiet --set train.threads=$T \
+  --set data.arithmetic_teacher_slip=0
 $BIN train configs/pipeline/4-rl.toml --run-dir runs/pipeline-rl --set train.threads=$T
 last() { ls -d "$1"/checkpoints/*/ | sort | tail -1 | sed 's:/$::'; }
 {
-  echo "phase     prompts  held-out accuracy  checkpoint"
-  for phase in pretrain:raw extend:raw sft:chat rl:chat; do
+  echo "phase      prompts  held-out accuracy  checkpoint"
+  for phase in pretrain:raw extend:raw sft-clean:chat sft:chat rl:chat; do
     name=${phase%%:*}; fmt=${phase##*:}
     ck=$(last runs/pipeline-$name)
     acc=$($BIN eval --task arithmetic --checkpoint "$ck" --format "$fmt" --problems "$PROBLEMS" --threads "$T" --json |
           /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print("%5.1f%% (%d/%d)" % (100*j["accuracy"], j["correct"], j["problems"]))')
-    printf "%-9s %-8s %-18s %s\n" "$name" "$fmt" "$acc" "$ck"
+    printf "%-10s %-8s %-18s %s\n" "$name" "$fmt" "$acc" "$ck"
   done
 } | tee runs/pipeline-accuracy.txt

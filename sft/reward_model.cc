@@ -67,6 +67,7 @@ std::string rm_preference_json_line(const PreferencePair& p) {
 }
 
 PreferencePair arithmetic_preference(uint64_t seed, int64_t index, const ArithmeticOptions& opt) {
+  MARIANA_CHECK(opt.teacher_slip == 0);  // chosen = the correct worked solution
   const ArithmeticProblem prob = arithmetic_chat_problem(seed, index, opt);
   const auto msgs = arithmetic_chat_messages(prob);
   PreferencePair p{msgs[0].content, msgs[1].content, ""};
@@ -87,6 +88,9 @@ Status write_arithmetic_preference_jsonl(int64_t n, uint64_t seed, const Arithme
   CorpusOptions co;
   co.arithmetic = opt;
   MARIANA_RETURN_IF_ERROR(corpus_options_validate(co));
+  if (opt.teacher_slip != 0)
+    return InvalidArgument("arithmetic-preference: teacher_slip must be 0 (the chosen answers are the correct worked "
+                           "solutions), got " + std::to_string(opt.teacher_slip));
   std::string out;
   for (int64_t i = 0; i < n; ++i) out += rm_preference_json_line(arithmetic_preference(seed, i, opt)) + "\n";
   return write_file_atomic(path, out);

@@ -286,11 +286,7 @@ Result<std::string> sft_job_data_file(const JobSpec& spec, const std::string& gi
   fs::create_directories(dir, ec);
   const std::string path = (dir / (builtin + ".jsonl")).string();
   if (!fs::exists(path)) {
-    ArithmeticOptions ao;
-    ao.min_digits = spec.arithmetic_min_digits;
-    ao.max_digits = spec.arithmetic_max_digits;
-    ao.ops = spec.arithmetic_ops;
-    MARIANA_RETURN_IF_ERROR(write(spec.data_documents, spec.data_seed, ao, path));
+    MARIANA_RETURN_IF_ERROR(write(spec.data_documents, spec.data_seed, job_arithmetic_options(spec), path));
   }
   return path;
 }

@@ -36,29 +36,36 @@ int64_t pow10(int d) {
 
 std::string digits_of(int64_t v) { return std::to_string(v); }
 
-// Column-by-column subtraction of b from a, a >= b >= 0.
-void subtract_columns(int64_t a, int64_t b, std::string* out) {
+// Column-by-column subtraction of b from a, a >= b >= 0; returns the number the written digits
+// make. forget_borrow: a borrow is announced but never taken from the next column (a teacher's slip).
+int64_t subtract_columns(int64_t a, int64_t b, bool forget_borrow, std::string* out) {
   const std::string as = digits_of(a), bs = digits_of(b);
   int borrow = 0;
-  for (size_t i = 0; i < as.size(); ++i) {
+  int64_t written = 0, place = 1;
+  for (size_t i = 0; i < as.size(); ++i, place *= 10) {
     const int x = as[as.size() - 1 - i] - '0';
     const bool has_b = i < bs.size();
     const int y = has_b ? bs[bs.size() - 1 - i] - '0' : 0;
+    if (forget_borrow) borrow = 0;
     std::string expr = std::to_string(x);
     if (has_b) expr += " - " + std::to_string(y);
     if (borrow) expr += " - 1";
     const int v = x - y - borrow;
     if (!has_b && !borrow) {
       *out += "bring down " + std::to_string(x) + ".\n";
+      written += x * place;
     } else if (v >= 0) {
       *out += expr + " = " + std::to_string(v) + ", write " + std::to_string(v) + ".\n";
+      written += v * place;
       borrow = 0;
     } else {
       *out += expr + " < 0, so 1" + expr + " = " + std::to_string(v + 10) + ", write " + std::to_string(v + 10) +
               ", borrow 1.\n";
+      written += (v + 10) * place;
       borrow = 1;
     }
   }
+  return written;
 }
 
 const std::array<const char*, 5> kFillerSentences = {"The grass is green.", "The sky is blue.", "The sun is yellow.",
@@ -99,7 +106,7 @@ const char* corpus_task_name(CorpusTask task) {
   return "?";
 }
 
-std::string arithmetic_worked(int64_t a, char op, int64_t b) {
+std::string arithmetic_worked(int64_t a, char op, int64_t b, bool forget_carries) {
   MARIANA_CHECK(a >= 0 && b >= 0 && a < pow10(9) && b < pow10(9));
   MARIANA_CHECK(op == '+' || op == '-' || op == '*');
   const std::string as = digits_of(a), bs = digits_of(b);
@@ -107,11 +114,12 @@ std::string arithmetic_worked(int64_t a, char op, int64_t b) {
   std::string out = "Q: " + problem + " = ?\nA: ";
   int64_t answer = 0;
   if (op == '+') {
-    answer = a + b;
     out += "Add the digits from the right.\n";
     int carry = 0;
+    int64_t place = 1;
     const size_t n = std::max(as.size(), bs.size());
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n; ++i, place *= 10) {
+      if (forget_carries) carry = 0;
       std::vector<int> terms;
       if (i < as.size()) terms.push_back(as[as.size() - 1 - i] - '0');
       if (i < bs.size()) terms.push_back(bs[bs.size() - 1 - i] - '0');
@@ -127,18 +135,22 @@ std::string arithmetic_worked(int64_t a, char op, int64_t b) {
       } else {
         out += expr + " = " + std::to_string(s) + ", write " + std::to_string(s % 10) + (s >= 10 ? ", carry 1.\n" : ".\n");
       }
+      answer += (s % 10) * place;
       carry = s >= 10 ? 1 : 0;
     }
-    if (carry) out += "write the carry 1.\n";
+    if (carry && !forget_carries) {
+      out += "write the carry 1.\n";
+      answer += place;
+    }
   } else if (op == '-') {
-    answer = a - b;
     if (a >= b) {
       out += "Subtract the digits from the right.\n";
-      subtract_columns(a, b, &out);
+      answer = subtract_columns(a, b, forget_carries, &out);
     } else {
       out += as + " < " + bs + ", so " + problem + " = -(" + bs + " - " + as + ").\nSubtract the digits from the right.\n";
-      subtract_columns(b, a, &out);
-      out += bs + " - " + as + " = " + std::to_string(b - a) + "\n";
+      const int64_t magnitude = subtract_columns(b, a, forget_carries, &out);
+      out += bs + " - " + as + " = " + std::to_string(magnitude) + "\n";
+      answer = -magnitude;
     }
   } else {
     answer = a * b;
@@ -189,6 +201,12 @@ ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt) {
   }
   p.answer = p.op == '+' ? p.a + p.b : p.op == '-' ? p.a - p.b : p.a * p.b;
   p.text = arithmetic_worked(p.a, p.op, p.b);
+  // The teacher's slip is drawn after the problem, so the problem never depends on teacher_slip.
+  if (opt.teacher_slip > 0 && p.op != '*' && rng.next_u32() < opt.teacher_slip * 4294967296.0) {
+    std::string slipped = arithmetic_worked(p.a, p.op, p.b, /*forget_carries=*/true);
+    p.slipped = slipped != p.text;
+    p.text = std::move(slipped);
+  }
   return p;
 }
 
@@ -257,6 +275,8 @@ Status corpus_options_validate(const CorpusOptions& opt) {
                            std::to_string(a.min_digits) + ".." + std::to_string(a.max_digits));
   if (a.ops.empty() || a.ops.find_first_not_of("+-*") != std::string::npos)
     return InvalidArgument("corpus: arithmetic ops '" + a.ops + "' must be a non-empty subset of \"+-*\"");
+  if (!(a.teacher_slip >= 0 && a.teacher_slip <= 1))
+    return InvalidArgument("corpus: arithmetic teacher_slip must be in [0, 1], got " + std::to_string(a.teacher_slip));
   if (opt.passkey_chars < 0) return InvalidArgument("corpus: passkey_chars must be >= 0");
   if (opt.prose_chars < 0) return InvalidArgument("corpus: prose_chars must be >= 0");
   if (std::isnan(opt.passkey_depth) || opt.passkey_depth > 1)

@@ -39,16 +39,24 @@ struct ArithmeticOptions {
   int min_digits = 1, max_digits = 3;  // each operand's digit count, uniform in [min, max]; 1 ≤ min ≤ max ≤ 9
   std::string ops = "+-*";             // drawn uniformly from these
   ArithmeticSplit split = ArithmeticSplit::kTrain;  // problems are redrawn until in the split
+  // An imperfect teacher, for SFT data that RL has something to correct: with this probability a
+  // + or − problem's worked text forgets every carry or borrow (it still writes "carry 1." or
+  // "borrow 1." but never applies it, and drops the final "write the carry 1."), so the text ends
+  // in a wrong "#### N" whenever a carry or borrow mattered. 0 (the default): always right. The
+  // problem and its `answer` (what evaluations and rewards compare with) never change.
+  double teacher_slip = 0;  // in [0, 1]
 };
 struct ArithmeticProblem {
   int64_t a = 0, b = 0, answer = 0;
   char op = '+';
   std::string text;  // the worked document above
+  bool slipped = false;  // the text carries a teacher's slip and ends in a wrong answer (teacher_slip)
 };
 // A problem of the split (redrawn from the same Philox stream until it is in it).
 ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt);
-// The worked text for a given problem (op one of + - *; 0 ≤ a, b < 10^9).
-std::string arithmetic_worked(int64_t a, char op, int64_t b);
+// The worked text for a given problem (op one of + - *; 0 ≤ a, b < 10^9). forget_carries: the
+// teacher's slip above (+ and − only), the answer lines then give what the written digits make.
+std::string arithmetic_worked(int64_t a, char op, int64_t b, bool forget_carries = false);
 
 // ---- Passkey retrieval ----
 // Filler of repeated sentences ("The grass is green. The sky is blue. ...") of at most

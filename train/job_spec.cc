@@ -40,6 +40,7 @@ passkey_filler_chars = 0
 arithmetic_min_digits = 1
 arithmetic_max_digits = 3
 arithmetic_ops = "+-*"
+arithmetic_teacher_slip = 0.0
 chat = ""
 preferences = ""
 [train]
@@ -192,6 +193,7 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.arithmetic_min_digits = static_cast<int>(data.get_int("arithmetic_min_digits").value());
   s.arithmetic_max_digits = static_cast<int>(data.get_int("arithmetic_max_digits").value());
   s.arithmetic_ops = data.get_string("arithmetic_ops").value();
+  s.arithmetic_teacher_slip = data.get_double("arithmetic_teacher_slip").value();
   s.data_chat = data.get_string("chat").value();
   s.data_preferences = data.get_string("preferences").value();
   s.steps = train.get_int("steps").value();
@@ -236,6 +238,8 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
     return bad("data.arithmetic_min_digits", "expected 1 <= arithmetic_min_digits <= arithmetic_max_digits <= 9");
   if (s.arithmetic_ops.empty() || s.arithmetic_ops.find_first_not_of("+-*") != std::string::npos)
     return bad("data.arithmetic_ops", "expected operators from \"+-*\", got \"" + s.arithmetic_ops + "\"");
+  if (!(s.arithmetic_teacher_slip >= 0 && s.arithmetic_teacher_slip <= 1))
+    return bad("data.arithmetic_teacher_slip", "expected a probability in [0, 1], got " + std::to_string(s.arithmetic_teacher_slip));
   if (s.phase == "sft" && s.data_chat.empty() && s.data_builtin != "arithmetic-chat")
     return bad("data.builtin", "an sft job takes chat data: set data.chat = \"file.jsonl\" or data.builtin = "
                "\"arithmetic-chat\", got \"" + s.data_builtin + "\"");
@@ -262,6 +266,15 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   if (s.phase == "extend" && !(s.yarn_factor > 1)) return bad("extend.factor", "expected > 1");
   if (s.threads < 0) return bad("train.threads", "expected >= 0");
   return s;
+}
+
+ArithmeticOptions job_arithmetic_options(const JobSpec& spec) {
+  ArithmeticOptions ao;
+  ao.min_digits = spec.arithmetic_min_digits;
+  ao.max_digits = spec.arithmetic_max_digits;
+  ao.ops = spec.arithmetic_ops;
+  ao.teacher_slip = spec.arithmetic_teacher_slip;
+  return ao;
 }
 
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides) {

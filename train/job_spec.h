@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "core/status.h"
+#include "train/corpora.h"
 
 namespace mariana {
 
@@ -39,6 +40,9 @@ struct JobSpec {
   // Built-in arithmetic (and arithmetic-chat): operand digits uniform in [min, max], operators.
   int arithmetic_min_digits = 1, arithmetic_max_digits = 3;
   std::string arithmetic_ops = "+-*";
+  // The worked solutions' teacher forgets every carry and borrow in this fraction of the + and −
+  // problems (ArithmeticOptions::teacher_slip, train/corpora.h); 0 = a perfect teacher.
+  double arithmetic_teacher_slip = 0;
   // sft: a chat JSONL file ({"messages": [...]} per line, sft/sft_data.h); when set, data.builtin
   // is ignored, else data.builtin must be "arithmetic-chat".
   std::string data_chat;
@@ -82,6 +86,9 @@ struct JobSpec {
 
 // Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
 // string), validates. InvalidArgument naming the file/field or the override.
+// The data.arithmetic_* options as the built-in generators take them (training split).
+ArithmeticOptions job_arithmetic_options(const JobSpec& spec);
+
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides);
 // The machinery under job_spec_parse, for other job kinds (rl/grpo.cc): `text` merged over the
 // defaults of `schema_text` (TOML), then the overrides; a field the schema lacks or of the wrong

@@ -173,9 +173,7 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
       CorpusOptions co;
       // Passkey documents sized to roughly fill a training row (~3 characters per token).
       co.passkey_chars = spec.passkey_filler_chars > 0 ? spec.passkey_filler_chars : spec.seq_len * 3;
-      co.arithmetic.min_digits = spec.arithmetic_min_digits;
-      co.arithmetic.max_digits = spec.arithmetic_max_digits;
-      co.arithmetic.ops = spec.arithmetic_ops;
+      co.arithmetic = job_arithmetic_options(spec);
       MARIANA_ASSIGN_OR_RETURN(CorpusTask task, corpus_task_parse(spec.data_builtin));
       MARIANA_RETURN_IF_ERROR(write_corpus_jsonl(task, spec.data_documents, spec.data_seed, co, corpus));
     }

@@ -56,6 +56,36 @@ TEST_F(SftCli, DataGenWritesChatAndPreferenceSets) {
   for (const auto& q : prefs) EXPECT_NE(q["chosen"], q["rejected"]);
 }
 
+// --teacher-slip: the same problems, and with slip 1 every carry or borrow that matters is forgotten
+// (the answer line then disagrees with the question); out of range or with preference pairs: exit 2.
+TEST_F(SftCli, DataGenTeacherSlip) {
+  const std::string base = "data gen --task arithmetic-chat --n 40 --seed 4 --digits 2 --ops +- --out ";
+  ASSERT_EQ(run(base + p("clean.jsonl")).code, 0);
+  CmdResult r = run(base + p("slip.jsonl") + " --teacher-slip 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto clean = lines("clean.jsonl"), slip = lines("slip.jsonl");
+  ASSERT_EQ(clean.size(), slip.size());
+  int changed = 0;
+  for (size_t i = 0; i < clean.size(); ++i) {
+    EXPECT_EQ(clean[i]["messages"][0], slip[i]["messages"][0]);
+    const std::string c = clean[i]["messages"][1]["content"], s = slip[i]["messages"][1]["content"];
+    const bool carries = c.find("carry 1") != std::string::npos || c.find("borrow 1") != std::string::npos;
+    if (s != c) {
+      ++changed;
+      EXPECT_TRUE(carries) << c;
+      EXPECT_NE(c.substr(c.rfind("#### ")), s.substr(s.rfind("#### "))) << s;
+    }
+  }
+  EXPECT_GT(changed, 8);
+  r = run(base + p("bad.jsonl") + " --teacher-slip 1.5");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("teacher_slip must be in [0, 1]"), std::string::npos) << r.out;
+  r = run("data gen --task arithmetic-preference --n 4 --seed 4 --teacher-slip 0.5 --out " + p("bad.jsonl"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("teacher_slip must be 0"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(p("bad.jsonl")));
+}
+
 TEST_F(SftCli, TrainSftAndRmJobs) {
   make_base();
   const std::string head = "[job]\nname = \"s\"\nphase = \"sft\"\n[model]\ninit_from = \"" + p("base") + "\"\n";

@@ -4,6 +4,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -88,6 +89,52 @@ TEST(Corpora, ArithmeticAnswersAndStepsAreCorrect) {
            {999999999, '+', 1}, {100, '*', 0}, {0, '-', 0}, {10, '*', 10}}) {
     check_arithmetic(arithmetic_worked(a, op, b));
   }
+}
+
+// The imperfect teacher (teacher_slip): the slipped text forgets every carry and borrow, its answer
+// lines give what the written digits make, and the problem and its true answer do not change.
+TEST(Corpora, TeacherSlipForgetsCarriesAndBorrows) {
+  EXPECT_EQ(arithmetic_worked(347, '+', 85, /*forget_carries=*/true),
+            "Q: 347 + 85 = ?\nA: Add the digits from the right.\n"
+            "7 + 5 = 12, write 2, carry 1.\n4 + 8 = 12, write 2, carry 1.\nbring down 3.\n"
+            "347 + 85 = 322\n#### 322\n");
+  EXPECT_EQ(arithmetic_worked(95, '+', 7, true),
+            "Q: 95 + 7 = ?\nA: Add the digits from the right.\n5 + 7 = 12, write 2, carry 1.\n"
+            "bring down 9.\n95 + 7 = 92\n#### 92\n");
+  EXPECT_EQ(arithmetic_worked(52, '-', 347, true),
+            "Q: 52 - 347 = ?\nA: 52 < 347, so 52 - 347 = -(347 - 52).\nSubtract the digits from the right.\n"
+            "7 - 2 = 5, write 5.\n4 - 5 < 0, so 14 - 5 = 9, write 9, borrow 1.\nbring down 3.\n"
+            "347 - 52 = 395\n52 - 347 = -395\n#### -395\n");
+  EXPECT_EQ(arithmetic_worked(1000, '-', 1, true),
+            "Q: 1000 - 1 = ?\nA: Subtract the digits from the right.\n0 - 1 < 0, so 10 - 1 = 9, write 9, borrow 1.\n"
+            "bring down 0.\nbring down 0.\nbring down 1.\n1000 - 1 = 1009\n#### 1009\n");
+  // No carry, no borrow, or multiplication: the slip changes nothing.
+  for (auto [a, op, b] : std::vector<std::tuple<int64_t, char, int64_t>>{{12, '+', 34}, {98, '-', 76}, {347, '*', 85}})
+    EXPECT_EQ(arithmetic_worked(a, op, b, true), arithmetic_worked(a, op, b));
+
+  ArithmeticOptions clean, half, always;
+  clean.ops = half.ops = always.ops = "+-";
+  clean.max_digits = half.max_digits = always.max_digits = 2;
+  half.teacher_slip = 0.5;
+  always.teacher_slip = 1;
+  int affected = 0, slipped = 0;
+  for (uint64_t s = 0; s < 2000; ++s) {
+    const ArithmeticProblem c = make_arithmetic(s, clean), h = make_arithmetic(s, half), w = make_arithmetic(s, always);
+    ASSERT_EQ(std::make_tuple(c.a, c.op, c.b, c.answer), std::make_tuple(w.a, w.op, w.b, w.answer));
+    ASSERT_EQ(std::make_tuple(c.a, c.op, c.b, c.answer), std::make_tuple(h.a, h.op, h.b, h.answer));
+    EXPECT_FALSE(c.slipped);
+    EXPECT_EQ(c.text, arithmetic_worked(c.a, c.op, c.b));
+    EXPECT_EQ(w.text, arithmetic_worked(c.a, c.op, c.b, true));
+    EXPECT_EQ(w.slipped, w.text != c.text);
+    const bool wrong = w.text.find("\n#### " + std::to_string(c.answer) + "\n") == std::string::npos;
+    EXPECT_EQ(w.slipped, wrong) << w.text;  // a slip that mattered always ends in a wrong answer
+    affected += w.slipped;
+    EXPECT_TRUE(h.text == c.text || h.text == w.text);
+    EXPECT_EQ(h.slipped, h.text != c.text);
+    slipped += h.slipped;
+  }
+  EXPECT_GT(affected, 600);  // 1-2 digit + and -: about 40% carry or borrow
+  EXPECT_NEAR(static_cast<double>(slipped) / affected, 0.5, 0.06);
 }
 
 TEST(Corpora, ArithmeticDigitCountsAndOps) {
@@ -208,6 +255,9 @@ TEST(Corpora, JsonlPreparesAndBadOptionsAreRejected) {
   EXPECT_EQ(corpus_options_validate(bad).code(), StatusCode::kInvalidArgument);
   bad = o;
   bad.mix_arithmetic = bad.mix_passkey = bad.mix_prose = 0;
+  EXPECT_EQ(corpus_options_validate(bad).code(), StatusCode::kInvalidArgument);
+  bad = o;
+  bad.arithmetic.teacher_slip = 1.5;
   EXPECT_EQ(corpus_options_validate(bad).code(), StatusCode::kInvalidArgument);
   bad = o;
   bad.arithmetic.ops = "+/";

@@ -61,6 +61,18 @@ TEST(JobSpec, WrongTypeIsNamed) {
   EXPECT_NE(s.status().message().find("train.steps"), std::string::npos);
 }
 
+TEST(JobSpec, TeacherSlipIsAProbabilityAndReachesTheGenerators) {
+  auto s = job_spec_parse(kBase, "job.toml", {"data.arithmetic_teacher_slip=0.75", "data.arithmetic_ops=\"+-\""});
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  const ArithmeticOptions ao = job_arithmetic_options(*s);
+  EXPECT_DOUBLE_EQ(ao.teacher_slip, 0.75);
+  EXPECT_EQ(ao.ops, "+-");
+  EXPECT_DOUBLE_EQ(job_arithmetic_options(*job_spec_parse(kBase, "job.toml", {})).teacher_slip, 0.0);
+  auto bad = job_spec_parse(kBase, "job.toml", {"data.arithmetic_teacher_slip=1.5"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("data.arithmetic_teacher_slip"), std::string::npos) << bad.status().message();
+}
+
 TEST(JobSpec, BadPhase) {
   auto s = job_spec_parse(kBase, "job.toml", {"job.phase=sft2"});
   ASSERT_FALSE(s.ok());
