@@ -87,7 +87,8 @@ std::string iter_dir_name(int64_t it) {
   return buf;
 }
 
-// checkpoint_save into a temporary sibling, plus the tokenizer and rl_state.json, then one rename.
+// checkpoint_save into a temporary sibling, plus the tokenizer and rl_state.json, then
+// checkpoint_publish (manifest, one rename, keep the last keep_last).
 Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model,
                            const std::string& tokenizer_json, const nlohmann::json& state, int64_t keep_last,
                            std::string* written) {
@@ -100,16 +101,8 @@ Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<f
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "rl_state.json").string(), state.dump(2) + "\n"));
-  MARIANA_RETURN_IF_ERROR(checkpoint_manifest_write(tmp.string(), it));
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) return Unavailable("checkpoint " + final_dir.string() + ": rename failed: " + ec.message());
+  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, tmp.string(), final_dir.string(), it, keep_last));
   *written = final_dir.string();
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().rfind("iter-", 0) == 0) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep_last) < dirs.size(); ++i) fs::remove_all(dirs[i], ec);
   return Status::Ok();
 }
 

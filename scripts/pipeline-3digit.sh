@@ -18,8 +18,8 @@ $BIN train configs/pipeline/2-extend.toml --run-dir $R/extend --quiet --set trai
 $BIN train configs/pipeline/3-sft.toml --run-dir $R/sft --quiet --set train.threads=$T "${MIX[@]}" \
   --set model.init_from=$R/extend --set data.arithmetic_teacher_slip=0
 prev=$R/sft
+grpo_seed=(- 0 2 3)  # per stage: the sampling seeds the recorded runs used
 for stage in 1 2 3; do
-  grpo_seed=(0 0 2 3)  # the seeds the recorded runs used, per stage
   $BIN train configs/pipeline/4-rl.toml --run-dir $R/rl$stage --set train.threads=$T \
     --set model.init_from=$prev --set task.arithmetic_max_digits=3 --set task.seed=$((4 + 10 * stage)) \
     --set grpo.seed=${grpo_seed[$stage]} --set rollout.prompts=32 --set grpo.lr=1e-4 --set grpo.iterations=200 \

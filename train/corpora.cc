@@ -200,13 +200,9 @@ ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt) {
       break;
   }
   p.answer = p.op == '+' ? p.a + p.b : p.op == '-' ? p.a - p.b : p.a * p.b;
-  p.text = arithmetic_worked(p.a, p.op, p.b);
   // The teacher's slip is drawn after the problem, so the problem never depends on teacher_slip.
-  if (opt.teacher_slip > 0 && p.op != '*' && rng.next_u32() < opt.teacher_slip * 4294967296.0) {
-    std::string slipped = arithmetic_worked(p.a, p.op, p.b, /*forget_carries=*/true);
-    p.slipped = slipped != p.text;
-    p.text = std::move(slipped);
-  }
+  const bool slip = opt.teacher_slip > 0 && rng.next_u32() < opt.teacher_slip * 4294967296.0;
+  p.text = arithmetic_worked(p.a, p.op, p.b, /*forget_carries=*/slip);
   return p;
 }
 

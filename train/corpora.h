@@ -50,7 +50,6 @@ struct ArithmeticProblem {
   int64_t a = 0, b = 0, answer = 0;
   char op = '+';
   std::string text;  // the worked document above
-  bool slipped = false;  // the text carries a teacher's slip and ends in a wrong answer (teacher_slip)
 };
 // A problem of the split (redrawn from the same Philox stream until it is in it).
 ArithmeticProblem make_arithmetic(uint64_t seed, const ArithmeticOptions& opt);

@@ -76,17 +76,13 @@ Status verify_manifest(const fs::path& dir) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Status checkpoint_manifest_write(const std::string& dir, int64_t step) {
+Status checkpoint_manifest_write(const fs::path& dir, int64_t step) {
   MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(dir));
   nlohmann::ordered_json manifest;
   manifest["step"] = step;
   manifest["files"] = files;
-  return write_file_atomic((fs::path(dir) / kManifest).string(), manifest.dump(2) + "\n");
+  return write_file_atomic((dir / kManifest).string(), manifest.dump(2) + "\n");
 }
-
-namespace {
 
 std::vector<fs::path> checkpoint_dirs(const std::string& run_dir) {
   std::vector<fs::path> v;
@@ -213,17 +209,8 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
   if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
-  MARIANA_RETURN_IF_ERROR(checkpoint_manifest_write(tmp.string(), step));
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) return Unavailable("checkpoint " + final_dir.string() + ": rename failed: " + ec.message());
+  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, tmp.string(), final_dir.string(), step, keep_last));
   *written = final_dir.string();
-  // Keep the newest keep_last.
-  auto dirs = checkpoint_dirs(run_dir);
-  while (static_cast<int64_t>(dirs.size()) > keep_last) {
-    fs::remove_all(dirs.front(), ec);
-    dirs.erase(dirs.begin());
-  }
   return Status::Ok();
 }
 
@@ -281,6 +268,21 @@ void print_progress(const StepMetrics& m, int64_t total) {
 Result<std::string> resolve_checkpoint(const std::string& path) {
   if (fs::exists(fs::path(path) / "config.json")) return path;
   return latest_valid_checkpoint(path);
+}
+
+Status checkpoint_publish(const std::string& run_dir, const std::string& tmp, const std::string& final_dir,
+                          int64_t step, int64_t keep_last) {
+  MARIANA_RETURN_IF_ERROR(checkpoint_manifest_write(tmp, step));
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return Unavailable("checkpoint " + final_dir + ": rename failed: " + ec.message());
+  auto dirs = checkpoint_dirs(run_dir);
+  while (static_cast<int64_t>(dirs.size()) > keep_last) {
+    fs::remove_all(dirs.front(), ec);
+    dirs.erase(dirs.begin());
+  }
+  return Status::Ok();
 }
 
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {

@@ -108,9 +108,12 @@ struct TrainSummary {
 
 Result<TrainSummary> train_run(const TrainOptions& opt);
 
-// Writes dir/manifest.json: the step (or RL iteration) and the size and XXH64 of every other file
-// in dir. Call it last, on the temporary directory, before the rename that publishes it.
-Status checkpoint_manifest_write(const std::string& dir, int64_t step);
+// Publishes a checkpoint written into `tmp` (a sibling of final_dir under run_dir/checkpoints):
+// writes tmp/manifest.json (the step or RL iteration, and the size and XXH64 of every other
+// file), renames tmp to final_dir in one step, then keeps only the newest keep_last checkpoints of
+// the run. Training (step-N) and GRPO (iter-N) checkpoints both go through it.
+Status checkpoint_publish(const std::string& run_dir, const std::string& tmp, const std::string& final_dir,
+                          int64_t step, int64_t keep_last);
 // Newest checkpoint (step-N or iter-N) under run_dir/checkpoints whose manifest verifies; NotFound if none.
 // Corrupt or partial ones are skipped with a warning on stderr.
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir);
