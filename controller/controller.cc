@@ -1,6 +1,7 @@
 // Controller handlers, table changes, scheduling glue and liveness (see controller.h).
 #include "controller/controller.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <set>
@@ -439,9 +440,25 @@ void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow
   a.host_id.clear();
   a.pid = 0;
   a.node_id.clear();
-  if (allow_restart) a.last_failure = cause;  // a failure, not an ordered end
-  const bool restart = allow_restart && (a.max_restarts < 0 || static_cast<int64_t>(a.num_restarts) < a.max_restarts);
-  if (allow_restart || restart) record_failure("actor " + a.id + " incarnation " + std::to_string(a.incarnation) + ": " + cause);
+  std::string budget;  // why a failure ends the actor, when it does
+  bool restart = false;
+  if (allow_restart) {  // a failure, not an ordered end: it counts against the restart budget
+    a.last_failure = cause;
+    const int64_t now = clock_->wall_now_ms();
+    a.failure_wall_ms.push_back(now);
+    if (a.restart_window_ms > 0)
+      std::erase_if(a.failure_wall_ms, [&](int64_t t) { return t <= now - a.restart_window_ms; });
+    else if (a.failure_wall_ms.size() > 64)  // a lifetime budget counts num_restarts; keep the recent ones
+      a.failure_wall_ms.erase(a.failure_wall_ms.begin());
+    const int64_t failures =
+        a.restart_window_ms > 0 ? static_cast<int64_t>(a.failure_wall_ms.size()) : int64_t{a.num_restarts} + 1;
+    restart = a.max_restarts < 0 || failures <= a.max_restarts;
+    if (!restart)
+      budget = " (" + std::to_string(failures) + " failures" +
+               (a.restart_window_ms > 0 ? " within " + std::to_string(a.restart_window_ms / 1000) + " s" : "") +
+               ", max_restarts = " + std::to_string(a.max_restarts) + ")";
+    record_failure("actor " + a.id + " incarnation " + std::to_string(a.incarnation) + ": " + cause);
+  }
   if (restart) {
     a.state = ActorState::kRestarting;
     ++a.num_restarts;
@@ -450,13 +467,13 @@ void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow
     schedule_actor(a);
   } else {
     a.state = ActorState::kDead;
-    a.death_cause = cause;
+    a.death_cause = cause + budget;
     persist(a);
     notify_waiters(a);
     if (!a.job_id.empty()) {
       auto j = jobs_.find(a.job_id);
       if (j != jobs_.end() && !job_state_terminal(j->second.state))
-        job_finish(j->second, JobState::kFailed, "actor " + a.id + " died: " + cause);
+        job_finish(j->second, JobState::kFailed, "actor " + a.id + " died: " + cause + budget);
     }
   }
 }
@@ -469,11 +486,20 @@ void Controller::actor_kill(ActorRecord& a, const std::string& cause) {
 
 // ---------------------------------------------------------------- placement
 
-std::vector<NodeView> Controller::node_views() const {
+bool Controller::node_suspect(const NodeRecord& n) const {
+  return n.state == NodeState::kAlive && clock_->now_ms() - n.last_seen_ms > node_suspect_ms();
+}
+
+int64_t Controller::node_suspect_ms() const {
+  // Two missed heartbeats, but never less than a third of the timeout (a loaded agent is late).
+  return std::max(2 * options_.heartbeat_ms, options_.node_timeout_ms / 3);
+}
+
+std::vector<NodeView> Controller::node_views(bool placeable) const {
   std::vector<NodeView> views;
   std::map<std::string, size_t> index;
   for (auto& [id, n] : nodes_) {
-    if (n.state != NodeState::kAlive) continue;
+    if (n.state != NodeState::kAlive || (placeable && node_suspect(n))) continue;
     index[id] = views.size();
     views.push_back({id, n.total, n.total});
   }
@@ -506,8 +532,15 @@ void Controller::schedule_actor(ActorRecord& a) {
       a.pending_reason = "waiting for bundle " + std::to_string(a.bundle_index) + " of " + a.pg_id;
       return;
     }
+    auto n = nodes_.find(node);
+    if (n != nodes_.end() && node_suspect(n->second)) {
+      // Its node has missed heartbeats: starting the worker there would likely fail again.
+      a.pending_reason = "waiting: node " + node + " has missed heartbeats (silent " +
+                         std::to_string(clock_->now_ms() - n->second.last_seen_ms) + " ms)";
+      return;
+    }
   } else {
-    auto views = node_views();
+    auto views = node_views(true);
     node = schedule_actor_node(a.demand, views);
     if (node.empty()) {
       bool feasible = views.empty();
@@ -529,7 +562,7 @@ void Controller::schedule_actor(ActorRecord& a) {
 bool Controller::place_pg(PgRecord& p) {
   if (p.state == PgState::kRemoved) return false;
   if (p.state == PgState::kCreated) return true;
-  auto placed = place_bundles(p.strategy, p.bundles, p.bundle_nodes, node_views());
+  auto placed = place_bundles(p.strategy, p.bundles, p.bundle_nodes, node_views(true));
   if (!placed.ok()) return false;
   p.bundle_nodes = placed.value();
   p.state = PgState::kCreated;

@@ -149,7 +149,11 @@ class Controller {
   void notify_waiters(const ActorRecord& a);
 
   // Scheduling.
-  std::vector<NodeView> node_views() const;
+  // The ALIVE nodes with what they have left; `placeable`: without suspect nodes.
+  std::vector<NodeView> node_views(bool placeable = false) const;
+  // ALIVE but silent for longer than node_suspect_ms(): nothing new is placed there.
+  bool node_suspect(const NodeRecord& n) const;
+  int64_t node_suspect_ms() const;
   void schedule_actor(ActorRecord& a);
   bool place_pg(PgRecord& p);
   void schedule_pending();

@@ -118,6 +118,7 @@ void Controller::job_tick(JobRecord& j) {
       a.job_id = j.id;
       a.demand = spec.resources;
       a.max_restarts = spec.max_restarts;
+      a.restart_window_ms = spec.restart_window_s * 1000;
       a.max_task_retries = spec.max_task_retries;
       a.pg_id = j.pg_id;
       a.bundle_index = static_cast<int32_t>(i);

@@ -7,6 +7,23 @@ namespace mariana::controller {
 
 namespace {
 
+// The restart budget of a table ("job" or "actors"): max_restarts failures within restart_window_s.
+Status restart_budget_parse(const TomlFields& t, const std::string& table, int64_t default_max,
+                            int64_t default_window_s, const std::string& path, ActorJobSpec& s) {
+  MARIANA_ASSIGN_OR_RETURN(int64_t mr, t.get_int_or("max_restarts", default_max));
+  MARIANA_ASSIGN_OR_RETURN(int64_t window, t.get_int_or("restart_window_s", default_window_s));
+  if (mr < -1 || mr > 1000000)
+    return InvalidArgument(path + ": field '" + table + ".max_restarts': expected -1 (unlimited) .. 1000000, got " +
+                           std::to_string(mr));
+  if (window < 0 || window > 365LL * 86400)
+    return InvalidArgument(path + ": field '" + table +
+                           ".restart_window_s': expected 0 (the whole life) .. 31536000 seconds, got " +
+                           std::to_string(window));
+  s.max_restarts = static_cast<int32_t>(mr);
+  s.restart_window_s = window;
+  return Status::Ok();
+}
+
 Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string& path) {
   ActorJobSpec s;
   MARIANA_ASSIGN_OR_RETURN(auto job, f.get_object("job"));
@@ -25,7 +42,7 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   if (s.steps < 1) return InvalidArgument(path + ": field 'train.steps': expected a positive count");
   s.actor_class = kTrainerClass;
   s.count = 1;
-  s.max_restarts = kTrainerMaxRestarts;
+  MARIANA_RETURN_IF_ERROR(restart_budget_parse(job, "job", kTrainerMaxRestarts, kTrainerRestartWindowS, path, s));
   s.max_task_retries = -1;
   s.resources["CPU"] = 1;
   s.strategy = PgStrategy::kPack;
@@ -52,13 +69,11 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
   MARIANA_ASSIGN_OR_RETURN(s.actor_class, actors.get_string("class"));
   MARIANA_ASSIGN_OR_RETURN(s.count, actors.get_int("count"));
-  MARIANA_ASSIGN_OR_RETURN(int64_t mr, actors.get_int_or("max_restarts", 3));
+  MARIANA_RETURN_IF_ERROR(restart_budget_parse(actors, "actors", 3, 0, path, s));
   MARIANA_ASSIGN_OR_RETURN(int64_t mtr, actors.get_int_or("max_task_retries", -1));
-  s.max_restarts = static_cast<int32_t>(mr);
   s.max_task_retries = static_cast<int32_t>(mtr);
   if (s.count < 1 || s.count > 1024)
     return InvalidArgument(path + ": field 'actors.count': expected 1..1024, got " + std::to_string(s.count));
-  if (mr < -1) return InvalidArgument(path + ": field 'actors.max_restarts': expected -1 or more");
   if (mtr < -1) return InvalidArgument(path + ": field 'actors.max_task_retries': expected -1 or more");
   if (actors.has("resources")) {
     MARIANA_ASSIGN_OR_RETURN(auto res, actors.get_object("resources"));

@@ -10,6 +10,8 @@
 //     [job]
 //     name = "pretrain-tiny"
 //     phase = "pretrain"           # | "extend" | "sft" | "rm"
+//     max_restarts = 10            # trainer failures allowed within any restart_window_s; -1 unlimited
+//     restart_window_s = 3600      # 0: over the job's whole life
 //     [train]
 //     steps = 300                  # the engine's default (100) when absent
 //
@@ -22,7 +24,8 @@
 //   [actors]
 //   class = "counter"            # an actor class some agent offers
 //   count = 2
-//   max_restarts = 3             # default 3; -1 unlimited
+//   max_restarts = 3             # default 3; -1 unlimited (failures within restart_window_s)
+//   restart_window_s = 0         # default 0: over the actor's whole life
 //   max_task_retries = -1        # default -1 (a step call is retried on the next incarnation)
 //   resources = { CPU = 1 }      # per actor = per bundle
 //   [placement]
@@ -52,7 +55,8 @@ struct ActorJobSpec {
   bool training() const { return job_kind_training(kind); }
   std::string actor_class;
   int64_t count = 1;
-  int32_t max_restarts = 3;
+  int32_t max_restarts = 3;       // failures allowed within restart_window_s; -1 unlimited
+  int64_t restart_window_s = 0;   // 0: over the actor's whole life
   int32_t max_task_retries = -1;
   Resources resources;
   PgStrategy strategy = PgStrategy::kPack;
@@ -61,9 +65,11 @@ struct ActorJobSpec {
   int64_t checkpoint_every = 0;
 };
 
-// Training jobs: the trainer actor's class and restart budget.
+// Training jobs: the trainer actor's class and its default restart budget (job.max_restarts
+// failures within any job.restart_window_s seconds; the next one fails the job).
 constexpr const char* kTrainerClass = "trainer";
 constexpr int32_t kTrainerMaxRestarts = 10;
+constexpr int64_t kTrainerRestartWindowS = 3600;
 constexpr int64_t kTrainDefaultSteps = 100;  // train/job_spec.cc's default of train.steps
 
 // Parses and validates; errors read "<path>:<line>:<col>: field 'actors.count': ...".

@@ -128,6 +128,8 @@ nlohmann::json to_json(const ActorRecord& r) {
           {"job_id", r.job_id},
           {"demand", r.demand},
           {"max_restarts", r.max_restarts},
+          {"restart_window_ms", r.restart_window_ms},
+          {"failure_wall_ms", r.failure_wall_ms},
           {"max_task_retries", r.max_task_retries},
           {"pg_id", r.pg_id},
           {"bundle_index", r.bundle_index},
@@ -206,6 +208,8 @@ Result<ActorRecord> actor_from_json(const std::string& text, const std::string& 
     r.job_id = j.value("job_id", "");
     r.demand = j.value("demand", Resources{});
     r.max_restarts = j.value("max_restarts", 0);
+    r.restart_window_ms = j.value("restart_window_ms", int64_t{0});
+    r.failure_wall_ms = j.value("failure_wall_ms", std::vector<int64_t>{});
     r.max_task_retries = j.value("max_task_retries", 0);
     r.pg_id = j.value("pg_id", "");
     r.bundle_index = j.value("bundle_index", -1);

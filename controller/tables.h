@@ -14,6 +14,10 @@
 //                   │                                    heartbeat timeout
 //                   └──(no restarts left, killed, job ended, PG removed)──> DEAD (death_cause)
 //   Every start of a worker is a new incarnation (0, 1, 2, ...); num_restarts = incarnations − 1.
+//   "Restarts left": fewer than max_restarts + 1 failures within the last restart_window_ms (the
+//   actor's whole life when 0); an ordered end (kill, job end) is not a failure.
+//   A restarting actor is never placed on a node that has missed heartbeats (Controller::node_suspect):
+//   it waits until that node is heard from again or declared DEAD.
 //
 // Placement group:  PENDING ──(all bundles placed at once)──> CREATED ──(node died)──> RESCHEDULING
 //                      │                                         │  ▲──(lost bundles placed)──┘
@@ -76,7 +80,8 @@ struct ActorRecord {
   std::string name;
   std::string job_id;
   Resources demand;
-  int32_t max_restarts = 0;      // -1 unlimited
+  int32_t max_restarts = 0;      // failures allowed within restart_window_ms; -1 unlimited
+  int64_t restart_window_ms = 0; // 0: the actor's whole life
   int32_t max_task_retries = 0;  // -1 unlimited
   std::string pg_id;
   int32_t bundle_index = -1;
@@ -90,6 +95,7 @@ struct ActorRecord {
   uint32_t pid = 0;
   std::string death_cause;
   std::string last_failure;
+  std::vector<int64_t> failure_wall_ms;  // wall times of the failures inside the restart window
   int64_t created_wall_ms = 0;
   // not persisted
   int64_t deadline_ms = 0;  // start deadline (pending) or heartbeat deadline base (alive)

@@ -56,6 +56,7 @@ void Controller::train_tick(JobRecord& j, JobRun& run) {
     b.setSpecPath(j.spec_path);
     b.setRunDir(j.run_dir);
     b.setResumeFrom(j.last_checkpoint);
+    b.setRecordedStep(j.step);
   });
   call.setArgs(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(args.data()), args.size()));
   queue(peer, m.bytes());

@@ -215,6 +215,8 @@ struct TrainerStart {
   specPath @2 :Text;             # names the file in errors
   runDir @3 :Text;               # the job's run directory (checkpoints, metrics.jsonl, data)
   resumeFrom @4 :Text;           # the last checkpoint the controller registered; "" = start fresh
+  recordedStep @5 :Int64;        # the last step whose metrics the controller holds: a trainer that
+                                 # resumes from a later checkpoint re-reports the steps in between
 }
 
 # Progress an actor reports on its own (a trainer's steps and checkpoints). The worker sends its

@@ -16,6 +16,8 @@ constexpr const char* kJobSchema = R"(
 [job]
 name = "job"
 phase = "pretrain"
+max_restarts = 10
+restart_window_s = 3600
 [model]
 config = ""
 init_from = ""

@@ -217,19 +217,9 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
 // Rewrites metrics.jsonl keeping only the lines of steps <= step (after a resume).
 Status truncate_metrics(const fs::path& path, int64_t step) {
   if (!fs::exists(path)) return Status::Ok();
-  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path.string()));
+  MARIANA_ASSIGN_OR_RETURN(auto lines, metrics_lines_read(path.string(), 0, step));
   std::string kept;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) break;  // a torn last line is dropped
-    const std::string line = text.substr(start, end - start);
-    start = end + 1;
-    try {
-      if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
+  for (auto& [s, line] : lines) kept += line + "\n";
   return write_file_atomic(path.string(), kept);
 }
 
@@ -293,6 +283,24 @@ Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {
     std::fprintf(stderr, "warning: skipping checkpoint %s: %s\n", it->string().c_str(), st.to_string().c_str());
   }
   return NotFound(run_dir + ": no valid checkpoint under " + (fs::path(run_dir) / "checkpoints").string());
+}
+
+Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
+                                                                         int64_t upto) {
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  std::vector<std::pair<int64_t, std::string>> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) break;  // a torn last line is dropped
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    if (step > after && step <= upto) out.emplace_back(step, std::move(line));
+  }
+  return out;
 }
 
 Result<TrainSummary> train_run(const TrainOptions& o) {
@@ -534,6 +542,12 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
       state["loader"] = loader->state();
       state["bias_history"] = bias_history;
+      // Every step up to a checkpoint is on disk before it: a trainer that resumes from it can
+      // re-report them (workers/trainer_actor.cc) even after a crash of the machine.
+      if (::fsync(::fileno(metrics)) != 0) {
+        failure = Unavailable(metrics_path.string() + ": fsync failed");
+        break;
+      }
       st = write_training_checkpoint(o.run_dir, step, *model, opt, o.objective.get(), state, spec.keep_last,
                                      &summary.final_checkpoint);
       if (!st.ok()) {

@@ -108,6 +108,11 @@ struct TrainSummary {
 
 Result<TrainSummary> train_run(const TrainOptions& opt);
 
+// The lines of a run's metrics.jsonl whose step is in (after, upto], in file order, as written
+// (one JSON object each, no newline); a torn or unparsable line is skipped.
+Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
+                                                                         int64_t upto);
+
 // Publishes a checkpoint written into `tmp` (a sibling of final_dir under run_dir/checkpoints):
 // writes tmp/manifest.json (the step or RL iteration, and the size and XXH64 of every other
 // file), renames tmp to final_dir in one step, then keeps only the newest keep_last checkpoints of

@@ -50,7 +50,23 @@ class Trainer final : public Actor {
     opt.quiet = false;  // a line per step on stdout: the worker's log (`mariana jobs logs`)
     opt.progress = false;
     const int64_t total = opt.spec.steps;  // train.epochs > 0: derived from the data (the started event)
-    opt.on_start = [this](int64_t step, const std::string& ckpt, int64_t total) {
+    // Resuming past the last step the controller holds (its registered checkpoint was pruned while
+    // it was down, then this worker's predecessor died with the reports it had queued): re-report
+    // the steps in between from metrics.jsonl first, so every step reaches the controller.
+    const int64_t recorded = a.get().getRecordedStep();
+    opt.on_start = [this, recorded, run_dir = opt.run_dir](int64_t step, const std::string& ckpt, int64_t total) {
+      if (step > recorded) {
+        auto lines = metrics_lines_read(run_dir + "/metrics.jsonl", recorded, step);
+        const size_t n = lines.ok() ? lines.value().size() : 0;
+        if (n != static_cast<size_t>(step - recorded))
+          std::fprintf(stderr, "trainer: warning: metrics.jsonl has %zu of the %lld steps %lld..%lld to re-report\n", n,
+                       (long long)(step - recorded), (long long)recorded + 1, (long long)step);
+        else if (n > 0)
+          std::printf("trainer: re-reporting steps %lld..%lld from metrics.jsonl\n", (long long)recorded + 1,
+                      (long long)step);
+        if (lines.ok())
+          for (auto& [s, line] : lines.value()) push({"step", s, line, "", ""});
+      }
       push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
     };
     // The step's metrics: its metrics.jsonl line (written on the training thread, just before on_step).

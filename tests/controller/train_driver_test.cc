@@ -159,6 +159,88 @@ TEST(TrainJobs, RestartResumesFromTheRegisteredCheckpointAndSupersedesLaterMetri
   EXPECT_EQ(doc["last_metrics"].value("step", 0), 10);
 }
 
+// A node failure where the worker's timeout fires before the node's: the replacement must not be
+// started on the node that is already silent (it would die there too and burn a second restart);
+// it waits for the node's verdict and then runs on the other node, one restart in all.
+TEST(TrainJobs, AWorkerTimeoutOnASilentNodeDoesNotPlaceTheReplacementThere) {
+  Harness h;
+  h.register_node("n1", 2);
+  h.send("cli/t", [&](W::Builder p) { p.initSubmitJob().setSpecToml(kTrainJob); });
+  Trainer t{h, "", 0};
+  t.start();
+  h.register_node("n2", 2);
+  // The worker's last heartbeat is at t = 0, n1's at t = 300; n2 stays alive throughout.
+  h.tick(300);
+  h.node_heartbeat("n1");
+  for (int i = 0; i < 6; ++i) {
+    h.node_heartbeat("n2");
+    h.tick(150);  // t = 1200: the worker's 1000 ms timeout fires while n1 (silent 900 ms) is still ALIVE
+  }
+  const ActorRecord* a = h.ctl->actor(t.actor);
+  EXPECT_EQ(a->state, ActorState::kRestarting);
+  EXPECT_EQ(a->num_restarts, 1u);
+  EXPECT_EQ(h.ctl->node("n1")->state, NodeState::kAlive);
+  EXPECT_TRUE(h.take(proto::agent_peer("n1"), W::START_WORKER).empty()) << "replacement sent to the silent node";
+  EXPECT_NE(a->pending_reason.find("n1"), std::string::npos) << a->pending_reason;
+  for (int i = 0; i < 6; ++i) {
+    h.node_heartbeat("n2");
+    h.tick(150);  // n1 is declared DEAD; its bundle moves to n2
+  }
+  EXPECT_EQ(h.ctl->node("n1")->state, NodeState::kDead);
+  a = h.ctl->actor(t.actor);
+  EXPECT_EQ(a->num_restarts, 1u) << "the node failure burned a second restart: " << a->last_failure;
+  EXPECT_EQ(a->node_id, "n2");
+  EXPECT_EQ(h.take(proto::agent_peer("n2"), W::START_WORKER).size(), 1u);
+}
+
+// The restart budget counts failures within a window (job.max_restarts per job.restart_window_s):
+// failures spread out never exhaust it; max_restarts + 1 failures inside one window fail the job.
+TEST(TrainJobs, TheRestartBudgetCountsFailuresInAWindow) {
+  const std::string spec =
+      "[job]\nname = \"t\"\nphase = \"pretrain\"\nmax_restarts = 2\nrestart_window_s = 60\n[model]\nconfig = "
+      "\"/m.json\"\n[train]\nsteps = 10\n";
+  Harness h;
+  h.register_node("n1", 2);
+  h.send("cli/t", [&](W::Builder p) { p.initSubmitJob().setSpecToml(spec); });
+  Trainer t{h, "", 0};
+  t.start();
+  // Five failures 40 s apart: never more than two inside any 60 s window.
+  for (int i = 0; i < 5; ++i) {
+    h.clock.advance(40000);
+    h.node_heartbeat("n1");
+    h.worker_exited("n1", t.actor, t.inc, 9);
+    ASSERT_EQ(h.ctl->actor(t.actor)->state, ActorState::kRestarting) << "failure " << i;
+    h.tick(200);
+    t.start();
+  }
+  EXPECT_EQ(h.ctl->actor(t.actor)->num_restarts, 5u);
+  // A quiet minute, then three failures within seconds: the third exceeds the budget and the job
+  // fails, saying why.
+  h.clock.advance(61000);
+  h.node_heartbeat("n1");
+  h.tick(0);
+  for (int i = 0; i < 2; ++i) {
+    h.clock.advance(1000);
+    h.node_heartbeat("n1");
+    h.worker_exited("n1", t.actor, t.inc, 9);
+    h.tick(200);
+    t.start();
+  }
+  h.clock.advance(1000);
+  h.node_heartbeat("n1");
+  h.worker_exited("n1", t.actor, t.inc, 9);
+  EXPECT_EQ(h.ctl->actor(t.actor)->state, ActorState::kDead);
+  const JobRecord* j = h.ctl->job("job-1");
+  EXPECT_EQ(j->state, JobState::kFailed);
+  EXPECT_NE(j->message.find("3 failures within 60 s"), std::string::npos) << j->message;
+  // The fields are validated at submit.
+  std::string bad = spec;
+  bad.replace(bad.find("restart_window_s = 60"), 21, "restart_window_s = -1");
+  auto parsed = job_spec_parse(bad, "t.toml");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("job.restart_window_s"), std::string::npos) << parsed.status().message();
+}
+
 TEST(TrainJobs, AStartErrorOrAFailedReportFailsTheJob) {
   Harness h;
   h.register_node("n1", 2);

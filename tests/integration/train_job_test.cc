@@ -11,7 +11,7 @@
 #include <random>
 #include <sstream>
 
-#include "tests/integration/cluster_fixture.h"
+#include "tests/integration/train_job_util.h"
 
 namespace mariana::integration {
 namespace {
@@ -19,45 +19,14 @@ namespace {
 constexpr int kSteps = 24;
 constexpr int kCheckpointEvery = 4;
 
-std::string job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/pretrain-tiny.toml"; }
-
-// Short (about 3 s of training): 24 steps, a checkpoint every 4, a small corpus, one thread (same numbers either way,
-// but the machine is shared).
-std::string short_sets() {
-  return "--set train.steps=" + std::to_string(kSteps) + " --set train.checkpoint_every=" +
-         std::to_string(kCheckpointEvery) +
-         " --set train.keep_last=2 --set data.documents=300 --set batch.rows=16 --set batch.rows_start=8"
-         " --set batch.ramp_steps=4 --set train.threads=1 --set model.config=" +
-         std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json";
-}
-
-std::string step_dir(int step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step-%08d", step);
-  return buf;
-}
-
-// step -> loss from a run directory's metrics.jsonl.
-std::map<int, double> losses_of(const std::string& run_dir) {
-  std::map<int, double> out;
-  auto text = read_file(run_dir + "/metrics.jsonl");
-  if (!text.ok()) return out;
-  std::istringstream in(text.value());
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object()) out[j.value("step", -1)] = j.value("loss", 0.0);
-  }
-  return out;
-}
+std::string job_file() { return pretrain_job_file(); }
+std::string short_sets() { return pretrain_sets(kSteps, kCheckpointEvery); }
 
 TEST(TrainJob, Kill9OfTheTrainerResumesFromTheRegisteredCheckpointBitForBit) {
   Cluster c;
   // The uninterrupted reference run, side by side with the cluster's.
-  const std::string ref_dir = c.dir() + "/ref";
-  auto ref = std::async(std::launch::async, [&] {
-    return run_mariana("train " + job_file() + " " + short_sets() + " --run-dir " + ref_dir + " --quiet", 120);
-  });
+  std::future<CommandResult> ref;
+  const std::string ref_dir = start_reference_run(c, short_sets(), &ref);
   c.start_controller();
   c.start_agent("n1", 2);
   ASSERT_TRUE(c.wait_nodes_alive(1));
@@ -118,28 +87,14 @@ TEST(TrainJob, Kill9OfTheTrainerResumesFromTheRegisteredCheckpointBitForBit) {
   auto j = c.job(job);
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j.value("kind", ""), "pretrain");
-  EXPECT_EQ(j.value("step", 0), kSteps);
   EXPECT_EQ(j["last_metrics"].value("step", 0), kSteps) << j.dump();
-  EXPECT_EQ(j.value("metric_points", 0), kSteps);
   ASSERT_EQ(j["checkpoint_paths"].size(), static_cast<size_t>(kSteps / kCheckpointEvery)) << j.dump();
   const std::string final_ckpt = j["checkpoint_paths"].back().get<std::string>();
   EXPECT_EQ(std::filesystem::path(final_ckpt).filename().string(), step_dir(kSteps));
   EXPECT_NE(j.value("message", "").find(final_ckpt), std::string::npos) << j.dump();
 
   // Bit for bit: the final weights, and the loss of every step.
-  auto mine = read_file(final_ckpt + "/model.safetensors");
-  auto theirs = read_file(ref_dir + "/checkpoints/" + step_dir(kSteps) + "/model.safetensors");
-  ASSERT_TRUE(mine.ok()) << mine.status().to_string();
-  ASSERT_TRUE(theirs.ok()) << theirs.status().to_string();
-  EXPECT_GT(mine.value().size(), 1000u);
-  EXPECT_TRUE(mine.value() == theirs.value()) << "final weights differ from the uninterrupted run";
-  const auto ref_losses = losses_of(ref_dir);
-  ASSERT_EQ(ref_losses.size(), static_cast<size_t>(kSteps));
-  auto m = c.query("jobs metrics " + job);
-  ASSERT_TRUE(m.is_object());
-  std::map<int, double> got;
-  for (auto& p : m["metrics"]) got[p.value("step", -1)] = p.value("loss", 0.0);
-  EXPECT_EQ(got, ref_losses);
+  expect_job_equals_reference(c, job, ref_dir, kSteps);
   // The human table too.
   auto table = run_mariana("jobs metrics " + job + " " + c.client());
   EXPECT_EQ(table.exit_code, 0) << table.out;
@@ -153,10 +108,8 @@ TEST(TrainJob, Kill9OfTheTrainerResumesFromTheRegisteredCheckpointBitForBit) {
 // weights still equal the uninterrupted run's.
 TEST(TrainJob, Kill9OfTheTrainersAgentAndOfTheControllerStillEndBitForBit) {
   Cluster c;
-  const std::string ref_dir = c.dir() + "/ref";
-  auto ref = std::async(std::launch::async, [&] {
-    return run_mariana("train " + job_file() + " " + short_sets() + " --run-dir " + ref_dir + " --quiet", 120);
-  });
+  std::future<CommandResult> ref;
+  const std::string ref_dir = start_reference_run(c, short_sets(), &ref);
   c.start_controller();
   c.start_agent("n1", 2);
   c.start_agent("n2", 2);
@@ -196,18 +149,52 @@ TEST(TrainJob, Kill9OfTheTrainersAgentAndOfTheControllerStillEndBitForBit) {
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   auto r = ref.get();
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  auto j = c.job(job);
-  EXPECT_EQ(j.value("step", 0), kSteps);
-  EXPECT_EQ(j.value("metric_points", 0), kSteps);
-  EXPECT_EQ(j["checkpoint_paths"].size(), static_cast<size_t>(kSteps / kCheckpointEvery)) << j.dump();
-  auto mine = read_file(c.state_dir() + "/runs/" + job + "/checkpoints/" + step_dir(kSteps) + "/model.safetensors");
-  auto theirs = read_file(ref_dir + "/checkpoints/" + step_dir(kSteps) + "/model.safetensors");
-  ASSERT_TRUE(mine.ok() && theirs.ok());
-  EXPECT_TRUE(mine.value() == theirs.value()) << "final weights differ from the uninterrupted run";
-  auto m = c.query("jobs metrics " + job);
-  std::map<int, double> got;
-  for (auto& p : m["metrics"]) got[p.value("step", -1)] = p.value("loss", 0.0);
-  EXPECT_EQ(got, losses_of(ref_dir));
+  EXPECT_EQ(c.job(job)["checkpoint_paths"].size(), static_cast<size_t>(kSteps / kCheckpointEvery)) << c.job(job).dump();
+  expect_job_equals_reference(c, job, ref_dir, kSteps);
+}
+
+// "Controller down, then the worker killed": while the controller is down the trainer goes on and
+// keep_last prunes the checkpoint the controller registered; its worker then dies with the reports
+// it had queued. The restarted trainer resumes from the newest checkpoint on disk and re-reports
+// the steps the controller never saw: every step's metrics are on the controller exactly once.
+TEST(TrainJob, ControllerDownThenTrainerKilledLosesNoStepMetrics) {
+  Cluster c;
+  std::future<CommandResult> ref;
+  const std::string ref_dir = start_reference_run(c, short_sets(), &ref);
+  c.start_controller();
+  c.start_agent("n1", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(job_file(), short_sets());
+  int victim = 0, registered = 0;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("last_checkpoint_step", 0) < kCheckpointEvery) return false;
+        registered = j.value("last_checkpoint_step", 0);
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") victim = a.value("pid", 0);
+        return victim > 0;
+      },
+      90));
+  c.kill9_controller();
+  // keep_last = 2: once two newer checkpoints are published the registered one is pruned.
+  const std::string run_dir = c.state_dir() + "/runs/" + job;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        return newest_checkpoint_on_disk(run_dir) >= registered + 2 * kCheckpointEvery &&
+               !std::filesystem::exists(run_dir + "/checkpoints/" + step_dir(registered));
+      },
+      60));
+  const int newest = newest_checkpoint_on_disk(run_dir);
+  ASSERT_LT(newest, kSteps) << "the job ended before the worker was killed";
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  std::fprintf(stderr, "controller down at registered checkpoint %d; worker killed with step-%d on disk\n", registered,
+               newest);
+  c.start_controller();
+  EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  expect_job_equals_reference(c, job, ref_dir, kSteps);
 }
 
 TEST(TrainJob, BadTrainingSpecsAreRefusedAtSubmitNamingTheField) {

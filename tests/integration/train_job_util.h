@@ -1,0 +1,97 @@
+// Helpers of the training-job integration tests (train_job_test.cc, chaos_test.cc): the short
+// pretraining job they run, run-directory readers, and the check that a cluster job ended exactly
+// as an uninterrupted `mariana train` run of the same spec.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "tests/integration/cluster_fixture.h"
+
+namespace mariana::integration {
+
+inline std::string pretrain_job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/pretrain-tiny.toml"; }
+
+// The tiny pretraining job made short: `steps` steps, a checkpoint every `every`, the last two kept,
+// a small corpus, one thread; `extra` adds --set flags.
+inline std::string pretrain_sets(int steps, int every, const std::string& extra = "") {
+  return "--set train.steps=" + std::to_string(steps) + " --set train.checkpoint_every=" + std::to_string(every) +
+         " --set train.keep_last=2 --set data.documents=300 --set batch.rows=16 --set batch.rows_start=8"
+         " --set batch.ramp_steps=4 --set train.threads=1 --set model.config=" +
+         std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json" + (extra.empty() ? "" : " " + extra);
+}
+
+// The uninterrupted reference run of the same spec (`mariana train` into c.dir()/ref), started
+// beside the cluster's job; returns its directory and sets *done to its outcome.
+inline std::string start_reference_run(Cluster& c, const std::string& sets, std::future<CommandResult>* done,
+                                       int timeout_s = 120) {
+  const std::string ref_dir = c.dir() + "/ref";
+  *done = std::async(std::launch::async, [=] {
+    return run_mariana("train " + pretrain_job_file() + " " + sets + " --run-dir " + ref_dir + " --quiet", timeout_s);
+  });
+  return ref_dir;
+}
+
+inline std::string step_dir(int step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08d", step);
+  return buf;
+}
+
+// step -> loss from a run directory's metrics.jsonl.
+inline std::map<int, double> losses_of(const std::string& run_dir) {
+  std::map<int, double> out;
+  auto text = read_file(run_dir + "/metrics.jsonl");
+  if (!text.ok()) return out;
+  std::istringstream in(text.value());
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) out[j.value("step", -1)] = j.value("loss", 0.0);
+  }
+  return out;
+}
+
+// The newest published checkpoint (with its manifest) in a run directory; 0 when none.
+inline int newest_checkpoint_on_disk(const std::string& run_dir) {
+  int newest = 0;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(run_dir + "/checkpoints", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && std::filesystem::exists(e.path() / "manifest.json"))
+      newest = std::max(newest, std::atoi(name.c_str() + 5));
+  }
+  return newest;
+}
+
+// The finished cluster job equals the reference run: its step, exactly one metric point per step
+// with the reference's loss, and byte-identical final weights.
+inline void expect_job_equals_reference(Cluster& c, const std::string& job, const std::string& ref_dir, int steps) {
+  auto j = c.job(job);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.value("step", 0), steps);
+  EXPECT_EQ(j.value("metric_points", 0), steps) << j.dump();
+  auto m = c.query("jobs metrics " + job);
+  ASSERT_TRUE(m.is_object());
+  std::map<int, double> got;
+  for (auto& p : m["metrics"]) got[p.value("step", -1)] = p.value("loss", 0.0);
+  EXPECT_EQ(m["metrics"].size(), static_cast<size_t>(steps));
+  const auto want = losses_of(ref_dir);
+  EXPECT_EQ(want.size(), static_cast<size_t>(steps));
+  EXPECT_EQ(got, want);
+  const std::string run_dir = c.state_dir() + "/runs/" + job;
+  auto mine = read_file(run_dir + "/checkpoints/" + step_dir(steps) + "/model.safetensors");
+  auto theirs = read_file(ref_dir + "/checkpoints/" + step_dir(steps) + "/model.safetensors");
+  ASSERT_TRUE(mine.ok()) << mine.status().to_string();
+  ASSERT_TRUE(theirs.ok()) << theirs.status().to_string();
+  EXPECT_GT(mine.value().size(), 1000u);
+  EXPECT_TRUE(mine.value() == theirs.value()) << "final weights differ from the uninterrupted run";
+}
+
+}  // namespace mariana::integration
