@@ -340,8 +340,12 @@ Result<std::vector<uint8_t>> build_seccomp_program() {
     return Status::Ok();
   };
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
-  // Network: sockets of any family but AF_UNIX.
+  // Network: no socket of any family. AF_UNIX gets EACCES: neither the network namespace nor
+  // Landlock covers a Unix socket file on the host (Python needs none; socketpair(AF_UNIX), which
+  // reaches nothing outside, stays for multiprocessing).
+  const scmp_arg_cmp is_unix = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
   const scmp_arg_cmp not_unix = SCMP_A0(SCMP_CMP_NE, AF_UNIX);
+  MARIANA_RETURN_IF_ERROR(rule("socket", SCMP_ACT_ERRNO(EACCES), 1, &is_unix));
   MARIANA_RETURN_IF_ERROR(rule("socket", eperm, 1, &not_unix));
   MARIANA_RETURN_IF_ERROR(rule("socketpair", eperm, 1, &not_unix));
   // Leaving the process group (the timeout kills the group), namespaces, mounts, tracing, kernel

@@ -5,7 +5,7 @@
 //   mount namespace with every mount read-only except the fresh temp dir → Landlock (writes only
 //   beneath the temp dir; TCP bind/connect denied on ABI >= 4) → rlimits (CPU, address space, file
 //   size, open files, processes) → cwd = temp dir → a dedicated unprivileged uid (when root) →
-//   seccomp (libseccomp): no sockets but AF_UNIX, no setsid/setpgid, no namespaces, mounts,
+//   seccomp (libseccomp): no sockets (socketpair(AF_UNIX) only), no setsid/setpgid, no namespaces, mounts,
 //   ptrace, io_uring, bpf, ...
 // Fails closed: without network isolation (netns or the seccomp socket filter) or without
 // filesystem isolation (read-only mounts or Landlock) the program is not run and run() returns

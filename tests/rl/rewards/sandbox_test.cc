@@ -1,8 +1,11 @@
 // The code sandbox against hostile programs: an infinite loop, fork bombs, a memory bomb, network
-// connects and writes outside its temp dir — each killed or blocked, none leaving a process or a
+// and Unix-socket connects and writes outside its temp dir — each killed or blocked, none leaving a process or a
 // file behind. Then each isolation layer alone, and the refusal to run without isolation.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -173,6 +176,42 @@ TEST(Sandbox, BlocksNetworkConnects) {
     EXPECT_EQ(r.out.find("connected"), std::string::npos);
     EXPECT_EQ(classify(r), "sandbox violation") << r.err;
   }
+}
+
+// A Unix socket the host listens on (mode 0777 in a world-searchable dir, so file permissions do
+// not stop a different uid): the program's connect must fail and nothing may arrive.
+TEST(Sandbox, BlocksConnectsToHostUnixSockets) {
+  const std::string dir = (fs::temp_directory_path() / ("mariana-unix-" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0755);
+  const std::string path = dir + "/host.sock";
+  const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(server, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  ::chmod(path.c_str(), 0777);
+  ASSERT_EQ(::listen(server, 8), 0);
+
+  Sandbox s = make(quick());
+  SandboxRun r = run(s,
+                     "import socket\n"
+                     "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                     "s.connect('" + path + "')\n"
+                     "s.sendall(b'escaped')\n"
+                     "print('connected')\n");
+  pollfd pfd{server, POLLIN, 0};
+  const int ready = ::poll(&pfd, 1, 200);
+  const int conn = ::accept4(server, nullptr, nullptr, SOCK_CLOEXEC);
+  EXPECT_EQ(ready, 0) << "a connection reached the host socket";
+  EXPECT_LT(conn, 0);
+  if (conn >= 0) ::close(conn);
+  ::close(server);
+  fs::remove_all(dir);
+  EXPECT_EQ(r.out.find("connected"), std::string::npos) << r.out;
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+  EXPECT_NE(r.err.find("PermissionError"), std::string::npos) << r.err;
 }
 
 TEST(Sandbox, NetworkNamespaceAloneBlocksConnects) {
