@@ -101,6 +101,10 @@ std::string code_classify(const SandboxRun& run, const std::string& expected_std
     detail = "stdout or stderr passed the output limit";
     return "output limit";
   }
+  if (run.memory_limit) {
+    detail = "killed by the memory limit (cgroup OOM)";
+    return "memory";
+  }
   if (run.signal != 0) {
     switch (run.signal) {
       case SIGXCPU:
@@ -143,11 +147,12 @@ std::string code_classify(const SandboxRun& run, const std::string& expected_std
 
 Result<std::unique_ptr<RewardScorer>> CodeScorer::create(const nlohmann::json& options) {
   MARIANA_RETURN_IF_ERROR(check_option_keys(
-      "code scorer", options, {"timeout_s", "memory_mb", "python", "max_processes", "max_output_bytes"}));
+      "code scorer", options, {"timeout_s", "memory_mb", "disk_mb", "python", "max_processes", "max_output_bytes"}));
   const JsonFields f(options, "code scorer options");
   SandboxOptions so;
   MARIANA_ASSIGN_OR_RETURN(so.timeout_s, f.get_double_or("timeout_s", so.timeout_s));
   MARIANA_ASSIGN_OR_RETURN(so.memory_mb, f.get_int_or("memory_mb", so.memory_mb));
+  MARIANA_ASSIGN_OR_RETURN(so.disk_mb, f.get_int_or("disk_mb", so.disk_mb));
   MARIANA_ASSIGN_OR_RETURN(so.python, f.get_string_or("python", so.python));
   MARIANA_ASSIGN_OR_RETURN(so.max_processes, f.get_int_or("max_processes", so.max_processes));
   MARIANA_ASSIGN_OR_RETURN(so.max_output_bytes, f.get_int_or("max_output_bytes", so.max_output_bytes));

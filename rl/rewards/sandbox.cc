@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -30,7 +31,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 
 #include "core/file_util.h"
 
@@ -71,7 +74,8 @@ constexpr uint64_t kLlNetBindTcp = 1ull << 0, kLlNetConnectTcp = 1ull << 1;  // 
 // ---- What the child tells the parent through the close-on-exec report pipe ----
 enum ChildStep : int32_t {
   kStepFds = 1, kStepSetpgid, kStepUserNs, kStepMounts, kStepNoNewPrivs, kStepLandlock, kStepRlimit,
-  kStepChdir, kStepUid, kStepSeccomp, kStepExec, kStepFork, kRefuseFs, kRefuseNet,
+  kStepChdir, kStepUid, kStepSeccomp, kStepExec, kStepFork, kStepTmpfs, kStepCgroup, kRefuseFs, kRefuseNet,
+  kRefuseDisk, kRefuseMemory,
 };
 const char* child_step_name(int32_t step) {
   switch (step) {
@@ -87,8 +91,12 @@ const char* child_step_name(int32_t step) {
     case kStepSeccomp: return "loading the seccomp filter";
     case kStepExec: return "execve of the interpreter";
     case kStepFork: return "fork of the program";
+    case kStepTmpfs: return "tmpfs work dir";
+    case kStepCgroup: return "joining the cgroup leaf";
     case kRefuseFs: return "no filesystem isolation (no mount namespace and no Landlock)";
     case kRefuseNet: return "no network isolation (no network namespace and no seccomp filter)";
+    case kRefuseDisk: return "no disk bound (no mount namespace for the tmpfs work dir)";
+    case kRefuseMemory: return "no memory bound (no cgroup leaf and no single-process seccomp filter)";
     default: return "unknown step";
   }
 }
@@ -108,6 +116,11 @@ struct ChildPlan {
   char* const* argv;
   char* const* envp;
   const char* tmp;
+  const char* main_py;     // tmp + "/main.py", copied into the tmpfs work dir
+  const char* tmpfs_opts;  // "size=...m,mode=0700,uid=...,gid=..."
+  int cg_fds[2];           // cgroup.procs of the run's leaves, written by the program to join them
+  int n_cg;
+  bool single_process;     // the seccomp program is the single-process fallback
   int stdin_fd, out_w, err_w, report_w;
   int ctl_r, status_w;  // control pipe from the parent, wait-status pipe to the parent
   pid_t parent;
@@ -150,6 +163,14 @@ void close_all_except(int* keep, int n) {
   }
 }
 
+// Copies the rest of `src` to `dst`; false (errno set) on failure.
+bool copy_fd(int src, int dst) {
+  ssize_t n;
+  while ((n = ::sendfile(dst, src, nullptr, 1 << 20)) > 0) {
+  }
+  return n == 0;
+}
+
 // The program's process: the per-process layers, then execve of the interpreter.
 [[noreturn]] void program_main(const ChildPlan& p, ChildReport rep, int in, int out, int err, int report_fd) {
   auto send = [&](int32_t kind, int32_t step, int32_t e) {
@@ -164,6 +185,11 @@ void close_all_except(int* keep, int n) {
   };
   if (::setpgid(0, 0) != 0) fail(kStepSetpgid, errno);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the reaper is gone: so are we
+  for (int i = 0; i < p.n_cg; ++i) {  // "0": the writing process (the reaper stays outside)
+    if (::write(p.cg_fds[i], "0", 1) != 1) fail(kStepCgroup, errno);
+    ::close(p.cg_fds[i]);
+  }
+  if (p.n_cg > 0) rep.isolation |= kIsoCgroup;
   const SandboxOptions& o = *p.opt;
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(kStepNoNewPrivs, errno);
 
@@ -201,7 +227,9 @@ void close_all_except(int* keep, int n) {
       !set_limit(RLIMIT_AS, static_cast<rlim_t>(o.memory_mb) * mb, static_cast<rlim_t>(o.memory_mb) * mb) ||
       !set_limit(RLIMIT_FSIZE, static_cast<rlim_t>(o.file_size_mb) * mb, static_cast<rlim_t>(o.file_size_mb) * mb) ||
       !set_limit(RLIMIT_NOFILE, static_cast<rlim_t>(o.max_open_files), static_cast<rlim_t>(o.max_open_files)) ||
-      !set_limit(RLIMIT_NPROC, static_cast<rlim_t>(o.max_processes), static_cast<rlim_t>(o.max_processes)) ||
+      // Per uid, so only without the cgroup's per-run task limit (which it would pre-empt).
+      (!(rep.isolation & kIsoCgroup) &&
+       !set_limit(RLIMIT_NPROC, static_cast<rlim_t>(o.max_processes), static_cast<rlim_t>(o.max_processes))) ||
       !set_limit(RLIMIT_CORE, 0, 0))
     fail(kStepRlimit, errno);
   if (::chdir(p.tmp) != 0) fail(kStepChdir, errno);
@@ -221,10 +249,14 @@ void close_all_except(int* keep, int n) {
   }
   if (p.seccomp) {
     if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, p.seccomp) != 0) fail(kStepSeccomp, errno);
-    rep.isolation |= kIsoSeccomp;
+    rep.isolation |= kIsoSeccomp | (p.single_process ? uint32_t{kIsoSingleProcess} : 0u);
   }
   if (!(rep.isolation & (kIsoNetNs | kIsoSeccomp))) {
     send(kReportRefused, kRefuseNet, 0);
+    ::_exit(127);
+  }
+  if (!(rep.isolation & (kIsoCgroup | kIsoSingleProcess))) {
+    send(kReportRefused, kRefuseMemory, 0);
     ::_exit(127);
   }
 
@@ -246,13 +278,14 @@ void close_all_except(int* keep, int n) {
 [[noreturn]] void child_main(const ChildPlan& p) {
   ChildReport rep;
   int report_fd = p.report_w;
-  auto fail = [&](int32_t step, int32_t err) {
-    rep.kind = kReportError;
+  auto finish = [&](int32_t kind, int32_t step, int32_t err) {
+    rep.kind = kind;
     rep.step = step;
     rep.err = err;
     [[maybe_unused]] ssize_t w = ::write(report_fd, &rep, sizeof(rep));
     ::_exit(127);
   };
+  auto fail = [&](int32_t step, int32_t err) { finish(kReportError, step, err); };
   // Lift the program's descriptors above 9 so that dup2 onto 0..3 cannot clobber one of them, and
   // drop everything else this process inherited (other runs' pipes, in a multithreaded scorer).
   const int in = ::fcntl(p.stdin_fd, F_DUPFD_CLOEXEC, 10);
@@ -261,8 +294,8 @@ void close_all_except(int* keep, int n) {
   const int rfd = ::fcntl(p.report_w, F_DUPFD_CLOEXEC, 10);
   if (in < 0 || out < 0 || err < 0 || rfd < 0) fail(kStepFds, errno);
   report_fd = rfd;
-  int keep[] = {in, out, err, rfd, p.ctl_r, p.status_w};
-  close_all_except(keep, 6);
+  int keep[] = {in, out, err, rfd, p.ctl_r, p.status_w, p.cg_fds[0], p.cg_fds[1]};
+  close_all_except(keep, 6 + p.n_cg);
 
   if (::setpgid(0, 0) != 0) fail(kStepSetpgid, errno);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -280,14 +313,23 @@ void close_all_except(int* keep, int n) {
   if (caps && o.use_net_ns && ::unshare(CLONE_NEWNET) == 0) rep.isolation |= kIsoNetNs;
   if (caps && o.use_mount_ns && ::unshare(CLONE_NEWNS) == 0) {
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail(kStepMounts, errno);
-    if (::mount(p.tmp, p.tmp, nullptr, MS_BIND | MS_REC, nullptr) != 0) fail(kStepMounts, errno);
+    // The work dir becomes a tmpfs of disk_mb (gone with the namespace) holding a copy of main.py.
+    const int src = ::open(p.main_py, O_RDONLY | O_CLOEXEC);
+    if (src < 0 || ::mount("mariana-sandbox", p.tmp, "tmpfs", MS_NOSUID | MS_NODEV, p.tmpfs_opts) != 0)
+      fail(kStepTmpfs, errno);
+    const int dst = ::open(p.main_py, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (dst < 0 || !copy_fd(src, dst)) fail(kStepTmpfs, errno);
+    ::close(src);
+    ::close(dst);
+    rep.isolation |= kIsoTmpfs;
     MountAttr ro{kMountAttrRdonly | kMountAttrNosuid, 0, 0, 0};
-    if (::syscall(kSysMountSetattr, AT_FDCWD, "/", kAtRecursive, &ro, sizeof(ro)) == 0) {
+    if (o.use_read_only_mounts && ::syscall(kSysMountSetattr, AT_FDCWD, "/", kAtRecursive, &ro, sizeof(ro)) == 0) {
       MountAttr rw{0, kMountAttrRdonly, 0, 0};
       if (::syscall(kSysMountSetattr, AT_FDCWD, p.tmp, 0u, &rw, sizeof(rw)) != 0) fail(kStepMounts, errno);
       rep.isolation |= kIsoMountReadOnly;
     }
   }
+  if (!(rep.isolation & kIsoTmpfs)) finish(kReportRefused, kRefuseDisk, 0);
   if (caps && o.use_pid_ns && ::unshare(CLONE_NEWPID) == 0) rep.isolation |= kIsoPidNs;
 
   const pid_t prog = ::fork();
@@ -324,8 +366,10 @@ void close_all_except(int* keep, int n) {
 
 // ---- Parent-side helpers ----
 
-// The seccomp program as raw struct sock_filter[] bytes, exported by libseccomp.
-Result<std::vector<uint8_t>> build_seccomp_program() {
+// The seccomp program as raw struct sock_filter[] bytes, exported by libseccomp. `single_process`
+// adds the fallback memory bound for runs without a cgroup leaf: no new processes (threads only),
+// no memfd, no SysV shared memory, so that RLIMIT_AS of the one process bounds what it holds.
+Result<std::vector<uint8_t>> build_seccomp_program(bool single_process) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) return Unavailable("seccomp: seccomp_init failed");
   struct Releaser {
@@ -340,8 +384,12 @@ Result<std::vector<uint8_t>> build_seccomp_program() {
     return Status::Ok();
   };
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
-  // Network: sockets of any family but AF_UNIX.
+  // Network: no socket of any family. AF_UNIX gets EACCES: neither the network namespace nor
+  // Landlock covers a Unix socket file on the host (Python needs none; socketpair(AF_UNIX), which
+  // reaches nothing outside, stays for multiprocessing).
+  const scmp_arg_cmp is_unix = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
   const scmp_arg_cmp not_unix = SCMP_A0(SCMP_CMP_NE, AF_UNIX);
+  MARIANA_RETURN_IF_ERROR(rule("socket", SCMP_ACT_ERRNO(EACCES), 1, &is_unix));
   MARIANA_RETURN_IF_ERROR(rule("socket", eperm, 1, &not_unix));
   MARIANA_RETURN_IF_ERROR(rule("socketpair", eperm, 1, &not_unix));
   // Leaving the process group (the timeout kills the group), namespaces, mounts, tracing, kernel
@@ -363,6 +411,12 @@ Result<std::vector<uint8_t>> build_seccomp_program() {
     MARIANA_RETURN_IF_ERROR(rule("clone", eperm, 1, &has_flag));
   }
   MARIANA_RETURN_IF_ERROR(rule("clone3", SCMP_ACT_ERRNO(ENOSYS), 0, nullptr));
+  if (single_process) {
+    const scmp_arg_cmp not_thread = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0);
+    MARIANA_RETURN_IF_ERROR(rule("clone", eperm, 1, &not_thread));
+    for (const char* name : {"fork", "vfork", "memfd_create", "memfd_secret", "shmget"})
+      MARIANA_RETURN_IF_ERROR(rule(name, eperm, 0, nullptr));
+  }
 
   const int fd = ::memfd_create("mariana-seccomp", MFD_CLOEXEC);
   if (fd < 0) return errno_status(errno, "seccomp: memfd_create");
@@ -478,6 +532,183 @@ class TempDir {
   std::string path_;
 };
 
+// ---- cgroup leaves ----
+
+// Writes `text` to a cgroup control file (not a regular file: no temp file and rename).
+Status cgroup_write(const std::string& path, const std::string& text) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (fd.get() < 0) return errno_status(errno, path);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+    return errno_status(errno, "write '" + text + "' to " + path);
+  return Status::Ok();
+}
+
+// The value of `key` in a "key value" per line control file (memory.events, pids.events, ...); 0
+// when absent.
+int64_t cgroup_counter(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string k;
+  int64_t v;
+  while (in >> k >> v)
+    if (k == key) return v;
+  return 0;
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, sep)) out.push_back(item);
+  return out;
+}
+
+// The directory of this process's cgroup in the hierarchy that has `controller` (cgroup v1), or in
+// the unified hierarchy when `controller` is empty; "" if not mounted here.
+std::string own_cgroup_dir(const std::string& controller) {
+  std::string rel;  // from /proc/self/cgroup: "<id>:<controllers>:<path>"
+  {
+    std::ifstream in("/proc/self/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto f = split(line, ':');
+      if (f.size() < 3) continue;
+      const auto ctl = split(f[1], ',');
+      if (controller.empty() ? (f[0] == "0" && f[1].empty())
+                             : std::find(ctl.begin(), ctl.end(), controller) != ctl.end()) {
+        rel = line.substr(f[0].size() + f[1].size() + 2);
+        break;
+      }
+    }
+  }
+  if (rel.empty()) return "";
+  // /proc/self/mountinfo: "id parent dev root mountpoint opts [optional...] - fstype source superopts"
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto f = split(line, ' ');
+    const auto dash = std::find(f.begin(), f.end(), "-");
+    if (f.size() < 5 || f.end() - dash < 4) continue;
+    const std::string& fstype = dash[1];
+    const auto opts = split(dash[3], ',');
+    const bool match = controller.empty()
+                           ? fstype == "cgroup2"
+                           : fstype == "cgroup" && std::find(opts.begin(), opts.end(), controller) != opts.end();
+    if (!match) continue;
+    const std::string& root = f[3];
+    if (rel.compare(0, root.size(), root) != 0) continue;  // our cgroup is not visible in this mount
+    std::string sub = rel.substr(root == "/" ? 0 : root.size());
+    return f[4] + (sub == "/" ? "" : sub);
+  }
+  return "";
+}
+
+bool has_word(const std::string& path, const std::string& word) {
+  std::ifstream in(path);
+  std::string w;
+  while (in >> w)
+    if (w == word) return true;
+  return false;
+}
+
+// Removes the empty leaves that scorers which died left under `dir` ("mariana-sandbox-<pid>-<n>"
+// with <pid> gone), then says whether a child cgroup can be made (and removed) there.
+bool can_make_child(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string prefix = "mariana-sandbox-";
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) ::rmdir(e.path().c_str());
+  }
+  const std::string probe = dir + "/mariana-sandbox-probe-" + std::to_string(::getpid());
+  if (::mkdir(probe.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  return ::rmdir(probe.c_str()) == 0;
+}
+
+// A run's cgroup leaves (one under v2, a memory and a pids one under v1): created with the run's
+// limits, joined by the program through the open cgroup.procs descriptors, emptied (SIGKILL) and
+// removed on destruction.
+class CgroupLeaf {
+ public:
+  static Result<CgroupLeaf> create(const SandboxCgroups& cg, const SandboxOptions& o) {
+    static std::atomic<uint64_t> next{0};
+    const std::string name = "/mariana-sandbox-" + std::to_string(::getpid()) + "-" + std::to_string(next++);
+    CgroupLeaf leaf;
+    leaf.v2_ = cg.v2;
+    for (const std::string& parent : cg.v2 ? std::vector{cg.memory_parent} : std::vector{cg.memory_parent, cg.pids_parent}) {
+      const std::string dir = parent + name;
+      if (::mkdir(dir.c_str(), 0700) != 0) return errno_status(errno, "mkdir " + dir);
+      leaf.dirs_.push_back(dir);
+    }
+    const std::string bytes = std::to_string(o.memory_mb * 1024 * 1024);
+    const std::string& mem = leaf.dirs_.front();
+    const std::string& pids = leaf.dirs_.back();
+    if (cg.v2) {
+      MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.max", bytes));
+      if (::access((mem + "/memory.swap.max").c_str(), F_OK) == 0)
+        MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.swap.max", "0"));
+      if (::access((mem + "/memory.oom.group").c_str(), F_OK) == 0)
+        MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.oom.group", "1"));
+    } else {
+      MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.limit_in_bytes", bytes));
+      if (::access((mem + "/memory.memsw.limit_in_bytes").c_str(), F_OK) == 0)  // swap accounting on
+        MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.memsw.limit_in_bytes", bytes));
+      else
+        MARIANA_RETURN_IF_ERROR(cgroup_write(mem + "/memory.swappiness", "0"));
+    }
+    MARIANA_RETURN_IF_ERROR(cgroup_write(pids + "/pids.max", std::to_string(o.max_processes)));
+    for (const std::string& dir : leaf.dirs_) {
+      Fd fd(::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+      if (fd.get() < 0) return errno_status(errno, dir + "/cgroup.procs");
+      leaf.procs_.push_back(std::move(fd));
+    }
+    return leaf;
+  }
+
+  CgroupLeaf() = default;
+  CgroupLeaf(CgroupLeaf&&) = default;
+  CgroupLeaf& operator=(CgroupLeaf&& o) noexcept {
+    remove();
+    dirs_ = std::move(o.dirs_);
+    procs_ = std::move(o.procs_);
+    v2_ = o.v2_;
+    o.dirs_.clear();
+    return *this;
+  }
+  ~CgroupLeaf() { remove(); }
+
+  bool active() const { return !dirs_.empty(); }
+  int procs_fd(size_t i) const { return i < procs_.size() ? procs_[i].get() : -1; }
+  int count() const { return static_cast<int>(procs_.size()); }
+  const std::vector<std::string>& dirs() const { return dirs_; }
+  bool oom_killed() const {
+    return active() && cgroup_counter(dirs_.front() + (v2_ ? "/memory.events" : "/memory.oom_control"), "oom_kill") > 0;
+  }
+  bool pids_refused() const { return active() && cgroup_counter(dirs_.back() + "/pids.events", "max") > 0; }
+
+  // Kills whatever is left in the leaves and removes them (retrying while the kernel still counts
+  // exiting tasks).
+  void remove() {
+    procs_.clear();
+    for (const std::string& dir : dirs_) {
+      const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (::rmdir(dir.c_str()) != 0 && errno == EBUSY && std::chrono::steady_clock::now() < limit) {
+        std::ifstream in(dir + "/cgroup.procs");
+        pid_t pid;
+        while (in >> pid) ::kill(pid, SIGKILL);
+        ::usleep(2000);
+      }
+    }
+    dirs_.clear();
+  }
+
+ private:
+  std::vector<std::string> dirs_;
+  std::vector<Fd> procs_;
+  bool v2_ = false;
+};
+
 Status write_all(int fd, const std::string& bytes, const std::string& what) {
   size_t off = 0;
   while (off < bytes.size()) {
@@ -503,11 +734,41 @@ bool pump(int fd, std::string& sink, int64_t cap, bool& over) {
 
 }  // namespace
 
+SandboxCgroups sandbox_cgroups_detect() {
+  SandboxCgroups cg;
+  // cgroup v2: our own cgroup must offer memory and pids to its children.
+  const std::string unified = own_cgroup_dir("");
+  if (!unified.empty() && has_word(unified + "/cgroup.controllers", "memory") &&
+      has_word(unified + "/cgroup.controllers", "pids")) {
+    if (!has_word(unified + "/cgroup.subtree_control", "memory") || !has_word(unified + "/cgroup.subtree_control", "pids"))
+      (void)cgroup_write(unified + "/cgroup.subtree_control", "+memory +pids");  // EBUSY unless a root or empty
+    if (has_word(unified + "/cgroup.subtree_control", "memory") && has_word(unified + "/cgroup.subtree_control", "pids") &&
+        can_make_child(unified)) {
+      cg.v2 = true;
+      cg.memory_parent = cg.pids_parent = unified;
+      return cg;
+    }
+  }
+  // cgroup v1: the memory and the pids hierarchies.
+  const std::string memory = own_cgroup_dir("memory"), pids = own_cgroup_dir("pids");
+  if (!memory.empty() && !pids.empty() && can_make_child(memory) && can_make_child(pids)) {
+    cg.memory_parent = memory;
+    cg.pids_parent = pids;
+    return cg;
+  }
+  cg.reason = "no writable cgroup with the memory and pids controllers (v2: '" +
+              (unified.empty() ? std::string("not mounted") : unified) + "', v1 memory: '" +
+              (memory.empty() ? std::string("not mounted") : memory) + "', v1 pids: '" +
+              (pids.empty() ? std::string("not mounted") : pids) + "')";
+  return cg;
+}
+
 std::string sandbox_isolation_describe(uint32_t bits) {
   static const std::pair<uint32_t, const char*> kNames[] = {
       {kIsoUserNs, "userns"},        {kIsoNetNs, "netns"},       {kIsoMountReadOnly, "mount-ro"},
       {kIsoLandlockFs, "landlock-fs"}, {kIsoLandlockNet, "landlock-net"}, {kIsoSeccomp, "seccomp"},
-      {kIsoPidNs, "pidns"},          {kIsoUidDrop, "uid"},         {kIsoPrivateUid, "private-uid"}};
+      {kIsoPidNs, "pidns"},          {kIsoUidDrop, "uid"},         {kIsoPrivateUid, "private-uid"},
+      {kIsoCgroup, "cgroup"},        {kIsoTmpfs, "tmpfs"},         {kIsoSingleProcess, "single-process"}};
   std::string out;
   for (const auto& [bit, name] : kNames)
     if (bits & bit) out += (out.empty() ? "" : ",") + std::string(name);
@@ -518,17 +779,21 @@ Result<Sandbox> Sandbox::create(SandboxOptions options) {
   if (!(options.timeout_s > 0) || options.timeout_s > 3600)
     return InvalidArgument("sandbox: timeout_s must be in (0, 3600], got " + std::to_string(options.timeout_s));
   if (options.memory_mb < 16) return InvalidArgument("sandbox: memory_mb must be >= 16");
+  if (options.disk_mb < 1) return InvalidArgument("sandbox: disk_mb must be >= 1");
   if (options.file_size_mb < 1 || options.max_open_files < 8 || options.max_processes < 1 ||
       options.max_output_bytes < 1 || options.uid_count < 1)
     return InvalidArgument("sandbox: file_size_mb >= 1, max_open_files >= 8, max_processes >= 1, "
                            "max_output_bytes >= 1 and uid_count >= 1 are required");
   if (::access(options.python.c_str(), X_OK) != 0)
     return NotFound("sandbox: interpreter '" + options.python + "' is not an executable file");
-  std::vector<uint8_t> bpf;
+  std::vector<uint8_t> bpf, bpf_single;
   if (options.use_seccomp) {
-    MARIANA_ASSIGN_OR_RETURN(bpf, build_seccomp_program());
+    MARIANA_ASSIGN_OR_RETURN(bpf, build_seccomp_program(false));
+    MARIANA_ASSIGN_OR_RETURN(bpf_single, build_seccomp_program(true));
   }
-  return Sandbox(std::move(options), std::move(bpf));
+  SandboxCgroups cgroups;
+  if (options.use_cgroup) cgroups = sandbox_cgroups_detect();
+  return Sandbox(std::move(options), std::move(bpf), std::move(bpf_single), std::move(cgroups));
 }
 
 Result<SandboxRun> Sandbox::run_python(const std::string& program, const std::string& stdin_text) const {
@@ -559,6 +824,18 @@ Result<SandboxRun> Sandbox::run_python(const std::string& program, const std::st
   }
   if (root && (::chown(tmp.path().c_str(), lease.uid, lease.uid) != 0 || ::chmod(tmp.path().c_str(), 0700) != 0))
     return errno_status(errno, "chown " + tmp.path());
+  const uid_t owner = root ? lease.uid : ::geteuid();
+  const std::string tmpfs_opts = "size=" + std::to_string(o.disk_mb) + "m,nr_inodes=65536,mode=0700,uid=" +
+                                 std::to_string(owner) + ",gid=" + std::to_string(root ? lease.uid : ::getegid());
+
+  // The memory bound: a cgroup leaf, or else (no cgroup, or one that cannot be made now) the
+  // single-process seccomp program.
+  CgroupLeaf leaf;
+  if (cgroups_.usable()) {
+    auto made = CgroupLeaf::create(cgroups_, o);
+    if (made.ok()) leaf = std::move(made).value();
+  }
+  const std::vector<uint8_t>& bpf = leaf.active() ? bpf_ : bpf_single_;
 
   Fd stdin_fd(::memfd_create("mariana-stdin", MFD_CLOEXEC));
   if (stdin_fd.get() < 0) return errno_status(errno, "memfd_create");
@@ -587,10 +864,11 @@ Result<SandboxRun> Sandbox::run_python(const std::string& program, const std::st
   const std::string uid_map = std::to_string(::geteuid()) + " " + std::to_string(::geteuid()) + " 1\n";
   const std::string gid_map = std::to_string(::getegid()) + " " + std::to_string(::getegid()) + " 1\n";
   sock_fprog prog{};
-  prog.len = static_cast<unsigned short>(bpf_.size() / sizeof(sock_filter));
-  prog.filter = reinterpret_cast<sock_filter*>(const_cast<uint8_t*>(bpf_.data()));
+  prog.len = static_cast<unsigned short>(bpf.size() / sizeof(sock_filter));
+  prog.filter = reinterpret_cast<sock_filter*>(const_cast<uint8_t*>(bpf.data()));
 
-  ChildPlan plan{&o, o.python.c_str(), argv.data(), envp.data(), tmp.path().c_str(), stdin_fd.get(),
+  ChildPlan plan{&o, o.python.c_str(), argv.data(), envp.data(), tmp.path().c_str(), main_py.c_str(),
+                 tmpfs_opts.c_str(), {leaf.procs_fd(0), leaf.procs_fd(1)}, leaf.count(), !leaf.active(), stdin_fd.get(),
                  out_w.get(), err_w.get(), rep_w.get(), ctl_r.get(), status_w.get(), ::getpid(), root,
                  lease.uid, root, nobody_uid, nobody_gid, uid_map.c_str(), gid_map.c_str(),
                  o.use_seccomp ? &prog : nullptr};
@@ -700,6 +978,10 @@ Result<SandboxRun> Sandbox::run_python(const std::string& program, const std::st
   if (::read(status_r.get(), &status, sizeof(status)) != static_cast<ssize_t>(sizeof(status)))
     status = SIGKILL;  // the reaper itself was killed: report the program as killed
   if (run.isolation & kIsoPrivateUid) sweep_uid(lease.uid);
+  run.memory_limit = leaf.oom_killed();
+  run.process_limit = leaf.pids_refused();
+  run.cgroup_dirs = leaf.dirs();
+  leaf.remove();
   if (WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) run.signal = WTERMSIG(status);
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,8 +1,12 @@
-// The code sandbox against hostile programs: an infinite loop, fork bombs, a memory bomb, network
-// connects and writes outside its temp dir — each killed or blocked, none leaving a process or a
-// file behind. Then each isolation layer alone, and the refusal to run without isolation.
+// The code sandbox against hostile programs: an infinite loop, fork bombs, memory bombs (also via
+// memfd and forked children), network and Unix-socket connects, writes outside its work dir and
+// past its disk limit — each killed or blocked, none leaving a process, a file or a cgroup behind.
+// Then each isolation layer alone, and the refusal to run without isolation or without bounds.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -142,6 +146,7 @@ TEST(Sandbox, KillsAForkBombThatIgnoresErrorsWithItsWholeGroup) {
 TEST(Sandbox, KillsChildrenLeftBehindByTheMainProcess) {
   Sandbox s = make(quick());
   SandboxRun r = run(s, "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nprint('bye')\n");
+  if (r.isolation & kIsoSingleProcess) GTEST_SKIP() << "no cgroup here: the single-process fallback refuses fork";
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(r.timed_out);  // the sleeping child did not hold the run open
   expect_no_survivors(r);
@@ -175,11 +180,51 @@ TEST(Sandbox, BlocksNetworkConnects) {
   }
 }
 
+// A Unix socket the host listens on (mode 0777 in a world-searchable dir, so file permissions do
+// not stop a different uid): the program's connect must fail and nothing may arrive.
+TEST(Sandbox, BlocksConnectsToHostUnixSockets) {
+  const std::string dir = (fs::temp_directory_path() / ("mariana-unix-" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0755);
+  const std::string path = dir + "/host.sock";
+  const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(server, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  ::chmod(path.c_str(), 0777);
+  ASSERT_EQ(::listen(server, 8), 0);
+
+  Sandbox s = make(quick());
+  SandboxRun r = run(s,
+                     "import socket\n"
+                     "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                     "s.connect('" + path + "')\n"
+                     "s.sendall(b'escaped')\n"
+                     "print('connected')\n");
+  pollfd pfd{server, POLLIN, 0};
+  const int ready = ::poll(&pfd, 1, 200);
+  const int conn = ::accept4(server, nullptr, nullptr, SOCK_CLOEXEC);
+  EXPECT_EQ(ready, 0) << "a connection reached the host socket";
+  EXPECT_LT(conn, 0);
+  if (conn >= 0) ::close(conn);
+  ::close(server);
+  fs::remove_all(dir);
+  EXPECT_EQ(r.out.find("connected"), std::string::npos) << r.out;
+  EXPECT_EQ(classify(r), "sandbox violation") << r.err;
+  EXPECT_NE(r.err.find("PermissionError"), std::string::npos) << r.err;
+}
+
 TEST(Sandbox, NetworkNamespaceAloneBlocksConnects) {
   SandboxOptions o = quick();
   o.use_seccomp = false;
   Sandbox s = make(o);
-  SandboxRun r = run(s, kConnect);
+  auto result = s.run_python(kConnect, "");
+  if (!result.ok() && result.status().message().find("no memory bound") != std::string::npos)
+    GTEST_SKIP() << "no cgroup here, so seccomp is the memory bound and cannot be switched off";
+  ASSERT_TRUE(result.ok()) << result.status().to_string();
+  const SandboxRun& r = *result;
   if (!(r.isolation & kIsoNetNs)) GTEST_SKIP() << "no network namespace on this host";
   EXPECT_EQ(r.out.find("connected"), std::string::npos);
   EXPECT_EQ(classify(r), "sandbox violation") << r.err;
@@ -229,11 +274,21 @@ TEST(Sandbox, ReadOnlyMountsAloneBlockWrites) {
 
 TEST(Sandbox, LandlockAloneBlocksWrites) {
   SandboxOptions o = quick();
-  o.use_mount_ns = false;
+  o.use_read_only_mounts = false;
   Sandbox s = make(o);
   SandboxRun probe = run(s, "print(1)\n");
   if (!(probe.isolation & kIsoLandlockFs)) GTEST_SKIP() << "no Landlock on this kernel";
   expect_writes_blocked(s);
+}
+
+// Nothing runs: Unavailable, naming what is missing.
+void expect_refused(const SandboxOptions& o, const std::string& missing) {
+  auto s = Sandbox::create(o);
+  ASSERT_TRUE(s.ok());
+  auto r = s->run_python("print('ran')\n", "");
+  ASSERT_FALSE(r.ok()) << missing;
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find(missing), std::string::npos) << r.status().message();
 }
 
 TEST(Sandbox, RefusesToRunWithoutNetworkOrFilesystemIsolation) {
@@ -241,15 +296,163 @@ TEST(Sandbox, RefusesToRunWithoutNetworkOrFilesystemIsolation) {
   no_net.use_net_ns = false;
   no_net.use_seccomp = false;
   SandboxOptions no_fs = quick();
-  no_fs.use_mount_ns = false;
+  no_fs.use_read_only_mounts = false;
   no_fs.use_landlock = false;
   for (const auto& [o, missing] : {std::pair{no_net, "no network isolation"}, std::pair{no_fs, "no filesystem isolation"}}) {
-    auto s = Sandbox::create(o);
-    ASSERT_TRUE(s.ok());
-    auto r = s->run_python("print('ran')\n", "");
-    ASSERT_FALSE(r.ok()) << missing;
-    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
-    EXPECT_NE(r.status().message().find(missing), std::string::npos) << r.status().message();
+    expect_refused(o, missing);
+  }
+}
+
+// ---- Memory, process and disk bounds ----
+
+// Skips (with the reason) on a host where no cgroup leaf can be made.
+#define REQUIRE_CGROUP(r)                                                                         \
+  if (!((r).isolation & kIsoCgroup))                                                             \
+  GTEST_SKIP() << "no cgroup leaf on this host: " << sandbox_cgroups_detect().reason << " (isolation " \
+               << sandbox_isolation_describe((r).isolation) << ")"
+
+void expect_leaves_removed(const SandboxRun& r) {
+  EXPECT_FALSE(r.cgroup_dirs.empty());
+  for (const std::string& dir : r.cgroup_dirs) EXPECT_FALSE(fs::exists(dir)) << dir;
+}
+
+SandboxOptions small_memory() {
+  SandboxOptions o = quick();
+  o.memory_mb = 128;
+  return o;
+}
+
+TEST(Sandbox, RunsInACgroupLeafThatIsRemovedAfterwards) {
+  Sandbox s = make(quick());
+  SandboxRun r = run(s, "print(open('/proc/self/cgroup').read())\n");
+  REQUIRE_CGROUP(r);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_FALSE(r.cgroup_dirs.empty());
+  for (const std::string& dir : r.cgroup_dirs)
+    EXPECT_NE(r.out.find(fs::path(dir).filename().string()), std::string::npos) << dir << " not in\n" << r.out;
+  expect_leaves_removed(r);
+}
+
+// RLIMIT_AS does not count pages held by memfds that are never mapped (30 of 15 MB: each stays
+// under RLIMIT_FSIZE).
+TEST(Sandbox, BoundsMemoryHeldInMemfds) {
+  Sandbox s = make(small_memory());
+  SandboxRun r = run(s,
+                     "import os\n"
+                     "fds = [os.memfd_create('hoard') for _ in range(30)]\n"
+                     "for fd in fds:\n"
+                     "    for _ in range(15):\n"
+                     "        os.write(fd, b'x' * (1 << 20))\n"
+                     "print('held 450 MB')\n");
+  REQUIRE_CGROUP(r);
+  EXPECT_EQ(r.out.find("held"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.memory_limit);
+  EXPECT_EQ(classify(r), "memory") << r.err;
+  expect_leaves_removed(r);
+}
+
+// RLIMIT_AS is per process: six children of 64 MB each fit it, not the run's 128 MB.
+TEST(Sandbox, BoundsMemoryOfForkedChildren) {
+  Sandbox s = make(small_memory());
+  SandboxRun r = run(s,
+                     "import os, time\n"
+                     "kids = []\n"
+                     "for _ in range(6):\n"
+                     "    pid = os.fork()\n"
+                     "    if pid == 0:\n"
+                     "        block = b'x' * (64 << 20)\n"
+                     "        time.sleep(3)\n"
+                     "        os._exit(0)\n"
+                     "    kids.append(pid)\n"
+                     "if all(os.waitpid(pid, 0)[1] == 0 for pid in kids):\n"
+                     "    print('children held 384 MB')\n");
+  REQUIRE_CGROUP(r);
+  EXPECT_EQ(r.out.find("children held"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.memory_limit);
+  EXPECT_EQ(classify(r), "memory") << r.err;
+  expect_leaves_removed(r);
+}
+
+TEST(Sandbox, BoundsAForkBombByTheCgroupTaskLimit) {
+  SandboxOptions o = quick();
+  o.max_processes = 8;
+  Sandbox s = make(o);
+  SandboxRun r = run(s,
+                     "import os, time\n"
+                     "ok = 0\n"
+                     "for _ in range(40):\n"
+                     "    try:\n"
+                     "        if os.fork() == 0:\n"
+                     "            time.sleep(10)\n"
+                     "            os._exit(0)\n"
+                     "        ok += 1\n"
+                     "    except OSError:\n"
+                     "        pass\n"
+                     "print(ok)\n");
+  REQUIRE_CGROUP(r);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(std::stoi(r.out), 7);  // the program itself is the eighth task
+  EXPECT_TRUE(r.process_limit);
+  EXPECT_FALSE(r.timed_out);  // the sleeping children did not hold the run open
+  expect_no_survivors(r);
+  expect_leaves_removed(r);
+}
+
+TEST(Sandbox, WritesPastTheDiskLimitFailWithEnospc) {
+  SandboxOptions o = quick();
+  o.disk_mb = 8;
+  Sandbox s = make(o);
+  SandboxRun r = run(s,
+                     "import errno, os\n"
+                     "st = os.statvfs('.')\n"
+                     "print('size', st.f_blocks * st.f_frsize >> 20)\n"
+                     "written = 0\n"
+                     "try:\n"
+                     "    for i in range(64):\n"
+                     "        with open('f%d' % i, 'wb') as f:\n"
+                     "            f.write(b'x' * (1 << 20))\n"
+                     "        written += 1\n"
+                     "except OSError as e:\n"
+                     "    print(errno.errorcode[e.errno])\n"
+                     "print('written', written)\n");
+  ASSERT_TRUE(r.isolation & kIsoTmpfs) << sandbox_isolation_describe(r.isolation);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("size 8\n"), std::string::npos) << r.out;  // the work dir is the 8 MB tmpfs
+  EXPECT_NE(r.out.find("ENOSPC"), std::string::npos) << r.out;
+  const auto at = r.out.find("written ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_LE(std::stoi(r.out.substr(at + 8)), 8);
+}
+
+TEST(Sandbox, WithoutACgroupFallsBackToASingleProcess) {
+  SandboxOptions o = small_memory();
+  o.use_cgroup = false;
+  Sandbox s = make(o);
+  SandboxRun threads = run(s,
+                           "import threading\n"
+                           "t = threading.Thread(target=print, args=('from a thread',))\n"
+                           "t.start()\nt.join()\n");
+  EXPECT_TRUE(threads.isolation & kIsoSingleProcess) << sandbox_isolation_describe(threads.isolation);
+  EXPECT_FALSE(threads.isolation & kIsoCgroup);
+  EXPECT_EQ(threads.out, "from a thread\n") << threads.err;
+  for (const char* program : {"import os\nos.fork()\nprint('forked')\n",
+                              "import os\nos.memfd_create('hoard')\nprint('forked')\n"}) {
+    SandboxRun r = run(s, program);
+    EXPECT_EQ(r.out.find("forked"), std::string::npos) << program;
+    EXPECT_EQ(classify(r), "sandbox violation") << program << r.err;
+  }
+}
+
+// Fail closed: no memory bound (neither a cgroup nor the seccomp fallback) or no disk bound (no
+// mount namespace for the tmpfs) and nothing runs.
+TEST(Sandbox, RefusesToRunWithoutAMemoryOrDiskBound) {
+  SandboxOptions no_memory = quick();
+  no_memory.use_cgroup = false;
+  no_memory.use_seccomp = false;
+  SandboxOptions no_disk = quick();
+  no_disk.use_mount_ns = false;
+  for (const auto& [o, missing] : {std::pair{no_memory, "no memory bound"}, std::pair{no_disk, "no disk bound"}}) {
+    expect_refused(o, missing);
   }
 }
 
