@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <atomic>
 #include <chrono>
@@ -25,6 +26,7 @@
 #include "cli/cli.h"
 #include "cli/cluster_client.h"
 #include "controller/server.h"
+#include "proto/client.h"
 #include "proto/curve.h"
 #include "core/file_util.h"
 #include "core/toml_util.h"
@@ -233,6 +235,17 @@ Result<std::map<std::string, double>> parse_resources(const std::string& spec) {
   return out;
 }
 
+// Each cluster's worker logs in a directory of their own, so that `jobs logs job-1` of a new cluster
+// never shows an older cluster's job-1: under the state dir when the agent has one, else under
+// $TMPDIR named by a hash of the cluster token (the cluster's identity as far as an agent knows).
+std::string agent_default_log_dir(const cxxopts::ParseResult& r, const ClientTarget& t, const std::string& node_id) {
+  if (r.count("state-dir")) return r["state-dir"].as<std::string>() + "/logs/" + node_id;
+  char cluster[17];
+  std::snprintf(cluster, sizeof cluster, "%016llx",
+                static_cast<unsigned long long>(XXH64(t.token.data(), t.token.size(), 0)));
+  return std::filesystem::temp_directory_path().string() + "/mariana-logs-" + cluster + "/" + node_id;
+}
+
 int agent_start(int argc, char** argv) {
   cxxopts::Options o("mariana agent start", "Run a node agent in the foreground");
   add_client_options(o);
@@ -242,7 +255,8 @@ int agent_start(int argc, char** argv) {
       "memory", "bytes of memory to offer", cxxopts::value<double>()->default_value("0"))(
       "resources", "custom resources NAME=AMOUNT,...", cxxopts::value<std::string>()->default_value(""))(
       "node-id", "this node's id (default: random)", cxxopts::value<std::string>()->default_value(""))(
-      "log-dir", "worker logs", cxxopts::value<std::string>()->default_value(""))(
+      "log-dir", "worker logs (default: STATE/logs/NODE with --state-dir, else $TMPDIR/mariana-logs-CLUSTER/NODE)",
+      cxxopts::value<std::string>()->default_value(""))(
       "heartbeat-ms", "heartbeat interval", cxxopts::value<int64_t>()->default_value("500"));
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
@@ -255,7 +269,9 @@ int agent_start(int argc, char** argv) {
   ao.token_file = target.value().token_file;
   ao.curve_file = target.value().curve_file;
   ao.node_id = r.value()["node-id"].as<std::string>();
+  if (ao.node_id.empty()) ao.node_id = "node-" + proto::random_hex(8);
   ao.log_dir = r.value()["log-dir"].as<std::string>();
+  if (ao.log_dir.empty()) ao.log_dir = agent_default_log_dir(r.value(), target.value(), ao.node_id);
   ao.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
   auto custom = parse_resources(r.value()["resources"].as<std::string>());
   if (!custom.ok()) return report(custom.status());

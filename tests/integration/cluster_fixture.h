@@ -90,10 +90,12 @@ class Cluster {
     address_ = trim(read_file(state_ + "/controller.addr").value());
   }
 
-  void start_agent(const std::string& node, int cpus) {
-    auto pid = launcher_.spawn({MARIANA_BIN, "agent", "start", "--state-dir", state_, "--cpus", std::to_string(cpus),
-                                "--node-id", node, "--log-dir", dir_ + "/logs-" + node, "--heartbeat-ms", "100"},
-                               dir_ + "/agent-" + node + ".out", dir_ + "/agent-" + node + ".err");
+  // With default_log_dir the agent gets no --log-dir (its default: STATE/logs/NODE).
+  void start_agent(const std::string& node, int cpus, bool default_log_dir = false) {
+    std::vector<std::string> argv = {MARIANA_BIN, "agent", "start", "--state-dir", state_, "--cpus", std::to_string(cpus),
+                                     "--node-id", node, "--heartbeat-ms", "100"};
+    if (!default_log_dir) argv.insert(argv.end(), {"--log-dir", dir_ + "/logs-" + node});
+    auto pid = launcher_.spawn(argv, dir_ + "/agent-" + node + ".out", dir_ + "/agent-" + node + ".err");
     ASSERT_TRUE(pid.ok()) << pid.status().to_string();
     agents_[node] = pid.value();
   }

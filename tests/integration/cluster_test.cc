@@ -10,7 +10,7 @@
 
 #include "proto/client.h"
 #include "proto/host.h"
-#include "tests/integration/cluster_fixture.h"
+#include "tests/integration/train_job_util.h"
 
 namespace mariana::integration {
 namespace {
@@ -270,6 +270,40 @@ TEST_F(ClusterTest, AnAliveActorServesCallsOnItsLocalSocketAndOnTcp) {
   EXPECT_EQ(dead.value("state", ""), "DEAD");
   EXPECT_EQ(dead.value("local_address", "?"), "");
   EXPECT_EQ(dead.value("host_id", "?"), "");
+}
+
+}  // namespace
+}  // namespace mariana::integration
+
+namespace mariana::integration {
+namespace {
+
+// Without --log-dir an agent writes worker logs under its cluster's state dir, so two clusters
+// whose nodes share an id (and whose jobs are both job-1) never mix their logs in `jobs logs`.
+TEST(ClusterLogs, AgentsDefaultToTheStateDirSoTwoClustersNeverMix) {
+  std::string first_state;
+  for (int round = 0; round < 2; ++round) {
+    Cluster c;
+    c.start_controller();
+    c.start_agent("n1", 2, /*default_log_dir=*/true);
+    ASSERT_TRUE(c.wait_nodes_alive(1));
+    const std::string job = c.submit(pretrain_job_file(), pretrain_sets(2, 2));  // a trainer logs its steps
+    ASSERT_EQ(job, "job-1");
+    ASSERT_EQ(c.wait_end(job), "SUCCEEDED");
+    auto logs = run_mariana("jobs logs " + job + " " + c.client());
+    ASSERT_EQ(logs.exit_code, 0) << logs.out;
+    // Every file shown is this cluster's.
+    size_t shown = 0;
+    for (size_t at = logs.out.find("==> "); at != std::string::npos; at = logs.out.find("==> ", at + 4)) {
+      const std::string path = logs.out.substr(at + 4, logs.out.find(" <==", at) - at - 4);
+      EXPECT_EQ(path.rfind(c.state_dir() + "/logs/n1/", 0), 0u) << path;
+      ++shown;
+    }
+    EXPECT_GT(shown, 0u) << logs.out;
+    EXPECT_NE(logs.out.find("trainer: job job-1"), std::string::npos) << logs.out;
+    if (round == 0) first_state = c.state_dir();
+    else EXPECT_EQ(logs.out.find(first_state), std::string::npos) << "the first cluster's job-1 appears:\n" << logs.out;
+  }
 }
 
 }  // namespace
