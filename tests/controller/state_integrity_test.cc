@@ -154,6 +154,17 @@ TEST_F(StateIntegrity, ByteFlippedWalIsRefused) {
     });
 }
 
+TEST_F(StateIntegrity, TornTailOfAnUnacknowledgedWriteIsTolerated) {
+  acknowledge_and_close();
+  // What a kill -9 inside the write(2) of a next, never synced commit leaves: a record header
+  // (checksum, length 100, full type) and part of its payload at the end of the WAL.
+  std::ofstream wal(newest_wal(), std::ios::binary | std::ios::app);
+  const char torn[] = {'\x11', '\x22', '\x33', '\x44', 100, 0, 1, 'p', 'a', 'r', 't'};
+  wal.write(torn, sizeof torn);
+  wal.close();
+  EXPECT_EQ(jobs_held(), static_cast<size_t>(kJobs));
+}
+
 TEST_F(StateIntegrity, MissingCommitRecordIsRefused) {
   acknowledge_and_close();
   fs::remove(dir_ + "/" + kCommitsFileName);
