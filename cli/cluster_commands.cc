@@ -177,6 +177,10 @@ int controller_start(int argc, char** argv) {
       "node-timeout-ms", "an agent silent this long is DEAD", cxxopts::value<int64_t>()->default_value("5000"))(
       "worker-timeout-ms", "a worker silent this long is dead", cxxopts::value<int64_t>()->default_value("5000"))(
       "start-timeout-ms", "a started worker must register within", cxxopts::value<int64_t>()->default_value("30000"))(
+      "handshake-timeout-ms", "drop a connection that has not finished the ZeroMQ/CURVE handshake within",
+      cxxopts::value<int>()->default_value("5000"))(
+      "max-connections", "client connections held at once (0: the open-file limit less a reserve)",
+      cxxopts::value<int64_t>()->default_value("0"))(
       "detach", "run in the background (log in DIR/controller.log, pid in DIR/controller.pid); returns once it listens")(
       "h,help", "help");
   auto r = parse(o, argc, argv);
@@ -191,6 +195,10 @@ int controller_start(int argc, char** argv) {
   so.controller.node_timeout_ms = r.value()["node-timeout-ms"].as<int64_t>();
   so.controller.worker_timeout_ms = r.value()["worker-timeout-ms"].as<int64_t>();
   so.controller.start_timeout_ms = r.value()["start-timeout-ms"].as<int64_t>();
+  so.handshake_timeout_ms = r.value()["handshake-timeout-ms"].as<int>();
+  so.max_connections = r.value()["max-connections"].as<int64_t>();
+  if (so.handshake_timeout_ms < 100 || so.max_connections < 0)
+    return report(InvalidArgument("controller start: --handshake-timeout-ms must be >= 100 and --max-connections >= 0"));
   if (r.value().count("detach")) return controller_detach(so);
   install_stop_handlers();
   return report(controller::controller_run(so, &g_stop));
@@ -214,6 +222,23 @@ int controller_add_client(int argc, char** argv) {
   Status st = proto::curve_add_client(dir, r.value()["name"].as<std::string>(), r.value()["out"].as<std::string>());
   if (!st.ok()) return report(st);
   std::printf("%s\n", r.value()["out"].as<std::string>().c_str());
+  return kExitOk;
+}
+
+int controller_repair(int argc, char** argv) {
+  cxxopts::Options o("mariana controller repair",
+                     "Salvage a state dir the controller refuses to start on (a damaged or missing RocksDB WAL); "
+                     "acknowledged jobs, actors and metrics may be lost");
+  o.add_options()("state-dir", "the stopped controller's state dir", cxxopts::value<std::string>())("h,help", "help");
+  auto r = parse(o, argc, argv);
+  if (!r.ok()) return report(r.status());
+  if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
+  if (!r.value().count("state-dir")) return report(InvalidArgument("controller repair: --state-dir is required"));
+  const std::string dir = r.value()["state-dir"].as<std::string>();
+  auto kept = controller::controller_repair(dir);
+  if (!kept.ok()) return report(kept.status());
+  std::printf("repaired %s/db: RocksDB kept what it could read; acknowledged state beyond it is lost.\n%s\n",
+              dir.c_str(), kept.value().c_str());
   return kExitOk;
 }
 
@@ -290,9 +315,11 @@ int agent_start(int argc, char** argv) {
 int controller_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "start") return controller_start(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "add-client") return controller_add_client(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "repair") return controller_repair(argc - 1, argv + 1);
   std::fprintf(stderr,
                "usage: mariana controller start --listen tcp://HOST:PORT --state-dir DIR [--detach]\n"
-               "       mariana controller add-client --state-dir DIR --out CREDENTIALS [--name N]\n");
+               "       mariana controller add-client --state-dir DIR --out CREDENTIALS [--name N]\n"
+               "       mariana controller repair --state-dir DIR\n");
   return kExitBadInput;
 }
 

@@ -2,13 +2,19 @@
 #include "controller/server.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <httplib.h>
@@ -18,6 +24,7 @@
 #include "core/file_util.h"
 #include "proto/client.h"
 #include "proto/curve.h"
+#include "proto/wire.h"
 
 namespace mariana::controller {
 
@@ -37,6 +44,102 @@ class ZmqTransport final : public Transport {
 
  private:
   zmq::socket_t* sock_;
+};
+
+// File descriptors kept back from client connections: RocksDB's table cache (max_open_files 64)
+// and its WAL, MANIFEST and LOG, the atomic writes of the commit record, /metrics, ZeroMQ's own.
+constexpr int64_t kFdReserve = 128;
+// ZMQ_MAXMSGSIZE: a frame past this is refused by ZeroMQ's decoder from its length header, before
+// any of it is buffered, and the connection dropped. The slack covers CURVE's per-message box
+// (the limit applies to the encrypted frame); frames between kMaxFrameBytes and this still reach
+// decode_envelope and are counted as oversized.
+constexpr int64_t kMaxWireFrameBytes = static_cast<int64_t>(proto::kMaxFrameBytes) + 4096;
+
+// Raises the soft RLIMIT_NOFILE to the hard limit and logs both; returns the limit in force.
+int64_t raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  const rlim_t before = rl.rlim_cur;
+  if (rl.rlim_cur != rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  std::fprintf(stderr, "controller: open-file limit %llu (soft was %llu, hard %llu)\n",
+               static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(before),
+               static_cast<unsigned long long>(rl.rlim_max));
+  return rl.rlim_cur == RLIM_INFINITY ? int64_t{1} << 30 : static_cast<int64_t>(rl.rlim_cur);
+}
+
+// The local TCP port of socket fd, or -1 (not a TCP socket, closed).
+int local_port(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return -1;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return -1;
+}
+
+// Bounds the ROUTER's TCP connections. A ZeroMQ socket monitor reports each accepted connection's
+// fd and each disconnect; past the limit a new connection is shut down at once (ZeroMQ reads EOF
+// and closes it itself), so a flood cannot take the fds the state store needs, ZeroMQ's accept
+// never fails with EMFILE (which spins its I/O thread), and connected clients keep being served.
+// Idle connections that got in are dropped by ZMQ_HANDSHAKE_IVL, which makes room again.
+class ConnectionGuard {
+ public:
+  ConnectionGuard(zmq::context_t& ctx, zmq::socket_t& router, size_t limit) : limit_(limit), monitor_(ctx, zmq::socket_type::pair) {
+    const char* endpoint = "inproc://mariana-controller-connections";
+    if (zmq_socket_monitor(router.handle(), endpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0)
+      throw zmq::error_t();
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(endpoint);
+  }
+  void set_port(int port) { port_ = port; }
+  void* handle() { return monitor_.handle(); }
+  uint64_t refused() const { return refused_; }
+
+  // Handles the pending monitor events.
+  void drain() {
+    for (;;) {
+      zmq::message_t event, address;
+      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+      if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::none);
+      if (event.size() < 6 || port_ < 0) continue;  // only TCP listeners are guarded
+      uint16_t kind = 0;
+      int32_t fd = -1;
+      std::memcpy(&kind, event.data(), 2);
+      std::memcpy(&fd, static_cast<const char*>(event.data()) + 2, 4);
+      if (kind == ZMQ_EVENT_DISCONNECTED) {
+        open_.erase(fd);
+      } else if (kind == ZMQ_EVENT_ACCEPTED) {
+        open_.insert(fd);
+        if (open_.size() > limit_) prune();
+        // The port check: the fd may have been closed and reused since the event was queued.
+        if (open_.size() > limit_ && local_port(fd) == port_) {
+          ::shutdown(fd, SHUT_RDWR);
+          open_.erase(fd);
+          ++refused_;
+        }
+      }
+    }
+  }
+
+ private:
+  // Forgets fds that are no longer connections on our port (a missed disconnect), once a second.
+  void prune() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_prune_ < std::chrono::seconds(1)) return;
+    last_prune_ = now;
+    for (auto it = open_.begin(); it != open_.end();) it = local_port(*it) == port_ ? std::next(it) : open_.erase(it);
+  }
+
+  size_t limit_;
+  zmq::socket_t monitor_;
+  int port_ = -1;
+  std::set<int> open_;
+  uint64_t refused_ = 0;
+  std::chrono::steady_clock::time_point last_prune_{};
 };
 
 std::string trim(std::string s) {
@@ -67,13 +170,25 @@ Result<std::string> cluster_token_ensure(const std::string& state_dir) {
   return tok;
 }
 
+Result<std::string> controller_repair(const std::string& state_dir) {
+  if (state_dir.empty()) return InvalidArgument("controller repair: --state-dir is required");
+  return RocksStateStore::repair(state_dir + "/db");
+}
+
 Status controller_run(const ServerOptions& options, const std::atomic<bool>* stop) {
   if (options.state_dir.empty()) return InvalidArgument("controller: --state-dir is required");
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec) return Unavailable("controller: cannot create " + options.state_dir + ": " + ec.message());
   MARIANA_ASSIGN_OR_RETURN(std::string token, cluster_token_ensure(options.state_dir));
-  MARIANA_ASSIGN_OR_RETURN(auto store, RocksStateStore::open(options.state_dir + "/db"));
+  auto opened = RocksStateStore::open(options.state_dir + "/db");
+  if (!opened.ok() && opened.status().code() == StatusCode::kDataLoss)
+    return DataLoss("controller: refusing to start on the state in " + options.state_dir + ": " +
+                    opened.status().message() +
+                    "\nTo start with what can still be read (acknowledged jobs, actors and metrics may be lost): "
+                    "mariana controller repair --state-dir " + options.state_dir);
+  MARIANA_RETURN_IF_ERROR(opened.status());
+  auto store = std::move(opened).value();
 
   zmq::context_t ctx(1);
   // Anything but loopback: CURVE, with a ZAP handler enforcing DIR/curve/authorized_keys.
@@ -91,12 +206,21 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
   router.set(zmq::sockopt::linger, 0);
   router.set(zmq::sockopt::sndhwm, 100000);
   router.set(zmq::sockopt::rcvhwm, 100000);
+  router.set(zmq::sockopt::maxmsgsize, kMaxWireFrameBytes);
+  router.set(zmq::sockopt::handshake_ivl, options.handshake_timeout_ms);
+  const int64_t fd_limit = raise_fd_limit();
+  const size_t max_connections = options.max_connections > 0
+                                     ? static_cast<size_t>(options.max_connections)
+                                     : static_cast<size_t>(std::max<int64_t>(16, fd_limit - kFdReserve));
+  ConnectionGuard guard(ctx, router, max_connections);
   try {
     router.bind(options.listen);
   } catch (const zmq::error_t& e) {
     return Unavailable("controller: cannot listen on " + options.listen + ": " + e.what());
   }
   const std::string bound = router.get(zmq::sockopt::last_endpoint);
+  const auto colon = bound.rfind(':');
+  if (bound.rfind("tcp://", 0) == 0 && colon != std::string::npos) guard.set_port(std::atoi(bound.c_str() + colon + 1));
   MARIANA_RETURN_IF_ERROR(write_file_atomic(options.state_dir + "/controller.addr", bound + "\n"));
 
   ControllerOptions copts = options.controller;
@@ -127,18 +251,21 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
   std::fprintf(stderr, "controller: listening on %s%s, state in %s, epoch %llu\n", bound.c_str(),
                curve ? " with CURVE" : "", options.state_dir.c_str(), static_cast<unsigned long long>(ctl.epoch()));
   if (curve) std::fprintf(stderr, "controller: CURVE allow-list %s/curve/authorized_keys\n", options.state_dir.c_str());
+  std::fprintf(stderr, "controller: at most %zu client connections, handshake within %d ms, frames up to %zu bytes\n",
+               max_connections, options.handshake_timeout_ms, proto::kMaxFrameBytes);
   if (options.on_ready) options.on_ready(bound);
 
   Status result;
   auto last_metrics = std::chrono::steady_clock::now();
   while (!stop->load()) {
-    zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {guard.handle(), 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      zmq::poll(items, 2, std::chrono::milliseconds(20));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
       continue;  // a signal (SIGTERM sets *stop)
     }
+    guard.drain();
     for (int i = 0; i < 4096; ++i) {
       zmq::message_t id, body;
       if (!router.recv(id, zmq::recv_flags::dontwait)) break;
@@ -170,6 +297,9 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
     if (options.metrics_port >= 0 && now - last_metrics > std::chrono::milliseconds(250)) {
       last_metrics = now;
       std::string text = ctl.metrics_text();
+      text += "# HELP mariana_connections_refused_total TCP connections closed on arrival past the connection limit.\n"
+              "# TYPE mariana_connections_refused_total counter\n"
+              "mariana_connections_refused_total " + std::to_string(guard.refused()) + "\n";
       if (zap) {
         text += "# HELP mariana_curve_handshakes_total CURVE clients accepted and refused by the ZAP handler.\n"
                 "# TYPE mariana_curve_handshakes_total counter\n";

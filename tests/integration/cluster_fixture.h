@@ -73,16 +73,21 @@ class Cluster {
   const std::string& address() const { return address_; }
   const std::string& dir() const { return dir_; }
   std::string client() const { return "--state-dir " + state_; }
+  int controller_pid() const { return controller_pid_; }
+  // When > 0, the controller runs with RLIMIT_NOFILE lowered to this (soft and hard).
+  int controller_nofile = 0;
 
   // Starts (or restarts, on the same address) the controller and waits for its address file.
   void start_controller(const std::string& first_listen = "tcp://127.0.0.1:*") {
     std::string listen = first_listen;
     if (!address_.empty()) listen = address_;
     std::filesystem::remove(state_ + "/controller.addr");
-    auto pid = launcher_.spawn({MARIANA_BIN, "controller", "start", "--listen", listen, "--state-dir", state_,
-                                "--heartbeat-ms", "100", "--node-timeout-ms", "1500", "--worker-timeout-ms", "1500",
-                                "--start-timeout-ms", "10000"},
-                               dir_ + "/controller.out", dir_ + "/controller.err");
+    std::vector<std::string> argv = {MARIANA_BIN, "controller", "start", "--listen", listen, "--state-dir", state_,
+                                     "--heartbeat-ms", "100", "--node-timeout-ms", "1500", "--worker-timeout-ms", "1500",
+                                     "--start-timeout-ms", "10000"};
+    if (controller_nofile > 0)  // the shell execs the controller: same pid
+      argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(controller_nofile) + " && exec \"$@\"", "sh"});
+    auto pid = launcher_.spawn(argv, dir_ + "/controller.out", dir_ + "/controller.err");
     ASSERT_TRUE(pid.ok()) << pid.status().to_string();
     controller_pid_ = pid.value();
     ASSERT_TRUE(wait_for([&] { return std::filesystem::exists(state_ + "/controller.addr"); }, 10))
@@ -101,6 +106,7 @@ class Cluster {
   }
 
   void kill9_controller() { kill9(controller_pid_); }
+  void stop_controller() { stop(controller_pid_); }
   void kill9_agent(const std::string& node) { kill9(agents_[node]); }
 
   // The JSON of a --json client verb, or null on failure.
