@@ -14,6 +14,10 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
+// The help of --no-verify, the flag of every command that loads a checkpoint.
+constexpr const char* kNoVerifyHelp =
+    "skip the checksums of the checkpoint's manifest.json (weights are still checked to be finite)";
+
 // Prints "mariana: <status>" to stderr and returns the exit code for it.
 int report(const Status& st);
 

@@ -118,6 +118,7 @@ int eval_main(int argc, char** argv) {
   o.add_options()("task", "passkey", cxxopts::value<std::string>())(
       "checkpoint", "checkpoint directory, or a run directory (its newest valid checkpoint)", cxxopts::value<std::string>())(
       "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
+      "no-verify", kNoVerifyHelp)(
       "lengths", "prompt lengths in tokens", cxxopts::value<std::string>()->default_value("64,128,256"))(
       "depths", "passkey depths in [0,1]", cxxopts::value<std::string>()->default_value("0,0.25,0.5,0.75,1"))(
       "samples", "prompts per cell", cxxopts::value<int64_t>()->default_value("10"))(
@@ -148,7 +149,7 @@ int eval_main(int argc, char** argv) {
     auto resolved = resolve_checkpoint(r["checkpoint"].as<std::string>());  // a checkpoint or a run directory
     if (!resolved.ok()) return report(resolved.status());
     const std::string ck_dir = resolved.value();
-    auto ck = checkpoint_load<float>(ck_dir);
+    auto ck = checkpoint_load<float>(ck_dir, {.verify_manifest = !r.count("no-verify")});
     if (!ck.ok()) return report(ck.status());
     const std::string tok_path = r.count("tokenizer") ? r["tokenizer"].as<std::string>()
                                                       : (std::filesystem::path(ck_dir) / "tokenizer.json").string();

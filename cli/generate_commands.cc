@@ -73,6 +73,7 @@ int generate_main(int argc, char** argv) {
   cxxopts::Options o("mariana generate", "Generate text from a checkpoint");
   o.add_options()("checkpoint", "checkpoint directory, or a run directory (its newest valid checkpoint)", cxxopts::value<std::string>())(
       "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
+      "no-verify", kNoVerifyHelp)(
       "prompt", "prompt text", cxxopts::value<std::string>())(
       "input", "JSONL of {\"prompt\": ...} or {\"messages\": [...]} per line", cxxopts::value<std::string>())(
       "chat", "wrap plain prompts in the chat template as a user turn")(
@@ -112,7 +113,7 @@ int generate_main(int argc, char** argv) {
                                                       : (std::filesystem::path(ck_dir) / "tokenizer.json").string();
     auto tok = Tokenizer::load(tok_path);
     if (!tok.ok()) return report(tok.status());
-    auto ck = checkpoint_load<float>(ck_dir);
+    auto ck = checkpoint_load<float>(ck_dir, {.verify_manifest = !r.count("no-verify")});
     if (!ck.ok()) return report(ck.status());
     if (tok.value().vocab_size() > ck.value().model.config().vocab_size)
       return report(InvalidArgument(tok_path + ": tokenizer has " + std::to_string(tok.value().vocab_size()) +

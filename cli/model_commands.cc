@@ -134,7 +134,7 @@ int model_logits(int argc, char** argv) {
   cxxopts::Options o("mariana model logits", "fp32 logits at every position, as a .npy [S, V]");
   o.add_options()("checkpoint", "checkpoint directory", cxxopts::value<std::string>())(
       "tokens", "token ids, space separated", cxxopts::value<std::string>())(
-      "out", "output .npy file", cxxopts::value<std::string>())("h,help", "help");
+      "out", "output .npy file", cxxopts::value<std::string>())("no-verify", kNoVerifyHelp)("h,help", "help");
   auto r = o.parse(argc, argv);
   if (r.count("help")) {
     std::printf("%s\n", o.help().c_str());
@@ -142,7 +142,7 @@ int model_logits(int argc, char** argv) {
   }
   if (!r.count("checkpoint") || !r.count("tokens") || !r.count("out"))
     return report(InvalidArgument("model logits: --checkpoint, --tokens and --out are required"));
-  auto ck = checkpoint_load<float>(r["checkpoint"].as<std::string>());
+  auto ck = checkpoint_load<float>(r["checkpoint"].as<std::string>(), {.verify_manifest = !r.count("no-verify")});
   if (!ck.ok()) return report(ck.status());
   Model<float>& model = ck.value().model;
   auto toks = parse_token_ids("--tokens", r["tokens"].as<std::string>(), model.config().vocab_size);

@@ -1,6 +1,8 @@
 // Job spec parsing and validation (see job_spec.h).
 #include "controller/job_spec.h"
 
+#include <cmath>
+
 #include "core/toml_util.h"
 
 namespace mariana::controller {
@@ -79,8 +81,9 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
     MARIANA_ASSIGN_OR_RETURN(auto res, actors.get_object("resources"));
     for (auto& key : res.keys()) {
       MARIANA_ASSIGN_OR_RETURN(double v, res.get_double(key));
-      if (v < 0)
-        return InvalidArgument(path + ": field 'actors.resources." + key + "': expected a non-negative amount");
+      if (!(std::isfinite(v) && v >= 0))
+        return InvalidArgument(path + ": field 'actors.resources." + key + "': expected a finite non-negative amount, got " +
+                               std::to_string(v));
       s.resources[key] = v;
     }
   } else {

@@ -2,7 +2,10 @@
 #include "model/checkpoint.h"
 
 #include <unistd.h>
+#include <xxhash.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -51,6 +54,28 @@ Tensor encode_tensor(const F* src, const std::vector<int64_t>& shape, DType dtyp
   return t;
 }
 
+std::string hex64(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Size and XXH64 of every regular file in dir except the manifest itself.
+Result<nlohmann::ordered_json> hash_files(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file() && e.path().filename() != kCheckpointManifest) names.push_back(e.path().filename().string());
+  if (ec) return Unavailable(dir.string() + ": cannot list: " + ec.message());
+  std::sort(names.begin(), names.end());
+  nlohmann::ordered_json files = nlohmann::ordered_json::object();
+  for (const std::string& n : names) {
+    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file((dir / n).string()));
+    files[n] = {{"bytes", bytes.size()}, {"xxh64", hex64(XXH64(bytes.data(), bytes.size(), 0))}};
+  }
+  return files;
+}
+
 std::string unique_suffix() {
   std::random_device rd;
   return std::to_string(::getpid()) + "-" + std::to_string(rd());
@@ -65,9 +90,11 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
   if (dtype != DType::kF32 && dtype != DType::kBF16) {
     return InvalidArgument("checkpoint " + dir + ": dtype must be F32 or BF16, got " + dtype_name(dtype));
   }
-  // Every tensor, by name.
+  // Every tensor, by name; a model with a non-finite or absurd weight is never written.
   std::map<std::string, Tensor> tensors;
   for (const ParamSpec& s : model.table().specs()) {
+    const Status finite = check_weights_finite("checkpoint " + dir, s.name, model.params() + s.offset, s.numel());
+    if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
     const DType dt = s.kind == ParamKind::kGateBias ? DType::kF32 : dtype;
     tensors.emplace(s.name, encode_tensor(model.params() + s.offset, s.shape, dt));
   }
@@ -160,9 +187,54 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
   return Status::Ok();
 }
 
+Status checkpoint_manifest_write(const std::string& dir, int64_t step) {
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(dir));
+  nlohmann::ordered_json manifest;
+  manifest["step"] = step;
+  manifest["files"] = files;
+  return write_file_atomic((fs::path(dir) / kCheckpointManifest).string(), manifest.dump(2) + "\n");
+}
+
+Status checkpoint_manifest_verify(const std::string& dir) {
+  const fs::path mpath = fs::path(dir) / kCheckpointManifest;
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(mpath.string()));
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return DataLoss(mpath.string() + ": invalid JSON: " + e.what());
+  }
+  if (!m.contains("files") || !m["files"].is_object()) return DataLoss(mpath.string() + ": field 'files' missing");
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json actual, hash_files(dir));
+  for (const auto& [name, want] : m["files"].items()) {
+    const std::string path = (fs::path(dir) / name).string();
+    if (!actual.contains(name)) return DataLoss(path + ": listed in the manifest but missing");
+    if (actual[name] != want) return DataLoss(path + ": size or checksum differs from the manifest (the file changed after it was written)");
+  }
+  for (const auto& [name, got] : actual.items())
+    if (!m["files"].contains(name)) return DataLoss((fs::path(dir) / name).string() + ": not listed in the manifest");
+  return Status::Ok();
+}
+
 template <typename F>
-Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir) {
+Status check_weights_finite(const std::string& file, const std::string& tensor, const F* p, int64_t n,
+                            double max_magnitude) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    if (std::isfinite(v) && std::fabs(v) < max_magnitude) continue;
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%g", v);
+    return DataLoss(file + ": tensor '" + tensor + "': element " + std::to_string(i) + " is " + buf +
+                    (std::isfinite(v) ? " (a weight's magnitude must stay below 2^64 ≈ 1.8e19)" : " (weights must be finite)"));
+  }
+  return Status::Ok();
+}
+
+template <typename F>
+Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const CheckpointLoadOptions& opt) {
   if (!fs::is_directory(dir)) return NotFound("checkpoint " + dir + ": no such directory");
+  if (opt.verify_manifest && fs::exists(fs::path(dir) / kCheckpointManifest))
+    MARIANA_RETURN_IF_ERROR(checkpoint_manifest_verify(dir));
   const std::string config_path = (fs::path(dir) / "config.json").string();
   MARIANA_ASSIGN_OR_RETURN(ModelConfig config, model_config_load(config_path));
 
@@ -243,6 +315,7 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir) {
         const auto* s = v.template data_as<float>();
         for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<F>(s[i]);
       }
+      MARIANA_RETURN_IF_ERROR(check_weights_finite(path, e.name, dst, n));
     }
     opened.push_back(std::move(sf));
   }
@@ -270,7 +343,9 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir) {
 
 template Status checkpoint_save<float>(const std::string&, const Model<float>&, const CheckpointOptions&);
 template Status checkpoint_save<double>(const std::string&, const Model<double>&, const CheckpointOptions&);
-template Result<LoadedCheckpoint<float>> checkpoint_load<float>(const std::string&);
-template Result<LoadedCheckpoint<double>> checkpoint_load<double>(const std::string&);
+template Result<LoadedCheckpoint<float>> checkpoint_load<float>(const std::string&, const CheckpointLoadOptions&);
+template Result<LoadedCheckpoint<double>> checkpoint_load<double>(const std::string&, const CheckpointLoadOptions&);
+template Status check_weights_finite<float>(const std::string&, const std::string&, const float*, int64_t, double);
+template Status check_weights_finite<double>(const std::string&, const std::string&, const double*, int64_t, double);
 
 }  // namespace mariana

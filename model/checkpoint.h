@@ -2,8 +2,10 @@
 // model-0000i-of-0000n.safetensors plus model.safetensors.index.json. Tensor names are HF
 // DeepSeek-V3's; weights are stored in fp32 or bf16 (the gate bias always fp32, as HF keeps it).
 // Each MTP module's shared_head.head is written as a copy of lm_head (shared in the model).
-// Loading validates every tensor (presence, dtype, shape, no unknown names) and reproduces the
-// layout on export, so import then export is byte-identical.
+// Loading validates every tensor (presence, dtype, shape, no unknown names, finite values) and
+// reproduces the layout on export, so import then export is byte-identical. A directory written by
+// the trainer or GRPO also holds manifest.json (the size and XXH64 of every other file); every load
+// verifies it when present, so a changed byte anywhere in the checkpoint is refused.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,7 @@ struct CheckpointOptions {
   const CheckpointLayout* layout = nullptr; // reproduce an imported layout (dtype and shards)
 };
 
+// Refuses (OutOfRange, nothing written) a model with a weight check_weights_finite rejects.
 // Writes the directory atomically: everything goes to a sibling temporary directory, each file
 // fsynced, then renamed into place (an existing checkpoint at `dir` is replaced only then).
 template <typename F>
@@ -38,10 +41,37 @@ struct LoadedCheckpoint {
   CheckpointLayout layout;
 };
 
+struct CheckpointLoadOptions {
+  // Verify manifest.json when the directory has one (a directory without one, e.g. an HF
+  // download, loads unverified). Off: the checksums are skipped; finiteness is always checked.
+  bool verify_manifest = true;
+};
+
 // NotFound (no such directory / file), InvalidArgument (bad config, missing, unknown or
-// wrongly shaped tensor, shared head differing from lm_head), DataLoss (corrupt safetensors);
+// wrongly shaped tensor, shared head differing from lm_head), DataLoss (corrupt safetensors, a
+// file differing from the manifest, a weight that is NaN, ±inf or at least kMaxWeightMagnitude in magnitude);
 // every message names the file and the tensor or field.
 template <typename F>
-Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir);
+Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const CheckpointLoadOptions& opt = {});
+
+// The manifest of a checkpoint directory.
+constexpr const char* kCheckpointManifest = "manifest.json";
+// Writes dir/manifest.json: `step` (a training step or RL iteration) and the size and XXH64 of
+// every other regular file in dir.
+Status checkpoint_manifest_write(const std::string& dir, int64_t step);
+// NotFound without a manifest; DataLoss naming the file when one is missing, differs in size or
+// checksum, or is not listed.
+Status checkpoint_manifest_verify(const std::string& dir);
+
+// Stored weights must be below this magnitude: 2^64 ≈ 1.8e19, whose square overflows float32. Such
+// a weight turns every RMSNorm and dot product it meets into inf/NaN, so no usable model holds one;
+// a value like 1e30 is corruption, refused like NaN.
+constexpr double kMaxWeightMagnitude = 0x1p64;
+// DataLoss "<file>: tensor '<name>': element i is <v> ..." for the first value in p[0, n) that is
+// not finite or not below max_magnitude in magnitude (optimizer moments pass infinity: a second
+// moment may legitimately exceed 2^64).
+template <typename F>
+Status check_weights_finite(const std::string& file, const std::string& tensor, const F* p, int64_t n,
+                            double max_magnitude = kMaxWeightMagnitude);
 
 }  // namespace mariana

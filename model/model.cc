@@ -30,17 +30,28 @@ namespace {
 // Below this many elements a loop runs on one thread: a parallel region costs more.
 constexpr int64_t kParallelMin = 1 << 15;
 
-// Owns many buffers; pointers stay valid until clear().
+// Owns many buffers; pointers stay valid until clear(). A counting pool allocates nothing: take()
+// adds up the bytes and returns null (Model::activation_bytes).
 template <typename T>
 class BufferPool {
  public:
+  explicit BufferPool(bool counting = false) : counting_(counting) {}
   T* take(int64_t n) {
-    store_.emplace_back(static_cast<size_t>(std::max<int64_t>(n, 1)), T(0));
+    n = std::max<int64_t>(n, 1);
+    bytes_ += n * static_cast<int64_t>(sizeof(T));
+    if (counting_) return nullptr;
+    store_.emplace_back(static_cast<size_t>(n), T(0));
     return store_.back().data();
   }
-  void clear() { store_.clear(); }
+  void clear() {
+    store_.clear();
+    bytes_ = 0;
+  }
+  int64_t bytes() const { return bytes_; }
 
  private:
+  bool counting_ = false;
+  int64_t bytes_ = 0;
   std::vector<std::vector<T>> store_;
 };
 
@@ -415,6 +426,82 @@ double masked_mean(const F* losses, const int32_t* targets, int64_t T, int64_t* 
 }  // namespace
 
 template <typename F>
+void Model<F>::allocate(State& s, int64_t B, int64_t S) const {
+  const ModelConfig& c = config_;
+  const int64_t T = B * S, C = c.hidden_size, V = c.vocab_size;
+  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
+  s.pool.clear();
+  s.ipool.clear();
+  s.B = B;
+  s.S = S;
+  s.T = T;
+  for (auto& b : s.blocks) allocate_block(b, s.pool, s.ipool, c, B, T);
+  s.h.assign(static_cast<size_t>(L + 1), nullptr);
+  for (auto& p : s.h) p = s.pool.take(T * C);
+  s.hn = s.pool.take(T * C);
+  s.hn_rstd = s.pool.take(T);
+  s.logits = s.pool.take(T * V);
+  s.losses = s.pool.take(T);
+  s.lse = s.pool.take(T);
+  for (auto& m : s.mtp) {
+    m.e = s.pool.take(T * C);
+    m.en = s.pool.take(T * C);
+    m.en_rstd = s.pool.take(T);
+    m.hp_rstd = s.pool.take(T);
+    m.cat = s.pool.take(T * 2 * C);
+    m.hp = s.pool.take(T * C);
+    m.x0 = s.pool.take(T * C);
+    m.out = s.pool.take(T * C);
+    m.sn = s.pool.take(T * C);
+    m.sn_rstd = s.pool.take(T);
+    m.logits = s.pool.take(T * V);
+    m.losses = s.pool.take(T);
+    m.lse = s.pool.take(T);
+  }
+  // Backward scratch (max over blocks).
+  const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dqk = c.qk_head_dim();
+  const int64_t dv = c.v_head_dim, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t qr = std::max<int64_t>(c.q_lora_rank, 1);
+  s.mla_sc = {s.pool.take(T * qr), s.pool.take(T * qr), s.pool.take(T * H * dqk),
+              s.pool.take(T * (r + dr)), s.pool.take(T * r), s.pool.take(T * r),
+              s.pool.take(T * H * (dn + dv)), s.pool.take(T * H * dqk), s.pool.take(T * H * dv),
+              s.pool.take(T * H * dv)};
+  const int64_t K = c.num_experts_per_tok, E = c.n_routed_experts, Fm = c.moe_intermediate_size;
+  const int64_t Fs = std::max<int64_t>(c.shared_intermediate(), 1), I = c.intermediate_size;
+  s.moe_sc.dy_perm = s.pool.take(T * K * C);
+  s.moe_sc.dx_perm = s.pool.take(T * K * C);
+  s.moe_sc.dweights = s.pool.take(T * K);
+  s.moe_sc.dlogits = s.pool.take(T * E);
+  s.moe_sc.expert = {s.pool.take(T * K * Fm), s.pool.take(T * K * Fm), s.pool.take(T * K * Fm)};
+  s.moe_sc.shared = {s.pool.take(T * Fs), s.pool.take(T * Fs), s.pool.take(T * Fs)};
+  s.mlp_sc = {s.pool.take(T * I), s.pool.take(T * I), s.pool.take(T * I)};
+  s.dx = s.pool.take(T * C);
+  s.dn1 = s.pool.take(T * C);
+  s.dn2 = s.pool.take(T * C);
+  s.dlogits = s.pool.take(T * V);
+  s.dloss = s.pool.take(T);
+  s.dh_a = s.pool.take(T * C);
+  s.dh_b = s.pool.take(T * C);
+  s.dhn = s.pool.take(T * C);
+  s.dcat = s.pool.take(T * 2 * C);
+  s.dtmp = s.pool.take(T * C);
+  s.de = s.pool.take(T * C);
+  s.dmtp_out.assign(static_cast<size_t>(D), nullptr);
+  for (auto& p : s.dmtp_out) p = s.pool.take(T * C);
+}
+
+template <typename F>
+int64_t Model<F>::activation_bytes(int64_t B, int64_t S) const {
+  State s;
+  s.pool = BufferPool<F>(true);
+  s.ipool = BufferPool<int32_t>(true);
+  s.blocks = st_->blocks;  // which are MoE; the copies' pointers are only overwritten
+  s.mtp.resize(st_->mtp.size());
+  allocate(s, B, S);
+  return s.pool.bytes() + s.ipool.bytes();
+}
+
+template <typename F>
 Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult* out,
                          bool reuse_routing) {
   MARIANA_RETURN_IF_ERROR(validate_batch(batch, config_));
@@ -425,66 +512,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   if (reuse_routing && (B != s.B || S != s.S || !s.have_forward)) {
     return FailedPrecondition("reuse_routing needs a previous forward on a batch of the same shape");
   }
-  if (B != s.B || S != s.S) {
-    s.pool.clear();
-    s.ipool.clear();
-    s.B = B;
-    s.S = S;
-    s.T = T;
-    for (auto& b : s.blocks) allocate_block(b, s.pool, s.ipool, c, B, T);
-    s.h.assign(static_cast<size_t>(L + 1), nullptr);
-    for (auto& p : s.h) p = s.pool.take(T * C);
-    s.hn = s.pool.take(T * C);
-    s.hn_rstd = s.pool.take(T);
-    s.logits = s.pool.take(T * V);
-    s.losses = s.pool.take(T);
-    s.lse = s.pool.take(T);
-    for (auto& m : s.mtp) {
-      m.e = s.pool.take(T * C);
-      m.en = s.pool.take(T * C);
-      m.en_rstd = s.pool.take(T);
-      m.hp_rstd = s.pool.take(T);
-      m.cat = s.pool.take(T * 2 * C);
-      m.hp = s.pool.take(T * C);
-      m.x0 = s.pool.take(T * C);
-      m.out = s.pool.take(T * C);
-      m.sn = s.pool.take(T * C);
-      m.sn_rstd = s.pool.take(T);
-      m.logits = s.pool.take(T * V);
-      m.losses = s.pool.take(T);
-      m.lse = s.pool.take(T);
-    }
-    // Backward scratch (max over blocks).
-    const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dqk = c.qk_head_dim();
-    const int64_t dv = c.v_head_dim, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
-    const int64_t qr = std::max<int64_t>(c.q_lora_rank, 1);
-    s.mla_sc = {s.pool.take(T * qr), s.pool.take(T * qr), s.pool.take(T * H * dqk),
-                s.pool.take(T * (r + dr)), s.pool.take(T * r), s.pool.take(T * r),
-                s.pool.take(T * H * (dn + dv)), s.pool.take(T * H * dqk), s.pool.take(T * H * dv),
-                s.pool.take(T * H * dv)};
-    const int64_t K = c.num_experts_per_tok, E = c.n_routed_experts, Fm = c.moe_intermediate_size;
-    const int64_t Fs = std::max<int64_t>(c.shared_intermediate(), 1), I = c.intermediate_size;
-    s.moe_sc.dy_perm = s.pool.take(T * K * C);
-    s.moe_sc.dx_perm = s.pool.take(T * K * C);
-    s.moe_sc.dweights = s.pool.take(T * K);
-    s.moe_sc.dlogits = s.pool.take(T * E);
-    s.moe_sc.expert = {s.pool.take(T * K * Fm), s.pool.take(T * K * Fm), s.pool.take(T * K * Fm)};
-    s.moe_sc.shared = {s.pool.take(T * Fs), s.pool.take(T * Fs), s.pool.take(T * Fs)};
-    s.mlp_sc = {s.pool.take(T * I), s.pool.take(T * I), s.pool.take(T * I)};
-    s.dx = s.pool.take(T * C);
-    s.dn1 = s.pool.take(T * C);
-    s.dn2 = s.pool.take(T * C);
-    s.dlogits = s.pool.take(T * V);
-    s.dloss = s.pool.take(T);
-    s.dh_a = s.pool.take(T * C);
-    s.dh_b = s.pool.take(T * C);
-    s.dhn = s.pool.take(T * C);
-    s.dcat = s.pool.take(T * 2 * C);
-    s.dtmp = s.pool.take(T * C);
-    s.de = s.pool.take(T * C);
-    s.dmtp_out.assign(static_cast<size_t>(D), nullptr);
-    for (auto& p : s.dmtp_out) p = s.pool.take(T * C);
-  }
+  if (B != s.B || S != s.S) allocate(s, B, S);
   s.weights = w;
   s.tokens = batch.tokens;
   s.targets = batch.targets;

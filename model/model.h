@@ -91,9 +91,14 @@ class Model {
   const F* mtp_logits(int64_t k) const;   // [T, V] MTP module k (0-based)
   const int32_t* routing(int64_t moe_entry) const;  // [T, K] selection of ForwardResult entry
   StepProfile& profile();
+  // Bytes of the saved activations and scratch that forward() (and backward()) allocate for a
+  // batch of B rows of S tokens, computed without allocating them.
+  int64_t activation_bytes(int64_t B, int64_t S) const;
 
  private:
   struct State;
+  // Sizes every buffer of `s` for B rows of S tokens (from its pools).
+  void allocate(State& s, int64_t B, int64_t S) const;
   ModelConfig config_;
   ParamTable table_;
   std::vector<F> params_, grads_;

@@ -215,7 +215,19 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.keep_last <= 0) return bad("train.keep_last", "expected > 0");
   if (s.eval_every < 0) return bad("eval.every", "expected >= 0");
   if (s.eval_problems <= 0) return bad("eval.problems", "expected > 0");
-  if (s.threads < 0) return bad("train.threads", "expected >= 0");
+  if (s.threads < 0 || s.threads > kMaxThreads)
+    return bad("train.threads", "expected 0 (the machine's cores) .. " + std::to_string(kMaxThreads));
+  // Every other number: in range (finiteness is checked as the file is merged).
+  if (s.prompts > kMaxBatchTokens / s.group_size || s.prompts * s.group_size > kMaxBatchTokens / s.max_new_tokens)
+    return bad("rollout.prompts", "prompts x group_size x max_new_tokens exceeds " + std::to_string(kMaxBatchTokens) +
+                                      " tokens per iteration");
+  if (!(s.adv_eps > 0)) return bad("grpo.adv_eps", "expected > 0");
+  if (!(s.grad_clip >= 0)) return bad("grpo.grad_clip", "expected >= 0 (0: no clipping)");
+  if (!(s.weight_decay >= 0)) return bad("grpo.weight_decay", "expected >= 0");
+  if (!(s.beta1 >= 0 && s.beta1 < 1)) return bad("grpo.beta1", "expected in [0, 1)");
+  if (!(s.beta2 >= 0 && s.beta2 < 1)) return bad("grpo.beta2", "expected in [0, 1)");
+  if (!(s.adam_eps > 0)) return bad("grpo.adam_eps", "expected > 0");
+  if (s.eval_max_new_tokens <= 0) return bad("eval.max_new_tokens", "expected > 0");
   return s;
 }
 
@@ -284,6 +296,7 @@ Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, A
     policy.zero_grads();
     policy.backward_custom(dlogits.data(), nullptr);
     const double gn = clip_grad_norm(policy.grads(), policy.table(), p.grad_clip);
+    MARIANA_RETURN_IF_ERROR(check_finite_step("learner update " + std::to_string(u + 1), st.loss, gn));
     adam.step(policy.params(), policy.grads(), p.lr);
     if (u == 0) {
       out.kl = st.kl;
@@ -307,6 +320,13 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   Model<float>& reference = ref_ck.model;
   if (reference.table().arena_size() != policy.table().arena_size())
     return InvalidArgument(ref_dir + ": the reference model's shape differs from the policy's (" + init_dir + ")");
+  // The learner's batch: prompts × group_size samples of at least max_new_tokens + 1 tokens, through
+  // the policy and the reference; parameters, gradients of both, AdamW's two moments.
+  MARIANA_RETURN_IF_ERROR(check_step_memory(
+      policy, 6, 2, s.prompts * s.group_size, s.max_new_tokens + 1,
+      s.source + ": fields 'rollout.prompts' x 'rollout.group_size' x 'rollout.max_new_tokens': " +
+          std::to_string(s.prompts) + " x " + std::to_string(s.group_size) + " samples of " +
+          std::to_string(s.max_new_tokens + 1) + "+ tokens"));
   const std::string tok_path = (fs::path(init_dir) / "tokenizer.json").string();
   MARIANA_ASSIGN_OR_RETURN(std::string tok_json, read_file(tok_path));
   MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(tok_path));
@@ -406,7 +426,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     lb.prompts = std::move(ro.prompts);
     lb.responses = std::move(ro.responses);
     lb.advantages = adv.values;
-    MARIANA_ASSIGN_OR_RETURN(LearnerStats ls, grpo_learn(policy, reference, adam, lb, learner, policy_version));
+    auto learned = grpo_learn(policy, reference, adam, lb, learner, policy_version);
+    if (!learned.ok())
+      return Status(learned.status().code(), s.source + ": iteration " + std::to_string(it + 1) + ": " + learned.status().message());
+    const LearnerStats& ls = learned.value();
     m.kl = ls.kl;
     m.entropy = ls.entropy;
     m.loss = ls.loss;

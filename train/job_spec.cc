@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <sstream>
 
 #include "core/file_util.h"
 #include "core/toml_util.h"
@@ -91,7 +92,23 @@ std::string where(const toml::node& n, const std::string& file) {
   return file + ":" + std::to_string(src.begin.line) + ":" + std::to_string(src.begin.column);
 }
 
-// Copies `in` over `out`, checking every key exists in `schema`.
+// False when v (or an element of the array v) is a NaN or infinite float: no field takes one.
+bool finite_numbers(const toml::node& v) {
+  if (const auto* d = v.as_floating_point()) return std::isfinite(d->get());
+  if (const auto* a = v.as_array()) {
+    for (const toml::node& e : *a)
+      if (!finite_numbers(e)) return false;
+  }
+  return true;
+}
+
+std::string toml_text(const toml::node& v) {
+  std::ostringstream out;
+  v.visit([&](const auto& n) { out << n; });
+  return out.str();
+}
+
+// Copies `in` over `out`, checking every key exists in `schema` and every number is finite.
 Status merge(const toml::table& schema, const toml::table& in, toml::table& out, const std::string& file,
              const std::string& prefix) {
   for (const auto& [k, v] : in) {
@@ -107,6 +124,10 @@ Status merge(const toml::table& schema, const toml::table& in, toml::table& out,
       return InvalidArgument(where(v, file) + ": field '" + key + "': expected " +
                              std::string(s->is_string() ? "a string" : s->is_integer() ? "an integer" :
                                          s->is_floating_point() ? "a number" : s->is_boolean() ? "a boolean" : "an array"));
+    }
+    if (!finite_numbers(v)) {
+      return InvalidArgument(where(v, file) + ": field '" + key + "': expected a finite number, got " +
+                             toml_text(v));
     }
     if (s->is_floating_point() && v.is_integer()) {
       out.insert_or_assign(k.str(), static_cast<double>(v.as_integer()->get()));
@@ -266,7 +287,38 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   if (!own_data && !s.data_builtin.empty() && s.data_builtin != "mix" && s.data_builtin != "arithmetic" && s.data_builtin != "passkey")
     return bad("data.builtin", "expected \"mix\", \"arithmetic\", \"passkey\" or \"\", got \"" + s.data_builtin + "\"");
   if (s.phase == "extend" && !(s.yarn_factor > 1)) return bad("extend.factor", "expected > 1");
-  if (s.threads < 0) return bad("train.threads", "expected >= 0");
+  if (s.threads < 0 || s.threads > kMaxThreads)
+    return bad("train.threads", "expected 0 (the machine's cores) .. " + std::to_string(kMaxThreads));
+  // Every other number: in range (finiteness is checked as the file is merged).
+  if (s.data_documents <= 0) return bad("data.documents", "expected > 0");
+  if (s.passkey_filler_chars < 0) return bad("data.passkey_filler_chars", "expected >= 0 (0: the default)");
+  if (s.yarn_original < 0) return bad("extend.original_max_position_embeddings", "expected >= 0 (0: the source model's)");
+  if (!(s.yarn_beta_fast > 0)) return bad("extend.beta_fast", "expected > 0");
+  if (!(s.yarn_beta_slow > 0)) return bad("extend.beta_slow", "expected > 0");
+  if (!(s.yarn_mscale > 0)) return bad("extend.mscale", "expected > 0");
+  if (!(s.yarn_mscale_all_dim >= 0)) return bad("extend.mscale_all_dim", "expected >= 0");
+  if (!(s.grad_clip >= 0)) return bad("train.grad_clip", "expected >= 0 (0: no clipping)");
+  if (s.ramp_steps < 0) return bad("batch.ramp_steps", "expected >= 0");
+  // rows × seq_len tokens per step; the memory this needs is checked against the machine when
+  // the model is known (train_run), this only keeps the products far from overflow.
+  for (const auto& [field, rows] : {std::pair<const char*, int64_t>{"batch.rows", s.rows}, {"batch.rows_start", s.rows_start}}) {
+    if (rows > kMaxBatchTokens / s.seq_len)
+      return bad(field, std::to_string(rows) + " rows of train.seq_len " + std::to_string(s.seq_len) +
+                            " tokens exceed " + std::to_string(kMaxBatchTokens) + " tokens per step");
+  }
+  if (!(s.final_lr >= 0)) return bad("optimizer.final_lr", "expected >= 0");
+  if (s.constant_steps < 0) return bad("optimizer.constant_steps", "expected >= 0");
+  if (s.decay_steps < -1) return bad("optimizer.decay_steps", "expected >= 0, or -1 (until the end)");
+  if (!(s.beta1 >= 0 && s.beta1 < 1)) return bad("optimizer.beta1", "expected in [0, 1)");
+  if (!(s.beta2 >= 0 && s.beta2 < 1)) return bad("optimizer.beta2", "expected in [0, 1)");
+  if (!(s.eps > 0)) return bad("optimizer.eps", "expected > 0");
+  if (!(s.weight_decay >= 0)) return bad("optimizer.weight_decay", "expected >= 0");
+  if (!(s.gamma >= 0)) return bad("balance.gamma", "expected >= 0");
+  if (s.gamma_zero_after < -1) return bad("balance.gamma_zero_after", "expected >= 0, or -1 (never)");
+  if (!(s.alpha >= 0)) return bad("balance.alpha", "expected >= 0");
+  if (!(s.mtp_weight >= 0)) return bad("mtp.weight", "expected >= 0");
+  if (!(s.mtp_weight_after >= 0)) return bad("mtp.weight_after", "expected >= 0");
+  if (s.mtp_switch_step < -1) return bad("mtp.switch_step", "expected >= 0, or -1 (never)");
   return s;
 }
 

@@ -84,6 +84,12 @@ struct JobSpec {
   double mtp_weight_at(int64_t step) const;
 };
 
+// The most tokens one step may hold (batch.rows × train.seq_len): far beyond any machine this
+// trainer runs on, so sizes derived from it never overflow; the real bound is the machine's memory.
+constexpr int64_t kMaxBatchTokens = int64_t{1} << 31;
+// The most threads train.threads may ask for (0: the machine's cores).
+constexpr int kMaxThreads = 4096;
+
 // Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
 // string), validates. InvalidArgument naming the file/field or the override.
 // The data.arithmetic_* options as the built-in generators take them (training split).

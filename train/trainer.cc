@@ -2,10 +2,10 @@
 #include "train/trainer.h"
 
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,62 +26,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kManifest = "manifest.json";
 constexpr const char* kTrainerState = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kTokenizerFile = "tokenizer.json";
-
-std::string hex64(uint64_t v) {
-  char buf[20];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 std::string step_dir_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
   return buf;
-}
-
-// Size and XXH64 of every file in dir (except the manifest itself).
-Result<nlohmann::ordered_json> hash_files(const fs::path& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().filename() != kManifest) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  nlohmann::ordered_json files = nlohmann::ordered_json::object();
-  for (const std::string& n : names) {
-    MARIANA_ASSIGN_OR_RETURN(std::string bytes, read_file((dir / n).string()));
-    files[n] = {{"bytes", bytes.size()}, {"xxh64", hex64(XXH64(bytes.data(), bytes.size(), 0))}};
-  }
-  return files;
-}
-
-Status verify_manifest(const fs::path& dir) {
-  const fs::path mpath = dir / kManifest;
-  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(mpath.string()));
-  nlohmann::json m;
-  try {
-    m = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return DataLoss(mpath.string() + ": invalid JSON: " + e.what());
-  }
-  if (!m.contains("files") || !m["files"].is_object()) return DataLoss(mpath.string() + ": field 'files' missing");
-  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json actual, hash_files(dir));
-  for (const auto& [name, want] : m["files"].items()) {
-    if (!actual.contains(name)) return DataLoss((dir / name).string() + ": listed in the manifest but missing");
-    if (actual[name] != want) return DataLoss((dir / name).string() + ": size or checksum differs from the manifest");
-  }
-  if (actual.size() != m["files"].size()) return DataLoss(dir.string() + ": files not listed in the manifest");
-  return Status::Ok();
-}
-
-Status checkpoint_manifest_write(const fs::path& dir, int64_t step) {
-  MARIANA_ASSIGN_OR_RETURN(nlohmann::ordered_json files, hash_files(dir));
-  nlohmann::ordered_json manifest;
-  manifest["step"] = step;
-  manifest["files"] = files;
-  return write_file_atomic((dir / kManifest).string(), manifest.dump(2) + "\n");
 }
 
 std::vector<fs::path> checkpoint_dirs(const std::string& run_dir) {
@@ -255,6 +207,31 @@ void print_progress(const StepMetrics& m, int64_t total) {
 
 }  // namespace
 
+Status check_step_memory(const Model<float>& model, int64_t arena_copies, int64_t models, int64_t rows,
+                         int64_t seq_len, const std::string& what) {
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  const double need = static_cast<double>(arena_copies) * static_cast<double>(model.table().arena_size()) * sizeof(float) +
+                      static_cast<double>(models) * static_cast<double>(model.activation_bytes(rows, seq_len)) +
+                      7.0 * sizeof(int32_t) * static_cast<double>(rows) * static_cast<double>(seq_len);
+  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (have > 0 && need > have) {
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), " need at least %.1f GiB (parameters, gradients, optimizer state, activations); "
+                  "this machine has %.1f GiB", need / gib, have / gib);
+    return InvalidArgument(what + buf);
+  }
+  return Status::Ok();
+}
+
+Status check_finite_step(const std::string& where, double loss, double grad_norm) {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return Status::Ok();
+  char buf[200];
+  std::snprintf(buf, sizeof(buf), ": the %s is %g (loss %g, gradient norm %g); stopping before this update, "
+                "no checkpoint of it is written (the run diverged: lower the learning rate)",
+                std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? grad_norm : loss, loss, grad_norm);
+  return OutOfRange(where + buf);
+}
+
 Result<std::string> resolve_checkpoint(const std::string& path) {
   if (fs::exists(fs::path(path) / "config.json")) return path;
   return latest_valid_checkpoint(path);
@@ -277,12 +254,16 @@ Status checkpoint_publish(const std::string& run_dir, const std::string& tmp, co
 
 Result<std::string> latest_valid_checkpoint(const std::string& run_dir) {
   auto dirs = checkpoint_dirs(run_dir);
+  std::string rejected;  // every checkpoint skipped, and why
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
-    const Status st = verify_manifest(*it);
+    const Status st = checkpoint_manifest_verify(it->string());
     if (st.ok()) return it->string();
     std::fprintf(stderr, "warning: skipping checkpoint %s: %s\n", it->string().c_str(), st.to_string().c_str());
+    rejected += "\n  " + it->string() + ": " + st.message();
   }
-  return NotFound(run_dir + ": no valid checkpoint under " + (fs::path(run_dir) / "checkpoints").string());
+  const std::string root = (fs::path(run_dir) / "checkpoints").string();
+  if (dirs.empty()) return NotFound(run_dir + ": no checkpoint under " + root);
+  return DataLoss(run_dir + ": every checkpoint under " + root + " is corrupt or partial:" + rejected);
 }
 
 Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
@@ -306,28 +287,41 @@ Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const st
 Result<TrainSummary> train_run(const TrainOptions& o) {
   JobSpec spec = o.spec;  // steps are derived from the data when train.epochs > 0
   cpu::set_num_threads(spec.threads);
-  std::error_code ec;
-  fs::create_directories(o.run_dir, ec);
-  if (ec) return Unavailable(o.run_dir + ": cannot create the run directory: " + ec.message());
 
   // The model: fresh, from the phase's source, or from this run's newest checkpoint on --resume.
+  // Plain --resume with no checkpoint at all starts fresh (start-or-continue); a resume_from that
+  // names a checkpoint, or checkpoints that are all corrupt, never silently do.
   std::string resume_dir;
-  if (o.resume && !o.resume_from.empty()) {
-    const Status st = verify_manifest(o.resume_from);
-    if (st.ok()) resume_dir = o.resume_from;
-    else std::fprintf(stderr, "warning: cannot resume from %s: %s; using the newest valid checkpoint\n",
-                      o.resume_from.c_str(), st.to_string().c_str());
-  }
-  if (o.resume && resume_dir.empty()) {
-    auto r = latest_valid_checkpoint(o.run_dir);
-    if (r.ok()) resume_dir = r.value();
-    else std::fprintf(stderr, "resume: %s; starting fresh\n", r.status().message().c_str());
+  if (o.resume) {
+    std::string named_rejected;
+    if (!o.resume_from.empty()) {
+      const Status st = checkpoint_manifest_verify(o.resume_from);
+      if (st.ok()) {
+        resume_dir = o.resume_from;
+      } else {
+        std::fprintf(stderr, "warning: cannot resume from %s: %s; using the newest valid checkpoint\n",
+                     o.resume_from.c_str(), st.to_string().c_str());
+        named_rejected = "\n  " + o.resume_from + ": " + st.message();
+      }
+    }
+    if (resume_dir.empty()) {
+      auto r = latest_valid_checkpoint(o.run_dir);
+      if (r.ok()) {
+        resume_dir = r.value();
+      } else if (r.status().code() == StatusCode::kNotFound && o.resume_from.empty()) {
+        std::fprintf(stderr, "resume: %s; starting fresh\n", r.status().message().c_str());
+      } else {
+        return DataLoss("resume: no checkpoint to resume from:" + named_rejected + "\n  " + r.status().message());
+      }
+    }
   }
   std::string inherited_tokenizer;
   std::string source_dir;  // the starting checkpoint of a fresh extend / sft / rm run
   std::unique_ptr<Model<float>> model;
   if (!resume_dir.empty()) {
-    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(resume_dir));
+    CheckpointLoadOptions lo;
+    lo.verify_manifest = false;  // verified just above
+    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(resume_dir, lo));
     model = std::make_unique<Model<float>>(std::move(ck.model));
   } else if (spec.phase == "pretrain") {
     MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_load(spec.model_config));
@@ -351,6 +345,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     return InvalidArgument(spec.source + ": field 'train.seq_len': " + std::to_string(spec.seq_len) +
                            " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
   }
+  const int64_t max_rows = std::max(spec.rows, spec.rows_start);
+  MARIANA_RETURN_IF_ERROR(check_step_memory(*model, 4, 1, max_rows, spec.seq_len,
+                                            spec.source + ": field 'batch.rows': " + std::to_string(max_rows) +
+                                                " rows of train.seq_len " + std::to_string(spec.seq_len) + " tokens"));
+  std::error_code ec;  // the run directory: only once the job is known to fit
+  fs::create_directories(o.run_dir, ec);
+  if (ec) return Unavailable(o.run_dir + ": cannot create the run directory: " + ec.message());
   std::unique_ptr<BatchSource> loader;
   if (o.data_source) {
     MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, setup_tokenizer(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer, {}));
@@ -411,6 +412,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
           return DataLoss(sf.path() + ": tensor '" + name + "' missing or malformed");
         const Tensor v = sf.view(*e);
         std::vector<float>& dst = which == 0 ? opt.exp_avg() : opt.exp_avg_sq();
+        MARIANA_RETURN_IF_ERROR(check_weights_finite(sf.path(), name, v.data_as<float>(), s.numel(), INFINITY));
         std::copy(v.data_as<float>(), v.data_as<float>() + s.numel(), dst.data() + s.offset);
       }
     }
@@ -459,6 +461,11 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       }
     } else {
       gnorm = clip_grad_norm(model->grads(), model->table(), spec.grad_clip);
+    }
+    st = check_finite_step(spec.source + ": step " + std::to_string(step + 1), res.loss, gnorm);
+    if (!st.ok()) {
+      failure = st;
+      break;
     }
     const double lr = spec.lr_at(step);
     opt.step(model->params(), model->grads(), lr);

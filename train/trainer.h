@@ -112,6 +112,16 @@ Result<TrainSummary> train_run(const TrainOptions& opt);
 // (one JSON object each, no newline); a torn or unparsable line is skipped.
 Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
                                                                          int64_t upto);
+// Refuses a step that cannot fit the machine: at least `arena_copies` copies of the model's
+// parameter arena (parameters, gradients, optimizer moments, ...) plus `models` × the activations
+// of rows × seq_len tokens (Model::activation_bytes) and the batch's token arrays, against the
+// physical memory (sysconf). InvalidArgument "<what> need at least X GiB ..., this machine has Y GiB";
+// `what` names the job fields, e.g. "<job>: field 'batch.rows': 8 rows of 128 tokens".
+Status check_step_memory(const Model<float>& model, int64_t arena_copies, int64_t models, int64_t rows,
+                         int64_t seq_len, const std::string& what);
+// OutOfRange "<where>: the loss is nan ..." when the loss or the gradient norm is not finite: the run
+// stops there, before the optimizer applies the step and before any checkpoint of that state.
+Status check_finite_step(const std::string& where, double loss, double grad_norm);
 
 // Publishes a checkpoint written into `tmp` (a sibling of final_dir under run_dir/checkpoints):
 // writes tmp/manifest.json (the step or RL iteration, and the size and XXH64 of every other

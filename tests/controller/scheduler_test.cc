@@ -81,6 +81,20 @@ TEST(JobSpec, ErrorsNameTheField) {
   EXPECT_NE(phase.status().message().find("job.phase"), std::string::npos);
 }
 
+// `mariana submit` refused nothing here: CPU = nan passed (every comparison with NaN is false).
+TEST(JobSpec, NonFiniteResourcesAreRefused) {
+  for (const char* v : {"nan", "inf", "-1.0"}) {
+    auto s = job_spec_parse(std::string("kind = \"actors\"\n[actors]\nclass = \"c\"\ncount = 1\nresources = { CPU = ") + v +
+                                " }\n[run]\nsteps = 1\n",
+                            "j.toml");
+    ASSERT_FALSE(s.ok()) << v;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("field 'actors.resources.CPU': expected a finite non-negative amount"),
+              std::string::npos)
+        << s.status().message();
+  }
+}
+
 TEST(JobSpec, TrainingJobFilesAreTrainerJobs) {
   auto s = job_spec_parse("[job]\nname = \"t\"\nphase = \"extend\"\n[train]\nsteps = 7\nseq_len = 64\n", "t.toml");
   ASSERT_TRUE(s.ok()) << s.status().to_string();

@@ -1,7 +1,9 @@
 // HF-layout checkpoints: round trip, byte-identical import→export (single file, shards, bf16),
-// and bad checkpoints rejected with the file and tensor named.
+// bad checkpoints rejected with the file and tensor named, the manifest verified on every load,
+// non-finite or absurd weights refused on load and on save, and the activation estimate.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -10,6 +12,7 @@
 #include "core/safetensors.h"
 #include "model/checkpoint.h"
 #include "model_test_util.h"
+#include "tests/model/checkpoint_poke.h"
 
 namespace mariana {
 namespace {
@@ -180,6 +183,64 @@ TEST_F(CheckpointTest, MissingDirectoryIsNotFound) {
   auto r = checkpoint_load<float>(path("nope"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+}
+
+// A weight that is NaN, ±inf or beyond 2^64 (1e30) is refused on every load, manifest or not,
+// naming the file, the tensor and the element.
+TEST_F(CheckpointTest, NonFiniteOrAbsurdWeightIsRefusedNamingTheTensor) {
+  const std::string name = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight";
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY, 1e30f}) {
+    ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+    ASSERT_TRUE(testing::poke_f32(path("a/model.safetensors"), name, 7, bad).ok());
+    auto r = checkpoint_load<float>(path("a"), {.verify_manifest = false});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(r.status().message().find("model.safetensors: tensor '" + name + "': element 7 is"), std::string::npos)
+        << r.status().message();
+  }
+  // Large but plausible weights load.
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  ASSERT_TRUE(testing::poke_f32(path("a/model.safetensors"), name, 7, 1e6f).ok());
+  EXPECT_TRUE(checkpoint_load<float>(path("a")).ok());
+}
+
+// With a manifest, any changed byte is refused (naming the file) unless verification is off;
+// without one (an HF download) the directory loads.
+TEST_F(CheckpointTest, ManifestIsVerifiedOnLoadWhenPresent) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  ASSERT_TRUE(checkpoint_manifest_write(path("a"), 3).ok());
+  ASSERT_TRUE(checkpoint_load<float>(path("a")).ok());
+  ASSERT_TRUE(testing::poke_f32(path("a/model.safetensors"), "model.norm.weight", 0, 0.5f).ok());
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find(path("a/model.safetensors") + ": size or checksum differs"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(checkpoint_load<float>(path("a"), {.verify_manifest = false}).ok());
+  std::ofstream(path("a/extra.txt")) << "x";
+  fs::remove(path("a/manifest.json"));
+  EXPECT_TRUE(checkpoint_load<float>(path("a")).ok());
+}
+
+TEST_F(CheckpointTest, SaveRefusesNonFiniteWeights) {
+  Model<float> m = tiny_model();
+  m.param("model.norm.weight")[3] = std::nanf("");
+  const Status st = checkpoint_save(path("a"), m, CheckpointOptions{});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(st.message().find("tensor 'model.norm.weight': element 3 is nan"), std::string::npos) << st.message();
+  EXPECT_FALSE(fs::exists(path("a")));
+}
+
+// The estimate counts what forward() allocates: at least the main and MTP logits and the logits'
+// gradient, growing with the batch.
+TEST_F(CheckpointTest, ActivationBytesCountTheLogits) {
+  const Model<float> m = tiny_model();
+  const ModelConfig& c = m.config();
+  const int64_t T = 4 * 32;
+  const int64_t logits = (2 + c.num_nextn_predict_layers) * T * c.vocab_size * int64_t{sizeof(float)};
+  EXPECT_GT(m.activation_bytes(4, 32), logits);
+  EXPECT_GT(m.activation_bytes(8, 32), m.activation_bytes(4, 32) + logits);
 }
 
 }  // namespace

@@ -73,6 +73,35 @@ TEST(JobSpec, TeacherSlipIsAProbabilityAndReachesTheGenerators) {
   EXPECT_NE(bad.status().message().find("data.arithmetic_teacher_slip"), std::string::npos) << bad.status().message();
 }
 
+// Every numeric field: a NaN or infinity anywhere (file or --set) is refused naming the field;
+// ranges hold (probabilities, betas, positive sizes, tokens per step).
+TEST(JobSpec, NonFiniteAndOutOfRangeValuesNameTheField) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"optimizer.lr=inf", "optimizer.lr"},          {"optimizer.lr=nan", "optimizer.lr"},
+      {"optimizer.final_lr=-inf", "optimizer.final_lr"}, {"train.grad_clip=nan", "train.grad_clip"},
+      {"balance.gamma=inf", "balance.gamma"},        {"mtp.weight=nan", "mtp.weight"},
+      {"data.fim_rate=nan", "data.fim_rate"},        {"extend.factor=inf", "extend.factor"},
+      {"optimizer.beta1=1.0", "optimizer.beta1"},    {"optimizer.beta2=-0.1", "optimizer.beta2"},
+      {"optimizer.eps=0.0", "optimizer.eps"},        {"optimizer.weight_decay=-1.0", "optimizer.weight_decay"},
+      {"balance.alpha=-1e-4", "balance.alpha"},      {"data.documents=0", "data.documents"},
+      {"batch.ramp_steps=-1", "batch.ramp_steps"},   {"optimizer.decay_steps=-2", "optimizer.decay_steps"},
+      {"train.threads=5000", "train.threads"},       {"batch.rows=1099511627776", "batch.rows"},
+      {"batch.rows_start=1099511627776", "batch.rows_start"},
+  };
+  for (const auto& [set, field] : bad) {
+    auto s = job_spec_parse(kBase, "job.toml", {set});
+    ASSERT_FALSE(s.ok()) << set;
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << set;
+    EXPECT_NE(s.status().message().find("field '" + field + "'"), std::string::npos) << set << ": " << s.status().message();
+  }
+  auto f = job_spec_parse(std::string(kBase) + "[balance]\ngamma = nan\n", "job.toml", {});
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("job.toml:17:9:"), std::string::npos) << f.status().message();
+  EXPECT_NE(f.status().message().find("field 'balance.gamma': expected a finite number, got nan"), std::string::npos)
+      << f.status().message();
+  EXPECT_TRUE(job_spec_parse(kBase, "job.toml", {"batch.rows=4096", "train.seq_len=4096"}).ok());
+}
+
 TEST(JobSpec, BadPhase) {
   auto s = job_spec_parse(kBase, "job.toml", {"job.phase=sft2"});
   ASSERT_FALSE(s.ok());
