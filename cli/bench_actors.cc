@@ -1,4 +1,4 @@
-// `mariana bench actors`: Ray's actor microbenchmarks (notes/ORCHESTRATION-REFERENCE.md §2) on a
+// `mariana bench actors`: Ray's actor microbenchmarks (the workloads of Ray's `ray_perf.py`) on a
 // real loopback cluster that this command starts and stops: a controller and one agent as child
 // processes of this binary, workers started by the agent and called directly on their
 // Unix-domain sockets (same host; tcp when a worker has none). Workloads, in operations per second:

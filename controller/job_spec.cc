@@ -60,7 +60,7 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   if (!f.has("kind") && f.has("job")) return training_spec_parse(f, path);
   if (!f.has("kind"))
     return InvalidArgument(path + ": field 'kind': missing (an actor job sets kind = \"actors\"; a training job "
-                                  "sets [job] phase = \"pretrain\" or \"extend\")");
+                                  "sets [job] phase = \"pretrain\", \"extend\", \"sft\" or \"rm\")");
   MARIANA_ASSIGN_OR_RETURN(s.kind, f.get_string("kind"));
   if (s.kind == "pretrain" || s.kind == "extend" || s.kind == "sft" || s.kind == "rl")
     return InvalidArgument(path + ": field 'kind': a training job names its phase in [job] phase = \"" + s.kind +

@@ -1,4 +1,4 @@
-// The training jobs' driver (kinds pretrain and extend), on the controller's event loop. The job's
+// The training jobs' driver (kinds pretrain, extend, sft and rm), on the controller's event loop. The job's
 // placement group and its one "trainer" actor are made by job_tick (job_driver.cc); here:
 //
 //   trainer incarnation ALIVE ──start(spec, run dir, last registered checkpoint)──> it trains,

@@ -18,10 +18,10 @@
 
 namespace mariana {
 
-// Tile sizes of DeepSeek-V3's fine-grained FP8 scaling (notes §1.3).
+// Tile sizes of DeepSeek-V3's fine-grained FP8 scaling (docs/numerics.md#fp8-emulation).
 constexpr int kFp8TileSize = 128;
 
-// YaRN parameters (notes §1.5). factor <= 1 means plain RoPE.
+// YaRN parameters (docs/numerics.md#rope-and-yarn). factor <= 1 means plain RoPE.
 struct RopeParams {
   int rope_dim = 0;                   // qk_rope_head_dim (even)
   double theta = 10000.0;             // rope_theta

@@ -53,7 +53,8 @@ struct ModelConfig {
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t hf_layer) const { return hf_layer >= first_k_dense_replace; }
   int64_t shared_intermediate() const { return moe_intermediate_size * n_shared_experts; }
-  // softmax scale: qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 under YaRN (notes §1.5).
+  // softmax scale: qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 under YaRN
+  // (docs/numerics.md#rope-and-yarn).
   double softmax_scale() const;
   // cos/sin multiplier under YaRN: mscale(s, mscale) / mscale(s, mscale_all_dim) (1 when plain).
   double rope_mscale() const;

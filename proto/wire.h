@@ -47,7 +47,7 @@ struct DecodeOptions {
 };
 
 // A decoded, validated envelope. Owns an 8-byte-aligned copy of the frame (ZeroMQ frames over tcp
-// are not aligned: notes/DEPENDENCIES.md gotcha 3). Move-only.
+// are not aligned: docs/dependencies.md#unaligned-zeromq-frames). Move-only.
 class Frame {
  public:
   Frame(kj::Array<capnp::word> words, size_t traversal_limit_words);

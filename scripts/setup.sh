@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
-  # CPU math: OpenBLAS, the OpenMP build (see notes/DEPENDENCIES.md gotcha 7), and libgomp via g++
+  # CPU math: OpenBLAS, the OpenMP build (docs/dependencies.md#openblas-the-openmp-build), libgomp via g++
   libopenblas-openmp-dev
   # core: JSON, TOML, CLI, logging, checksums
   nlohmann-json3-dev libtomlplusplus-dev libcxxopts-dev libspdlog-dev libfmt-dev libxxhash-dev

@@ -22,7 +22,7 @@ struct JobSpec {
   std::string model_config;   // pretrain: HF config.json
   std::string init_from;      // extend, sft, rm: a checkpoint directory or a run directory (its newest checkpoint)
   uint64_t init_seed = 0;
-  // [extend] YaRN (notes §1.5); original 0 = the source model's max_position_embeddings
+  // [extend] YaRN (docs/numerics.md#rope-and-yarn); original 0 = the source model's max_position_embeddings
   double yarn_factor = 4.0;
   int64_t yarn_original = 0;
   double yarn_beta_fast = 32, yarn_beta_slow = 1, yarn_mscale = 1.0, yarn_mscale_all_dim = 1.0;

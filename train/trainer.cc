@@ -1,4 +1,5 @@
-// train_run: the pretrain / extend loop, checkpoints and resume.
+// train_run: the training loop of every phase but rl (pretrain, extend; sft and rm plug in their data
+// and objective), checkpoints and resume.
 #include "train/trainer.h"
 
 #include <unistd.h>

@@ -1,9 +1,9 @@
-// The single-process trainer for the phases `pretrain`, `extend` and `sft` (sft/ plugs in its data
-// source): data (built-in corpora or files, tokenized into shards), the model, AdamW with clipping
-// and schedules, the bias update, per-step metrics (JSONL in the run directory, a progress line on
-// a terminal), checkpoints in HF layout plus trainer state written atomically with a checksummed
-// manifest, keeping the last K, and exact resume: N steps + resume + N steps equals 2N steps
-// straight, bit for bit.
+// The single-process trainer for the phases `pretrain`, `extend`, `sft` and `rm` (sft/ plugs in its
+// data source and the reward model's objective): data (built-in corpora or files, tokenized into
+// shards), the model, AdamW with clipping and schedules, the bias update, per-step metrics (JSONL
+// in the run directory, a progress line on a terminal), checkpoints in HF layout plus trainer state
+// written atomically with a checksummed manifest, keeping the last K, and exact resume: N steps +
+// resume + N steps equals 2N steps straight, bit for bit.
 #pragma once
 
 #include <cstdint>

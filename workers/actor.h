@@ -3,7 +3,7 @@
 // worker's single thread, in arrival order. Arguments and results are bytes holding a Cap'n Proto
 // message of the method's types (proto::encode_struct / proto::StructValue). The built-in classes
 // (builtin_actors.cc) serve the generic actor job, the tests and `mariana bench actors`; the
-// "trainer" class (trainer_actor.cc) runs `pretrain` and `extend` jobs.
+// "trainer" class (trainer_actor.cc) runs `pretrain`, `extend`, `sft` and `rm` jobs.
 // An actor may work on threads of its own (the trainer does); what it wants the controller to know
 // meanwhile it hands out as ActorEvents, which the worker sends as ActorReport payloads.
 #pragma once
@@ -81,7 +81,7 @@ class ActorRegistry {
 // "counter": step(StepArgs) sleeps sleepMs and returns the number of steps done (Int64Value);
 //            add(Int64Value) / get() on a running total; fail() returns an error.
 // "echo":    echo(any bytes) returns them; noop() returns nothing.
-// "trainer": start(TrainerStart) runs a pretrain/extend job on a thread of its own, reporting
+// "trainer": start(TrainerStart) runs a pretrain, extend, sft or rm job on a thread of its own, reporting
 //            started / step / checkpoint / done / failed events (trainer_actor.cc).
 const ActorRegistry& builtin_actor_registry();
 

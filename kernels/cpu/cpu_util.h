@@ -227,7 +227,7 @@ inline void sigmoid(float* y, const float* x, int64_t n) {
   for (; j < n; ++j) y[j] = 1.0f / (1.0f + exp1(-x[j]));
 }
 
-// ---- e4m3 rounding (FP8 emulation, notes §1.3) -------------------------------------------------
+// ---- e4m3 rounding (FP8 emulation, docs/numerics.md#fp8-emulation) ---------------------------
 // The e4m3fn value nearest to v (round to nearest even), saturating at ±448: 3 mantissa bits,
 // normal exponents 2^-6..2^8, subnormals spaced 2^-9. Rounds v directly in T (no detour through
 // float for doubles, which could round twice). NaN stays NaN.

@@ -1,7 +1,8 @@
-// CPU emulation of DeepSeek-V3's fine-grained FP8 (notes §1.3): quantise each 1×128 activation tile
-// or 128×128 weight block to e4m3 with its own scale and dequantise again, so a float model sees
-// exactly the values an FP8 GEMM would. Edge tiles cover the remaining columns/rows (as if
-// zero-padded, which leaves amax unchanged). The e4m3 rounding is detail::e4m3_round (cpu_util.h).
+// CPU emulation of DeepSeek-V3's fine-grained FP8 (docs/numerics.md#fp8-emulation): quantise each
+// 1×128 activation tile or 128×128 weight block to e4m3 with its own scale and dequantise again, so
+// a float model sees exactly the values an FP8 GEMM would. Edge tiles cover the remaining
+// columns/rows (as if zero-padded, which leaves amax unchanged). The e4m3 rounding is
+// detail::e4m3_round (cpu_util.h).
 #include <cmath>
 
 #include "kernels/cpu/cpu_util.h"

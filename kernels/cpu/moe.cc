@@ -1,6 +1,7 @@
-// CPU MoE routing: the sigmoid gate with group-limited top-k (notes §1.4), the deterministic routing
-// plan, and the permute/unpermute between token order and expert-sorted order. Parallel over
-// tokens; every output row is written by exactly one token, so no atomics and no races.
+// CPU MoE routing (docs/numerics.md#deepseekmoe-routing): the sigmoid gate with group-limited
+// top-k, the deterministic routing plan, and the permute/unpermute between token order and
+// expert-sorted order. Parallel over tokens; every output row is written by exactly one token, so
+// no atomics and no races.
 #include <omp.h>
 
 #include <cmath>

@@ -1,6 +1,6 @@
-// CPU rotary embeddings: the YaRN-blended inverse frequencies (notes §1.5) and the in-place rotation
-// of interleaved pairs. Angles pos·inv_freq and their cos/sin are computed in double for both
-// element types (positions reach 1e5, where a float angle would be off by ~1e-2 rad).
+// CPU rotary embeddings (docs/numerics.md#rope-and-yarn): the YaRN-blended inverse frequencies and
+// the in-place rotation of interleaved pairs. Angles pos·inv_freq and their cos/sin are computed in
+// double for both element types (positions reach 1e5, where a float angle would be off by ~1e-2 rad).
 #include <cmath>
 #include <numbers>
 

@@ -7,7 +7,9 @@ bool cuda_device_usable() {
   static const bool usable = [] {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
-    cudaGetLastError();  // clear the sticky error, e.g. cudaErrorInsufficientDriver (gotcha 10)
+    // Clear the sticky error, e.g. cudaErrorInsufficientDriver
+    // (docs/dependencies.md#no-driver-is-not-no-device).
+    cudaGetLastError();
     return err == cudaSuccess && count > 0;
   }();
   return usable;

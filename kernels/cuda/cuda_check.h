@@ -36,8 +36,8 @@
 namespace mariana::cuda {
 
 // True only if cudaGetDeviceCount succeeds with a count > 0. Any error counts as "no device":
-// without a driver it is cudaErrorInsufficientDriver, not cudaErrorNoDevice (DEPENDENCIES.md
-// gotcha 10). The error is cleared so that it does not stick to the next CUDA call. The answer
+// without a driver it is cudaErrorInsufficientDriver, not cudaErrorNoDevice
+// (docs/dependencies.md#no-driver-is-not-no-device). The error is cleared so that it does not stick to the next CUDA call. The answer
 // is computed once per process (the device set cannot change after the runtime initialises).
 bool cuda_device_usable();
 

@@ -2,8 +2,9 @@
 // model's weights, with a per-sequence KV cache. The default cache keeps only MLA's latent —
 // c_kv = kv_a_layernorm(kv_a(x))[:r] and the rotated shared key k_pe — per token and layer, and
 // absorbs kv_b_proj's two halves into the query (W_UK) and the output (W_UV), as in DeepSeek-V3's
-// `absorb` mode (notes §1.6): (r + dr) values per token and layer instead of H·(dqk + dv). The
-// naive cache (full per-head K and V) is kept for comparison (`mariana bench decode`).
+// `absorb` mode (docs/numerics.md#absorbed-decode-with-the-latent-cache): (r + dr) values per token
+// and layer instead of H·(dqk + dv). The naive cache (full per-head K and V) is kept for comparison
+// (`mariana bench decode`).
 //
 // The MTP module 0 has its own cache stream per sequence: position p of it holds the block input
 // eh_proj([enorm(emb(x_{p+1})) ; hnorm(h_p)]), so it can draft the token after next.

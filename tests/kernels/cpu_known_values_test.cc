@@ -1,5 +1,5 @@
 // Hand-computed and closed-form cases for the CPU ops: values a reader can check on paper, the
-// gate test vector of notes §1.4, YaRN's inv_freq for the 671B config, attention against a naive
+// gate test vector of DeepSeek's Gate.forward (docs/numerics.md#deepseekmoe-routing), YaRN's inv_freq for the 671B config, attention against a naive
 // masked softmax and against separate documents, and the FP8 emulation's e4m3 rounding.
 #include <algorithm>
 #include <cmath>
@@ -178,7 +178,7 @@ TEST(CpuAttention, DocumentMaskEqualsSeparateDocuments) {
 
 template <typename T>
 void check_gate_test_vector() {
-  // notes/DEEPSEEK-V3-REFERENCE.md §1.4: E=8, 4 groups, keep 2, top-2, sigmoid, route_scale 2.5.
+  // Computed with DeepSeek's reference Gate.forward: E=8, 4 groups, keep 2, top-2, sigmoid, route_scale 2.5.
   const std::vector<T> logits = {0.5, -1.0, 2.0, 0.1, -0.3, 1.2, 0.0, 0.8, -0.2, 0.4, -1.5, 1.1, 0.9, -0.7, 0.3, 0.6};
   const std::vector<T> bias = {0, 0.3, -0.5, 0, 0.2, 0, 0.1, -0.1};
   std::vector<T> w(4), scores(16);

@@ -1,4 +1,5 @@
-// ModelConfig: the shipped configs, the 671B figures of notes §1.5 and §1.2, and bad configs.
+// ModelConfig: the shipped configs, the 671B figures of docs/numerics.md#reference-figures-for-the-671b-config,
+// and bad configs.
 #include <gtest/gtest.h>
 
 #include "model/config.h"
@@ -25,7 +26,7 @@ TEST(ModelConfig, TinyAndSmallParse) {
 TEST(ModelConfig, DeepSeekV3YarnFigures) {
   const ModelConfig c = load_config("configs/models/deepseek-v3-671b.json");
   ASSERT_TRUE(c.yarn.enabled);
-  // notes §1.5: mscale = 0.1·ln 40 + 1 = 1.368888; softmax scale 192^-0.5 · mscale² = 0.1352338.
+  // docs/numerics.md#rope-and-yarn: mscale = 0.1·ln 40 + 1 = 1.368888; softmax scale 192^-0.5 · mscale² = 0.1352338.
   EXPECT_NEAR(yarn_get_mscale(c.yarn.factor, c.yarn.mscale_all_dim), 1.368888, 1e-6);
   EXPECT_NEAR(c.softmax_scale(), 0.1352338, 1e-7);
   EXPECT_DOUBLE_EQ(c.rope_mscale(), 1.0);  // mscale == mscale_all_dim: cos/sin unscaled
@@ -34,12 +35,12 @@ TEST(ModelConfig, DeepSeekV3YarnFigures) {
 TEST(ModelConfig, DeepSeekV3ParameterCounts) {
   const ModelConfig c = load_config("configs/models/deepseek-v3-671b.json");
   const ModelStats s = model_stats(c, 4096);
-  // notes §1.2: 671.03B total (main model), activated ≈ 37.5B (report: 37B).
+  // 671.03B total (main model), activated ≈ 37.5B (report: 37B).
   EXPECT_NEAR(static_cast<double>(s.total_params) / 1e9, 671.03, 0.01);
   EXPECT_NEAR(static_cast<double>(s.activated_params) / 1e9, 37.5, 0.6);
   // MTP: 11.5B unique parameters (README_WEIGHTS.md).
   EXPECT_NEAR(static_cast<double>(s.mtp_params) / 1e9, 11.5, 0.2);
-  // Latent cache: 576 values per layer vs 40960 (notes §1.6).
+  // Latent cache: 576 values per layer vs 40960 (docs/numerics.md#absorbed-decode-with-the-latent-cache).
   EXPECT_EQ(s.kv_latent_values_per_token, 61 * 576);
   EXPECT_EQ(s.kv_naive_values_per_token, 61 * 40960);
 }

@@ -106,7 +106,7 @@ TEST(Wire, RoundTrip) {
 }
 
 TEST(Wire, UnalignedFrameDecodes) {
-  // ZeroMQ frames over tcp are not 8-byte aligned (notes/DEPENDENCIES.md gotcha 3).
+  // ZeroMQ frames over tcp are not 8-byte aligned (docs/dependencies.md#unaligned-zeromq-frames).
   const std::string bytes = register_node();
   std::vector<char> buf(bytes.size() + 3);
   std::memcpy(buf.data() + 3, bytes.data(), bytes.size());

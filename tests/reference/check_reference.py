@@ -291,7 +291,7 @@ def _self_test_st(tmp):
 
 
 def _self_test_gate():
-    # Test vector of DEEPSEEK-V3-REFERENCE.md §1.4.
+    # The gate test vector of tests/kernels/cpu_known_values_test.cc (DeepSeek's Gate.forward).
     cfg = ref.DSConfig(dict(BUILTIN_TINY, n_routed_experts=8, n_group=4, topk_group=2,
                             num_experts_per_tok=2, routed_scaling_factor=2.5))
     logits = torch.tensor([[0.5, -1.0, 2.0, 0.1, -0.3, 1.2, 0.0, 0.8],
