@@ -41,7 +41,8 @@ struct RlSpec {
   // [grpo]
   int64_t iterations = 40, inner_updates = 1;
   GrpoLossParams loss;
-  double adv_eps = 1e-6, lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
+  AdvantageOptions advantages;  // grpo.std, grpo.scale_rewards, grpo.adv_eps
+  double lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
   uint64_t seed = 0;
   // [train]
   int threads = 0;

@@ -71,6 +71,33 @@ TEST_F(GrpoRun, SpecErrorsNameTheField) {
   EXPECT_NE(r.status().message().find("grpo.kl_beta"), std::string::npos);
 }
 
+TEST_F(GrpoRun, AdvantageSettingsParseWithDocumentedDefaults) {
+  const std::string base = "[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n";
+  auto r = rl_spec_parse(base, "rl.toml", {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.std, AdvantageStd::kPopulation);
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kGroup);
+  EXPECT_EQ(r->advantages.eps, 1e-6);
+  r = rl_spec_parse(base + "[grpo]\nstd = \"sample\"\nscale_rewards = \"batch\"\nadv_eps = 1e-4\n", "rl.toml", {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.std, AdvantageStd::kSample);
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kBatch);
+  EXPECT_EQ(r->advantages.eps, 1e-4);
+  r = rl_spec_parse(base, "rl.toml", {"grpo.scale_rewards=none"});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kNone);
+  for (const auto& [override_, field] : std::vector<std::pair<std::string, std::string>>{
+           {"grpo.std=unbiased", "grpo.std"}, {"grpo.scale_rewards=global", "grpo.scale_rewards"},
+           {"grpo.adv_eps=-1", "grpo.adv_eps"}}) {
+    r = rl_spec_parse(base, "rl.toml", {override_});
+    ASSERT_FALSE(r.ok()) << override_;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("'" + field + "'"), std::string::npos) << r.status().to_string();
+  }
+  r = rl_spec_parse(base, "rl.toml", {"grpo.std=unbiased"});
+  EXPECT_NE(r.status().message().find("\"population\" or \"sample\""), std::string::npos) << r.status().to_string();
+}
+
 TEST_F(GrpoRun, ShortRunLogsEveryIterationAndWritesACheckpoint) {
   const std::string ck = make_checkpoint();
   auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck + "\"\n", "rl.toml",
