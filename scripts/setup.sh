@@ -14,6 +14,8 @@ PACKAGES=(
   # control and data plane (controller, agents, workers)
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libgloo-dev libcpp-httplib-dev
   libseccomp-dev
+  # rewards: exact rationals in the math scorer
+  libgmp-dev
   # the PyTorch oracle (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-venv
 )
