@@ -322,7 +322,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   nlohmann::json parts = nlohmann::json::array();
   for (size_t i = 0; i < s.scorers.size(); ++i) parts.push_back({{"scorer", s.scorers[i]}, {"weight", s.weights[i]}});
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, make_scorer("composite", {{"parts", parts}}));
-  const bool has_math = std::find(s.scorers.begin(), s.scorers.end(), "math") != s.scorers.end();
+  // Accuracy: the rule-based math scorer's verdict, else math_verify's.
+  std::string accuracy_part;
+  for (const char* n : {"math_verify", "math"})
+    if (std::find(s.scorers.begin(), s.scorers.end(), n) != s.scorers.end()) accuracy_part = n;
 
   fs::create_directories(o.run_dir);
   MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
@@ -400,7 +403,8 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       rewards[i] = rr.reward;
       m.reward += rr.reward / static_cast<double>(N);
       for (const auto& [k, v] : rr.parts) m.reward_parts[k] += v / static_cast<double>(N);
-      if (has_math && rr.parts.count("math")) m.accuracy += (rr.parts.at("math") >= 1.0) / static_cast<double>(N);
+      if (!accuracy_part.empty() && rr.parts.count(accuracy_part))
+        m.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / static_cast<double>(N);
       m.response_len += static_cast<double>(ro.responses.back().size()) / static_cast<double>(N);
     }
     m.rollout_s = since(t_roll);

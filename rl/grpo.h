@@ -60,7 +60,7 @@ struct RlIterationMetrics {
   int64_t iteration = 0, policy_version = 0;
   double reward = 0;                       // mean total reward
   std::map<std::string, double> reward_parts;  // mean of each scorer's reward
-  double accuracy = 0;                     // fraction of responses the math scorer accepts
+  double accuracy = 0;                     // fraction of responses the math (else math_verify) scorer accepts
   double kl = 0, clip_frac = 0, entropy = 0, loss = 0, grad_norm = 0, response_len = 0;
   int64_t zero_variance_groups = 0, responses = 0, tokens = 0;
   double rollout_s = 0, learn_s = 0;

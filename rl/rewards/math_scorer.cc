@@ -298,10 +298,7 @@ bool math_answers_match(const std::string& answer, const std::string& reference)
   return normalize_text(answer) == normalize_text(ref);
 }
 
-Status MathScorer::validate(const RewardSample& sample) const {
-  if (!sample.answer) return InvalidArgument("field 'answer': the math scorer needs a reference answer");
-  return Status::Ok();
-}
+Status MathScorer::validate(const RewardSample& sample) const { return require_answer("math", sample); }
 
 Result<RewardResult> MathScorer::score(const RewardSample& sample) {
   MARIANA_RETURN_IF_ERROR(validate(sample));

@@ -1,7 +1,7 @@
 // Rule-based math rewards: find the final answer in a response (the last \boxed{...}, else the
 // number after the last answer marker) and compare it as an exact rational with the reference. Every
 // accepted form is listed in rl/rewards/README.md. Not a symbolic algebra checker: expressions
-// other than numbers compare as normalised text.
+// other than numbers compare as normalised text (the math_verify scorer, math_verify_scorer.h, is).
 #pragma once
 
 #include <optional>
