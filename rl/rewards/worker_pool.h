@@ -45,7 +45,7 @@ class JsonLineWorkerPool {
   // then Unavailable; a restart's own error when a dead worker cannot be replaced. Thread-safe.
   Result<nlohmann::json> call(const nlohmann::json& request);
 
-  std::vector<pid_t> pids() const;  // the current worker processes, by slot
+  std::vector<pid_t> pids() const;  // the worker processes by slot (-1: none); exact when no call is in flight
   int64_t restarts() const;         // workers replaced since start
 
  private:
