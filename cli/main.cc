@@ -64,7 +64,7 @@ void usage(FILE* out) {
                "  bench model --config C --batch B --seq S --threads N [--json]\n"
                "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
                "  generate --checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]\n"
-               "  reward score --scorer math|format|code [--input F.jsonl] [--timeout-s S --memory-mb M]\n"
+               "  reward score --scorer math|math_verify|format|code [--input F.jsonl] [--timeout-s S --memory-mb M]\n"
                "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
                "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
                "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"

@@ -1,6 +1,7 @@
 // `mariana reward score`: scores JSONL samples with one reward scorer (rl/rewards/) and prints one
 // JSON result per line — how users debug their reward functions. Every line is read and checked
 // before anything is scored, so bad input prints nothing but the error.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -53,9 +54,13 @@ int reward_score_cmd(int argc, char** argv) {
                      "Input lines: {\"prompt\": ..., \"response\": ..., \"answer\": ...} (math) or\n"
                      "{\"response\": ..., \"tests\": [{\"stdin\": ..., \"stdout\": ...}]} (code); blank lines are\n"
                      "skipped, other fields ignored. The forms each scorer accepts: rl/rewards/README.md.");
-  o.add_options()("scorer", "math | format | code | model", cxxopts::value<std::string>())(
+  o.add_options()("scorer", "math | math_verify | format | code | model", cxxopts::value<std::string>())(
       "input", "JSONL file (default: stdin)", cxxopts::value<std::string>()->default_value("-"))(
-      "timeout-s", "code: wall-clock limit per test in seconds (default 2)", cxxopts::value<double>())(
+      "timeout-s", "code: wall-clock limit per test in seconds (default 2); math_verify: per sample (default 20)",
+      cxxopts::value<double>())(
+      "venv", "math_verify: the Python venv with math-verify (default $MARIANA_MATH_VERIFY_VENV or "
+      "build/pyenv-math-verify; created by scripts/setup.sh)", cxxopts::value<std::string>())(
+      "workers", "math_verify: worker processes (default 1)", cxxopts::value<int64_t>())(
       "memory-mb", "code: address-space limit in MiB (default 512)", cxxopts::value<int64_t>())(
       "python", "code: the Python 3 interpreter (default /usr/bin/python3)", cxxopts::value<std::string>())(
       "answer-regex", "format: regex the final answer line must match (default \"#### N\")",
@@ -72,27 +77,34 @@ int reward_score_cmd(int argc, char** argv) {
     std::printf("%s\n", o.help().c_str());
     return kExitOk;
   }
-  if (!r.count("scorer")) return report(InvalidArgument("reward score: --scorer is required (math, format, code, model)"));
+  if (!r.count("scorer"))
+    return report(InvalidArgument("reward score: --scorer is required (math, math_verify, format, code, model)"));
   const std::string name = r["scorer"].as<std::string>();
 
-  // Flags that belong to one scorer only.
+  // Flags that belong to some scorers only.
   struct Flag {
     const char* flag;
-    const char* scorer;
+    std::vector<std::string> scorers;
     const char* option;
   };
-  const Flag flags[] = {{"timeout-s", "code", "timeout_s"},   {"memory-mb", "code", "memory_mb"},
-                        {"python", "code", "python"},         {"answer-regex", "format", "answer_regex"},
-                        {"checkpoint", "model", "checkpoint"}};
+  const Flag flags[] = {{"timeout-s", {"code", "math_verify"}, "timeout_s"}, {"memory-mb", {"code"}, "memory_mb"},
+                        {"python", {"code"}, "python"},
+                        {"answer-regex", {"format"}, "answer_regex"},
+                        {"checkpoint", {"model"}, "checkpoint"},
+                        {"venv", {"math_verify"}, "venv"},
+                        {"workers", {"math_verify"}, "workers"}};
   nlohmann::json options = nlohmann::json::object();
   for (const Flag& f : flags) {
     if (!r.count(f.flag)) continue;
-    if (name != f.scorer)
-      return report(InvalidArgument(std::string("reward score: --") + f.flag + " applies to --scorer " + f.scorer + " only"));
+    if (std::find(f.scorers.begin(), f.scorers.end(), name) == f.scorers.end()) {
+      std::string list;
+      for (const std::string& s : f.scorers) list += (list.empty() ? "" : " or ") + s;
+      return report(InvalidArgument(std::string("reward score: --") + f.flag + " applies to --scorer " + list + " only"));
+    }
     const std::string flag = f.flag;
     if (flag == "timeout-s")
       options[f.option] = r[f.flag].as<double>();
-    else if (flag == "memory-mb")
+    else if (flag == "memory-mb" || flag == "workers")
       options[f.option] = r[f.flag].as<int64_t>();
     else
       options[f.option] = r[f.flag].as<std::string>();
@@ -143,7 +155,7 @@ int reward_score_cmd(int argc, char** argv) {
 
 int reward_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "score") return reward_score_cmd(argc - 1, argv + 1);
-  std::fprintf(stderr, "usage: mariana reward score --scorer math|format|code|model [--input F.jsonl] ...\n");
+  std::fprintf(stderr, "usage: mariana reward score --scorer math|math_verify|format|code|model [--input F.jsonl] ...\n");
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) return kExitOk;
   return report(InvalidArgument(argc < 2 ? "reward: missing subcommand (score)"
                                          : "reward: unknown subcommand '" + std::string(argv[1]) + "' (score)"));

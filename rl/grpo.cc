@@ -61,6 +61,8 @@ clip_eps = 0.2
 clip_eps_high = -1.0
 kl_beta = 0.04
 adv_eps = 1e-6
+std = "population"
+scale_rewards = "group"
 lr = 1e-4
 grad_clip = 1.0
 weight_decay = 0.0
@@ -177,7 +179,13 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.loss.clip_eps = g.get_double("clip_eps").value();
   s.loss.clip_eps_high = g.get_double("clip_eps_high").value();
   s.loss.kl_beta = g.get_double("kl_beta").value();
-  s.adv_eps = g.get_double("adv_eps").value();
+  s.advantages.eps = g.get_double("adv_eps").value();
+  auto adv_std = advantage_std_parse(g.get_string("std").value());
+  if (!adv_std.ok()) return bad("grpo.std", adv_std.status().message());
+  s.advantages.std = adv_std.value();
+  auto scaling = reward_scaling_parse(g.get_string("scale_rewards").value());
+  if (!scaling.ok()) return bad("grpo.scale_rewards", scaling.status().message());
+  s.advantages.scale = scaling.value();
   s.lr = g.get_double("lr").value();
   s.grad_clip = g.get_double("grad_clip").value();
   s.weight_decay = g.get_double("weight_decay").value();
@@ -211,6 +219,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (!(s.loss.clip_eps > 0 && s.loss.clip_eps < 1)) return bad("grpo.clip_eps", "expected in (0, 1)");
   if (!(s.loss.kl_beta >= 0)) return bad("grpo.kl_beta", "expected >= 0");
   if (!(s.lr > 0)) return bad("grpo.lr", "expected > 0");
+  if (!(s.advantages.eps >= 0)) return bad("grpo.adv_eps", "expected >= 0");
   if (s.checkpoint_every <= 0) return bad("train.checkpoint_every", "expected > 0");
   if (s.keep_last <= 0) return bad("train.keep_last", "expected > 0");
   if (s.eval_every < 0) return bad("eval.every", "expected >= 0");
@@ -333,7 +342,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   nlohmann::json parts = nlohmann::json::array();
   for (size_t i = 0; i < s.scorers.size(); ++i) parts.push_back({{"scorer", s.scorers[i]}, {"weight", s.weights[i]}});
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, make_scorer("composite", {{"parts", parts}}));
-  const bool has_math = std::find(s.scorers.begin(), s.scorers.end(), "math") != s.scorers.end();
+  // Accuracy: the rule-based math scorer's verdict, else math_verify's.
+  std::string accuracy_part;
+  for (const char* n : {"math_verify", "math"})
+    if (std::find(s.scorers.begin(), s.scorers.end(), n) != s.scorers.end()) accuracy_part = n;
 
   fs::create_directories(o.run_dir);
   MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
@@ -411,11 +423,12 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       rewards[i] = rr.reward;
       m.reward += rr.reward / static_cast<double>(N);
       for (const auto& [k, v] : rr.parts) m.reward_parts[k] += v / static_cast<double>(N);
-      if (has_math && rr.parts.count("math")) m.accuracy += (rr.parts.at("math") >= 1.0) / static_cast<double>(N);
+      if (!accuracy_part.empty() && rr.parts.count(accuracy_part))
+        m.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / static_cast<double>(N);
       m.response_len += static_cast<double>(ro.responses.back().size()) / static_cast<double>(N);
     }
     m.rollout_s = since(t_roll);
-    const Advantages adv = group_advantages(rewards, s.group_size, s.adv_eps);
+    const Advantages adv = group_advantages(rewards, s.group_size, s.advantages);
     m.zero_variance_groups = adv.zero_variance_groups;
     m.responses = N;
 

@@ -41,7 +41,8 @@ struct RlSpec {
   // [grpo]
   int64_t iterations = 40, inner_updates = 1;
   GrpoLossParams loss;
-  double adv_eps = 1e-6, lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
+  AdvantageOptions advantages;  // grpo.std, grpo.scale_rewards, grpo.adv_eps
+  double lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
   uint64_t seed = 0;
   // [train]
   int threads = 0;
@@ -59,7 +60,7 @@ struct RlIterationMetrics {
   int64_t iteration = 0, policy_version = 0;
   double reward = 0;                       // mean total reward
   std::map<std::string, double> reward_parts;  // mean of each scorer's reward
-  double accuracy = 0;                     // fraction of responses the math scorer accepts
+  double accuracy = 0;                     // fraction of responses the math (else math_verify) scorer accepts
   double kl = 0, clip_frac = 0, entropy = 0, loss = 0, grad_norm = 0, response_len = 0;
   int64_t zero_variance_groups = 0, responses = 0, tokens = 0;
   double rollout_s = 0, learn_s = 0;

@@ -6,27 +6,57 @@
 
 namespace mariana::rl {
 
-Advantages group_advantages(const std::vector<double>& rewards, int64_t group, double eps) {
+Result<AdvantageStd> advantage_std_parse(const std::string& s) {
+  if (s == "population") return AdvantageStd::kPopulation;
+  if (s == "sample") return AdvantageStd::kSample;
+  return InvalidArgument("expected \"population\" or \"sample\", got \"" + s + "\"");
+}
+
+Result<RewardScaling> reward_scaling_parse(const std::string& s) {
+  if (s == "group") return RewardScaling::kGroup;
+  if (s == "batch") return RewardScaling::kBatch;
+  if (s == "none") return RewardScaling::kNone;
+  return InvalidArgument("expected \"group\", \"batch\" or \"none\", got \"" + s + "\"");
+}
+
+namespace {
+
+// The standard deviation of x[b, e) around `mean`: population (÷n) or sample (÷(n−1); 0 for n = 1).
+double std_dev(const std::vector<double>& x, int64_t b, int64_t e, double mean, AdvantageStd kind) {
+  double ss = 0;
+  for (int64_t i = b; i < e; ++i) ss += (x[i] - mean) * (x[i] - mean);
+  const int64_t n = e - b;
+  const int64_t dof = kind == AdvantageStd::kSample ? n - 1 : n;
+  return dof > 0 ? std::sqrt(ss / static_cast<double>(dof)) : 0.0;
+}
+
+double mean_of(const std::vector<double>& x, int64_t b, int64_t e) {
+  double m = 0;
+  for (int64_t i = b; i < e; ++i) m += x[i];
+  return m / static_cast<double>(e - b);
+}
+
+}  // namespace
+
+Advantages group_advantages(const std::vector<double>& rewards, int64_t group, const AdvantageOptions& o) {
   Advantages a;
   a.values.assign(rewards.size(), 0.0);
   const int64_t n = static_cast<int64_t>(rewards.size());
+  if (n == 0) return a;
+  const double batch_sd = o.scale == RewardScaling::kBatch ? std_dev(rewards, 0, n, mean_of(rewards, 0, n), o.std) : 0.0;
   for (int64_t g0 = 0; g0 < n; g0 += group) {
     const int64_t g1 = std::min(n, g0 + group);
-    double mean = 0;
-    for (int64_t i = g0; i < g1; ++i) mean += rewards[i];
-    mean /= static_cast<double>(g1 - g0);
-    double var = 0;
+    const double mean = mean_of(rewards, g0, g1);
     bool all_equal = true;
-    for (int64_t i = g0; i < g1; ++i) {
-      var += (rewards[i] - mean) * (rewards[i] - mean);
-      all_equal = all_equal && rewards[i] == rewards[g0];
-    }
+    for (int64_t i = g0; i < g1; ++i) all_equal = all_equal && rewards[i] == rewards[g0];
     if (all_equal) {
       ++a.zero_variance_groups;
       continue;
     }
-    const double sd = std::sqrt(var / static_cast<double>(g1 - g0));
-    for (int64_t i = g0; i < g1; ++i) a.values[i] = (rewards[i] - mean) / (sd + eps);
+    double denom = 1.0;
+    if (o.scale == RewardScaling::kGroup) denom = std_dev(rewards, g0, g1, mean, o.std) + o.eps;
+    if (o.scale == RewardScaling::kBatch) denom = batch_sd + o.eps;
+    for (int64_t i = g0; i < g1; ++i) a.values[i] = (rewards[i] - mean) / denom;
   }
   return a;
 }

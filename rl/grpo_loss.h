@@ -4,18 +4,39 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "core/status.h"
 
 namespace mariana::rl {
 
-// A_i = (r_i − mean(r)) / (std(r) + eps) within each consecutive group of `group` rewards
-// (population std). A group whose rewards are all equal gets A = 0 for every member (it carries
-// no preference; counted in zero_variance_groups) instead of dividing noise by eps.
+// How rewards become advantages (grpo.std and grpo.scale_rewards in an rl job).
+//   std: which standard deviation divides — kPopulation (÷n, Mariana's default since the first
+//     GRPO runs) or kSample (÷(n−1), Bessel-corrected: torch.std, what TRL uses).
+//   scale: TRL's scale_rewards — kGroup divides by the group's std (DeepSeekMath's GRPO), kBatch
+//     by the std of all rewards of the batch, kNone only subtracts the group mean (Dr. GRPO).
+//   eps: added to the std before dividing (TRL uses 1e-4).
+enum class AdvantageStd { kPopulation, kSample };
+enum class RewardScaling { kGroup, kBatch, kNone };
+struct AdvantageOptions {
+  AdvantageStd std = AdvantageStd::kPopulation;
+  RewardScaling scale = RewardScaling::kGroup;
+  double eps = 1e-6;
+};
+// "population" | "sample" and "group" | "batch" | "none"; InvalidArgument naming the accepted values.
+Result<AdvantageStd> advantage_std_parse(const std::string& s);
+Result<RewardScaling> reward_scaling_parse(const std::string& s);
+
+// A_i = (r_i − mean_g(r)) / (std + eps) for each consecutive group g of `group` rewards, std as
+// chosen by `o` (no division for kNone). A group whose rewards are all equal gets A = 0 for every
+// member (it carries no preference; counted in zero_variance_groups) instead of dividing noise by
+// eps; r_i − mean is 0 there anyway, so this matches TRL's formula up to rounding.
 struct Advantages {
   std::vector<double> values;
   int64_t zero_variance_groups = 0;
 };
-Advantages group_advantages(const std::vector<double>& rewards, int64_t group, double eps = 1e-6);
+Advantages group_advantages(const std::vector<double>& rewards, int64_t group, const AdvantageOptions& o = {});
 
 struct GrpoLossParams {
   double clip_eps = 0.2;        // ε: ratio clipped to [1 − ε, 1 + ε_high]

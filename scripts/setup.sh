@@ -14,20 +14,21 @@ PACKAGES=(
   # control and data plane (controller, agents, workers)
   libzmq3-dev cppzmq-dev capnproto libcapnp-dev librocksdb-dev libgloo-dev libcpp-httplib-dev
   libseccomp-dev
+  # rewards: exact rationals in the math scorer
+  libgmp-dev
   # the PyTorch oracle (run with /usr/bin/python3)
   python3 python3-numpy python3-torch python3-venv
 )
 
-# HF tokenizers for the ctest tokenizer.hf_compat (no Debian package): a venv in the default build
-# dir, from PyPI. The test also creates it on demand; this only saves time.
-setup_tokenizers_venv() {
-  local venv
-  venv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv-tokenizers"
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers" 2>/dev/null; then return 0; fi
-  echo "setup: creating $venv with tokenizers==0.20.3"
-  mkdir -p "$(dirname "$venv")"
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
-  "$venv/bin/pip" install -q tokenizers==0.20.3
+# Python libraries with no Debian package, each in its own venv in the default build dir, from PyPI
+# (scripts/pyenv.sh): HF tokenizers for the ctest tokenizer.hf_compat (which also creates it on
+# demand; this only saves time), and math-verify for the math_verify reward scorer (which needs it
+# to start; its tests create it on demand too).
+setup_pyenvs() {
+  local root
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  "$root/scripts/pyenv.sh" "$root/build/pyenv-tokenizers" tokenizers==0.20.3 tokenizers
+  "$root/scripts/pyenv.sh" "$root/build/pyenv-math-verify" math-verify==0.9.0 math_verify
 }
 
 missing=()
@@ -37,7 +38,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  setup_tokenizers_venv
+  setup_pyenvs
   exit 0
 fi
 
@@ -46,5 +47,5 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "setup: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-setup_tokenizers_venv
+setup_pyenvs
 echo "setup: done"

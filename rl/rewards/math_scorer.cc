@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cmath>
-#include <numeric>
 #include <string_view>
 #include <vector>
 
@@ -71,39 +69,18 @@ std::string normalize(std::string s) {
   return s;
 }
 
-int64_t pow10_i64(int k) {
-  int64_t p = 1;
-  while (k-- > 0) p *= 10;
-  return p;
-}
-
-// Builds a MathNumber from a sign, mantissa digits and a power of ten.
-MathNumber make_number(bool negative, std::string mantissa, int scale) {
+// sign · mantissa · 10^scale as an exact rational.
+MathNumber make_number(bool negative, const std::string& mantissa, int scale) {
   MathNumber n;
-  const std::string text = std::string(negative ? "-" : "") + (mantissa.empty() ? "0" : mantissa) + "e" +
-                           std::to_string(scale);
-  n.approx = std::strtold(text.c_str(), nullptr);
-  const size_t nz = mantissa.find_first_not_of('0');
-  mantissa = nz == std::string::npos ? "0" : mantissa.substr(nz);
-  if (mantissa == "0") {
-    n.exact = true;
-    n.num = 0;
-    n.den = 1;
-    return n;
-  }
-  // Exact when mantissa * 10^scale (scale >= 0) or mantissa / 10^-scale fits in 18 digits.
-  const int digits = static_cast<int>(mantissa.size());
-  if (digits > 18 || (scale >= 0 && digits + scale > 18) || (scale < 0 && -scale > 18)) return n;
-  int64_t num = std::stoll(mantissa);
-  int64_t den = 1;
+  n.value = mpq_class(mpz_class(mantissa.empty() ? "0" : mantissa, 10));
+  mpz_class p;
+  mpz_ui_pow_ui(p.get_mpz_t(), 10, static_cast<unsigned long>(scale < 0 ? -scale : scale));
   if (scale >= 0)
-    num *= pow10_i64(scale);
+    n.value *= p;
   else
-    den = pow10_i64(-scale);
-  const int64_t g = std::gcd(num, den);
-  n.exact = true;
-  n.num = (negative ? -num : num) / g;
-  n.den = den / g;
+    n.value /= p;
+  if (negative) n.value = -n.value;
+  n.value.canonicalize();
   return n;
 }
 
@@ -144,23 +121,9 @@ std::optional<MathNumber> parse_unsigned(const std::string& s, size_t i, bool ne
 }
 
 std::optional<MathNumber> divide(const MathNumber& a, const MathNumber& b) {
-  if (b.approx == 0 && (!b.exact || b.num == 0)) return std::nullopt;
+  if (sgn(b.value) == 0) return std::nullopt;
   MathNumber q;
-  q.approx = a.approx / b.approx;
-  if (a.exact && b.exact) {
-    __int128 num = static_cast<__int128>(a.num) * b.den;
-    __int128 den = static_cast<__int128>(a.den) * b.num;
-    if (den < 0) num = -num, den = -den;
-    __int128 x = num < 0 ? -num : num, y = den;
-    while (y != 0) x %= y, std::swap(x, y);  // gcd
-    if (x > 1) num /= x, den /= x;
-    const __int128 lim = INT64_MAX;
-    if (num <= lim && num >= -lim && den <= lim) {
-      q.exact = true;
-      q.num = static_cast<int64_t>(num);
-      q.den = static_cast<int64_t>(den);
-    }
-  }
+  q.value = a.value / b.value;
   return q;
 }
 
@@ -210,7 +173,7 @@ std::optional<MathNumber> first_number(const std::string& s, size_t& begin, size
       if (na && nb) {
         auto q = divide(*na, *nb);
         if (!q) return std::nullopt;
-        if (sign_before(s, i)) q->num = -q->num, q->approx = -q->approx;
+        if (sign_before(s, i)) q->value = -q->value;
         end = e2;
         return q;
       }
@@ -321,11 +284,7 @@ std::optional<MathNumber> math_parse_number(const std::string& text) {
   return parse_number(text, sole);
 }
 
-bool math_numbers_equal(const MathNumber& a, const MathNumber& b) {
-  if (a.exact && b.exact) return a.num == b.num && a.den == b.den;
-  const long double scale = std::max(std::fabs(a.approx), std::fabs(b.approx));
-  return std::fabs(a.approx - b.approx) <= kMathRelTol * scale;
-}
+bool math_numbers_equal(const MathNumber& a, const MathNumber& b) { return a.value == b.value; }
 
 bool math_answers_match(const std::string& answer, const std::string& reference) {
   std::string ref = reference;
@@ -339,10 +298,7 @@ bool math_answers_match(const std::string& answer, const std::string& reference)
   return normalize_text(answer) == normalize_text(ref);
 }
 
-Status MathScorer::validate(const RewardSample& sample) const {
-  if (!sample.answer) return InvalidArgument("field 'answer': the math scorer needs a reference answer");
-  return Status::Ok();
-}
+Status MathScorer::validate(const RewardSample& sample) const { return require_answer("math", sample); }
 
 Result<RewardResult> MathScorer::score(const RewardSample& sample) {
   MARIANA_RETURN_IF_ERROR(validate(sample));

@@ -1,12 +1,13 @@
 // Rule-based math rewards: find the final answer in a response (the last \boxed{...}, else the
-// number after the last answer marker) and compare it numerically with the reference. Every
+// number after the last answer marker) and compare it as an exact rational with the reference. Every
 // accepted form is listed in rl/rewards/README.md. Not a symbolic algebra checker: expressions
-// other than numbers compare as normalised text.
+// other than numbers compare as normalised text (the math_verify scorer, math_verify_scorer.h, is).
 #pragma once
 
-#include <cstdint>
 #include <optional>
 #include <string>
+
+#include <gmpxx.h>
 
 #include "rl/rewards/reward.h"
 
@@ -18,13 +19,11 @@ namespace mariana::rl {
 // ends its line). nullopt when there is neither.
 std::optional<std::string> math_extract_final_answer(const std::string& response);
 
-// A number parsed from answer text. Exact (num/den, den > 0, reduced) when both fit in 64 bits;
-// otherwise only `approx` is meaningful.
+// A number parsed from answer text: an exact rational (GMP, canonical: reduced, den > 0) of any
+// size. Every accepted form (integer, decimal, scientific notation, fraction) is a rational, so
+// there is no tolerance anywhere: 0.333 is not 1/3, and two 23-digit integers that differ by 1 differ.
 struct MathNumber {
-  bool exact = false;
-  int64_t num = 0;
-  int64_t den = 1;
-  long double approx = 0;
+  mpq_class value;
 };
 
 // The first number in the answer text after the last '=' and after normalisation (unicode minus,
@@ -33,10 +32,7 @@ struct MathNumber {
 // there is no number.
 std::optional<MathNumber> math_parse_number(const std::string& text);
 
-// The relative tolerance for numbers that are not exact: |a - b| <= kMathRelTol * max(|a|, |b|).
-inline constexpr long double kMathRelTol = 1e-9L;
-
-// Whether two numbers are equal: exactly when both are exact, within kMathRelTol otherwise.
+// Whether two numbers are equal (exact rational equality).
 bool math_numbers_equal(const MathNumber& a, const MathNumber& b);
 
 // Whether an extracted answer matches the reference. The reference may itself be a full solution

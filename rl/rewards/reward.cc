@@ -9,6 +9,7 @@
 #include "rl/rewards/code_scorer.h"
 #include "rl/rewards/format_scorer.h"
 #include "rl/rewards/math_scorer.h"
+#include "rl/rewards/math_verify_scorer.h"
 
 namespace mariana::rl {
 
@@ -87,6 +88,7 @@ ScorerRegistry ScorerRegistry::with_builtins() {
                   MARIANA_RETURN_IF_ERROR(check_option_keys("math scorer", o, {}));
                   return std::unique_ptr<RewardScorer>(new MathScorer());
                 }).ok());
+  MARIANA_CHECK(reg.add("math_verify", &MathVerifyScorer::create).ok());
   MARIANA_CHECK(reg.add("format", &FormatScorer::create).ok());
   MARIANA_CHECK(reg.add("code", &CodeScorer::create).ok());
   return reg;
@@ -136,6 +138,11 @@ Result<std::unique_ptr<RewardScorer>> ScorerRegistry::make_composite(const nlohm
     parts.push_back({weight, std::move(s).value()});
   }
   return std::unique_ptr<RewardScorer>(new CompositeScorer(std::move(parts)));
+}
+
+Status require_answer(const std::string& scorer, const RewardSample& sample) {
+  if (!sample.answer) return InvalidArgument("field 'answer': the " + scorer + " scorer needs a reference answer");
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<RewardScorer>> make_scorer(const std::string& name, const nlohmann::json& options) {

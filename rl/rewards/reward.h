@@ -1,6 +1,6 @@
 // Reward scorers: one interface for every way a (prompt, response) pair earns a reward, a weighted
 // composite of several, and a registry that builds them by name. The scorers themselves live in
-// math_scorer.h, format_scorer.h and code_scorer.h; a model-based scorer plugs in through
+// math_scorer.h, math_verify_scorer.h, format_scorer.h and code_scorer.h; a model-based scorer plugs in through
 // ScorerRegistry::add. Not the GRPO advantage computation (rl/grpo*).
 #pragma once
 
@@ -81,8 +81,8 @@ class CompositeScorer : public RewardScorer {
   std::vector<std::string> keys_;  // unique per part
 };
 
-// Builds scorers by name from JSON options. with_builtins() knows "math", "format", "code" and
-// "composite" ({"parts": [{"scorer": NAME, "weight": W, "options": {...}}, ...]}); more (the
+// Builds scorers by name from JSON options. with_builtins() knows "math", "math_verify",
+// "format", "code" and "composite" ({"parts": [{"scorer": NAME, "weight": W, "options": {...}}, ...]}); more (the
 // reward model) are added with add(). An unknown option key is an InvalidArgument naming it.
 class ScorerRegistry {
  public:
@@ -94,7 +94,7 @@ class ScorerRegistry {
   Status add(const std::string& name, Factory factory);
   bool has(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted, "composite" included
-  // NotFound "unknown scorer 'x' (known: code, composite, format, math)" for an unknown name.
+  // NotFound "unknown scorer 'x' (known: code, composite, format, math, math_verify)" for an unknown name.
   Result<std::unique_ptr<RewardScorer>> make(const std::string& name, const nlohmann::json& options) const;
 
  private:
@@ -105,6 +105,10 @@ class ScorerRegistry {
 // ScorerRegistry::with_builtins().make(name, options).
 Result<std::unique_ptr<RewardScorer>> make_scorer(const std::string& name,
                                                   const nlohmann::json& options = nlohmann::json::object());
+
+// InvalidArgument "field 'answer': the <scorer> scorer needs a reference answer" when the sample
+// has none. For the validate() of scorers that compare with a reference (math, math_verify).
+Status require_answer(const std::string& scorer, const RewardSample& sample);
 
 // InvalidArgument "<who>: unknown option 'k' (known: a, b)" if `options` is not an object or has
 // a key outside `known`. For scorer factories.

@@ -18,7 +18,7 @@ namespace mariana::rl {
 namespace {
 
 TEST(GrpoAdvantages, GroupNormalisedWithZeroVarianceGroupsAtZero) {
-  const auto a = group_advantages({1, 0, 0, 1, 1, 1, 1, 1, 0.5, 0, 0, 0}, 4, 0.0);
+  const auto a = group_advantages({1, 0, 0, 1, 1, 1, 1, 1, 0.5, 0, 0, 0}, 4, {.eps = 0.0});
   ASSERT_EQ(a.values.size(), 12u);
   for (int i : {0, 3}) EXPECT_DOUBLE_EQ(a.values[i], 1.0);   // (1 − 0.5) / 0.5
   for (int i : {1, 2}) EXPECT_DOUBLE_EQ(a.values[i], -1.0);
@@ -27,6 +27,49 @@ TEST(GrpoAdvantages, GroupNormalisedWithZeroVarianceGroupsAtZero) {
   // Third group: mean 0.125, population std sqrt(3)·0.125 → 0.375/0.2165 = sqrt(3).
   EXPECT_NEAR(a.values[8], std::sqrt(3.0), 1e-12);
   EXPECT_NEAR(a.values[9], -1.0 / std::sqrt(3.0), 1e-12);
+}
+
+// TRL's formulas (tests/reference/grpo_advantages_ref.py: mean per group, torch.std, (r − mean) /
+// (std + 1e-4)) for all six std × scale_rewards settings on one fixed batch: binary and composite
+// rewards, a zero-variance group, a group with one outlier.
+TEST(GrpoAdvantages, MatchTrlFormulasForEverySetting) {
+  const std::vector<double> rewards = {1.1, 0.1, 0.1, 1.1, 0.1, 0.1, 0.1, 0.1,
+                                       1.0, 0.0, 0.5, 0.0, 1.1, 1.1, 1.1, 0.0};
+  const int64_t group = 4;
+  const double eps = 1e-4;
+  const auto dir = std::filesystem::temp_directory_path() / ("mariana_adv_ref_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "in.json") << nlohmann::json{{"rewards", rewards}, {"group", group}, {"eps", eps}}.dump();
+  const std::string cmd = "/usr/bin/python3 " + std::string(MARIANA_SOURCE_DIR) +
+                          "/tests/reference/grpo_advantages_ref.py " + (dir / "in.json").string() + " " +
+                          (dir / "out.json").string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the PyTorch reference failed (run scripts/setup.sh): " << cmd;
+  const nlohmann::json ref = nlohmann::json::parse(std::ifstream(dir / "out.json"));
+  std::filesystem::remove_all(dir);
+  int checked = 0;
+  for (const auto& [std_name, std_kind] :
+       {std::pair{"sample", AdvantageStd::kSample}, std::pair{"population", AdvantageStd::kPopulation}}) {
+    for (const auto& [scale_name, scale] : {std::pair{"group", RewardScaling::kGroup},
+                                            std::pair{"batch", RewardScaling::kBatch},
+                                            std::pair{"none", RewardScaling::kNone}}) {
+      const std::string key = std::string(std_name) + "/" + scale_name;
+      const auto expected = ref.at(key).get<std::vector<double>>();
+      const Advantages a = group_advantages(rewards, group, {.std = std_kind, .scale = scale, .eps = eps});
+      ASSERT_EQ(a.values.size(), expected.size()) << key;
+      for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(a.values[i], expected[i], 1e-12) << key << " [" << i << "]";
+      EXPECT_EQ(a.zero_variance_groups, 1) << key;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 6);
+  // Independent spot checks (by hand): group 1 is {1.1, 0.1, 0.1, 1.1}, mean 0.6, deviations ±0.5;
+  // sample std sqrt(4·0.25/3), population std 0.5.
+  const Advantages sample = group_advantages(rewards, group, {.std = AdvantageStd::kSample, .eps = eps});
+  EXPECT_NEAR(sample.values[0], 0.5 / (std::sqrt(1.0 / 3.0) + eps), 1e-12);
+  const Advantages pop = group_advantages(rewards, group, {.eps = eps});
+  EXPECT_NEAR(pop.values[0], 0.5 / (0.5 + eps), 1e-12);
+  const Advantages none = group_advantages(rewards, group, {.scale = RewardScaling::kNone});
+  EXPECT_NEAR(none.values[15], 0.0 - 0.825, 1e-12);
 }
 
 TEST(GrpoLoss, HandComputedCases) {

@@ -16,6 +16,7 @@
 #include "rl/grpo.h"
 #include "train/corpora.h"
 #include "train/trainer.h"
+#include "tests/rl/rewards/math_verify_test_venv.h"
 
 namespace mariana::rl {
 namespace {
@@ -69,6 +70,33 @@ TEST_F(GrpoRun, SpecErrorsNameTheField) {
   r = rl_spec_parse("[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n", "rl.toml", {"grpo.kl_beta=-1"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("grpo.kl_beta"), std::string::npos);
+}
+
+TEST_F(GrpoRun, AdvantageSettingsParseWithDocumentedDefaults) {
+  const std::string base = "[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n";
+  auto r = rl_spec_parse(base, "rl.toml", {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.std, AdvantageStd::kPopulation);
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kGroup);
+  EXPECT_EQ(r->advantages.eps, 1e-6);
+  r = rl_spec_parse(base + "[grpo]\nstd = \"sample\"\nscale_rewards = \"batch\"\nadv_eps = 1e-4\n", "rl.toml", {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.std, AdvantageStd::kSample);
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kBatch);
+  EXPECT_EQ(r->advantages.eps, 1e-4);
+  r = rl_spec_parse(base, "rl.toml", {"grpo.scale_rewards=none"});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->advantages.scale, RewardScaling::kNone);
+  for (const auto& [override_, field] : std::vector<std::pair<std::string, std::string>>{
+           {"grpo.std=unbiased", "grpo.std"}, {"grpo.scale_rewards=global", "grpo.scale_rewards"},
+           {"grpo.adv_eps=-1", "grpo.adv_eps"}}) {
+    r = rl_spec_parse(base, "rl.toml", {override_});
+    ASSERT_FALSE(r.ok()) << override_;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("'" + field + "'"), std::string::npos) << r.status().to_string();
+  }
+  r = rl_spec_parse(base, "rl.toml", {"grpo.std=unbiased"});
+  EXPECT_NE(r.status().message().find("\"population\" or \"sample\""), std::string::npos) << r.status().to_string();
 }
 
 TEST_F(GrpoRun, ShortRunLogsEveryIterationAndWritesACheckpoint) {
@@ -139,6 +167,28 @@ TEST_F(GrpoRun, ShortRunLogsEveryIterationAndWritesACheckpoint) {
   auto fallback = latest_valid_checkpoint((dir_ / "run").string());
   ASSERT_TRUE(fallback.ok()) << fallback.status().to_string();
   EXPECT_EQ(fs::path(fallback.value()).filename(), "iter-000002");
+}
+
+// reward.scorers selects the math_verify scorer by name (its venv from $MARIANA_MATH_VERIFY_VENV).
+TEST_F(GrpoRun, MathVerifyScorerByName) {
+  const std::string ck = make_checkpoint();
+  ASSERT_EQ(::setenv("MARIANA_MATH_VERIFY_VENV", math_verify_test_venv().c_str(), 1), 0);
+  auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck +
+                                "\"\n[reward]\nscorers = [\"math_verify\", \"format\"]\nweights = [1.0, 0.1]\n",
+                            "rl.toml",
+                            {"rollout.prompts=1", "rollout.group_size=2", "rollout.max_new_tokens=6",
+                             "grpo.iterations=1", "eval.problems=2", "eval.max_new_tokens=4", "train.threads=1"});
+  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+  RlOptions o;
+  o.spec = spec.value();
+  o.run_dir = (dir_ / "run").string();
+  o.quiet = true;
+  auto res = grpo_run(o);
+  ::unsetenv("MARIANA_MATH_VERIFY_VENV");
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  EXPECT_EQ(res->last.responses, 2);
+  EXPECT_EQ(res->last.reward_parts.count("math_verify"), 1u);
+  EXPECT_EQ(res->last.reward_parts.count("format"), 1u);
 }
 
 TEST_F(GrpoRun, PromptFormats) {

@@ -44,9 +44,20 @@ const Pair kPairs[] = {
     {"12 + 30 = 42", "42", true}, {"5 = 4", "5", false},
     // scientific notation
     {"1e3", "1000", true}, {"1.5e-3", "0.0015", true}, {"2e3", "200", false}, {"3E2", "300", true},
-    // beyond 18 digits: compared with the relative tolerance 1e-9
+    // beyond 18 digits: exact rationals, no tolerance
     {"3.14159265358979323846", "3.14159265358979323846", true},
-    {"12345678901234567890", "12345678901234567891", true}, {"1e30", "1.1e30", false},
+    {"3.14159265358979323846", "3.14159265358979323847", false},
+    {"12345678901234567890", "12345678901234567891", false},
+    {"12345678901234567890123", "12345678901234567890124", false},
+    {"12345678901234567890123", "12345678901234567890123", true},
+    {"12,345,678,901,234,567,890,123", "12345678901234567890123", true},
+    {"+12345678901234567890123", "12345678901234567890123", true},
+    {"1.2345678901234567890123e22", "12345678901234567890123", true},
+    {"1.2345678901234567890124e22", "12345678901234567890123", false},
+    {"-12345678901234567890123", "12345678901234567890123", false},
+    {"\\frac{24691357802469135780246}{2}", "12345678901234567890123", true},
+    {"1e30", "1.1e30", false}, {"1e30", "1000000000000000000000000000000", true},
+    {"1e-30", "0.000000000000000000000000000001", true}, {"1e-30", "1e-31", false},
     // the reference as a full solution
     {"72", "She sold 48 + 24 = 72 clips.\n#### 72", true}, {"72", "\\boxed{72}", true},
     {"71", "#### 72", false},
@@ -66,12 +77,14 @@ TEST(MathAnswers, TableOfPairs) {
 TEST(MathAnswers, ParsesExactRationals) {
   auto n = math_parse_number("\\frac{6}{-4}");
   ASSERT_TRUE(n.has_value());
-  EXPECT_TRUE(n->exact);
-  EXPECT_EQ(n->num, -3);
-  EXPECT_EQ(n->den, 2);
+  EXPECT_EQ(n->value, mpq_class(-3, 2));
   auto big = math_parse_number("123456789012345678901");
   ASSERT_TRUE(big.has_value());
-  EXPECT_FALSE(big->exact);
+  EXPECT_EQ(n->value.get_den(), 2);
+  EXPECT_EQ(big->value, mpq_class("123456789012345678901"));
+  auto dec = math_parse_number("-1,234.5e-2");
+  ASSERT_TRUE(dec.has_value());
+  EXPECT_EQ(dec->value, mpq_class(-2469, 200));  // -12.345, reduced
   EXPECT_FALSE(math_parse_number("no digits here").has_value());
 }
 

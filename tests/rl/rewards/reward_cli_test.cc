@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_test_util.h"
+#include "tests/rl/rewards/math_verify_test_venv.h"
 
 namespace mariana {
 namespace {
@@ -76,6 +77,25 @@ TEST_F(RewardCli, MathScoresEachLine) {
   for (const auto& j : res) EXPECT_TRUE(j.contains("detail"));
 }
 
+TEST_F(RewardCli, MathVerifyScoresSymbolicAnswers) {
+  const std::string in = write("mv.jsonl",
+                               "{\"response\": \"\\\\boxed{2\\\\sqrt{2}}\", \"answer\": \"\\\\sqrt{8}\"}\n"
+                               "{\"response\": \"\\\\boxed{x^2+3}\", \"answer\": \"x^2+1\"}\n");
+  const std::string venv = rl::math_verify_test_venv();
+  Cmd r = run("reward score --scorer math_verify --workers 2 --timeout-s 30 --venv " + venv + " --input " + in, dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto res = lines(r.out);
+  ASSERT_EQ(res.size(), 2u) << r.out;
+  EXPECT_EQ(res[0]["reward"], 1.0) << res[0].dump();
+  EXPECT_EQ(res[1]["reward"], 0.0);
+  EXPECT_EQ(res[1]["reason"], "wrong answer");
+  // Without a venv: exit 2, nothing scored, the path and the command that creates it.
+  r = run("reward score --scorer math_verify --venv " + (dir_ / "no-venv").string() + " --input " + in, dir_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("scripts/pyenv.sh " + (dir_ / "no-venv").string()), std::string::npos) << r.err;
+}
+
 TEST_F(RewardCli, CodeAndFormatFromStdin) {
   const std::string code = write(
       "code.jsonl",
@@ -129,13 +149,16 @@ TEST_F(RewardCli, BadLineNamesFileLineAndField) {
 TEST_F(RewardCli, BadFlagsAndScorers) {
   Cmd r = run("reward score --scorer poetry --input /dev/null", dir_);
   EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("known: code, composite, format, math, model"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("known: code, composite, format, math, math_verify, model"), std::string::npos) << r.err;
   r = run("reward score --scorer model --checkpoint " + dir_.string() + " --input /dev/null", dir_);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("no valid checkpoint"), std::string::npos) << r.err;  // not a reward model's directory
   r = run("reward score --scorer math --timeout-s 1 --input /dev/null", dir_);
   EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("--timeout-s applies to --scorer code only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--timeout-s applies to --scorer code or math_verify only"), std::string::npos) << r.err;
+  r = run("reward score --scorer math --venv /x --input /dev/null", dir_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--venv applies to --scorer math_verify only"), std::string::npos) << r.err;
   r = run("reward score --scorer math --input " + (dir_ / "missing.jsonl").string(), dir_);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("missing.jsonl"), std::string::npos) << r.err;

@@ -32,7 +32,7 @@ TEST(ScorerRegistry, BuildsTheBuiltinsAndNamesTheKnownOnes) {
   auto unknown = make_scorer("model");
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(unknown.status().message().find("known: code, composite, format, math"), std::string::npos)
+  EXPECT_NE(unknown.status().message().find("known: code, composite, format, math, math_verify"), std::string::npos)
       << unknown.status().message();
   auto bad = make_scorer("math", {{"tolerance", 1}});
   ASSERT_FALSE(bad.ok());
