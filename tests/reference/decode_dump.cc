@@ -1,9 +1,12 @@
 // decode_dump: the C++ side of the PyTorch check of the inference engine's decode path. Loads a
 // checkpoint, feeds each --seq through an InferenceEngine — one batched prefill of every
 // sequence's first --prefill tokens, then one token per sequence per call (teacher forcing, all
-// unfinished sequences in one call) — and writes every row's logits, for the latent (absorbed
-// MLA) and the naive K/V cache, in float and double, to OUT (safetensors) for check_decode.py:
+// unfinished sequences in one call), after each call the MTP module 0 over the new positions
+// whose next token is known (fed the main call's hidden rows, as speculative decoding does) —
+// and writes every row's logits, for the latent (absorbed MLA) and the naive K/V cache, in float
+// and double, to OUT (safetensors) for check_decode.py:
 //   tokens.S I32 [n_S]; logits.KIND_DT.S F32/F64 [n_S, V] (KIND latent|naive, DT f32|f64);
+//   mtp_logits.KIND_DT.S [n_S - 1, V] (with an MTP module; row p predicts token p + 2);
 //   cache_bytes.KIND_DT.S I64 scalar: the engine's main-cache bytes after the last token.
 #include <algorithm>
 #include <cstdint>
@@ -56,23 +59,56 @@ Status run(const Model<F>& model, KvCacheKind kind, const std::string& name,
            const std::vector<std::vector<int32_t>>& seqs, const std::vector<int64_t>& prefill,
            std::vector<std::pair<std::string, Tensor>>* items) {
   InferenceEngine<F> engine(model, kind);
-  const int64_t V = model.config().vocab_size;
+  const int64_t V = model.config().vocab_size, C = model.config().hidden_size;
+  const bool mtp = model.config().num_nextn_predict_layers > 0;
   const size_t n = seqs.size();
   std::vector<int64_t> ids(n);
-  std::vector<std::vector<F>> logits(n);
+  std::vector<std::vector<F>> logits(n), mtp_logits(n);
   for (size_t s = 0; s < n; ++s) ids[s] = engine.add_sequence();
-  // One call: the given rows of each listed sequence; their logits rows go to that sequence.
+  // Appends the rows of `out` (toks[i].size() rows for sequence which[i], in order) to `dst`.
+  auto collect = [&](const std::vector<size_t>& which, const std::vector<std::vector<int32_t>>& toks,
+                     const EngineOutput<F>& out, std::vector<std::vector<F>>* dst) {
+    int64_t row = 0;
+    for (size_t i = 0; i < which.size(); ++i) {
+      const auto first = out.logits.begin() + row * V;
+      row += static_cast<int64_t>(toks[i].size());
+      (*dst)[which[i]].insert((*dst)[which[i]].end(), first, out.logits.begin() + row * V);
+    }
+  };
+  // One main call with the given rows of each listed sequence, then (with an MTP module) one MTP
+  // call over the new positions whose next token is known, fed the main call's hidden rows.
   auto step = [&](const std::vector<size_t>& which, const std::vector<std::vector<int32_t>>& toks) -> Status {
     std::vector<int64_t> call_ids;
     for (size_t s : which) call_ids.push_back(ids[s]);
     EngineOutput<F> out;
     MARIANA_RETURN_IF_ERROR(engine.extend(call_ids, toks, &out));
+    collect(which, toks, out, &logits);
+    if (!mtp) return Status::Ok();
+    std::vector<size_t> m_which;
+    std::vector<int64_t> m_ids;
+    std::vector<std::vector<int32_t>> m_next;
+    std::vector<std::vector<F>> m_hidden;
     int64_t row = 0;
     for (size_t i = 0; i < which.size(); ++i) {
-      const auto first = out.logits.begin() + row * V;
-      row += static_cast<int64_t>(toks[i].size());
-      logits[which[i]].insert(logits[which[i]].end(), first, out.logits.begin() + row * V);
+      const size_t s = which[i];
+      const int64_t count = static_cast<int64_t>(toks[i].size()), first_pos = engine.length(ids[s]) - count;
+      std::vector<int32_t> next;
+      std::vector<F> hidden;
+      for (int64_t j = 0; j < count && first_pos + j + 1 < static_cast<int64_t>(seqs[s].size()); ++j) {
+        next.push_back(seqs[s][first_pos + j + 1]);
+        hidden.insert(hidden.end(), out.hidden.begin() + (row + j) * C, out.hidden.begin() + (row + j + 1) * C);
+      }
+      row += count;
+      if (next.empty()) continue;
+      m_which.push_back(s);
+      m_ids.push_back(ids[s]);
+      m_next.push_back(std::move(next));
+      m_hidden.push_back(std::move(hidden));
     }
+    if (m_ids.empty()) return Status::Ok();
+    EngineOutput<F> m_out;
+    MARIANA_RETURN_IF_ERROR(engine.mtp_extend(m_ids, m_next, m_hidden, &m_out));
+    collect(m_which, m_next, m_out, &mtp_logits);
     return Status::Ok();
   };
   std::vector<size_t> all;
@@ -97,6 +133,7 @@ Status run(const Model<F>& model, KvCacheKind kind, const std::string& name,
   }
   for (size_t s = 0; s < n; ++s) {
     items->emplace_back("logits." + name + "." + std::to_string(s), rows_tensor(logits[s], V));
+    if (mtp) items->emplace_back("mtp_logits." + name + "." + std::to_string(s), rows_tensor(mtp_logits[s], V));
     Tensor b = Tensor::zeros(DType::kI64, {});
     *b.data_as<int64_t>() = engine.cache_bytes(ids[s]);
     items->emplace_back("cache_bytes." + name + "." + std::to_string(s), std::move(b));
