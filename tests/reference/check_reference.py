@@ -2,6 +2,7 @@
 """Compare a Mariana reference dump against the PyTorch oracle (deepseek_v3_ref.py).
 
     /usr/bin/python3 check_reference.py DIR [--dtype float32|float64] [--rtol 1e-5] [--use-dump-routing]
+                                            [--routing-diversity MIN_SETS]
     /usr/bin/python3 check_reference.py --self-test
 
 DIR (written by `reference_dump`) holds
@@ -17,6 +18,10 @@ DIR (written by `reference_dump`) holds
 Exit status: 0 all OK; 1 any tensor FAILs or is missing; 2 unreadable / invalid input.
 --use-dump-routing runs the oracle with Mariana's expert selection (routing mismatches are still
 reported and still fail); use it to see whether the remaining tensors agree given the routing.
+--routing-diversity MIN_SETS also fails unless every MoE layer routes the batch's tokens to at least
+MIN_SETS distinct top-k expert sets and (when B*S*K >= n_routed_experts) selects every routed
+expert at least once: a dump whose router sends (nearly) every token to the same experts checks
+only those experts' arithmetic, whatever the other comparisons say.
 """
 
 import argparse
@@ -84,7 +89,14 @@ def load_dir(d):
     return cfg, ckpt, batch, dump, mtp_weight, balance_alpha
 
 
-def check_dump(d, dtype, rtol, use_dump_routing=False):
+def routing_diversity(routing, n_experts):
+    """(distinct top-k sets, sorted list of experts never selected) of one layer's routing [T,K]."""
+    sets = {tuple(sorted(row)) for row in routing.tolist()}
+    used = set(routing.flatten().tolist())
+    return len(sets), sorted(set(range(n_experts)) - used)
+
+
+def check_dump(d, dtype, rtol, use_dump_routing=False, min_routing_sets=0):
     """Returns the exit status."""
     try:
         cfg, ckpt, batch, dump, mtp_weight, balance_alpha = load_dir(d)
@@ -192,6 +204,18 @@ def check_dump(d, dtype, rtol, use_dump_routing=False):
         if len(bad) > 8:
             print(f"    ... {len(bad) - 8} more")
 
+    # ---- routing diversity (on the oracle's selection; equal to Mariana's when the above passed)
+    if min_routing_sets > 0:
+        E = cfg.n_routed_experts
+        for l in cfg.moe_layers():
+            n_sets, unused = routing_diversity(out["routing"][l], E)
+            need_all = B * S * K >= E
+            ok = n_sets >= min_routing_sets and not (need_all and unused)
+            report(f"routing_diversity.{l}", 0.0, ok,
+                   f"  ({E - len(unused)}/{E} experts selected; need >= {min_routing_sets} sets"
+                   + (" and every expert" if need_all else "") + ")",
+                   shown=f"{n_sets} sets")
+
     # ---- outputs and losses
     compare("logits", out["logits"])
     for k, lg in enumerate(out["mtp_logits"], start=1):
@@ -243,7 +267,7 @@ BUILTIN_TINY = {
 
 def _self_test_configs():
     out = []
-    for fname in ("tiny.json", "tiny_variant.json"):
+    for fname in ("tiny.json", "tiny_variant.json", "tiny_routed.json"):
         path = os.path.join(HERE, "configs", fname)
         if os.path.exists(path):
             with open(path) as f:
@@ -494,6 +518,9 @@ def main(argv=None):
                     help="max allowed normwise relative error per tensor (default 1e-5)")
     ap.add_argument("--use-dump-routing", action="store_true",
                     help="route with Mariana's routing.L instead of the oracle's own selection")
+    ap.add_argument("--routing-diversity", type=int, default=0, metavar="MIN_SETS",
+                    help="fail unless every MoE layer has >= MIN_SETS distinct top-k expert sets "
+                         "and selects every expert (when the token count allows)")
     ap.add_argument("--self-test", action="store_true", help="check the oracle itself and exit")
     args = ap.parse_args(argv)
     if args.self_test:
@@ -503,7 +530,7 @@ def main(argv=None):
         print("ERROR: DIR is required (or --self-test)")
         return 2
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    return check_dump(args.dir, args.dtype, args.rtol, args.use_dump_routing)
+    return check_dump(args.dir, args.dtype, args.rtol, args.use_dump_routing, args.routing_diversity)
 
 
 if __name__ == "__main__":

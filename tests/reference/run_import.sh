@@ -4,16 +4,10 @@
 # relative — the fp32 rounding of Mariana's own computation, with ~10x margin.
 #   run_import.sh MARIANA CONFIG OUTDIR
 set -euo pipefail
-MARIANA=$1
-CONFIG=$2
-OUT=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
-PY=/usr/bin/python3
-if ! "$PY" -c 'import torch, numpy' >/dev/null 2>&1; then
-  echo "FAIL: $PY cannot import torch and numpy; run scripts/setup.sh" >&2
-  exit 1
-fi
-rm -rf "$OUT"
+. "$HERE/lib.sh"
+reference_setup MARIANA "$@"
+MARIANA=$TOOL
 "$PY" "$HERE/make_checkpoint.py" "$CONFIG" 3 "$OUT/ckpt"
 "$MARIANA" model logits --checkpoint "$OUT/ckpt" --tokens "3 17 42 5 99 7 11 200" --out "$OUT/mariana.npy"
 "$PY" - "$OUT/ckpt/expected_logits.npy" "$OUT/mariana.npy" <<'PYEOF'
