@@ -11,7 +11,7 @@
 namespace mariana {
 
 struct YarnConfig {
-  bool enabled = false;           // rope_scaling.type == "yarn"
+  bool enabled = false;           // rope_type "yarn" (in rope_scaling or rope_parameters)
   double factor = 1.0;            // s
   int64_t original_max_position = 4096;
   double beta_fast = 32.0;

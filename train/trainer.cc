@@ -109,13 +109,25 @@ Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec)
   const int64_t original = src.yarn.enabled ? src.yarn.original_max_position
                                             : (spec.yarn_original > 0 ? spec.yarn_original : src.max_position_embeddings);
   const double factor = (src.yarn.enabled ? src.yarn.factor : 1.0) * spec.yarn_factor;
-  j["rope_scaling"] = {{"type", "yarn"},
-                       {"factor", factor},
-                       {"original_max_position_embeddings", original},
-                       {"beta_fast", spec.yarn_beta_fast},
-                       {"beta_slow", spec.yarn_beta_slow},
-                       {"mscale", spec.yarn_mscale},
-                       {"mscale_all_dim", spec.yarn_mscale_all_dim}};
+  nlohmann::ordered_json yarn = {{"factor", factor},
+                                 {"original_max_position_embeddings", original},
+                                 {"beta_fast", spec.yarn_beta_fast},
+                                 {"beta_slow", spec.yarn_beta_slow},
+                                 {"mscale", spec.yarn_mscale},
+                                 {"mscale_all_dim", spec.yarn_mscale_all_dim}};
+  // Both layouts the source may use (model/config.cc): transformers 5's rope_parameters keeps
+  // rope_theta inside; the older rope_scaling beside a top-level rope_theta.
+  const bool v5 = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  if (v5) {
+    nlohmann::ordered_json rp = {{"rope_type", "yarn"}, {"rope_theta", src.rope_theta}};
+    rp.update(yarn);
+    j["rope_parameters"] = rp;
+  }
+  if (!v5 || (j.contains("rope_scaling") && !j["rope_scaling"].is_null())) {
+    nlohmann::ordered_json rs = {{"type", "yarn"}};
+    rs.update(yarn);
+    j["rope_scaling"] = rs;
+  }
   j["max_position_embeddings"] = static_cast<int64_t>(std::llround(factor * static_cast<double>(original)));
   return model_config_from_json_text(j.dump(2) + "\n", src.source + " (extended)");
 }

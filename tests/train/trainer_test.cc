@@ -1,8 +1,10 @@
 // The trainer end to end on the tiny model: exact resume, corrupt checkpoints skipped, the loss
-// falling, and context extension composing YaRN factors.
+// falling, and context extension composing YaRN factors (from either RoPE layout).
 #include <gtest/gtest.h>
 
 #include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "model/checkpoint.h"
@@ -159,6 +161,36 @@ TEST_F(TrainerTest, SeqLenBeyondTheModelIsAnError) {
   auto r = train_run(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("train.seq_len"), std::string::npos);
+}
+
+TEST_F(TrainerTest, ExtensionOfATransformers5Config) {
+  // tiny.json as transformers 5 writes it: RoPE only in rope_parameters.
+  const std::string tiny = std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json";
+  auto j = nlohmann::ordered_json::parse(read_file(tiny).value());
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  ASSERT_TRUE(write_file_atomic(p("tiny_v5.json"), j.dump(2)).ok());
+  TrainOptions pre;
+  pre.spec = job({"train.steps=1", "train.checkpoint_every=1", "model.config=" + p("tiny_v5.json")});
+  pre.run_dir = p("pre");
+  pre.quiet = true;
+  ASSERT_TRUE(train_run(pre).ok());
+  TrainOptions e;
+  e.spec = job({"train.steps=1", "train.checkpoint_every=1", "job.phase=extend", "model.init_from=" + p("pre"),
+                "extend.factor=2.0", "extend.original_max_position_embeddings=32", "train.seq_len=64"});
+  e.run_dir = p("e");
+  e.quiet = true;
+  auto r = train_run(e);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  auto ck = checkpoint_load<float>(r.value().final_checkpoint);
+  ASSERT_TRUE(ck.ok()) << ck.status().to_string();
+  const ModelConfig& c = ck.value().model.config();
+  EXPECT_TRUE(c.yarn.enabled);
+  EXPECT_DOUBLE_EQ(c.yarn.factor, 2.0);
+  EXPECT_EQ(c.max_position_embeddings, 64);
+  const auto written = nlohmann::json::parse(read_file(r.value().final_checkpoint + "/config.json").value());
+  EXPECT_EQ(written["rope_parameters"]["rope_type"], "yarn");
+  EXPECT_FALSE(written.contains("rope_scaling"));
 }
 
 }  // namespace
