@@ -120,7 +120,7 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
     return st;
   };
 
-  Status st = write_file_atomic((tmp / "config.json").string(), c.json_text);
+  Status st = write_file_atomic((tmp / "config.json").string(), model_config_hf_json(c));
   if (!st.ok()) return fail(st);
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();

@@ -296,6 +296,38 @@ Result<ModelConfig> model_config_load(const std::string& path) {
   return model_config_from_json_text(text, path);
 }
 
+std::string model_config_hf_json(const ModelConfig& c) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(c.json_text);  // parsed once already
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  bool changed = false;
+  if (!j.contains("architectures")) {
+    out["architectures"] = {"DeepseekV3ForCausalLM"};
+    changed = true;
+  }
+  if (!j.contains("model_type")) {
+    out["model_type"] = "deepseek_v3";
+    changed = true;
+  }
+  out.update(j);
+  if (c.q_lora_rank == 0 && !(out.contains("q_lora_rank") && out["q_lora_rank"].is_null())) {
+    out["q_lora_rank"] = nullptr;
+    changed = true;
+  }
+  const std::pair<const char*, nlohmann::ordered_json> hf_differs[] = {
+      {"n_shared_experts", c.n_shared_experts},
+      {"n_group", c.n_group},
+      {"topk_group", c.topk_group},
+      {"routed_scaling_factor", c.routed_scaling_factor},
+  };
+  for (const auto& [key, v] : hf_differs) {
+    if (!out.contains(key) || out[key].is_null()) {
+      out[key] = v;
+      changed = true;
+    }
+  }
+  return changed ? out.dump(2) + "\n" : c.json_text;
+}
+
 ModelStats model_stats(const ModelConfig& c, int64_t seq_len) {
   const int64_t C = c.hidden_size, H = c.num_attention_heads;
   const int64_t dqk = c.qk_head_dim(), dv = c.v_head_dim, r = c.kv_lora_rank, dr = c.qk_rope_head_dim;

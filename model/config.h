@@ -67,6 +67,14 @@ double yarn_get_mscale(double scale, double m);
 Result<ModelConfig> model_config_from_json_text(const std::string& text, const std::string& source);
 Result<ModelConfig> model_config_load(const std::string& path);
 
+// The config.json a checkpoint carries: json_text, made unambiguous for HF transformers —
+// "architectures": ["DeepseekV3ForCausalLM"] and "model_type": "deepseek_v3" when absent,
+// q_lora_rank 0 written as null (HF's "no query compression"; 0 would build a 0-wide q_a_proj),
+// and the fields whose HF default differs from Mariana's (q_lora_rank, n_shared_experts,
+// n_group, topk_group, routed_scaling_factor) written out when absent. json_text itself when
+// nothing needs adding, so import then export stays byte-identical.
+std::string model_config_hf_json(const ModelConfig& c);
+
 // Sizes for `mariana model info`.
 struct ModelStats {
   int64_t total_params = 0;        // main model (embedding, layers, norm, head)

@@ -1,10 +1,13 @@
 // HF-layout checkpoints: round trip, byte-identical import→export (single file, shards, bf16),
-// and bad checkpoints rejected with the file and tensor named.
+// bad checkpoints rejected with the file and tensor named, and a config.json HF reads as the same
+// model.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -174,6 +177,23 @@ TEST_F(CheckpointTest, CorruptHeaderIsDataLoss) {
   auto r = checkpoint_load<float>(path("a"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(CheckpointTest, ConfigJsonIsUnambiguousForHf) {
+  // tiny_variant: q_lora_rank 0 (plain q_proj), no architectures; HF reads 0 as a 0-wide q_a_proj.
+  Model<float> m(testing::load_config("tests/reference/configs/tiny_variant.json"));
+  m.init_weights(3);
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  const nlohmann::json j = nlohmann::json::parse(bytes(path("a/config.json")));
+  EXPECT_EQ(j["architectures"], nlohmann::json::array({"DeepseekV3ForCausalLM"}));
+  EXPECT_EQ(j["model_type"], "deepseek_v3");
+  ASSERT_TRUE(j.contains("q_lora_rank"));
+  EXPECT_TRUE(j["q_lora_rank"].is_null()) << j["q_lora_rank"];
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r.value().model.config().q_lora_rank, 0);
+  ASSERT_EQ(r.value().model.table().arena_size(), m.table().arena_size());
+  for (int64_t i = 0; i < m.table().arena_size(); ++i) ASSERT_EQ(r.value().model.params()[i], m.params()[i]) << i;
 }
 
 TEST_F(CheckpointTest, MissingDirectoryIsNotFound) {

@@ -1,6 +1,9 @@
 // ModelConfig: the shipped configs, the 671B figures of notes §1.5 and §1.2, bad configs, the
-// RoPE/YaRN layouts of transformers 4 (rope_scaling) and 5 (rope_parameters).
+// RoPE/YaRN layouts of transformers 4 (rope_scaling) and 5 (rope_parameters), and the config.json
+// written for HF (q_lora_rank null, architectures).
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 
 #include "model/config.h"
 #include "model_test_util.h"
@@ -192,6 +195,41 @@ TEST(ModelConfigRope, ConflictingLayoutsAreRefused) {
   std::string other = kYarnV5;
   other.replace(other.find("\"factor\":40.0"), 13, "\"factor\":4.00");
   expect_error(plus(with("rope_parameters", other), "rope_scaling", kYarnOld), "rope_parameters.factor");
+}
+
+TEST(ModelConfigHfJson, QLoraRankZeroIsWrittenAsNull) {
+  for (const char* q : {"0", "null", ""}) {
+    const ModelConfig c = parse_ok(with("q_lora_rank", q));
+    ASSERT_EQ(c.q_lora_rank, 0) << q;
+    const std::string out = model_config_hf_json(c);
+    const nlohmann::json j = nlohmann::json::parse(out);
+    ASSERT_TRUE(j.contains("q_lora_rank")) << q;
+    EXPECT_TRUE(j["q_lora_rank"].is_null()) << q << ": " << out;
+    EXPECT_EQ(j["architectures"], nlohmann::json::array({"DeepseekV3ForCausalLM"}));
+    EXPECT_EQ(j["model_type"], "deepseek_v3");
+    // Mariana reads it back as the same model.
+    const ModelConfig back = parse_ok(out);
+    EXPECT_EQ(back.q_lora_rank, 0);
+    EXPECT_EQ(back.n_group, c.n_group);
+    EXPECT_EQ(back.hidden_size, c.hidden_size);
+    // Nothing left to add: written unchanged.
+    EXPECT_EQ(model_config_hf_json(back), out);
+  }
+}
+
+TEST(ModelConfigHfJson, DefaultsWhereHfDiffersAreExplicit) {
+  // Absent n_shared_experts / routed_scaling_factor mean 0 / 1.0 to Mariana, 1 / 2.5 to HF.
+  const ModelConfig c = parse_ok(with("n_shared_experts", ""));
+  const nlohmann::json j = nlohmann::json::parse(model_config_hf_json(c));
+  EXPECT_EQ(j["n_shared_experts"], 0);
+  EXPECT_EQ(j["routed_scaling_factor"], 1.0);
+  EXPECT_EQ(j["n_group"], 4);
+  EXPECT_EQ(j["q_lora_rank"], 32);
+}
+
+TEST(ModelConfigHfJson, CompleteConfigIsWrittenUnchanged) {
+  const ModelConfig c = load_config("configs/models/deepseek-v3-671b.json");
+  EXPECT_EQ(model_config_hf_json(c), c.json_text);
 }
 
 }  // namespace
