@@ -3,8 +3,9 @@
 // DeepSeek-V3's; weights are stored in fp32 or bf16 (the gate bias always fp32, as HF keeps it).
 // Each MTP module's shared_head.head is written as a copy of lm_head (shared in the model).
 // Loading validates every tensor (presence, dtype, shape, no unknown names) and reproduces the
-// layout on export, so import then export is byte-identical. The config.json written is
-// model_config_hf_json's.
+// layout on export, so import then export is byte-identical. A checkpoint with no MTP tensors at
+// all (HF transformers saves none) loads without its MTP modules: config().mtp_missing says how
+// many config.json declares. The config.json written is model_config_hf_json's.
 #pragma once
 
 #include <cstdint>

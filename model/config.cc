@@ -31,6 +31,18 @@ double ModelConfig::rope_mscale() const {
   return yarn_get_mscale(yarn.factor, yarn.mscale) / yarn_get_mscale(yarn.factor, yarn.mscale_all_dim);
 }
 
+Status ModelConfig::require_mtp(const std::string& what) const {
+  if (num_nextn_predict_layers >= 1) return Status::Ok();
+  if (mtp_missing > 0) {
+    return FailedPrecondition(what + " needs MTP weights: " + source + " declares " + std::to_string(mtp_missing) +
+                              " MTP module(s) but the checkpoint has no model.layers." +
+                              std::to_string(num_hidden_layers) +
+                              ".* tensors (HF transformers does not save them); train it with "
+                              "model.init_mtp = true first");
+  }
+  return FailedPrecondition(what + " needs an MTP module (num_nextn_predict_layers >= 1 in " + source + ")");
+}
+
 namespace {
 
 Status field_error(const std::string& src, const std::string& field, const std::string& what) {

@@ -41,6 +41,9 @@ struct ModelConfig {
   double routed_scaling_factor = 1.0;
   bool norm_topk_prob = true;
   int64_t num_nextn_predict_layers = 0; // D (MTP depth)
+  // MTP modules config.json declares but the checkpoint holds no weights for (HF transformers saves
+  // none): checkpoint_load then runs the model without them (num_nextn_predict_layers = 0).
+  int64_t mtp_missing = 0;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-6;
   double initializer_range = 0.02;
@@ -57,6 +60,9 @@ struct ModelConfig {
   double softmax_scale() const;
   // cos/sin multiplier under YaRN: mscale(s, mscale) / mscale(s, mscale_all_dim) (1 when plain).
   double rope_mscale() const;
+  // Ok when the model has an MTP module; otherwise FailedPrecondition "<what> needs ..." saying
+  // whether the config has none or the checkpoint lacks its weights.
+  Status require_mtp(const std::string& what) const;
 };
 
 // yarn_get_mscale: 1 if scale <= 1, else 0.1·m·ln(scale) + 1 (m = 0 gives 1).

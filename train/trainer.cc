@@ -132,6 +132,34 @@ Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec)
   return model_config_from_json_text(j.dump(2) + "\n", src.source + " (extended)");
 }
 
+// A source checkpoint without MTP weights (saved by HF transformers) whose config declares MTP
+// modules: with model.init_mtp, `model` becomes the full model, its MTP modules drawn from
+// model.init_seed (the values a fresh model of that seed has) and the rest copied; without it, an
+// error naming the key.
+Status init_missing_mtp(const JobSpec& spec, const std::string& src, Model<float>& model) {
+  const ModelConfig& c = model.config();
+  if (c.mtp_missing == 0) return Status::Ok();
+  if (!spec.init_mtp) {
+    return InvalidArgument(spec.source + ": field 'model.init_mtp': " + src + " has no MTP weights (model.layers." +
+                           std::to_string(c.num_hidden_layers) + ".*; HF transformers does not save them) but its " +
+                           "config.json declares " + std::to_string(c.mtp_missing) +
+                           " MTP module(s); set model.init_mtp = true to initialise them from model.init_seed");
+  }
+  std::fprintf(stderr, "initialising MTP modules from seed %llu (%s has no MTP weights)\n",
+               (unsigned long long)spec.init_seed, src.c_str());
+  ModelConfig full = c;
+  full.num_nextn_predict_layers = c.mtp_missing;
+  full.mtp_missing = 0;
+  Model<float> m(std::move(full));
+  m.init_weights(spec.init_seed);
+  for (const ParamSpec& s : model.table().specs()) {
+    const ParamSpec& d = m.table().at(s.name);
+    std::copy(model.params() + s.offset, model.params() + s.offset + s.numel(), m.params() + d.offset);
+  }
+  model = std::move(m);
+  return Status::Ok();
+}
+
 // The run's tokenizer: tokenizer.path, else the source checkpoint's, else (when `train_inputs` is
 // not empty) one trained on them; copied to run_dir/tokenizer.json and reused on resume.
 Result<Tokenizer> setup_tokenizer(const JobSpec& spec, const std::string& run_dir, int64_t vocab_size,
@@ -348,6 +376,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   } else {
     MARIANA_ASSIGN_OR_RETURN(std::string src, resolve_checkpoint(spec.init_from));
     MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src));
+    MARIANA_RETURN_IF_ERROR(init_missing_mtp(spec, src, ck.model));
     if (spec.phase == "extend") {
       MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
       model = std::make_unique<Model<float>>(std::move(cfg));
