@@ -147,7 +147,7 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
     return st;
   };
 
-  Status st = write_file_atomic((tmp / "config.json").string(), c.json_text);
+  Status st = write_file_atomic((tmp / "config.json").string(), model_config_hf_json(c));
   if (!st.ok()) return fail(st);
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
@@ -270,17 +270,35 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
     listed.assign(1, {});
   }
 
+  std::vector<SafetensorsFile> opened;
+  for (const std::string& f : files) {
+    MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open((fs::path(dir) / f).string()));
+    opened.push_back(std::move(sf));
+  }
+  // A checkpoint saved by HF transformers has no MTP tensors although its config declares them:
+  // load it without the MTP modules (inference and eval need none; training initialises them).
+  auto is_mtp = [&](const std::string& name) {
+    for (int64_t k = 0; k < config.num_nextn_predict_layers; ++k)
+      if (name.rfind(layer_prefix(config.num_hidden_layers + k), 0) == 0) return true;
+    return false;
+  };
+  bool any_mtp = false;
+  for (const SafetensorsFile& sf : opened)
+    for (const SafetensorsEntry& e : sf.entries()) any_mtp = any_mtp || is_mtp(e.name);
+  if (config.num_nextn_predict_layers > 0 && !any_mtp) {
+    config.mtp_missing = config.num_nextn_predict_layers;
+    config.num_nextn_predict_layers = 0;
+  }
+
   LoadedCheckpoint<F> out{Model<F>(config), CheckpointLayout{}};
   Model<F>& model = out.model;
   const ParamTable& table = model.table();
   const std::vector<std::string> heads = shared_head_names(config);
   std::map<std::string, bool> seen;
   bool dtype_known = false;
-  std::vector<std::pair<std::string, std::string>> head_bytes;  // (file, name) to compare later
-  std::vector<SafetensorsFile> opened;
-  for (size_t fi = 0; fi < files.size(); ++fi) {
-    const std::string path = (fs::path(dir) / files[fi]).string();
-    MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open(path));
+  for (size_t fi = 0; fi < opened.size(); ++fi) {
+    const SafetensorsFile& sf = opened[fi];
+    const std::string& path = sf.path();
     for (const SafetensorsEntry& e : sf.entries()) {
       const bool is_head_copy = std::find(heads.begin(), heads.end(), e.name) != heads.end();
       const ParamSpec* spec = is_head_copy ? &table.at("lm_head.weight") : table.find(e.name);
@@ -317,7 +335,6 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
       }
       MARIANA_RETURN_IF_ERROR(check_weights_finite(path, e.name, dst, n));
     }
-    opened.push_back(std::move(sf));
   }
   for (const ParamSpec& s : table.specs()) {
     if (!seen.count(s.name)) {

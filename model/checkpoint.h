@@ -5,7 +5,10 @@
 // Loading validates every tensor (presence, dtype, shape, no unknown names, finite values) and
 // reproduces the layout on export, so import then export is byte-identical. A directory written by
 // the trainer or GRPO also holds manifest.json (the size and XXH64 of every other file); every load
-// verifies it when present, so a changed byte anywhere in the checkpoint is refused.
+// verifies it when present, so a changed byte anywhere in the checkpoint is refused. A checkpoint
+// with no MTP tensors at all (HF transformers saves none) loads without its MTP modules:
+// config().mtp_missing says how many config.json declares. The config.json written is
+// model_config_hf_json's.
 #pragma once
 
 #include <cstdint>

@@ -11,7 +11,7 @@
 namespace mariana {
 
 struct YarnConfig {
-  bool enabled = false;           // rope_scaling.type == "yarn"
+  bool enabled = false;           // rope_type "yarn" (in rope_scaling or rope_parameters)
   double factor = 1.0;            // s
   int64_t original_max_position = 4096;
   double beta_fast = 32.0;
@@ -41,6 +41,9 @@ struct ModelConfig {
   double routed_scaling_factor = 1.0;
   bool norm_topk_prob = true;
   int64_t num_nextn_predict_layers = 0; // D (MTP depth)
+  // MTP modules config.json declares but the checkpoint holds no weights for (HF transformers saves
+  // none): checkpoint_load then runs the model without them (num_nextn_predict_layers = 0).
+  int64_t mtp_missing = 0;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-6;
   double initializer_range = 0.02;
@@ -58,6 +61,9 @@ struct ModelConfig {
   double softmax_scale() const;
   // cos/sin multiplier under YaRN: mscale(s, mscale) / mscale(s, mscale_all_dim) (1 when plain).
   double rope_mscale() const;
+  // Ok when the model has an MTP module; otherwise FailedPrecondition "<what> needs ..." saying
+  // whether the config has none or the checkpoint lacks its weights.
+  Status require_mtp(const std::string& what) const;
 };
 
 // yarn_get_mscale: 1 if scale <= 1, else 0.1·m·ln(scale) + 1 (m = 0 gives 1).
@@ -67,6 +73,14 @@ double yarn_get_mscale(double scale, double m);
 // (missing file) with the file and field in the message.
 Result<ModelConfig> model_config_from_json_text(const std::string& text, const std::string& source);
 Result<ModelConfig> model_config_load(const std::string& path);
+
+// The config.json a checkpoint carries: json_text, made unambiguous for HF transformers —
+// "architectures": ["DeepseekV3ForCausalLM"] and "model_type": "deepseek_v3" when absent,
+// q_lora_rank 0 written as null (HF's "no query compression"; 0 would build a 0-wide q_a_proj),
+// and the fields whose HF default differs from Mariana's (q_lora_rank, n_shared_experts,
+// n_group, topk_group, routed_scaling_factor) written out when absent. json_text itself when
+// nothing needs adding, so import then export stays byte-identical.
+std::string model_config_hf_json(const ModelConfig& c);
 
 // Sizes for `mariana model info`.
 struct ModelStats {

@@ -23,6 +23,7 @@ restart_window_s = 3600
 config = ""
 init_from = ""
 init_seed = 0
+init_mtp = false
 [extend]
 factor = 4.0
 original_max_position_embeddings = 0
@@ -199,6 +200,7 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.model_config = model.get_string("config").value();
   s.init_from = model.get_string("init_from").value();
   s.init_seed = static_cast<uint64_t>(model.get_int("init_seed").value());
+  s.init_mtp = model.get_bool("init_mtp").value();
   s.yarn_factor = ext.get_double("factor").value();
   s.yarn_original = ext.get_int("original_max_position_embeddings").value();
   s.yarn_beta_fast = ext.get_double("beta_fast").value();

@@ -22,6 +22,7 @@ struct JobSpec {
   std::string model_config;   // pretrain: HF config.json
   std::string init_from;      // extend, sft, rm: a checkpoint directory or a run directory (its newest checkpoint)
   uint64_t init_seed = 0;
+  bool init_mtp = false;      // extend, sft, rm: draw MTP modules from init_seed when init_from has none (HF's save)
   // [extend] YaRN (docs/numerics.md#rope-and-yarn); original 0 = the source model's max_position_embeddings
   double yarn_factor = 4.0;
   int64_t yarn_original = 0;

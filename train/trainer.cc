@@ -62,15 +62,55 @@ Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec)
   const int64_t original = src.yarn.enabled ? src.yarn.original_max_position
                                             : (spec.yarn_original > 0 ? spec.yarn_original : src.max_position_embeddings);
   const double factor = (src.yarn.enabled ? src.yarn.factor : 1.0) * spec.yarn_factor;
-  j["rope_scaling"] = {{"type", "yarn"},
-                       {"factor", factor},
-                       {"original_max_position_embeddings", original},
-                       {"beta_fast", spec.yarn_beta_fast},
-                       {"beta_slow", spec.yarn_beta_slow},
-                       {"mscale", spec.yarn_mscale},
-                       {"mscale_all_dim", spec.yarn_mscale_all_dim}};
+  nlohmann::ordered_json yarn = {{"factor", factor},
+                                 {"original_max_position_embeddings", original},
+                                 {"beta_fast", spec.yarn_beta_fast},
+                                 {"beta_slow", spec.yarn_beta_slow},
+                                 {"mscale", spec.yarn_mscale},
+                                 {"mscale_all_dim", spec.yarn_mscale_all_dim}};
+  // Both layouts the source may use (model/config.cc): transformers 5's rope_parameters keeps
+  // rope_theta inside; the older rope_scaling beside a top-level rope_theta.
+  const bool v5 = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  if (v5) {
+    nlohmann::ordered_json rp = {{"rope_type", "yarn"}, {"rope_theta", src.rope_theta}};
+    rp.update(yarn);
+    j["rope_parameters"] = rp;
+  }
+  if (!v5 || (j.contains("rope_scaling") && !j["rope_scaling"].is_null())) {
+    nlohmann::ordered_json rs = {{"type", "yarn"}};
+    rs.update(yarn);
+    j["rope_scaling"] = rs;
+  }
   j["max_position_embeddings"] = static_cast<int64_t>(std::llround(factor * static_cast<double>(original)));
   return model_config_from_json_text(j.dump(2) + "\n", src.source + " (extended)");
+}
+
+// A source checkpoint without MTP weights (saved by HF transformers) whose config declares MTP
+// modules: with model.init_mtp, `model` becomes the full model, its MTP modules drawn from
+// model.init_seed (the values a fresh model of that seed has) and the rest copied; without it, an
+// error naming the key.
+Status init_missing_mtp(const JobSpec& spec, const std::string& src, Model<float>& model) {
+  const ModelConfig& c = model.config();
+  if (c.mtp_missing == 0) return Status::Ok();
+  if (!spec.init_mtp) {
+    return InvalidArgument(spec.source + ": field 'model.init_mtp': " + src + " has no MTP weights (model.layers." +
+                           std::to_string(c.num_hidden_layers) + ".*; HF transformers does not save them) but its " +
+                           "config.json declares " + std::to_string(c.mtp_missing) +
+                           " MTP module(s); set model.init_mtp = true to initialise them from model.init_seed");
+  }
+  std::fprintf(stderr, "initialising MTP modules from seed %llu (%s has no MTP weights)\n",
+               (unsigned long long)spec.init_seed, src.c_str());
+  ModelConfig full = c;
+  full.num_nextn_predict_layers = c.mtp_missing;
+  full.mtp_missing = 0;
+  Model<float> m(std::move(full));
+  m.init_weights(spec.init_seed);
+  for (const ParamSpec& s : model.table().specs()) {
+    const ParamSpec& d = m.table().at(s.name);
+    std::copy(model.params() + s.offset, model.params() + s.offset + s.numel(), m.params() + d.offset);
+  }
+  model = std::move(m);
+  return Status::Ok();
 }
 
 // The run's tokenizer: tokenizer.path, else the source checkpoint's, else (when `train_inputs` is
@@ -331,6 +371,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   } else {
     MARIANA_ASSIGN_OR_RETURN(std::string src, resolve_checkpoint(spec.init_from));
     MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src));
+    MARIANA_RETURN_IF_ERROR(init_missing_mtp(spec, src, ck.model));
     if (spec.phase == "extend") {
       MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
       model = std::make_unique<Model<float>>(std::move(cfg));

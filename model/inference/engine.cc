@@ -432,7 +432,7 @@ Status InferenceEngine<F>::mtp_extend(const std::vector<int64_t>& seqs,
                                       const std::vector<std::vector<F>>& hidden, EngineOutput<F>* out) {
   Impl& m = *impl_;
   const ModelConfig& c = m.c;
-  if (c.num_nextn_predict_layers < 1) return FailedPrecondition("engine: the model has no MTP module");
+  MARIANA_RETURN_IF_ERROR(c.require_mtp("engine: mtp_extend"));
   MARIANA_RETURN_IF_ERROR(m.check_tokens(seqs, next_tokens, /*mtp=*/true));
   const int64_t C = c.hidden_size;
   if (hidden.size() != seqs.size()) return InvalidArgument("engine: one hidden block per sequence expected");

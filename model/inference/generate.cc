@@ -97,8 +97,7 @@ Result<std::vector<GenerateResult>> generate(InferenceEngine<F>& engine, const s
                                              const GenerateOptions& opt) {
   const ModelConfig& c = engine.config();
   const int64_t V = c.vocab_size, C = c.hidden_size;
-  if (opt.speculative && c.num_nextn_predict_layers < 1)
-    return FailedPrecondition("speculative decoding needs an MTP module (num_nextn_predict_layers >= 1)");
+  if (opt.speculative) MARIANA_RETURN_IF_ERROR(c.require_mtp("speculative decoding"));
   for (size_t i = 0; i < requests.size(); ++i) MARIANA_RETURN_IF_ERROR(validate(requests[i], i, V));
 
   struct Active {

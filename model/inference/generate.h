@@ -55,7 +55,7 @@ struct GenerateResult {
 };
 
 struct GenerateOptions {
-  bool speculative = false;  // MTP speculative decoding (needs num_nextn_predict_layers >= 1)
+  bool speculative = false;  // MTP speculative decoding (needs an MTP module with weights)
 };
 
 template <typename F>

@@ -1,6 +1,8 @@
 // HF-layout checkpoints: round trip, byte-identical import→export (single file, shards, bf16),
 // bad checkpoints rejected with the file and tensor named, the manifest verified on every load,
-// non-finite or absurd weights refused on load and on save, and the activation estimate.
+// non-finite or absurd weights refused on load and on save, the activation estimate, checkpoints
+// saved by HF transformers (no MTP tensors) loaded without MTP, and a config.json HF reads as the
+// same model.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,9 +10,14 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "model/checkpoint.h"
+#include "model/inference/engine.h"
+#include "model/inference/generate.h"
+#include "checkpoint_test_util.h"
 #include "model_test_util.h"
 #include "tests/model/checkpoint_poke.h"
 
@@ -177,6 +184,86 @@ TEST_F(CheckpointTest, CorruptHeaderIsDataLoss) {
   auto r = checkpoint_load<float>(path("a"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+}
+
+// Main-head logits of `m` on a fixed batch (MTP modules run too when the model has them).
+std::vector<float> main_logits(Model<float>& m) {
+  const Batch b = testing::random_batch(2, 12, m.config().vocab_size, 3);
+  ForwardResult fr;
+  EXPECT_TRUE(m.forward(b, LossWeights{}, &fr).ok());
+  return std::vector<float>(m.logits(), m.logits() + m.tokens() * m.config().vocab_size);
+}
+
+void expect_loads_without_mtp(const std::string& dir, Model<float>& full) {
+  auto r = checkpoint_load<float>(dir);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  Model<float>& m = r.value().model;
+  EXPECT_EQ(m.config().num_nextn_predict_layers, 0);
+  EXPECT_EQ(m.config().mtp_missing, 1);
+  for (const ParamSpec& s : m.table().specs()) {
+    const float* a = m.params() + s.offset;
+    const float* b = full.param(s.name);
+    for (int64_t i = 0; i < s.numel(); ++i) ASSERT_EQ(a[i], b[i]) << s.name << "[" << i << "]";
+  }
+  EXPECT_EQ(main_logits(m), main_logits(full));  // bitwise
+  // MTP speculative decoding says what is missing.
+  InferenceEngine<float> eng(m);
+  GenerateRequest rq;
+  rq.prompt = {1, 2, 3};
+  rq.max_new_tokens = 2;
+  auto plain = generate(eng, {rq}, GenerateOptions{false});
+  EXPECT_TRUE(plain.ok()) << plain.status().to_string();
+  auto spec = generate(eng, {rq}, GenerateOptions{true});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("needs MTP weights"), std::string::npos) << spec.status().to_string();
+  EXPECT_NE(spec.status().message().find("model.layers.3."), std::string::npos) << spec.status().to_string();
+}
+
+TEST_F(CheckpointTest, HfCheckpointWithoutMtpLoadsForInference) {
+  Model<float> m = tiny_model();
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  testing::checkpoint_drop_tensors(path("a"), "model.layers.3.");
+  expect_loads_without_mtp(path("a"), m);
+  // Saved again, it stays an MTP-less checkpoint whose config.json still declares the module.
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(checkpoint_save(path("b"), r.value().model, CheckpointOptions{}).ok());
+  expect_loads_without_mtp(path("b"), m);
+}
+
+TEST_F(CheckpointTest, ShardedHfCheckpointWithoutMtpLoadsForInference) {
+  Model<float> m = tiny_model();
+  CheckpointOptions opt;
+  opt.max_shard_bytes = 200'000;
+  ASSERT_TRUE(checkpoint_save(path("a"), m, opt).ok());
+  ASSERT_TRUE(fs::exists(path("a/model.safetensors.index.json")));
+  testing::checkpoint_drop_tensors(path("a"), "model.layers.3.");
+  expect_loads_without_mtp(path("a"), m);
+}
+
+TEST_F(CheckpointTest, PartlyMissingMtpIsStillAnError) {
+  ASSERT_TRUE(checkpoint_save(path("a"), tiny_model(), CheckpointOptions{}).ok());
+  rewrite(path("a/model.safetensors"), "model.layers.3.enorm.weight", nullptr);
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.layers.3.enorm.weight"), std::string::npos);
+}
+
+TEST_F(CheckpointTest, ConfigJsonIsUnambiguousForHf) {
+  // tiny_variant: q_lora_rank 0 (plain q_proj), no architectures; HF reads 0 as a 0-wide q_a_proj.
+  Model<float> m(testing::load_config("tests/reference/configs/tiny_variant.json"));
+  m.init_weights(3);
+  ASSERT_TRUE(checkpoint_save(path("a"), m, CheckpointOptions{}).ok());
+  const nlohmann::json j = nlohmann::json::parse(bytes(path("a/config.json")));
+  EXPECT_EQ(j["architectures"], nlohmann::json::array({"DeepseekV3ForCausalLM"}));
+  EXPECT_EQ(j["model_type"], "deepseek_v3");
+  ASSERT_TRUE(j.contains("q_lora_rank"));
+  EXPECT_TRUE(j["q_lora_rank"].is_null()) << j["q_lora_rank"];
+  auto r = checkpoint_load<float>(path("a"));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r.value().model.config().q_lora_rank, 0);
+  ASSERT_EQ(r.value().model.table().arena_size(), m.table().arena_size());
+  for (int64_t i = 0; i < m.table().arena_size(); ++i) ASSERT_EQ(r.value().model.params()[i], m.params()[i]) << i;
 }
 
 TEST_F(CheckpointTest, MissingDirectoryIsNotFound) {

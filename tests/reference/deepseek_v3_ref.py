@@ -50,12 +50,15 @@ class DSConfig:
         self.topk_group = int(d.get("topk_group") or 1)
         self.norm_topk_prob = bool(d.get("norm_topk_prob", True))
         self.routed_scaling_factor = float(d.get("routed_scaling_factor", 1.0))
-        self.rope_theta = float(d.get("rope_theta", 10000.0))
         self.rms_norm_eps = float(d.get("rms_norm_eps", 1e-6))
         self.initializer_range = float(d.get("initializer_range", 0.02))
         self.num_nextn_predict_layers = int(d.get("num_nextn_predict_layers") or 0)
         self.max_position_embeddings = int(d.get("max_position_embeddings", 4096))
-        self.rope_scaling = d.get("rope_scaling")
+        # RoPE as transformers 5 reads it (DeepseekV3Config.convert_rope_params_to_dict): the older
+        # rope_scaling if set, else rope_parameters; rope_theta inside it, else the top-level one.
+        rope = dict(d.get("rope_scaling") or d.get("rope_parameters") or {})
+        self.rope_theta = float(rope.pop("rope_theta", d.get("rope_theta", 10000.0)))
+        self.rope_scaling = rope if rope.get("type", rope.get("rope_type", "default")) != "default" else None
 
         if d.get("model_type", "deepseek_v3") != "deepseek_v3":
             raise ConfigError(f"config: model_type {d.get('model_type')!r} is not deepseek_v3")

@@ -1,11 +1,15 @@
 // The trainer end to end on the tiny model: exact resume, corrupt checkpoints skipped, the loss
-// falling, and context extension composing YaRN factors.
+// falling, context extension composing YaRN factors (from either RoPE layout), and starting from a
+// checkpoint without MTP weights (as HF transformers saves one) only with model.init_mtp.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "core/file_util.h"
 #include "model/checkpoint.h"
+#include "tests/model/checkpoint_test_util.h"
 #include "train/trainer.h"
 
 namespace mariana {
@@ -159,6 +163,73 @@ TEST_F(TrainerTest, SeqLenBeyondTheModelIsAnError) {
   auto r = train_run(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("train.seq_len"), std::string::npos);
+}
+
+TEST_F(TrainerTest, ExtensionOfATransformers5Config) {
+  // tiny.json as transformers 5 writes it: RoPE only in rope_parameters.
+  const std::string tiny = std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json";
+  auto j = nlohmann::ordered_json::parse(read_file(tiny).value());
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}};
+  ASSERT_TRUE(write_file_atomic(p("tiny_v5.json"), j.dump(2)).ok());
+  TrainOptions pre;
+  pre.spec = job({"train.steps=1", "train.checkpoint_every=1", "model.config=" + p("tiny_v5.json")});
+  pre.run_dir = p("pre");
+  pre.quiet = true;
+  ASSERT_TRUE(train_run(pre).ok());
+  TrainOptions e;
+  e.spec = job({"train.steps=1", "train.checkpoint_every=1", "job.phase=extend", "model.init_from=" + p("pre"),
+                "extend.factor=2.0", "extend.original_max_position_embeddings=32", "train.seq_len=64"});
+  e.run_dir = p("e");
+  e.quiet = true;
+  auto r = train_run(e);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  auto ck = checkpoint_load<float>(r.value().final_checkpoint);
+  ASSERT_TRUE(ck.ok()) << ck.status().to_string();
+  const ModelConfig& c = ck.value().model.config();
+  EXPECT_TRUE(c.yarn.enabled);
+  EXPECT_DOUBLE_EQ(c.yarn.factor, 2.0);
+  EXPECT_EQ(c.max_position_embeddings, 64);
+  const auto written = nlohmann::json::parse(read_file(r.value().final_checkpoint + "/config.json").value());
+  EXPECT_EQ(written["rope_parameters"]["rope_type"], "yarn");
+  EXPECT_FALSE(written.contains("rope_scaling"));
+}
+
+TEST_F(TrainerTest, InitFromACheckpointWithoutMtpNeedsInitMtp) {
+  TrainOptions pre;
+  pre.spec = job({"train.steps=2", "train.checkpoint_every=2"});
+  pre.run_dir = p("pre");
+  pre.quiet = true;
+  auto rp = train_run(pre);
+  ASSERT_TRUE(rp.ok()) << rp.status().to_string();
+  fs::copy(rp.value().final_checkpoint, p("hf"), fs::copy_options::recursive);
+  testing::checkpoint_drop_tensors(p("hf"), "model.layers.3.");
+  auto ext = [&](const std::string& from, const std::string& run, bool init_mtp, double* first_loss) {
+    TrainOptions o;
+    o.spec = job({"train.steps=1", "train.checkpoint_every=1", "job.phase=extend", "model.init_from=" + from,
+                  "extend.factor=2.0", "model.init_seed=5",
+                  std::string("model.init_mtp=") + (init_mtp ? "true" : "false")});
+    o.run_dir = p(run);
+    o.quiet = true;
+    o.on_step = [first_loss](const StepMetrics& m) { *first_loss = m.loss_main; };
+    return train_run(o);
+  };
+  double loss_full = 0, loss_hf = -1;
+  auto refused = ext(p("hf"), "e0", false, &loss_hf);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("model.init_mtp"), std::string::npos) << refused.status().to_string();
+  EXPECT_NE(refused.status().message().find("model.layers.3."), std::string::npos) << refused.status().to_string();
+
+  auto full = ext(p("pre"), "e1", false, &loss_full);
+  ASSERT_TRUE(full.ok()) << full.status().to_string();
+  auto r = ext(p("hf"), "e2", true, &loss_hf);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  // The main model came across unchanged: its first-step loss equals the run from the full checkpoint.
+  EXPECT_EQ(loss_hf, loss_full);
+  auto ck = checkpoint_load<float>(r.value().final_checkpoint);
+  ASSERT_TRUE(ck.ok()) << ck.status().to_string();
+  EXPECT_EQ(ck.value().model.config().num_nextn_predict_layers, 1);
+  EXPECT_EQ(ck.value().model.config().mtp_missing, 0);
 }
 
 }  // namespace
