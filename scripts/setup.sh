@@ -9,6 +9,8 @@ PACKAGES=(
   libopenblas-openmp-dev
   # core: JSON, TOML, CLI, logging, checksums
   nlohmann-json3-dev libtomlplusplus-dev libcxxopts-dev libspdlog-dev libfmt-dev libxxhash-dev
+  # the tokenizer's pre-tokenizer regexes (HF's patterns, Unicode classes)
+  libpcre2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # control and data plane (controller, agents, workers)
