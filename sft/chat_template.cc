@@ -23,13 +23,13 @@ EncodedChat encode_valid(const Tokenizer& tok, const std::vector<ChatMessage>& m
   append_one(&out.ids, &out.loss_mask, tok.bos_id(), 0);
   for (const ChatMessage& m : messages) {
     if (m.role == "system") {
-      append(&out.ids, &out.loss_mask, tok.encode(m.content), 0);
+      append(&out.ids, &out.loss_mask, tok.encode_ordinary(m.content), 0);
     } else if (m.role == "user") {
       append_one(&out.ids, &out.loss_mask, tok.special_id(SpecialToken::kUser), 0);
-      append(&out.ids, &out.loss_mask, tok.encode(m.content), 0);
+      append(&out.ids, &out.loss_mask, tok.encode_ordinary(m.content), 0);
     } else {  // assistant
       append_one(&out.ids, &out.loss_mask, tok.special_id(SpecialToken::kAssistant), 0);
-      append(&out.ids, &out.loss_mask, tok.encode(m.content), 1);
+      append(&out.ids, &out.loss_mask, tok.encode_ordinary(m.content), 1);
       append_one(&out.ids, &out.loss_mask, tok.eos_id(), 1);
     }
   }

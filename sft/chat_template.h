@@ -1,6 +1,7 @@
 // The chat template: how a conversation becomes token ids, DeepSeek-style. The layout is
 //   [BOS] system? ([USER] user-content [ASSISTANT] assistant-content [EOS])* ...
-// where [X] is one special token id and *-content is tokenizer.encode(content) (no special tokens).
+// where [X] is one special token id and *-content is tokenizer.encode_ordinary(content) (special-
+// token text in a message stays text, so content cannot inject control tokens).
 // SFT trains on the assistant content and its closing EOS only; generation, evaluation and GRPO
 // start decoding right after a prompt that ends with [ASSISTANT]. This file is the template only;
 // the SFT data loader is sft/sft_data.h.

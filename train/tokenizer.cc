@@ -1,5 +1,5 @@
-// Tokenizer core: the byte-level alphabet, the pre-tokenizer's character classes, BPE encoding of
-// one pre-token (HF's merge order), the encode cache, decode and the builders. Training is in
+// Tokenizer core: the byte-level alphabet, BPE encoding of one pre-token (HF's merge order), the
+// encode cache, decode and the builders. The pre-tokenizer is in tokenizer_pretok.cc, training in
 // tokenizer_train.cc, tokenizer.json reading and writing in tokenizer_json.cc.
 #include <algorithm>
 #include <mutex>
@@ -87,38 +87,9 @@ bool byte_level_decode(std::string_view s, std::string* out) {
 
 std::vector<std::string_view> tokenizer_pretokenize(std::string_view text) {
   std::vector<std::string_view> out;
-  pretokenize_each(text, [&](std::string_view piece) { out.push_back(piece); });
+  PreTokenizer::gpt2().split(text, &out);
   return out;
 }
-
-namespace pretok {
-
-// Exact for Latin-1 (U+0080..U+00FF), General Punctuation (U+2000..U+206F, which holds no letter or
-// number) and Unicode White_Space; any other code point is taken as a letter. That is right for the
-// Latin, Greek, Cyrillic, CJK and most other scripts' letters, and wrong (HF splits there, we do not)
-// for combining marks, non-ASCII digits and most non-Latin-1 symbols and punctuation.
-CharClass classify_non_ascii(uint32_t cp) {
-  switch (cp) {  // White_Space beyond ASCII
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return CharClass::kSpace;
-    default:
-      break;
-  }
-  if (cp >= 0x2000 && cp <= 0x200A) return CharClass::kSpace;
-  if (cp < 0xA0) return CharClass::kOther;  // C1 controls
-  if (cp < 0xC0) {
-    switch (cp) {
-      case 0xAA: case 0xB5: case 0xBA: return CharClass::kLetter;                 // ª µ º
-      case 0xB2: case 0xB3: case 0xB9: case 0xBC: case 0xBD: case 0xBE: return CharClass::kNumber;  // ² ³ ¹ ¼ ½ ¾
-      default: return CharClass::kOther;                                          // ¡ ¢ £ ... ¿
-    }
-  }
-  if (cp <= 0xFF) return (cp == 0xD7 || cp == 0xF7) ? CharClass::kOther : CharClass::kLetter;  // × ÷
-  if (cp >= 0x2000 && cp <= 0x206F) return CharClass::kOther;
-  return CharClass::kLetter;
-}
-
-}  // namespace pretok
 
 // ---- encode cache ---------------------------------------------------------------------------------
 
@@ -223,10 +194,25 @@ void Tokenizer::Impl::encode_word(std::string_view word, std::vector<int32_t>* o
 
 // ---- Tokenizer --------------------------------------------------------------------------------------
 
+void Tokenizer::Impl::encode_text(std::string_view text, std::vector<int32_t>* out) const {
+  thread_local std::vector<std::string_view> words;
+  words.clear();
+  pre_tokenizer.split(text, &words);
+  for (std::string_view w : words) encode_word(w, out);
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
-  pretokenize_each(text, [&](std::string_view word) { impl_->encode_word(word, &ids); });
+  impl_->added_matcher.each(
+      text, [&](std::string_view piece) { impl_->encode_text(piece, &ids); }, [&](int32_t id) { ids.push_back(id); });
+  return ids;
+}
+
+std::vector<int32_t> Tokenizer::encode_ordinary(std::string_view text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 1);
+  impl_->encode_text(text, &ids);
   return ids;
 }
 
@@ -283,9 +269,11 @@ Tokenizer TokenizerBuilder::from_byte_merges(const std::vector<std::pair<std::st
   impl->id_is_special.assign(impl->id_bytes.size(), 0);
   for (int s = 0; s < kNumSpecialTokens; ++s) {
     impl->special_ids[s] = static_cast<int32_t>(impl->id_bytes.size());
+    impl->added_tokens.push_back({kSpecialTexts[s], impl->special_ids[s], /*special=*/true, /*normalized=*/false});
     impl->id_bytes.emplace_back(kSpecialTexts[s]);
     impl->id_is_special.push_back(1);
   }
+  impl->pre_tokenizer = PreTokenizer::gpt2();
   return finish(std::move(impl));
 }
 
@@ -295,6 +283,8 @@ Tokenizer TokenizerBuilder::finish(std::unique_ptr<Tokenizer::Impl> impl) {
   for (size_t i = 0; i < impl->id_bytes.size(); ++i) {
     if (!impl->id_is_special[i]) index.emplace(impl->id_bytes[i], static_cast<int32_t>(i));
   }
+  impl->added_matcher = AddedTokenMatcher();
+  for (const AddedToken& t : impl->added_tokens) impl->added_matcher.add(t);
   impl->merge_map.clear();
   for (size_t r = 0; r < impl->merges.size(); ++r) {
     const auto [a, b] = impl->merges[r];

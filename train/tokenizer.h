@@ -1,8 +1,10 @@
 // Byte-level BPE tokenizer trained by Mariana and stored in HuggingFace `tokenizer.json` format
 // (a BPE model with vocab and merges, ByteLevel pre-tokenizer and decoder, added special tokens),
-// so the Python `tokenizers` library loads it and produces the same ids. Any byte string round
-// trips exactly, invalid UTF-8 included. The file layout, the pre-tokenizer's Unicode approximation
-// and the training tie-break are described in train/tokenizer_format.md.
+// so the Python `tokenizers` library loads it and produces the same ids; it also loads HF byte-level
+// BPE files such as DeepSeek-V3's (Split + ByteLevel pre-tokenizers, added tokens) and gives HF's
+// ids. Pre-tokenization runs HF's regexes with PCRE2. Any byte string round trips exactly, invalid
+// UTF-8 included. The file layout, what load() accepts and the training tie-break are described in
+// train/tokenizer_format.md.
 #pragma once
 
 #include <cstdint>
@@ -34,10 +36,10 @@ const char* special_token_text(SpecialToken t);
 constexpr int kNumSpecialTokens = static_cast<int>(SpecialToken::kCount);
 
 // The GPT-2 pre-tokenizer split (HF ByteLevel, use_regex: true, add_prefix_space: false):
-// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+, written by hand. The
-// pieces are views into `text` and concatenate back to it. Classes are exact for ASCII, Latin-1
-// and General Punctuation (U+2000..U+206F) and for all Unicode White_Space; every other valid
-// non-ASCII code point counts as a letter; a byte that is not valid UTF-8 is one "other" character.
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ run by PCRE2 with
+// Unicode classes (Unicode 14, as HF's Oniguruma). The pieces are views into `text` and concatenate
+// back to it; bytes that are not valid UTF-8 match no class and each run of them is its own piece.
+// Mariana trains with this split and its tokenizer.json names it.
 std::vector<std::string_view> tokenizer_pretokenize(std::string_view text);
 
 // The texts train() learns from: each file's bytes, or for a .jsonl file the "text" field of each
@@ -55,15 +57,20 @@ class Tokenizer {
   // InvalidArgument if vocab_size cannot hold the byte alphabet and the special tokens.
   static Result<Tokenizer> train(const std::vector<std::string>& files, const TokenizerTrainOptions& opt);
   static Result<Tokenizer> train_from_texts(const std::vector<std::string>& texts, const TokenizerTrainOptions& opt);
-  // Loads a tokenizer.json written by save() (or by HF for a byte-level BPE of the same shape);
-  // errors name the file and the field.
+  // Loads a tokenizer.json written by save() or by HF for a byte-level BPE (Split/ByteLevel/Digits
+  // pre-tokenizers, added tokens); refuses what it cannot reproduce exactly, with errors that name
+  // the file and the field.
   static Result<Tokenizer> load(const std::string& path);
   // Atomic write of tokenizer.json.
   Status save(const std::string& path) const;
 
-  // Plain text to ids (no special tokens are added; special-token text in the input is encoded as
-  // ordinary bytes). Deterministic and thread-safe.
+  // Text to ids exactly as HF's encode(text, add_special_tokens=False): the text of an added token
+  // (special or not) becomes its id, the rest is pre-tokenized and BPE-encoded. Deterministic and
+  // thread-safe.
   std::vector<int32_t> encode(std::string_view text) const;
+  // The same without added-token matching: "<｜User｜>" in the text is ordinary bytes. For content
+  // that must not inject control tokens (chat messages).
+  std::vector<int32_t> encode_ordinary(std::string_view text) const;
   // Ids to bytes; special tokens decode to their text. Ids out of range are skipped.
   std::string decode(const std::vector<int32_t>& ids) const;
 

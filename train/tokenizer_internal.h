@@ -1,5 +1,6 @@
 // Private to train/tokenizer*.cc: the tokenizer's tables (Tokenizer::Impl), the GPT-2 byte <->
-// unicode alphabet, the pre-tokenizer's callback form and the encode cache. Not part of the API.
+// unicode alphabet, the regex pre-tokenizer (PCRE2), added-token matching and the encode cache.
+// Not part of the API.
 #pragma once
 
 #include <array>
@@ -24,9 +25,102 @@ const std::string& byte_level_char(uint8_t b);  // UTF-8 of b's code point
 bool byte_level_decode(std::string_view s, std::string* out);
 std::string byte_level_encode(std::string_view bytes);
 
-// Calls emit(piece) for each pre-token of `text`, in order (see tokenizer_pretokenize).
-template <typename Emit>
-void pretokenize_each(std::string_view text, Emit&& emit);
+// Hashes std::string keys and std::string_view lookups alike (heterogeneous find).
+struct StringViewHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+// HF ByteLevel's split pattern (GPT-2), used when a ByteLevel pre-tokenizer has use_regex: true.
+inline constexpr const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// A pattern compiled once by PCRE2 (8-bit, UTF + UCP, JIT when available) with HF's (Oniguruma's)
+// meaning: `\s`/`\S` are rewritten to Unicode White_Space (PCRE2's \s also takes U+180E), and
+// escapes whose classes differ between the engines (\w \W \b \B \h \H \R \X) are refused.
+// Bytes that are not valid UTF-8 never match (PCRE2_MATCH_INVALID_UTF). Shared and thread-safe.
+class Regex {
+ public:
+  // `literal`: the pattern is a plain string (HF's {"String": ...}). InvalidArgument with the
+  // compiler's message and offset.
+  static Result<Regex> compile(std::string_view pattern, bool literal);
+  // The leftmost match in text starting at or after `from`; false if none.
+  bool find(std::string_view text, size_t from, size_t* begin, size_t* end) const;
+
+ private:
+  std::shared_ptr<void> code_;  // pcre2_code_8
+};
+
+// HF's SplitDelimiterBehavior.
+enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+
+// One HF `Split` pre-tokenizer (ByteLevel's own regex and `Digits` are expressed as one).
+struct SplitStep {
+  Regex regex;
+  SplitBehavior behavior = SplitBehavior::kIsolated;
+  bool invert = false;
+};
+
+// The pre-tokenizer chain: each step splits every piece of the previous one. Pieces are views into
+// the text, in order, never empty; without Removed steps they concatenate back to the text.
+class PreTokenizer {
+ public:
+  static const PreTokenizer& gpt2();  // ByteLevel(add_prefix_space: false, use_regex: true)
+  void add(SplitStep step) { steps_.push_back(std::move(step)); }
+  void append(const PreTokenizer& p) { steps_.insert(steps_.end(), p.steps_.begin(), p.steps_.end()); }
+  void split(std::string_view text, std::vector<std::string_view>* out) const;
+
+ private:
+  std::vector<SplitStep> steps_;
+};
+
+// An entry of tokenizer.json's added_tokens.
+struct AddedToken {
+  std::string content;
+  int32_t id = -1;
+  bool special = true;
+  bool normalized = false;
+};
+
+// Finds added tokens in text as HF's AddedVocabulary does: leftmost match, the longest one at that
+// position, then on from its end; tokens with normalized: false are found first, those with
+// normalized: true in the text between them (the normalizer being the identity).
+class AddedTokenMatcher {
+ public:
+  void add(const AddedToken& t);
+  bool empty() const { return raw_.contents.empty() && normalized_.contents.empty(); }
+  // Calls text_piece(view) for the text between added tokens and token(id) for each added token.
+  template <typename Text, typename Token>
+  void each(std::string_view text, Text&& text_piece, Token&& token) const {
+    raw_.each(text, [&](std::string_view gap) { normalized_.each(gap, text_piece, token); }, token);
+  }
+
+ private:
+  struct Set {
+    std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>> contents;
+    std::vector<size_t> lengths;  // distinct content lengths, longest first
+    std::array<bool, 256> first_byte{};
+    template <typename Text, typename Token>
+    void each(std::string_view text, Text&& text_piece, Token&& token) const {
+      size_t start = 0;
+      for (size_t i = 0; i < text.size(); ++i) {
+        if (!first_byte[static_cast<uint8_t>(text[i])]) continue;
+        for (size_t len : lengths) {
+          if (len > text.size() - i) continue;
+          auto it = contents.find(text.substr(i, len));
+          if (it == contents.end()) continue;
+          if (i > start) text_piece(text.substr(start, i - start));
+          token(it->second);
+          start = i + len;
+          i = start - 1;
+          break;
+        }
+      }
+      if (start < text.size()) text_piece(text.substr(start));
+    }
+  };
+  Set raw_, normalized_;
+};
 
 // Word -> ids, shared by all threads encoding with one tokenizer. Sharded, each shard behind a
 // reader/writer lock; a shard stops accepting entries once full (like HF's cache), so memory is
@@ -40,10 +134,7 @@ class EncodeCache {
  private:
   static constexpr size_t kShards = 32;
   static constexpr size_t kMaxEntriesPerShard = 8192;
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-  };
+  using Hash = StringViewHash;
   struct Shard {
     mutable std::shared_mutex mu;
     std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> map;
@@ -61,6 +152,10 @@ struct Tokenizer::Impl {
   std::vector<uint8_t> id_is_special;                // [V]
   std::array<int32_t, 256> byte_ids{};              // byte -> its single-byte token
   std::array<int32_t, kNumSpecialTokens> special_ids{};
+  std::vector<AddedToken> added_tokens;  // as in added_tokens, in file order
+  AddedTokenMatcher added_matcher;
+  PreTokenizer pre_tokenizer;
+  std::string pre_tokenizer_json;  // what save() writes; the ByteLevel default when empty
   std::vector<std::pair<int32_t, int32_t>> merges;  // rank order, as written in the file
   struct MergeTarget {
     int32_t rank;
@@ -72,129 +167,19 @@ struct Tokenizer::Impl {
 
   // Appends the BPE ids of one pre-token.
   void encode_word(std::string_view word, std::vector<int32_t>* out) const;
+  // Pre-tokenizes text (no added tokens in it) and appends the BPE ids of every piece.
+  void encode_text(std::string_view text, std::vector<int32_t>* out) const;
 };
 
 // Builds tokenizers from their tables; the only code that constructs a Tokenizer.
 struct TokenizerBuilder {
   // Standard layout from merges given as byte strings in rank order: ids 0..255 are the bytes,
   // then each merge's result in order (a merge whose result already exists adds no id), then the
-  // special tokens. Every merge's parts must already exist when it is reached (MARIANA_CHECK).
+  // special tokens; the GPT-2 ByteLevel pre-tokenizer. Every merge's parts must already exist when it is reached (MARIANA_CHECK).
   static Tokenizer from_byte_merges(const std::vector<std::pair<std::string, std::string>>& merges);
-  // Finishes `impl` (merge_map) after load() filled id_bytes, id_is_special, byte_ids,
-  // special_ids and merges.
+  // Finishes `impl` (merge_map, added_matcher) after load() filled id_bytes, id_is_special,
+  // byte_ids, special_ids, added_tokens, pre_tokenizer and merges.
   static Tokenizer finish(std::unique_ptr<Tokenizer::Impl> impl);
 };
-
-// ---- template definition --------------------------------------------------------------------
-
-namespace pretok {
-
-enum class CharClass : uint8_t { kLetter, kNumber, kSpace, kOther };
-
-struct CodePoint {
-  uint32_t len;  // bytes, 1..4
-  CharClass cls;
-};
-
-// Class of a non-ASCII code point (see tokenizer_pretokenize for the approximation).
-CharClass classify_non_ascii(uint32_t cp);
-
-// The code point starting at text[i] (i < text.size()); an invalid UTF-8 byte is a 1-byte kOther.
-inline CodePoint next_code_point(std::string_view text, size_t i) {
-  const auto b0 = static_cast<uint8_t>(text[i]);
-  if (b0 < 0x80) {
-    if ((b0 >= 'a' && b0 <= 'z') || (b0 >= 'A' && b0 <= 'Z')) return {1, CharClass::kLetter};
-    if (b0 >= '0' && b0 <= '9') return {1, CharClass::kNumber};
-    if (b0 == ' ' || (b0 >= 0x09 && b0 <= 0x0D)) return {1, CharClass::kSpace};
-    return {1, CharClass::kOther};
-  }
-  uint32_t len, cp;
-  uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2, cp = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3, cp = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;  // no overlong forms
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4, cp = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;  // <= U+10FFFF
-  } else {
-    return {1, CharClass::kOther};
-  }
-  if (i + len > text.size()) return {1, CharClass::kOther};
-  for (uint32_t k = 1; k < len; ++k) {
-    const auto b = static_cast<uint8_t>(text[i + k]);
-    if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return {1, CharClass::kOther};
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  return {len, classify_non_ascii(cp)};
-}
-
-}  // namespace pretok
-
-template <typename Emit>
-void pretokenize_each(std::string_view text, Emit&& emit) {
-  using pretok::CharClass;
-  using pretok::next_code_point;
-  const size_t n = text.size();
-  size_t i = 0;
-  // Consumes code points of class c starting at j; returns the end.
-  auto run_of = [&](size_t j, CharClass c) {
-    while (j < n) {
-      const pretok::CodePoint p = next_code_point(text, j);
-      if (p.cls != c) break;
-      j += p.len;
-    }
-    return j;
-  };
-  while (i < n) {
-    const char c0 = text[i];
-    // 's 't 're 've 'm 'll 'd (case-sensitive, as in the GPT-2 pattern).
-    if (c0 == '\'' && i + 1 < n) {
-      const char c1 = text[i + 1];
-      if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
-        emit(text.substr(i, 2));
-        i += 2;
-        continue;
-      }
-      if (i + 2 < n && ((c1 == 'r' && text[i + 2] == 'e') || (c1 == 'v' && text[i + 2] == 'e') ||
-                        (c1 == 'l' && text[i + 2] == 'l'))) {
-        emit(text.substr(i, 3));
-        i += 3;
-        continue;
-      }
-    }
-    // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: an optional ASCII space, then a run of one class.
-    const size_t j = (c0 == ' ' && i + 1 < n) ? i + 1 : i;
-    const pretok::CodePoint first = next_code_point(text, j);
-    if (first.cls != CharClass::kSpace) {
-      const size_t end = run_of(j + first.len, first.cls);
-      emit(text.substr(i, end - i));
-      i = end;
-      continue;
-    }
-    // A whitespace run [i, end). `\s+(?!\S)` takes it whole at the end of the text, else all but its
-    // last code point (which then starts the next piece: a space joins the word after it). A single
-    // whitespace code point before a non-space is taken alone by `\s+`.
-    size_t end = i, last = i;
-    int count = 0;
-    while (end < n) {
-      const pretok::CodePoint p = next_code_point(text, end);
-      if (p.cls != CharClass::kSpace) break;
-      last = end;
-      end += p.len;
-      ++count;
-    }
-    if (end == n || count == 1) {
-      emit(text.substr(i, end - i));
-      i = end;
-    } else {
-      emit(text.substr(i, last - i));
-      i = last;
-    }
-  }
-}
 
 }  // namespace mariana

@@ -1,6 +1,7 @@
 // tokenizer.json (HF tokenizers format, see train/tokenizer_format.md): save() writes it in one
-// canonical layout; load() accepts that layout and any HF byte-level BPE file of the same shape,
-// and rejects settings that would make HF produce other ids than we do.
+// canonical layout; load() accepts that layout and HF byte-level BPE files (Sequence/Split/ByteLevel/
+// Digits pre-tokenizers, added tokens, an identity normalizer), and rejects settings that would
+// make HF produce other ids than we do.
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
@@ -40,22 +41,87 @@ Status require_bool(const JsonFields& f, const std::string& name, bool dflt, boo
   return field_error(f.file(), path, std::string("expected ") + (want ? "true" : "false") + " (only that is supported)");
 }
 
-// A ByteLevel pre-tokenizer / decoder / post-processor object; HF's defaults for absent fields.
-Status check_byte_level(const JsonFields& root, const std::string& name, bool check_split) {
+std::string path_of(const JsonFields& f, const std::string& name) { return f.prefix().empty() ? name : f.prefix() + "." + name; }
+
+// A ByteLevel decoder / post-processor object (they change neither ids nor decoded bytes).
+Status check_byte_level(const JsonFields& root, const std::string& name) {
   MARIANA_ASSIGN_OR_RETURN(JsonFields o, root.get_object(name));
-  MARIANA_RETURN_IF_ERROR(require_string(o, "type", "ByteLevel"));
-  if (check_split) {
-    MARIANA_RETURN_IF_ERROR(require_bool(o, "add_prefix_space", true, false));
-    MARIANA_RETURN_IF_ERROR(require_bool(o, "use_regex", true, true));
+  return require_string(o, "type", "ByteLevel");
+}
+
+// Only normalizers that change nothing: null or a Sequence of such (DeepSeek-V3 has an empty one).
+Status check_normalizer(const JsonFields& n) {
+  MARIANA_ASSIGN_OR_RETURN(std::string type, n.get_string("type"));
+  if (type != "Sequence") {
+    return field_error(n.file(), path_of(n, "type"), "normalizer " + json_quote(type) +
+                       " is not supported (only null or a Sequence of none; it would change the ids)");
   }
+  MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> parts, n.get_object_array("normalizers"));
+  for (const JsonFields& p : parts) MARIANA_RETURN_IF_ERROR(check_normalizer(p));
   return Status::Ok();
 }
 
-int special_index(std::string_view text) {
-  for (int s = 0; s < kNumSpecialTokens; ++s) {
-    if (text == special_token_text(static_cast<SpecialToken>(s))) return s;
+Result<SplitBehavior> parse_behavior(const JsonFields& o) {
+  MARIANA_ASSIGN_OR_RETURN(std::string b, o.get_string("behavior"));
+  static const std::pair<const char*, SplitBehavior> kNames[] = {
+      {"Removed", SplitBehavior::kRemoved},
+      {"Isolated", SplitBehavior::kIsolated},
+      {"MergedWithPrevious", SplitBehavior::kMergedWithPrevious},
+      {"MergedWithNext", SplitBehavior::kMergedWithNext},
+      {"Contiguous", SplitBehavior::kContiguous}};
+  for (const auto& [name, v] : kNames) {
+    if (b == name) return v;
   }
-  return -1;
+  return field_error(o.file(), path_of(o, "behavior"),
+                     "expected one of Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous, got " + json_quote(b));
+}
+
+// Appends the split steps of one pre-tokenizer object to `pre`. The bytes-to-alphabet mapping of
+// ByteLevel must come last (a Split after it would see the mapped characters); `byte_level` records
+// that it was seen.
+Status parse_pre_tokenizer(const JsonFields& o, PreTokenizer* pre, bool* byte_level) {
+  MARIANA_ASSIGN_OR_RETURN(std::string type, o.get_string("type"));
+  if (*byte_level) return field_error(o.file(), path_of(o, "type"), "a pre-tokenizer after ByteLevel is not supported (ByteLevel must be last)");
+  if (type == "Sequence") {
+    MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> parts, o.get_object_array("pretokenizers"));
+    for (const JsonFields& p : parts) MARIANA_RETURN_IF_ERROR(parse_pre_tokenizer(p, pre, byte_level));
+    return Status::Ok();
+  }
+  if (type == "ByteLevel") {
+    MARIANA_RETURN_IF_ERROR(require_bool(o, "add_prefix_space", true, false));
+    MARIANA_ASSIGN_OR_RETURN(bool use_regex, o.get_bool_or("use_regex", true));
+    if (use_regex) pre->append(PreTokenizer::gpt2());
+    *byte_level = true;
+    return Status::Ok();
+  }
+  if (type == "Digits") {  // HF: split on char::is_numeric (categories Nd, Nl, No)
+    MARIANA_ASSIGN_OR_RETURN(bool individual, o.get_bool_or("individual_digits", false));
+    pre->add({Regex::compile(individual ? "\\p{N}" : "\\p{N}+", false).value(), SplitBehavior::kIsolated, false});
+    return Status::Ok();
+  }
+  if (type == "Split") {
+    MARIANA_ASSIGN_OR_RETURN(JsonFields pattern, o.get_object("pattern"));
+    const bool literal = pattern.has("String");
+    if (literal == pattern.has("Regex")) {
+      return field_error(o.file(), path_of(o, "pattern"), "expected {\"Regex\": ...} or {\"String\": ...}");
+    }
+    MARIANA_ASSIGN_OR_RETURN(std::string text, pattern.get_string(literal ? "String" : "Regex"));
+    auto re = Regex::compile(text, literal);
+    if (!re.ok()) return field_error(o.file(), path_of(pattern, literal ? "String" : "Regex"), re.status().message());
+    SplitStep step{std::move(re).value()};
+    MARIANA_ASSIGN_OR_RETURN(step.behavior, parse_behavior(o));
+    MARIANA_ASSIGN_OR_RETURN(step.invert, o.get_bool_or("invert", false));
+    pre->add(std::move(step));
+    return Status::Ok();
+  }
+  return field_error(o.file(), path_of(o, "type"), "pre-tokenizer " + json_quote(type) + " is not supported (Sequence, Split, ByteLevel, Digits are)");
+}
+
+// The bytes an added token decodes to: HF's ByteLevel decoder maps a token whose characters are
+// all in the byte-level alphabet back to those bytes, and any other token to its UTF-8.
+std::string added_token_bytes(const std::string& content) {
+  std::string bytes;
+  return byte_level_decode(content, &bytes) ? bytes : content;
 }
 
 }  // namespace
@@ -64,21 +130,25 @@ Status Tokenizer::save(const std::string& path) const {
   const Impl& im = *impl_;
   std::vector<std::string> vocab(im.id_bytes.size());
   for (size_t i = 0; i < vocab.size(); ++i) vocab[i] = im.id_is_special[i] ? im.id_bytes[i] : byte_level_encode(im.id_bytes[i]);
+  for (const AddedToken& a : im.added_tokens) vocab[a.id] = a.content;
 
   std::string out = "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [";
-  for (int s = 0; s < kNumSpecialTokens; ++s) {
+  for (size_t k = 0; k < im.added_tokens.size(); ++k) {
+    const AddedToken& a = im.added_tokens[k];
     ojson t;
-    t["id"] = im.special_ids[s];
-    t["content"] = vocab[im.special_ids[s]];
+    t["id"] = a.id;
+    t["content"] = a.content;
     t["single_word"] = false;
     t["lstrip"] = false;
     t["rstrip"] = false;
-    t["normalized"] = false;
-    t["special"] = true;
-    out += (s ? ",\n    " : "\n    ") + t.dump();
+    t["normalized"] = a.normalized;
+    t["special"] = a.special;
+    out += (k ? ",\n    " : "\n    ") + t.dump();
   }
   out += "\n  ],\n  \"normalizer\": null,\n";
-  out += "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n";
+  out += "  \"pre_tokenizer\": " +
+         (im.pre_tokenizer_json.empty() ? std::string("{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}")
+                                        : im.pre_tokenizer_json) + ",\n";
   out += "  \"post_processor\": null,\n";
   out += "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n";
   out += "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
@@ -98,10 +168,23 @@ Result<Tokenizer> Tokenizer::load(const std::string& path) {
   // Settings HF would apply and we do not: refuse them rather than produce other ids.
   MARIANA_RETURN_IF_ERROR(require_null(root, "truncation", "truncation is not supported"));
   MARIANA_RETURN_IF_ERROR(require_null(root, "padding", "padding is not supported"));
-  MARIANA_RETURN_IF_ERROR(require_null(root, "normalizer", "normalizers are not supported"));
-  MARIANA_RETURN_IF_ERROR(check_byte_level(root, "pre_tokenizer", /*check_split=*/true));
-  if (root.has("decoder")) MARIANA_RETURN_IF_ERROR(check_byte_level(root, "decoder", false));
-  if (root.has("post_processor")) MARIANA_RETURN_IF_ERROR(check_byte_level(root, "post_processor", false));
+  if (root.has("normalizer")) {
+    MARIANA_ASSIGN_OR_RETURN(JsonFields normalizer, root.get_object("normalizer"));
+    MARIANA_RETURN_IF_ERROR(check_normalizer(normalizer));
+  }
+  auto impl = std::make_unique<Impl>();
+  {
+    MARIANA_ASSIGN_OR_RETURN(JsonFields pre, root.get_object("pre_tokenizer"));
+    bool byte_level = false;
+    MARIANA_RETURN_IF_ERROR(parse_pre_tokenizer(pre, &impl->pre_tokenizer, &byte_level));
+    if (!byte_level) return field_error(path, "pre_tokenizer", "expected a ByteLevel pre-tokenizer (last in a Sequence)");
+    // The plain GPT-2 ByteLevel is save()'s default; anything else is written back as read.
+    MARIANA_ASSIGN_OR_RETURN(std::string type, pre.get_string("type"));
+    MARIANA_ASSIGN_OR_RETURN(bool use_regex, pre.get_bool_or("use_regex", true));
+    if (type != "ByteLevel" || !use_regex) impl->pre_tokenizer_json = pre.json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  if (root.has("decoder")) MARIANA_RETURN_IF_ERROR(check_byte_level(root, "decoder"));
+  if (root.has("post_processor")) MARIANA_RETURN_IF_ERROR(check_byte_level(root, "post_processor"));
 
   MARIANA_ASSIGN_OR_RETURN(JsonFields model, root.get_object("model"));
   MARIANA_RETURN_IF_ERROR(require_string(model, "type", "BPE"));
@@ -115,33 +198,60 @@ Result<Tokenizer> Tokenizer::load(const std::string& path) {
   }
   MARIANA_RETURN_IF_ERROR(require_bool(model, "ignore_merges", false, false));
 
-  // Vocab: string -> id. Special-token texts may be in it (HF puts them there) or only in
-  // added_tokens; every other string must spell bytes in the byte-level alphabet.
+  // Added tokens (special or not): matched in the text before pre-tokenization. Their texts may
+  // also be in model.vocab (HF's trainer puts them there) with the same id.
+  MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> added, root.get_object_array("added_tokens"));
+  std::unordered_map<std::string, int32_t> added_ids;
+  impl->special_ids.fill(-1);
+  for (size_t i = 0; i < added.size(); ++i) {
+    const std::string field = "added_tokens[" + std::to_string(i) + "]";
+    AddedToken t;
+    MARIANA_ASSIGN_OR_RETURN(t.content, added[i].get_string("content"));
+    MARIANA_ASSIGN_OR_RETURN(int64_t id, added[i].get_int("id"));
+    MARIANA_ASSIGN_OR_RETURN(t.special, added[i].get_bool_or("special", false));
+    MARIANA_ASSIGN_OR_RETURN(t.normalized, added[i].get_bool_or("normalized", !t.special));
+    for (const char* flag : {"single_word", "lstrip", "rstrip"}) {
+      MARIANA_RETURN_IF_ERROR(require_bool(added[i], flag, false, false));
+    }
+    if (t.content.empty()) return field_error(path, field + ".content", "empty");
+    if (id < 0 || id >= (int64_t{1} << 31) - 1) return field_error(path, field + ".id", "id " + std::to_string(id) + " out of range");
+    t.id = static_cast<int32_t>(id);
+    if (!added_ids.emplace(t.content, t.id).second) return field_error(path, field + ".content", "duplicate added token " + json_quote(t.content));
+    for (int s = 0; s < kNumSpecialTokens; ++s) {
+      if (t.content == special_token_text(static_cast<SpecialToken>(s))) impl->special_ids[s] = t.id;
+    }
+    impl->added_tokens.push_back(std::move(t));
+  }
+  for (int s = 0; s < kNumSpecialTokens; ++s) {
+    if (impl->special_ids[s] < 0) {
+      return field_error(path, "added_tokens", std::string("missing special token ") + json_quote(special_token_text(static_cast<SpecialToken>(s))));
+    }
+  }
+
+  // Vocab: string -> id. Every string that is not an added token must spell bytes in the
+  // byte-level alphabet.
   MARIANA_ASSIGN_OR_RETURN(JsonFields vocab_f, model.get_object("vocab"));
-  auto impl = std::make_unique<Impl>();
-  std::vector<int8_t> kind;  // per id: 0 unset, 1 ordinary, 2 special
+  std::vector<int8_t> kind;  // per id: 0 unset, 1 ordinary, 2 added token
   std::unordered_map<std::string, int32_t> vocab;
-  auto place = [&](int64_t id, std::string bytes, bool special, const std::string& field) -> Status {
+  auto place = [&](int64_t id, std::string bytes, bool is_added, const std::string& field) -> Status {
     if (id < 0 || id >= (int64_t{1} << 31) - 1) return field_error(path, field, "id " + std::to_string(id) + " out of range");
     if (static_cast<size_t>(id) >= kind.size()) {
       kind.resize(id + 1, 0);
       impl->id_bytes.resize(id + 1);
     }
-    if (kind[id] != 0) {
-      if (special && kind[id] == 2 && impl->id_bytes[id] == bytes) return Status::Ok();  // same token in vocab and added_tokens
-      return field_error(path, field, "id " + std::to_string(id) + " is already used by " + json_quote(byte_level_encode(impl->id_bytes[id])));
-    }
-    kind[id] = special ? 2 : 1;
+    if (kind[id] != 0) return field_error(path, field, "id " + std::to_string(id) + " is already used by " + json_quote(byte_level_encode(impl->id_bytes[id])));
+    kind[id] = is_added ? 2 : 1;
     impl->id_bytes[id] = std::move(bytes);
     return Status::Ok();
   };
+  for (const AddedToken& t : impl->added_tokens) MARIANA_RETURN_IF_ERROR(place(t.id, added_token_bytes(t.content), true, "added_tokens"));
   for (const std::string& key : vocab_f.keys()) {
     const std::string field = "model.vocab." + key;
     const nlohmann::json& v = vocab_f.json().at(key);
     if (!v.is_number_integer()) return field_error(path, field, "expected an integer id, got " + json_describe(v));
     const int64_t id = v.get<int64_t>();
-    if (special_index(key) >= 0) {
-      MARIANA_RETURN_IF_ERROR(place(id, key, true, field));
+    if (auto a = added_ids.find(key); a != added_ids.end()) {
+      if (a->second != id) return field_error(path, field, "id " + std::to_string(id) + " differs from added_tokens' id " + std::to_string(a->second));
     } else {
       std::string bytes;
       if (!byte_level_decode(key, &bytes) || bytes.empty()) {
@@ -150,32 +260,6 @@ Result<Tokenizer> Tokenizer::load(const std::string& path) {
       MARIANA_RETURN_IF_ERROR(place(id, std::move(bytes), false, field));
     }
     vocab.emplace(key, static_cast<int32_t>(id));
-  }
-
-  MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> added, root.get_object_array("added_tokens"));
-  impl->special_ids.fill(-1);
-  for (size_t i = 0; i < added.size(); ++i) {
-    const std::string field = "added_tokens[" + std::to_string(i) + "]";
-    MARIANA_ASSIGN_OR_RETURN(std::string content, added[i].get_string("content"));
-    MARIANA_ASSIGN_OR_RETURN(int64_t id, added[i].get_int("id"));
-    const int s = special_index(content);
-    if (s < 0) {
-      return field_error(path, field + ".content", "unsupported added token " + json_quote(content) + " (only Mariana's special tokens are supported)");
-    }
-    if (impl->special_ids[s] >= 0) return field_error(path, field + ".content", "duplicate added token " + json_quote(content));
-    MARIANA_RETURN_IF_ERROR(place(id, content, true, field + ".id"));
-    impl->special_ids[s] = static_cast<int32_t>(id);
-  }
-  for (int s = 0; s < kNumSpecialTokens; ++s) {
-    if (impl->special_ids[s] < 0) {
-      return field_error(path, "added_tokens", std::string("missing special token ") + json_quote(special_token_text(static_cast<SpecialToken>(s))));
-    }
-  }
-  for (const auto& [key, id] : vocab) {
-    const int s = special_index(key);
-    if (s >= 0 && impl->special_ids[s] != id) {
-      return field_error(path, "model.vocab." + key, "id " + std::to_string(id) + " differs from added_tokens' id " + std::to_string(impl->special_ids[s]));
-    }
   }
   for (size_t id = 0; id < kind.size(); ++id) {
     if (kind[id] == 0) return field_error(path, "model.vocab", "no token has id " + std::to_string(id) + " (ids must be 0.." + std::to_string(kind.size() - 1) + ")");

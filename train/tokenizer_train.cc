@@ -188,7 +188,12 @@ Status check_options(const TokenizerTrainOptions& opt) {
 
 Tokenizer train_on(const std::vector<std::string_view>& texts, const TokenizerTrainOptions& opt) {
   std::unordered_map<std::string_view, int64_t> counts;
-  for (std::string_view t : texts) pretokenize_each(t, [&](std::string_view w) { ++counts[w]; });
+  std::vector<std::string_view> words;
+  for (std::string_view t : texts) {
+    words.clear();
+    PreTokenizer::gpt2().split(t, &words);  // the split the saved tokenizer.json names
+    for (std::string_view w : words) ++counts[w];
+  }
   BpeTrainer trainer(counts, opt.min_frequency);
   return TokenizerBuilder::from_byte_merges(trainer.run(opt.vocab_size - kNumSpecialTokens));
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -136,8 +137,21 @@ TEST(TokenizerPretokenize, MatchesHfByteLevelSplit) {
   EXPECT_EQ(pieces("trailing  "), (std::vector<std::string>{"trailing", "  "}));
   EXPECT_EQ(pieces("\t\tx"), (std::vector<std::string>{"\t", "\t", "x"}));
   EXPECT_EQ(pieces(""), std::vector<std::string>{});
-  // Invalid UTF-8 bytes are single "other" characters: they group with punctuation.
-  EXPECT_EQ(pieces("ab\xff\xfe!cd \x80"), (std::vector<std::string>{"ab", "\xff\xfe!", "cd", " \x80"}));
+  // Bytes that are not valid UTF-8 match no class: each run of them is a piece of its own.
+  EXPECT_EQ(pieces("ab\xff\xfe!cd \x80"), (std::vector<std::string>{"ab", "\xff\xfe", "!", "cd", " ", "\x80"}));
+}
+
+// Unicode classes beyond Latin-1, where the hand-written split of earlier versions took every
+// code point for a letter. Expected pieces from tokenizers 0.20.3 (Split with the same regex).
+TEST(TokenizerPretokenize, MatchesHfOnMarksIndicCjkDigitsAndSpaces) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pieces("cafe\u0301 नमस्ते தமிழ் ไทย"),
+            (V{"cafe", "\u0301", " नमस", "\u094d", "त", "\u0947", " தம", "\u0bbf", "ழ", "\u0bcd", " ไทย"}));
+  EXPECT_EQ(pieces("你好，世界！「引用」。"), (V{"你好", "，", "世界", "！「", "引用", "」。"}));
+  EXPECT_EQ(pieces("١٢٣ ٤٥ ０１２ x²"), (V{"١٢٣", " ٤٥", " ０１２", " x", "²"}));
+  // U+180E is not White_Space (PCRE2's own \s would take it); U+3000 and U+00A0 are.
+  EXPECT_EQ(pieces("a\u180eb\u3000c\u00a0 d"), (V{"a", "\u180e", "b", "\u3000", "c", "\u00a0", " d"}));
+  EXPECT_EQ(pieces("👨\u200d👩\u200d👧 ok"), (V{"👨\u200d👩\u200d👧", " ok"}));
 }
 
 TEST(TokenizerPretokenize, PiecesConcatenateToTheInput) {
@@ -346,10 +360,13 @@ TEST_F(TokenizerTest, SpecialTokensAreTheLastIdsAndDecodeToTheirText) {
   framed.push_back(-1);       // out of range: skipped
   framed.push_back(1 << 30);  // out of range: skipped
   EXPECT_EQ(tok_->decode(framed), "<｜begin▁of▁sentence｜>hello<｜end▁of▁sentence｜>");
-  // Special-token text in the input is ordinary bytes.
-  const std::vector<int32_t> plain = tok_->encode(special_token_text(SpecialToken::kEos));
+  // Special-token text in the input is the special token for encode() (as HF), ordinary bytes for
+  // encode_ordinary().
+  const std::string eos_text = std::string("x") + special_token_text(SpecialToken::kEos) + "y";
+  EXPECT_EQ(tok_->encode(eos_text), (std::vector<int32_t>{'x', tok_->eos_id(), 'y'}));
+  const std::vector<int32_t> plain = tok_->encode_ordinary(eos_text);
   for (int32_t id : plain) EXPECT_LT(id, v - kNumSpecialTokens);
-  EXPECT_EQ(tok_->decode(plain), special_token_text(SpecialToken::kEos));
+  EXPECT_EQ(tok_->decode(plain), eos_text);
 }
 
 TEST_F(TokenizerTest, TrainsFromTextAndJsonlFiles) {
@@ -372,6 +389,45 @@ TEST_F(TokenizerTest, TrainsFromTextAndJsonlFiles) {
   auto missing = Tokenizer::train({p("nope.txt")}, opt);
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+}
+
+// A DeepSeek-V3-shaped file: the pre-tokenizer is a Sequence of Splits then ByteLevel without its
+// regex, and added tokens beyond Mariana's (special or not) are matched in the text.
+TEST_F(TokenizerTest, LoadsSplitSequencesAndAddedTokens) {
+  ASSERT_TRUE(tok_->save(p("t.json")).ok());
+  nlohmann::json j = nlohmann::json::parse(read_file(p("t.json")).value());
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", nlohmann::json::array()}};
+  j["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+      {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}"}, "behavior": "Isolated", "invert": false},
+      {"type": "Split", "pattern": {"String": "--"}, "behavior": "Removed", "invert": false},
+      {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})");
+  const int64_t v = tok_->vocab_size();
+  j["added_tokens"].push_back({{"id", v}, {"content", "<think>"}, {"single_word", false}, {"lstrip", false},
+                               {"rstrip", false}, {"normalized", true}, {"special", false}});
+  write("ds.json", j.dump());
+  auto t = Tokenizer::load(p("ds.json"));
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_EQ(t->vocab_size(), v + 1);
+  // "12345" -> "123" | "45"; "--" is removed.
+  auto spelled = [&](std::string_view text) {
+    std::vector<std::string> out;
+    for (int32_t id : t->encode(text)) out.push_back(t->token_bytes(id));
+    return out;
+  };
+  const std::vector<int32_t> ids = t->encode("a<think>12345--b");
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids[1], v);
+  EXPECT_EQ(t->decode(ids), "a<think>12345b");
+  // No token crosses the boundary after "123".
+  std::vector<size_t> ends;
+  for (const std::string& piece : spelled("12345")) ends.push_back((ends.empty() ? 0 : ends.back()) + piece.size());
+  EXPECT_NE(std::find(ends.begin(), ends.end(), 3u), ends.end());
+  EXPECT_EQ(t->encode_ordinary("<think>"), tok_->encode_ordinary("<think>"));
+  // Resaved, it keeps the pre-tokenizer and the added token.
+  ASSERT_TRUE(t->save(p("ds2.json")).ok());
+  auto again = Tokenizer::load(p("ds2.json"));
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(again->encode("a<think>12345--b xyz"), t->encode("a<think>12345--b xyz"));
 }
 
 // Saves the shared tokenizer, applies `edit` to its JSON text and loads it back.
@@ -420,15 +476,43 @@ TEST_F(TokenizerBadJson, WrongTypes) {
   expect_error(load_edited([](std::string& s) { replace(s, "\"type\": \"BPE\"", "\"type\": \"WordPiece\""); }), "'model.type'");
   expect_error(load_edited([](std::string& s) { replace(s, "\"add_prefix_space\": false", "\"add_prefix_space\": true"); }),
                "'pre_tokenizer.add_prefix_space'");
-  expect_error(load_edited([](std::string& s) { replace(s, "\"normalizer\": null", "\"normalizer\": {\"type\": \"NFC\"}"); }), "'normalizer'");
+  expect_error(load_edited([](std::string& s) { replace(s, "\"normalizer\": null", "\"normalizer\": {\"type\": \"NFC\"}"); }),
+               "'normalizer.type': normalizer \"NFC\" is not supported");
 }
 
 TEST_F(TokenizerBadJson, MissingSpecialTokenAndGapsInIds) {
   expect_error(load_edited([](std::string& s) { replace(s, "\"content\":\"<｜User｜>\"", "\"content\":\"<｜Someone｜>\""); }),
-               "'added_tokens[5].content'");
+               "missing special token \"<｜User｜>\"");
   expect_error(load_edited([](std::string& s) { replace(s, "\"!\": 33", "\"!\": 100000"); }), "no token has id");
   // Id 33 spells two NUL bytes instead of "!": byte 33 has no token left.
   expect_error(load_edited([](std::string& s) { replace(s, "\"!\": 33", "\"\u0100\u0100\": 33"); }), "byte 33");
+}
+
+TEST_F(TokenizerBadJson, PreTokenizersAndAddedTokensItCannotReproduce) {
+  auto pre = [&](const std::string& json) {
+    return load_edited([&](std::string& s) {
+      replace(s, "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}", json);
+    });
+  };
+  const std::string bl = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}";
+  expect_error(pre("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, "
+                   "\"behavior\": \"Isolated\"}, " + bl + "]}"),
+               "'pre_tokenizer.pretokenizers[0].pattern.Regex': escape \\w is not supported");
+  expect_error(pre("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
+                   "\"behavior\": \"Isolated\"}, " + bl + "]}"),
+               "'pre_tokenizer.pretokenizers[0].pattern.Regex'");
+  expect_error(pre("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, "
+                   "\"behavior\": \"Sideways\"}, " + bl + "]}"),
+               "'pre_tokenizer.pretokenizers[0].behavior'");
+  expect_error(pre("{\"type\": \"Sequence\", \"pretokenizers\": [" + bl + ", {\"type\": \"Digits\"}]}"),
+               "'pre_tokenizer.pretokenizers[1].type': a pre-tokenizer after ByteLevel");
+  expect_error(pre("{\"type\": \"Metaspace\"}"), "'pre_tokenizer.type': pre-tokenizer \"Metaspace\" is not supported");
+  expect_error(pre("{\"type\": \"Digits\"}"), "'pre_tokenizer': expected a ByteLevel");
+  expect_error(load_edited([](std::string& s) { replace(s, "\"lstrip\":false", "\"lstrip\":true"); }), "'added_tokens[0].lstrip'");
+  expect_error(load_edited([](std::string& s) {
+                 replace(s, "\"normalizer\": null", "\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}]}");
+               }),
+               "'normalizer.normalizers[0].type'");
 }
 
 TEST_F(TokenizerBadJson, NotJsonAndMissingFile) {
