@@ -133,9 +133,6 @@ TEST(TomlLoadFile, ParseErrorGivesLineAndColumn) {
   EXPECT_THAT(t.status().message(), HasSubstr("invalid TOML"));
 }
 
-}  // namespace
-}  // namespace mariana
-
 // --set values: one TOML value (arrays and quoted strings with commas whole), else the text as a
 // string; a value that would smuggle in a second key stays a string; dotted keys make tables.
 TEST(TomlSetOverride, ValuesAreTomlElseStrings) {
@@ -158,3 +155,6 @@ TEST(TomlSetOverride, ValuesAreTomlElseStrings) {
   EXPECT_FALSE(toml_set_override(t, "a..b=1").ok());
   EXPECT_FALSE(toml_set_override(t, "train.steps.x=1").ok());  // steps is not a table
 }
+
+}  // namespace
+}  // namespace mariana
