@@ -25,6 +25,18 @@ int report(const Status& st);
 // the flag and the offending word otherwise. An empty text gives an empty list.
 Result<std::vector<int32_t>> parse_token_ids(const std::string& flag, const std::string& text, int64_t vocab);
 
+// The help of --set (train, submit, run).
+constexpr const char* kSetHelp =
+    "override a job field: key=value, the value in TOML syntax (3, 1e-3, true, [1.0, 0.1], \"x\"; "
+    "other text is a string, commas included); a relative path given here resolves against the "
+    "current directory; repeatable";
+
+// Takes every `--set key=value` / `--set=key=value` out of argv (argc shrinks) and returns the
+// values whole: cxxopts would cut a vector option's values at commas, so `--set "w=[1.0,0.1]"`
+// and `--set "data.arithmetic_ops=+,-"` reach toml_set_override (core/toml_util.h) intact. Keep
+// "set" among the cxxopts options for --help only. InvalidArgument when --set ends argv.
+Result<std::vector<std::string>> take_set_flags(int& argc, char** argv);
+
 int model_main(int argc, char** argv);  // mariana model init|info|logits
 int bench_main(int argc, char** argv);  // mariana bench model
 int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|decode

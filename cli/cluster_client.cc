@@ -80,33 +80,7 @@ Result<nlohmann::json> ClusterClient::query(const std::string& what, const std::
 namespace {
 
 Result<toml::table> apply_sets(toml::table tbl, const std::vector<std::string>& sets) {
-  for (auto& s : sets) {
-    auto eq = s.find('=');
-    if (eq == std::string::npos || eq == 0) return InvalidArgument("--set: expected key=value, got \"" + s + "\"");
-    const std::string key = s.substr(0, eq), value = s.substr(eq + 1);
-    // The value as TOML (1, 2.5, true, "x", [1, 2]); anything else is taken as a plain string.
-    std::optional<toml::table> parsed;
-    try {
-      parsed = toml::parse("v = " + value, std::string_view("--set"));
-    } catch (const std::exception&) {
-    }
-    toml::table* t = &tbl;
-    std::stringstream ks(key);
-    std::string part;
-    std::vector<std::string> parts;
-    while (std::getline(ks, part, '.')) parts.push_back(part);
-    if (parts.empty()) return InvalidArgument("--set: empty key in \"" + s + "\"");
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      auto* sub = (*t)[parts[i]].as_table();
-      if (!sub) {
-        t->insert_or_assign(parts[i], toml::table{});
-        sub = (*t)[parts[i]].as_table();
-      }
-      t = sub;
-    }
-    if (parsed && parsed->contains("v")) t->insert_or_assign(parts.back(), *parsed->get("v"));
-    else t->insert_or_assign(parts.back(), value);
-  }
+  for (const std::string& kv : sets) MARIANA_RETURN_IF_ERROR(toml_set_override(tbl, kv));
   return tbl;
 }
 

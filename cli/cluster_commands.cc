@@ -366,18 +366,19 @@ namespace {
 int submit(int argc, char** argv) {
   cxxopts::Options o("mariana submit", "Submit a job spec (TOML); prints the job id");
   add_client_options(o);
-  o.add_options()("set", "override a field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+  o.add_options()("set", kSetHelp, cxxopts::value<std::vector<std::string>>())(
       "wait", "wait for the job to end; exit 0 only if it succeeded")(
       "wait-timeout-s", "give up waiting after this long", cxxopts::value<int>()->default_value("3600"))(
       "spec", "JOB.toml", cxxopts::value<std::string>());
   o.parse_positional({"spec"});
+  auto taken = take_set_flags(argc, argv);
+  if (!taken.ok()) return report(taken.status());
+  const std::vector<std::string> sets = taken.value();
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
   if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
   if (!r.value().count("spec")) return report(InvalidArgument("submit: give a JOB.toml"));
   const std::string path = r.value()["spec"].as<std::string>();
-  std::vector<std::string> sets;
-  if (r.value().count("set")) sets = r.value()["set"].as<std::vector<std::string>>();
   auto job = job_submission_prepare(path, sets);
   if (!job.ok()) return report(job.status());
   auto target = client_target(r.value());

@@ -115,7 +115,7 @@ int eval_arithmetic_main(const cxxopts::ParseResult& r, const Model<float>& mode
 
 int eval_main(int argc, char** argv) {
   cxxopts::Options o("mariana eval", "Evaluate a checkpoint");
-  o.add_options()("task", "passkey", cxxopts::value<std::string>())(
+  o.add_options()("task", "passkey | arithmetic", cxxopts::value<std::string>())(
       "checkpoint", "checkpoint directory, or a run directory (its newest valid checkpoint)", cxxopts::value<std::string>())(
       "tokenizer", "tokenizer.json (default: the checkpoint's)", cxxopts::value<std::string>())(
       "no-verify", kNoVerifyHelp)(

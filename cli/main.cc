@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/cli.h"
+#include "cli/version.h"
 
 namespace mariana::cli {
 
@@ -47,44 +48,104 @@ Result<std::vector<int32_t>> parse_token_ids(const std::string& flag, const std:
   return out;
 }
 
+Result<std::vector<std::string>> take_set_flags(int& argc, char** argv) {
+  std::vector<std::string> sets;
+  int kept = 0;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--set") {
+      if (i + 1 >= argc) return InvalidArgument("--set: expected key=value after it");
+      sets.push_back(argv[++i]);
+    } else if (a.rfind("--set=", 0) == 0) {
+      sets.push_back(a.substr(6));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  return sets;
+}
+
 }  // namespace mariana::cli
 
 namespace {
 
-void usage(FILE* out) {
-  std::fprintf(out,
-               "usage: mariana <verb> [args]\n\n"
-               "verbs:\n"
-               "  model init --config C --seed S --out DIR   initialise a model, write an HF checkpoint\n"
-               "  model info DIR|CONFIG                       parameters, FLOPs, KV-cache sizes\n"
-               "  model logits --checkpoint DIR --tokens \"3 17 ...\" --out F.npy\n"
-               "  tokenizer train --vocab-size N --input FILES... --out T.json | encode | decode\n"
-               "  data prepare --tokenizer T --input FILES... --out DIR [--skip-bad]\n"
-               "  data gen --task arithmetic|passkey|mix --n N --seed S --out F.jsonl\n"
-               "  bench model --config C --batch B --seq S --threads N [--json]\n"
-               "  train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]\n"
-               "  generate --checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]\n"
-               "  reward score --scorer math|math_verify|format|code [--input F.jsonl] [--timeout-s S --memory-mb M]\n"
-               "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
-               "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
-               "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
-               "  submit JOB.toml [--set key=value]... [--wait] [--json]\n"
-               "  jobs list|show ID|stop ID|metrics ID|logs ID [-f] [--json]\n"
-               "  status | nodes | actors list|show ID [--json] | top [--once]\n"
-               "  run JOB.toml [--set key=value]... [--state-dir DIR]   embedded controller + agent\n"
-               "  bench actors [--json]                      actor-call and placement benchmarks\n"
-               "  (client verbs: --controller ADDR --token-file F, or --state-dir DIR)\n\n"
-               "Run `mariana <verb> <subverb> --help` for the flags of one command.\n");
+// One line of `mariana --help`: the verb, its subverb ("" when none) and the rest. `mariana VERB
+// --help` prints the lines of VERB; tests/cli/help_cli_test.cc runs `--help` on every one listed.
+struct UsageLine {
+  const char* verb;
+  const char* sub;
+  const char* text;
+};
+
+constexpr UsageLine kUsage[] = {
+    {"model", "init", "--config C --seed S --out DIR [--overwrite]   initialise a model, write an HF checkpoint"},
+    {"model", "info", "DIR|CONFIG                       parameters, FLOPs, KV-cache sizes"},
+    {"model", "logits", "--checkpoint DIR --tokens \"3 17 ...\" --out F.npy"},
+    {"tokenizer", "train", "--vocab-size N --input FILES... --out T.json"},
+    {"tokenizer", "encode", "--tokenizer T (--text S | --input F)"},
+    {"tokenizer", "decode", "--tokenizer T --ids \"3 17 ...\""},
+    {"data", "prepare", "--tokenizer T --input FILES... --out DIR [--skip-bad]"},
+    {"data", "gen", "--task arithmetic|passkey|mix|arithmetic-chat|arithmetic-preference --n N --seed S --out F.jsonl"},
+    {"bench", "model", "--config C --batch B --seq S --threads N [--json]"},
+    {"bench", "decode", "[--config C] [--contexts L,...] [--checkpoint DIR]   latent vs naive KV cache; speculative"},
+    {"bench", "actors", "[--json]                      actor-call and placement benchmarks"},
+    {"train", "", "JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite]"},
+    {"generate", "", "--checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]"},
+    {"reward", "score", "--scorer math|math_verify|format|code|model [--input F.jsonl] [--timeout-s S --memory-mb M]"},
+    {"eval", "", "--task passkey|arithmetic --checkpoint DIR [--lengths L,... --depths D,...] [--json] [--svg F]"},
+    {"controller", "start", "--listen tcp://127.0.0.1:PORT --state-dir DIR [--detach]"},
+    {"controller", "add-client", "--state-dir DIR --out CREDENTIALS [--name N]"},
+    {"controller", "repair", "--state-dir DIR"},
+    {"agent", "start", "--controller ADDR --token-file F [--cpus N --gpus N]"},
+    {"submit", "", "JOB.toml [--set key=value]... [--wait] [--json]"},
+    {"jobs", "list", "| show ID | stop ID | metrics ID | logs ID [-f] [--json]"},
+    {"status", "", "[--json]                          nodes, resources, jobs and actors by state"},
+    {"nodes", "", "[--json]"},
+    {"actors", "list", "| show ID [--json]"},
+    {"top", "", "[--once]"},
+    {"run", "", "JOB.toml [--set key=value]... [--state-dir DIR] [--resume | --fresh]   embedded controller + agent"},
+};
+
+void usage(FILE* out, const std::string& verb = "") {
+  std::fprintf(out, "usage: mariana <verb> [args]\n\n%s:\n", verb.empty() ? "verbs" : verb.c_str());
+  for (const UsageLine& u : kUsage) {
+    if (!verb.empty() && verb != u.verb) continue;
+    std::string head = std::string(u.verb) + (*u.sub ? std::string(" ") + u.sub : "");
+    std::fprintf(out, "  %s %s\n", head.c_str(), u.text);
+  }
+  if (verb.empty())
+    std::fprintf(out,
+                 "  (client verbs: --controller ADDR --token-file F, or --state-dir DIR)\n\n"
+                 "--set values are TOML (3, 1e-3, true, [1.0, 0.1], \"x\"; other text is a string).\n"
+                 "Run `mariana <verb> [<subverb>] --help` for the flags of one command; `mariana --version`.\n");
+}
+
+bool is_help(const char* a) { return std::strcmp(a, "--help") == 0 || std::strcmp(a, "-h") == 0; }
+
+// A verb with subverbs ("model", "controller", ...): `mariana VERB --help` prints its lines.
+bool has_subverbs(const std::string& verb) {
+  for (const UsageLine& u : kUsage)
+    if (verb == u.verb && *u.sub) return true;
+  return false;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+  if (argc < 2 || is_help(argv[1])) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? mariana::cli::kExitBadInput : 0;
   }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::printf("mariana %s (commit %s)\n", MARIANA_VERSION, MARIANA_GIT_COMMIT);
+    return 0;
+  }
   const std::string verb = argv[1];
+  if (argc == 3 && is_help(argv[2]) && has_subverbs(verb)) {
+    usage(stdout, verb);
+    return 0;
+  }
   if (verb == "model") return mariana::cli::model_main(argc - 1, argv + 1);
   if (verb == "tokenizer") return mariana::cli::tokenizer_main(argc - 1, argv + 1);
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);

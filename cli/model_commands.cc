@@ -48,7 +48,8 @@ int model_init(int argc, char** argv) {
       "out", "output checkpoint directory", cxxopts::value<std::string>())(
       "dtype", "f32 or bf16", cxxopts::value<std::string>()->default_value("f32"))(
       "max-shard-bytes", "split model.safetensors into shards above this size",
-      cxxopts::value<int64_t>()->default_value("5000000000"))("h,help", "help");
+      cxxopts::value<int64_t>()->default_value("5000000000"))(
+      "overwrite", "replace a checkpoint already in --out (refused otherwise)")("h,help", "help");
   auto r = o.parse(argc, argv);
   if (r.count("help")) {
     std::printf("%s\n", o.help().c_str());
@@ -57,18 +58,28 @@ int model_init(int argc, char** argv) {
   if (!r.count("config") || !r.count("out")) return report(InvalidArgument("model init: --config and --out are required"));
   const std::string dt = r["dtype"].as<std::string>();
   if (dt != "f32" && dt != "bf16") return report(InvalidArgument("model init: --dtype: expected f32 or bf16, got '" + dt + "'"));
+  const std::string out = r["out"].as<std::string>();
+  std::error_code ec;
+  if (!r.count("overwrite") && std::filesystem::exists(out, ec) &&
+      !(std::filesystem::is_directory(out, ec) && std::filesystem::is_empty(out, ec)))
+    return report(AlreadyExists("model init: " + out + " already exists; pass --overwrite to replace it"));
   auto cfg = model_config_load(r["config"].as<std::string>());
   if (!cfg.ok()) return report(cfg.status());
+  const ModelStats stats = model_stats(cfg.value(), cfg.value().max_position_embeddings);
   Model<float> model(std::move(cfg).value());
   model.init_weights(r["seed"].as<uint64_t>());
   CheckpointOptions opt;
   opt.dtype = dt == "bf16" ? DType::kBF16 : DType::kF32;
   opt.max_shard_bytes = r["max-shard-bytes"].as<int64_t>();
-  const std::string out = r["out"].as<std::string>();
   Status st = checkpoint_save(out, model, opt);
   if (!st.ok()) return report(st);
-  std::printf("wrote %s: %s parameters (%s), seed %llu\n", out.c_str(), human(model.table().num_params()).c_str(),
-              dt.c_str(), static_cast<unsigned long long>(r["seed"].as<uint64_t>()));
+  // The model's parameters as `model info` counts them (MTP apart, as DeepSeek-V3 counts its 671B),
+  // then what the checkpoint holds; the two counts come from model_stats and the tensors.
+  std::printf("wrote %s (%s), seed %llu: %s parameters (%lld) + MTP %s (%lld) = %s in the checkpoint (%lld)\n",
+              out.c_str(), dt.c_str(), static_cast<unsigned long long>(r["seed"].as<uint64_t>()),
+              human(stats.total_params).c_str(), (long long)stats.total_params, human(stats.mtp_params).c_str(),
+              (long long)stats.mtp_params, human(model.table().num_params()).c_str(),
+              (long long)model.table().num_params());
   return kExitOk;
 }
 
@@ -118,6 +129,8 @@ int model_info(int argc, char** argv) {
   std::printf("  activated per token       %10s  (%lld)\n", human(s.activated_params).c_str(), (long long)s.activated_params);
   std::printf("  MTP modules (own params)  %10s  (%lld, %lld module(s); embedding and head shared)\n",
               human(s.mtp_params).c_str(), (long long)s.mtp_params, (long long)c.num_nextn_predict_layers);
+  std::printf("  in a checkpoint (+ MTP)   %10s  (%lld)\n", human(s.total_params + s.mtp_params).c_str(),
+              (long long)(s.total_params + s.mtp_params));
   std::printf("  training FLOPs per token  %10s  (forward %s; seq %lld, MTP included)\n",
               human(s.train_flops_per_token).c_str(), human(s.forward_flops_per_token).c_str(), (long long)seq);
   std::printf("  KV cache per token (bf16) naive %s (%lld values)  latent %s (%lld values)  %.1fx smaller\n",

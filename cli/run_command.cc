@@ -3,8 +3,10 @@
 // loopback port) and the real node agent on threads of their own; the agent starts the job's
 // workers as processes, exactly as on a cluster. It submits the job, shows live progress (step,
 // loss, tokens/s), prints a summary and exits with the job's status: 0 SUCCEEDED, 1 FAILED or
-// STOPPED (Ctrl-C stops the job), 2 a bad job file. Unfinished jobs of an earlier run in the same
-// state dir resume alongside.
+// STOPPED (Ctrl-C stops the job), 2 a bad job file. When the state dir holds unfinished jobs of an
+// earlier run (a `run` that was killed), it says so and needs a choice: --resume follows the
+// earlier job to its end instead of submitting again, --fresh stops the earlier jobs and submits;
+// without either it exits 2 naming them and both flags.
 #include <signal.h>
 #include <unistd.h>
 
@@ -129,13 +131,18 @@ std::string progress_line(const nlohmann::json& j, double elapsed_s) {
 int run_main(int argc, char** argv) {
   cxxopts::Options o("mariana run", "Run a job on an embedded controller and agent (loopback), showing progress");
   o.add_options()("job", "job file (TOML): a training job or an actor job", cxxopts::value<std::string>())(
-      "set", "override a job field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "set", kSetHelp, cxxopts::value<std::vector<std::string>>())(
       "state-dir", "controller state, run directories and worker logs",
       cxxopts::value<std::string>()->default_value(".mariana"))(
       "heartbeat-ms", "agent and worker heartbeat interval", cxxopts::value<int64_t>()->default_value("500"))(
+      "resume", "the state dir holds an unfinished job of an earlier run: follow it to its end (no new job)")(
+      "fresh", "the state dir holds unfinished jobs of an earlier run: stop them, then submit this job")(
       "h,help", "help");
   o.parse_positional({"job"});
   o.positional_help("JOB.toml");
+  auto taken = take_set_flags(argc, argv);
+  if (!taken.ok()) return report(taken.status());
+  const std::vector<std::string> sets = taken.value();
   cxxopts::ParseResult r;
   try {
     r = o.parse(argc, argv);
@@ -144,8 +151,6 @@ int run_main(int argc, char** argv) {
   }
   if (r.count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
   if (!r.count("job")) return report(InvalidArgument("run: expected a job file (JOB.toml)"));
-  std::vector<std::string> sets;
-  if (r.count("set")) sets = r["set"].as<std::vector<std::string>>();
   // Validate before starting anything: a bad file is exit 2 with nothing written.
   auto job = job_submission_prepare(r["job"].as<std::string>(), sets);
   if (!job.ok()) return report(job.status());
@@ -174,11 +179,36 @@ int run_main(int argc, char** argv) {
     if (s.ok() && s.value()["nodes"].value("ALIVE", 0) > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  auto submitted = job_submit(client.rpc(), job.value(), 10000);
-  if (!submitted.ok()) return report(submitted.status());
-  const std::string job_id = submitted.value();
-  std::fprintf(stderr, "mariana run: %s submitted (state in %s, controller %s)\n", job_id.c_str(), state_dir.c_str(),
-               cluster.address().c_str());
+  // Jobs an earlier `run` on this state dir left unfinished: the controller resumed them on start.
+  std::vector<std::string> unfinished;
+  if (auto jobs = client.query("jobs", "", 10000); jobs.ok()) {
+    for (const auto& j : jobs.value()) {
+      const std::string st = j.value("state", "");
+      if (st != "SUCCEEDED" && st != "FAILED" && st != "STOPPED") unfinished.push_back(j.value("id", ""));
+    }
+  }
+  std::string listed;
+  for (const std::string& id : unfinished) listed += (listed.empty() ? "" : ", ") + id;
+  if (r.count("resume") && r.count("fresh")) return report(InvalidArgument("run: --resume and --fresh exclude each other"));
+  if (!unfinished.empty() && !r.count("resume") && !r.count("fresh"))
+    return report(FailedPrecondition("run: " + state_dir + " holds unfinished job(s) of an earlier run: " + listed +
+                                     "; pass --resume to continue it, or --fresh to stop it and start this job"));
+  std::string job_id;
+  if (!unfinished.empty() && r.count("resume")) {
+    job_id = unfinished.front();
+    std::fprintf(stderr, "mariana run: resuming %s, unfinished in %s (no new job submitted)\n", job_id.c_str(),
+                 state_dir.c_str());
+  } else {
+    for (const std::string& id : unfinished) {
+      std::fprintf(stderr, "mariana run: --fresh: stopping %s, unfinished in %s\n", id.c_str(), state_dir.c_str());
+      (void)client.rpc().call([&](proto::Envelope::Payload::Builder p) { p.initStopJob().setJobId(id); }, 5000);
+    }
+    auto submitted = job_submit(client.rpc(), job.value(), 10000);
+    if (!submitted.ok()) return report(submitted.status());
+    job_id = submitted.value();
+    std::fprintf(stderr, "mariana run: %s submitted (state in %s, controller %s)\n", job_id.c_str(), state_dir.c_str(),
+                 cluster.address().c_str());
+  }
 
   const bool tty = ::isatty(STDOUT_FILENO);
   int64_t last_step = -1;

@@ -1,7 +1,10 @@
-// `mariana train JOB.toml [--set key=value]... [--run-dir DIR] [--resume]`.
+// `mariana train JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite]`.
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -29,13 +32,53 @@ std::string job_phase(const std::string& path) {
   return phase.ok() ? phase.value() : "";
 }
 
-int rl_main(const std::string& path, const std::vector<std::string>& sets, std::string run_dir, bool quiet) {
+// Ctrl-C / SIGTERM: the trainer finishes its step and checkpoints (TrainOptions::interrupt). The
+// handler resets itself, so a second Ctrl-C ends the process at once.
+std::atomic<bool> g_interrupt{false};
+void on_interrupt(int) { g_interrupt.store(true); }
+
+void watch_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+// A run directory holding anything (an earlier run) is refused unless --resume continues it or
+// --overwrite replaces it: a fresh run over an old one would keep the old, higher-numbered
+// checkpoints, which eval, generate and init_from would then pick. --overwrite first renames the
+// old directory aside (one atomic rename) and then deletes it, so a crash leaves the old run beside
+// the new one (DIR.overwritten-PID), never mixed into it.
+Status prepare_run_dir(const std::string& run_dir, bool resume, bool overwrite) {
+  namespace fs = std::filesystem;
+  if (resume && overwrite) return InvalidArgument("train: --resume and --overwrite exclude each other");
+  std::error_code ec;
+  if (!fs::exists(run_dir, ec) || (fs::is_directory(run_dir, ec) && fs::is_empty(run_dir, ec)) || resume)
+    return Status::Ok();
+  if (!overwrite)
+    return InvalidArgument("train: run directory " + run_dir + " holds an earlier run; pass --resume to continue it, "
+                           "--overwrite to delete it and start fresh, or --run-dir for another directory");
+  const std::string aside = run_dir + ".overwritten-" + std::to_string(::getpid());
+  fs::rename(run_dir, aside, ec);
+  if (ec) return Unavailable(run_dir + ": cannot move the earlier run aside to " + aside + ": " + ec.message());
+  fs::remove_all(aside, ec);
+  if (ec) return Unavailable(aside + ": cannot delete the earlier run: " + ec.message());
+  std::printf("train: --overwrite: deleted the earlier run in %s\n", run_dir.c_str());
+  return Status::Ok();
+}
+
+int rl_main(const std::string& path, const std::vector<std::string>& sets, std::string run_dir, bool quiet,
+            bool resume, bool overwrite) {
   auto spec = rl::rl_spec_load(path, sets);
   if (!spec.ok()) return report(spec.status());
   rl::RlOptions opt;
   opt.spec = spec.value();
   opt.run_dir = run_dir.empty() ? "runs/" + opt.spec.name : run_dir;
   opt.quiet = quiet;
+  if (resume) return report(InvalidArgument("train: an rl job does not resume; pass --overwrite to start it again"));
+  if (Status st = prepare_run_dir(opt.run_dir, false, overwrite); !st.ok()) return report(st);
   std::printf("train %s: phase rl (GRPO), %lld iterations of %lld prompts x %lld samples, run dir %s\n",
               opt.spec.name.c_str(), (long long)opt.spec.iterations, (long long)opt.spec.prompts,
               (long long)opt.spec.group_size, opt.run_dir.c_str());
@@ -52,12 +95,17 @@ int rl_main(const std::string& path, const std::vector<std::string>& sets, std::
 int train_main(int argc, char** argv) {
   cxxopts::Options o("mariana train", "Run a training job (phases: pretrain, extend, sft, rm, rl)");
   o.add_options()("job", "job file (TOML)", cxxopts::value<std::string>())(
-      "set", "override a job field: key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "set", kSetHelp, cxxopts::value<std::vector<std::string>>())(
       "run-dir", "run directory (default runs/<job.name>)", cxxopts::value<std::string>())(
       "resume", "continue from the newest valid checkpoint in the run directory")(
+      "overwrite", "delete an earlier run in the run directory first (without this or --resume, a run "
+                   "directory that is not empty is refused)")(
       "quiet", "no per-step lines")("h,help", "help");
   o.parse_positional({"job"});
   o.positional_help("JOB.toml");
+  auto taken = take_set_flags(argc, argv);
+  if (!taken.ok()) return report(taken.status());
+  const std::vector<std::string> sets = taken.value();
   try {
     auto r = o.parse(argc, argv);
     if (r.count("help")) {
@@ -65,11 +113,10 @@ int train_main(int argc, char** argv) {
       return kExitOk;
     }
     if (!r.count("job")) return report(InvalidArgument("train: expected a job file (JOB.toml)"));
-    std::vector<std::string> sets;
-    if (r.count("set")) sets = r["set"].as<std::vector<std::string>>();
     if (job_phase(r["job"].as<std::string>()) == "rl") {
       const int code = rl_main(r["job"].as<std::string>(), sets,
-                               r.count("run-dir") ? r["run-dir"].as<std::string>() : "", r.count("quiet") > 0);
+                               r.count("run-dir") ? r["run-dir"].as<std::string>() : "", r.count("quiet") > 0,
+                               r.count("resume") > 0, r.count("overwrite") > 0);
       return code;
     }
     auto spec = job_spec_load(r["job"].as<std::string>(), sets);
@@ -80,13 +127,27 @@ int train_main(int argc, char** argv) {
     opt.resume = r.count("resume") > 0;
     opt.progress = ::isatty(STDERR_FILENO) && !r.count("quiet");
     opt.quiet = r.count("quiet") > 0;
+    if (Status st = prepare_run_dir(opt.run_dir, opt.resume, r.count("overwrite") > 0); !st.ok()) return report(st);
     const std::string length = opt.spec.epochs > 0 ? std::to_string(opt.spec.epochs) + " epoch(s)"
                                                    : std::to_string(opt.spec.steps) + " steps";
     std::printf("train %s: phase %s, %s, run dir %s\n", opt.spec.name.c_str(), opt.spec.phase.c_str(), length.c_str(),
                 opt.run_dir.c_str());
+    opt.interrupt = &g_interrupt;
+    watch_interrupts();
     auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : opt.spec.phase == "rm" ? rm_train_run(opt) : train_run(opt);
     if (!res.ok()) return report(res.status());
     const TrainSummary& s = res.value();
+    if (s.interrupted) {
+      std::fprintf(stderr, "\ntrain: interrupted at step %lld; checkpoint %s; continue with --resume\n",
+                   (long long)s.steps_done, s.final_checkpoint.c_str());
+      return 130;  // as a shell reports a process ended by SIGINT
+    }
+    if (s.final_checkpoint.empty() && opt.resume && s.resumed_from > 0) {  // nothing left to run
+      auto last = latest_valid_checkpoint(opt.run_dir);
+      std::printf("run already finished at step %lld, checkpoint %s\n", (long long)s.resumed_from,
+                  last.ok() ? last.value().c_str() : "(none valid)");
+      return kExitOk;
+    }
     std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,
                 s.last.loss_main, s.final_checkpoint.c_str());
     return kExitOk;

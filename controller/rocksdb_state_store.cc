@@ -1,6 +1,7 @@
 // RocksDB implementation of StateStore.
 #include "controller/rocksdb_state_store.h"
 
+#include <cctype>
 #include <filesystem>
 
 #include <rocksdb/options.h>
@@ -92,6 +93,19 @@ Result<std::unique_ptr<RocksStateStore>> RocksStateStore::open_db(const std::str
   if (s.IsCorruption())
     return DataLoss("state store " + dir + ": RocksDB refuses to open it, a write-ahead log (*.log), MANIFEST or table "
                     "file is damaged or missing: " + s.ToString());
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    // RocksDB's LOCK file is held: another controller (or `controller repair`) has this state dir.
+    const std::filesystem::path state = std::filesystem::path(dir).parent_path();
+    auto pid = read_file((state / "controller.pid").string());
+    std::string who = "pid unknown (not started with --detach)", how = "Ctrl-C in its terminal, or kill its process";
+    if (pid.ok() && !pid.value().empty() && std::isdigit(static_cast<unsigned char>(pid.value()[0]))) {
+      const std::string n = pid.value().substr(0, pid.value().find_first_not_of("0123456789"));
+      who = "pid " + n;
+      how = "kill " + n;
+    }
+    return FailedPrecondition("another controller is running on " + state.string() + " (" + who + "); stop it with " +
+                              how + ", or give this one another --state-dir");
+  }
   if (!s.ok()) return rocks_status(s, "state store " + dir);
   std::unique_ptr<RocksStateStore> store(new RocksStateStore());
   store->dir_ = dir;

@@ -51,6 +51,35 @@ std::string toml_describe(const toml::node& node) {
   return "nothing";
 }
 
+Status toml_set_override(toml::table& tbl, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0) return InvalidArgument("--set " + kv + ": expected key=value");
+  const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (parts.back().empty()) return InvalidArgument("--set " + kv + ": empty part in the key '" + key + "'");
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  toml::table* cur = &tbl;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* sub = cur->get(parts[i]);
+    if (sub == nullptr) sub = cur->insert_or_assign(parts[i], toml::table{}).first->second.as_table();
+    if (!sub->is_table()) return InvalidArgument("--set " + kv + ": '" + parts[i] + "' is not a table");
+    cur = sub->as_table();
+  }
+  // One TOML value ("v = <value>" parses to exactly the key v), else the text as a string.
+  auto as_toml = toml_parse("v = " + value, "--set");
+  if (as_toml.ok() && as_toml.value().size() == 1 && as_toml.value().contains("v")) {
+    cur->insert_or_assign(parts.back(), *as_toml.value().get("v"));
+  } else {
+    cur->insert_or_assign(parts.back(), value);
+  }
+  return Status::Ok();
+}
+
 Result<toml::table> toml_parse(std::string_view text, const std::string& path) {
   try {
     return toml::parse(text, path);

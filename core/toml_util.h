@@ -71,6 +71,12 @@ class TomlFields {
   std::string prefix_;
 };
 
+// Applies one `--set key=value` to `tbl`: the dotted key names the field (tables on the way are
+// created), the value is read as one TOML value (1, 2.5, true, "x", [1.0, 0.1], {a = 1}); text
+// that is not a TOML value stays a plain string (fast, +,-). The one reading of --set for
+// `mariana train`, `submit` and `run`. InvalidArgument naming the override when malformed.
+Status toml_set_override(toml::table& tbl, const std::string& kv);
+
 // `string "fast"`, `integer 3`, `float 1.5`, `boolean true`, `table`, `array`, `date`, ...
 std::string toml_describe(const toml::node& node);
 

@@ -2,6 +2,7 @@
 #include "train/job_spec.h"
 
 #include <cmath>
+#include <filesystem>
 #include <numbers>
 #include <sstream>
 
@@ -9,6 +10,8 @@
 #include "core/toml_util.h"
 
 namespace mariana {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -140,33 +143,9 @@ Status merge(const toml::table& schema, const toml::table& in, toml::table& out,
 }
 
 Status apply_override(const toml::table& schema, toml::table& out, const std::string& kv) {
-  const size_t eq = kv.find('=');
-  if (eq == std::string::npos || eq == 0) return InvalidArgument("--set " + kv + ": expected key=value");
-  const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
   // Build {a = {b = value}} and merge it, so the same checks apply.
-  toml::table parsed;
-  auto as_toml = toml_parse("v = " + value, "--set");
-  toml::table leaf;
-  if (as_toml.ok()) {
-    leaf.insert_or_assign("v", *as_toml.value().get("v"));
-  } else {
-    leaf.insert_or_assign("v", value);  // a bare string
-  }
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    const size_t dot = key.find('.', start);
-    parts.push_back(key.substr(start, dot - start));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
   toml::table root;
-  toml::table* cur = &root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    cur->insert_or_assign(parts[i], toml::table{});
-    cur = cur->get(parts[i])->as_table();
-  }
-  cur->insert_or_assign(parts.back(), *leaf.get("v"));
+  MARIANA_RETURN_IF_ERROR(toml_set_override(root, kv));
   Status st = merge(schema, root, out, "--set " + kv, "");
   if (!st.ok()) return InvalidArgument(st.message());
   return Status::Ok();
@@ -333,9 +312,47 @@ ArithmeticOptions job_arithmetic_options(const JobSpec& spec) {
   return ao;
 }
 
+namespace {
+
+bool overridden(const std::vector<std::string>& overrides, const std::string& field) {
+  for (const std::string& kv : overrides)
+    if (kv.compare(0, kv.find('='), field) == 0) return true;
+  return false;
+}
+
+// `value` of `field` resolved as job_spec_load documents, checked to exist.
+Status resolve_input(const std::string& job_path, const std::vector<std::string>& overrides, const std::string& field,
+                     const std::string& key, std::string& value) {
+  if (value.empty()) return Status::Ok();
+  const fs::path job_dir = fs::path(job_path).parent_path();
+  std::string how = "a relative path given by --set resolves against the current directory";
+  if (field == "model.init_from") {
+    how = "model.init_from resolves against the current directory, where run directories are written";
+  } else if (!overridden(overrides, field)) {
+    how = "a relative path in a job file resolves against its directory " + (job_dir.empty() ? "." : job_dir.string());
+    if (fs::path(value).is_relative() && !job_dir.empty()) value = (job_dir / value).lexically_normal().string();
+  }
+  std::error_code ec;
+  if (!fs::exists(value, ec))
+    return InvalidArgument(job_path + ": field '" + key + "': " + value + " does not exist (" + how + ")");
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides) {
   MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  return job_spec_parse(text, path, overrides);
+  MARIANA_ASSIGN_OR_RETURN(JobSpec s, job_spec_parse(text, path, overrides));
+  for (auto [field, value] : {std::pair<const char*, std::string*>{"model.config", &s.model_config},
+                              {"model.init_from", &s.init_from},
+                              {"tokenizer.path", &s.tokenizer},
+                              {"data.chat", &s.data_chat},
+                              {"data.preferences", &s.data_preferences}})
+    MARIANA_RETURN_IF_ERROR(resolve_input(path, overrides, field, field, *value));
+  for (size_t i = 0; i < s.data_inputs.size(); ++i)
+    MARIANA_RETURN_IF_ERROR(
+        resolve_input(path, overrides, "data.inputs", "data.inputs[" + std::to_string(i) + "]", s.data_inputs[i]));
+  return s;
 }
 
 double JobSpec::lr_at(int64_t step) const {

@@ -91,11 +91,15 @@ constexpr int64_t kMaxBatchTokens = int64_t{1} << 31;
 // The most threads train.threads may ask for (0: the machine's cores).
 constexpr int kMaxThreads = 4096;
 
-// Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
-// string), validates. InvalidArgument naming the file/field or the override.
 // The data.arithmetic_* options as the built-in generators take them (training split).
 ArithmeticOptions job_arithmetic_options(const JobSpec& spec);
 
+// Loads the job file, applies "key=value" overrides (value parsed as TOML, else taken as a
+// string), validates. InvalidArgument naming the file/field or the override. A relative input path
+// written in the file (model.config, tokenizer.path, data.inputs, data.chat, data.preferences)
+// resolves against the job file's directory; one given by --set, and model.init_from (a run's
+// output, found where `train` writes run directories), against the current directory. Every
+// input path must exist: else InvalidArgument naming the field and how it was resolved.
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides);
 // The machinery under job_spec_parse, for other job kinds (rl/grpo.cc): `text` merged over the
 // defaults of `schema_text` (TOML), then the overrides; a field the schema lacks or of the wrong

@@ -574,7 +574,8 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     }
     if (o.on_step) o.on_step(m);
     summary.last = m;
-    if (step % spec.checkpoint_every == 0 || step == spec.steps) {
+    summary.interrupted = o.interrupt != nullptr && o.interrupt->load();
+    if (step % spec.checkpoint_every == 0 || step == spec.steps || summary.interrupted) {
       nlohmann::ordered_json biases = nlohmann::ordered_json::object();
       for (int64_t l : m.moe_layers) {
         const float* b = model->param(layer_prefix(l) + "mlp.gate.e_score_correction_bias");
@@ -605,6 +606,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       }
       if (o.on_checkpoint) o.on_checkpoint(step, summary.final_checkpoint);
     }
+    if (summary.interrupted) break;
   }
   std::fclose(metrics);
   if (!failure.ok()) return failure;

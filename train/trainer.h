@@ -6,6 +6,7 @@
 // resume + N steps equals 2N steps straight, bit for bit.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -80,6 +81,9 @@ struct TrainOptions {
   bool progress = false;          // a refreshing progress line on stderr
   bool quiet = false;             // no per-step log lines on stdout
   int64_t stop_after = -1;        // stop (as if killed) after this many steps of this run; -1: never
+  // Set from a signal handler (Ctrl-C): the current step finishes, a checkpoint is written and
+  // train_run returns with TrainSummary::interrupted. Null: not watched.
+  const std::atomic<bool>* interrupt = nullptr;
   // With resume: this checkpoint directory (when its manifest verifies) instead of the newest one;
   // a missing or corrupt one falls back to the newest valid checkpoint, with a warning.
   std::string resume_from;
@@ -104,6 +108,7 @@ struct TrainSummary {
   int64_t resumed_from = 0;       // step of the checkpoint resumed from (0: fresh)
   StepMetrics last;
   std::string final_checkpoint;   // directory of the last checkpoint written
+  bool interrupted = false;       // stopped early by TrainOptions::interrupt (checkpoint written)
 };
 
 Result<TrainSummary> train_run(const TrainOptions& opt);

@@ -190,3 +190,29 @@ TEST_F(StateIntegrity, KillNineAfterSyncedCommitsRecoversEverything) {
 
 }  // namespace
 }  // namespace mariana::controller
+
+namespace mariana::controller {
+namespace {
+
+// A second controller on a state dir whose store is open says so (with the pid from
+// controller.pid and how to stop it) instead of RocksDB's raw "lock" error.
+TEST(StateStoreLock, SecondOpenNamesTheRunningController) {
+  const std::string dir = (fs::temp_directory_path() / ("mariana-lock-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/controller.pid") << "4242\n";
+  auto first = RocksStateStore::open(dir + "/db");
+  ASSERT_TRUE(first.ok()) << first.status().to_string();
+  auto second = RocksStateStore::open(dir + "/db");
+  ASSERT_FALSE(second.ok());
+  const std::string msg = second.status().message();
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition) << msg;
+  EXPECT_NE(msg.find("another controller is running on " + dir + " (pid 4242); stop it with kill 4242"),
+            std::string::npos)
+      << msg;
+  first.value().reset();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mariana::controller

@@ -133,5 +133,28 @@ TEST(TomlLoadFile, ParseErrorGivesLineAndColumn) {
   EXPECT_THAT(t.status().message(), HasSubstr("invalid TOML"));
 }
 
+// --set values: one TOML value (arrays and quoted strings with commas whole), else the text as a
+// string; a value that would smuggle in a second key stays a string; dotted keys make tables.
+TEST(TomlSetOverride, ValuesAreTomlElseStrings) {
+  toml::table t;
+  ASSERT_TRUE(toml_set_override(t, "reward.weights=[1.0,0.1]").ok());
+  ASSERT_TRUE(toml_set_override(t, "data.arithmetic_ops=+,-").ok());
+  ASSERT_TRUE(toml_set_override(t, "job.name=\"a,b\"").ok());
+  ASSERT_TRUE(toml_set_override(t, "train.steps=3").ok());
+  ASSERT_TRUE(toml_set_override(t, "job.note=x\ny = 1").ok());
+  const toml::array* w = t["reward"]["weights"].as_array();
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->size(), 2u);
+  EXPECT_DOUBLE_EQ(w->get(1)->value_or(0.0), 0.1);
+  EXPECT_EQ(t["data"]["arithmetic_ops"].value_or(std::string()), "+,-");
+  EXPECT_EQ(t["job"]["name"].value_or(std::string()), "a,b");
+  EXPECT_EQ(t["train"]["steps"].value_or(int64_t{0}), 3);
+  EXPECT_EQ(t["job"]["note"].value_or(std::string()), "x\ny = 1");
+  EXPECT_FALSE(t.contains("y"));
+  EXPECT_FALSE(toml_set_override(t, "novalue").ok());
+  EXPECT_FALSE(toml_set_override(t, "a..b=1").ok());
+  EXPECT_FALSE(toml_set_override(t, "train.steps.x=1").ok());  // steps is not a table
+}
+
 }  // namespace
 }  // namespace mariana

@@ -5,7 +5,10 @@
 
 #include <signal.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <future>
+#include <iterator>
 
 #include "tests/integration/cluster_fixture.h"
 
@@ -53,6 +56,30 @@ TEST(Run, EmbeddedRunTrainsShowsProgressAndExitsWithTheJobStatus) {
   EXPECT_EQ(invalid.exit_code, 2) << invalid.out;
   EXPECT_NE(invalid.out.find("train.stepz"), std::string::npos) << invalid.out;
   EXPECT_FALSE(std::filesystem::exists(c.dir() + "/state3"));
+}
+
+// A `run` killed (-9) mid-job leaves its job unfinished in the state dir. Running again says so:
+// without --resume or --fresh it exits 2 naming the job and both flags; --fresh stops the earlier
+// job and runs the new one.
+TEST(Run, UnfinishedEarlierJobNeedsResumeOrFresh) {
+  Cluster c;
+  const std::string state = " --state-dir " + c.dir() + "/state";
+  const std::string killed = "cd '" + c.dir() + "' && timeout -s KILL 10 " + std::string(MARIANA_BIN) + " run " +
+                             job_file() + " " + short_sets(100000) + state + " > killed.out 2>&1";
+  (void)std::system(killed.c_str());
+  std::ifstream in(c.dir() + "/killed.out");
+  const std::string first((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_NE(first.find("job-1 submitted"), std::string::npos) << first;
+
+  auto again = run_mariana("run " + job_file() + " " + short_sets(4) + state, 60, c.dir());
+  EXPECT_EQ(again.exit_code, 2) << again.out;
+  for (const char* needle : {"unfinished", "job-1", "--resume", "--fresh"})
+    EXPECT_NE(again.out.find(needle), std::string::npos) << needle << "\n" << again.out;
+
+  auto fresh = run_mariana("run " + job_file() + " " + short_sets(4) + state + " --fresh", 120, c.dir());
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.out;
+  EXPECT_NE(fresh.out.find("stopping job-1"), std::string::npos) << fresh.out;
+  EXPECT_NE(fresh.out.find("job-2 SUCCEEDED"), std::string::npos) << fresh.out;
 }
 
 // An sft job (steps derived from its data) on the embedded cluster, from a short pretraining run:

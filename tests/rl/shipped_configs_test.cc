@@ -29,8 +29,11 @@ TEST(ShippedConfigs, EveryJobFileLoadsForItsPhase) {
         auto s = rl::rl_spec_load(path, {});
         EXPECT_TRUE(s.ok()) << path << ": " << s.status().to_string();
       } else {
+        // A job continuing an earlier one names that run's directory, absent until it has run.
         auto s = job_spec_load(path, {});
-        EXPECT_TRUE(s.ok()) << path << ": " << s.status().to_string();
+        const bool awaits_run = !s.ok() && s.status().message().find("field 'model.init_from'") != std::string::npos &&
+                                s.status().message().find("does not exist") != std::string::npos;
+        EXPECT_TRUE(s.ok() || awaits_run) << path << ": " << s.status().to_string();
       }
       ++files;
     }
@@ -40,7 +43,9 @@ TEST(ShippedConfigs, EveryJobFileLoadsForItsPhase) {
 
 // The pipeline's SFT data is the imperfect teacher's; the RL task draws the same operand mix.
 TEST(ShippedConfigs, PipelineSftUsesTheSlippingTeacher) {
-  auto sft = job_spec_load(std::string(MARIANA_SOURCE_DIR) + "/configs/pipeline/3-sft.toml", {});
+  // model.init_from names the extend run, absent here: any existing directory stands in for it.
+  auto sft = job_spec_load(std::string(MARIANA_SOURCE_DIR) + "/configs/pipeline/3-sft.toml",
+                           {"model.init_from=" + std::string(MARIANA_SOURCE_DIR)});
   ASSERT_TRUE(sft.ok()) << sft.status().to_string();
   EXPECT_GT(sft->arithmetic_teacher_slip, 0.0);
   auto rl = rl::rl_spec_load(std::string(MARIANA_SOURCE_DIR) + "/configs/pipeline/4-rl.toml", {});
