@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace mariana::rl {
 
@@ -90,8 +91,12 @@ GrpoLossStats grpo_token_loss(const F* logits, int64_t T, int64_t V, const int32
   GrpoLossStats st;
   for (int64_t t = 0; t < T; ++t) st.tokens += target[t] >= 0;
   const double inv_n = st.tokens > 0 ? 1.0 / static_cast<double>(st.tokens) : 0.0;
-  double loss = 0, kl = 0, clipped = 0, ent = 0, ratio_sum = 0;
-#pragma omp parallel for schedule(static) reduction(+ : loss, kl, clipped, ent, ratio_sum)
+  // Per-token terms, summed in token order afterwards: the same statistics on any thread count.
+  struct Terms {
+    double loss = 0, kl = 0, clipped = 0, ent = 0, ratio = 0;
+  };
+  std::vector<Terms> terms(static_cast<size_t>(T));
+#pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     F* d = dlogits + t * V;
     const F* x = logits + t * V;
@@ -111,10 +116,11 @@ GrpoLossStats grpo_token_loss(const F* logits, int64_t T, int64_t V, const int32
     const double surrogate = std::min(unclipped, clipped_obj);
     const double delta = ref_lp[t] - lp;
     const double k3 = std::exp(delta) - delta - 1.0;
-    loss += -surrogate + p.kl_beta * k3;
-    kl += k3;
-    clipped += clip_active ? 1.0 : 0.0;
-    ratio_sum += ratio;
+    Terms& tt = terms[static_cast<size_t>(t)];
+    tt.loss = -surrogate + p.kl_beta * k3;
+    tt.kl = k3;
+    tt.clipped = clip_active ? 1.0 : 0.0;
+    tt.ratio = ratio;
     // d(loss_t)/d(lp) = −ρA·[not clipped] + β(1 − e^{ref − lp}); d(lp)/d(logits) = onehot − softmax.
     const double g = ((clip_active ? 0.0 : -unclipped) + p.kl_beta * (1.0 - std::exp(delta))) * inv_n;
     double h = 0;
@@ -124,7 +130,15 @@ GrpoLossStats grpo_token_loss(const F* logits, int64_t T, int64_t V, const int32
       d[v] = static_cast<F>(-g * pv);
     }
     d[target[t]] += static_cast<F>(g);
-    ent += h;
+    tt.ent = h;
+  }
+  double loss = 0, kl = 0, clipped = 0, ent = 0, ratio_sum = 0;
+  for (const Terms& tt : terms) {
+    loss += tt.loss;
+    kl += tt.kl;
+    clipped += tt.clipped;
+    ent += tt.ent;
+    ratio_sum += tt.ratio;
   }
   st.loss = loss * inv_n;
   st.kl = kl * inv_n;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace mariana {
 
@@ -46,15 +47,24 @@ void AdamW::step(float* params, const float* grads, double lr) {
 }
 
 double clip_grad_norm(float* grads, const ParamTable& table, double max_norm) {
+  // Σ g² over fixed blocks of kNormBlock elements, the blocks' sums added in order: the same
+  // rounding on any thread count (an OpenMP reduction would add per-thread partials).
+  constexpr int64_t kNormBlock = 1 << 14;
+  std::vector<double> block_sq;
   double sq = 0;
   for (const ParamSpec& s : table.specs()) {
     if (s.kind == ParamKind::kGateBias) continue;
     const float* g = grads + s.offset;
-    const int64_t n = s.numel();
-    double part = 0;
-#pragma omp parallel for reduction(+ : part) schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) part += static_cast<double>(g[i]) * g[i];
-    sq += part;
+    const int64_t n = s.numel(), n_blocks = (n + kNormBlock - 1) / kNormBlock;
+    block_sq.assign(static_cast<size_t>(n_blocks), 0.0);
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      double part = 0;
+      for (int64_t i = b * kNormBlock; i < std::min(n, (b + 1) * kNormBlock); ++i)
+        part += static_cast<double>(g[i]) * g[i];
+      block_sq[static_cast<size_t>(b)] = part;
+    }
+    for (double part : block_sq) sq += part;
   }
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm) {

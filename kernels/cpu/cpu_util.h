@@ -40,8 +40,27 @@ constexpr int64_t kSkinnyMaxRows = 2;
 void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Row-major C[M,N] = alpha·A[M,K]·B[K,N] + beta·C for M <= kSkinnyMaxRows (an expert's or a block
+// tail's input gradient). Replaces cblas_sgemv, whose threaded split changes the rounding of some
+// entries with the thread count: here each entry sums over k in order, in column chunks fixed by N.
+void skinny_gemm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float beta, float* C, int64_t ldc);
+
+// OpenBLAS splits the K reduction into blocks of at most GEMM_Q and, when the remainder R lies in
+// (GEMM_Q, 2·GEMM_Q), halves it — rounded up to the kernel's unroll on one thread, not rounded with
+// several (level3.c vs level3_thread.c). So a product whose K is not a multiple of 2·unroll can
+// round differently on one thread than on two (measured: sgemm from K = 449 on SkylakeX, where
+// GEMM_Q = 448). blas_gemm therefore reduces K in two calls: the largest multiple of kBlasKGrain,
+// then the rest (< kBlasKGrain, one block). When GEMM_Q is a multiple of 64 too (448 for sgemm on
+// SkylakeX), every remainder is, both halvings agree, and every fp32 product is bitwise the same on
+// any thread count; CpuParity.GemmIndependentOfThreads checks it on the machine at hand. OpenBLAS's
+// dgemm also rounds its M/N tails differently with the thread count, so the fp64 oracle (tests
+// only) keeps no such guarantee.
+constexpr int64_t kBlasKGrain = 64;
+
 // Row-major C[M,N] = alpha·op(A)·op(B) + beta·C. Inside an OpenMP parallel region the OpenMP build
 // of OpenBLAS runs single-threaded, so callers may use this per (sequence, head) in a parallel for.
+// For T = float the result does not depend on the thread count (see kBlasKGrain).
 template <typename T>
 void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -60,14 +79,18 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
       if (trans_b) {
         skinny_gemm_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       } else {
-        for (int64_t i = 0; i < M; ++i)  // C[i,:] = alpha·B[K,N]ᵀ·A[i,:] + beta·C[i,:]
-          cblas_sgemv(CblasRowMajor, CblasTrans, int(K), int(N), alpha, B, int(ldb), A + i * lda, 1, beta,
-                      C + i * ldc, 1);
+        skinny_gemm_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       }
       return;
     }
-    cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta,
-                C, int(ldc));
+    // K in [k0, k0 + n): A's columns (rows when transposed) and B's rows (columns when transposed).
+    auto part = [&](int64_t k0, int64_t n, float b) {
+      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(n), alpha, A + (trans_a ? k0 * lda : k0), int(lda),
+                  B + (trans_b ? k0 : k0 * ldb), int(ldb), b, C, int(ldc));
+    };
+    const int64_t head = K / kBlasKGrain * kBlasKGrain;
+    if (head > 0) part(0, head, beta);
+    if (head < K) part(head, K - head, head > 0 ? 1.f : beta);
   } else {
     static_assert(std::is_same_v<T, double>);
     cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta,

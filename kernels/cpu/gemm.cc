@@ -2,6 +2,8 @@
 // backend's thread-count controls. OpenBLAS threads the large products itself.
 #include <omp.h>
 
+#include <algorithm>
+
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/ops.h"
 
@@ -75,6 +77,23 @@ void skinny_rows(int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
     skinny_block<M, R>(c * kChunk, std::min(N, (c + 1) * kChunk), K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// C[i, j0:j1) for i < M: one accumulator per entry over k in order (acc += A[i,k]·B[k,j0:j1)).
+void skinny_nn_chunk(int64_t M, int64_t j0, int64_t j1, int64_t K, float alpha, const float* A, int64_t lda,
+                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc, float* acc) {
+  const int64_t n = j1 - j0;
+  for (int64_t i = 0; i < M; ++i) {
+    std::fill(acc, acc + n, 0.f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = A[i * lda + k];
+      const float* b = B + k * ldb + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) acc[j] += a * b[j];
+    }
+    float* c = C + i * ldc + j0;
+    for (int64_t j = 0; j < n; ++j) c[j] = beta == 0.f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+  }
+}
+
 // The thread count the process started with, captured before set_num_threads first changes it.
 int default_threads() {
   static const int n = omp_get_max_threads();
@@ -90,6 +109,17 @@ void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A
     case 1: skinny_rows<1>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
     case 2: skinny_rows<2>(N, K, alpha, A, lda, B, ldb, beta, C, ldc); break;
     default: MARIANA_CHECK(false && "skinny_gemm_nt: M must be 1 or 2");
+  }
+}
+void skinny_gemm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float beta, float* C, int64_t ldc) {
+  MARIANA_CHECK(M >= 1 && M <= kSkinnyMaxRows);
+  constexpr int64_t kChunk = 256;  // columns per task: the accumulators stay in L1
+  const int64_t chunks = (N + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && detail::worth_parallel(2 * M * N * K) && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float acc[kChunk];
+    skinny_nn_chunk(M, c * kChunk, std::min(N, (c + 1) * kChunk), K, alpha, A, lda, B, ldb, beta, C, ldc, acc);
   }
 }
 }  // namespace detail

@@ -2,6 +2,7 @@
 // The double run is the reference; each tolerance is derived from the float unit roundoff
 // u = 2^-24 ≈ 6e-8 and the op's reduction length, as commented at each use.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/ops.h"
@@ -103,6 +104,42 @@ TEST(CpuParity, SkinnyRowsIndependentOfBatchAndThreads) {
       ASSERT_EQ(C2[i * N + j], c1[j]) << "row " << i << " col " << j;
       ASSERT_EQ(c1[j], c2[j]) << "row " << i << " col " << j << " with 2 threads";
     }
+  }
+}
+
+// Every fp32 product is bitwise the same on 1, 2 and 3 threads, outside an OpenMP region (where
+// OpenBLAS threads it itself): reduction lengths K = 700, 1000 and 5000 are ones OpenBLAS blocks
+// differently on one thread than on several, and M <= 2 with B not transposed is the row-vector
+// path (an expert's input gradient with one or two tokens). fp64 (the test oracle) is not covered.
+void check_gemm_thread_invariant(bool ta, bool tb, int64_t M, int64_t N, int64_t K, uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "M=" << M << " N=" << N << " K=" << K << " ta=" << ta << " tb=" << tb);
+  const std::vector<float> A = as<float>(randn(M * K, seed)), B = as<float>(randn(N * K, seed + 1)),
+                           C0 = as<float>(randn(M * N, seed + 2));
+  std::vector<float> one;
+  for (int threads : {1, 2, 3}) {
+    cpu::set_num_threads(threads);
+    std::vector<float> C = C0;
+    cpu::gemm(ta, tb, M, N, K, 1.f, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.f, C.data(), N);
+    if (threads == 1) {
+      one = C;
+      continue;
+    }
+    int64_t diffs = 0;
+    for (size_t i = 0; i < C.size(); ++i) diffs += std::memcmp(&C[i], &one[i], sizeof(float)) != 0;
+    EXPECT_EQ(diffs, 0) << "entries that differ from 1 thread on " << threads << " threads";
+  }
+  cpu::set_num_threads(0);
+}
+
+TEST(CpuParity, GemmIndependentOfThreads) {
+  uint64_t seed = 900;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) check_gemm_thread_invariant(ta, tb, 300, 200, 700, seed += 3);
+  check_gemm_thread_invariant(false, false, 100, 100, 5000, seed += 3);
+  check_gemm_thread_invariant(true, false, 64, 64, 1000, seed += 3);  // a weight gradient, T = 1000
+  for (int64_t M : {1, 2}) {
+    check_gemm_thread_invariant(false, false, M, 1024, 64, seed += 3);
+    check_gemm_thread_invariant(false, false, M, 512, 2048, seed += 3);
   }
 }
 

@@ -1,6 +1,7 @@
 // GRPO's advantages and token-level loss: hand-computed cases, finite differences of the
 // gradient, and the PyTorch reference of the same formula (tests/reference/grpo_ref.py, run with
 // Debian's /usr/bin/python3 and its python3-torch).
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -161,6 +162,42 @@ TEST(GrpoLoss, GradientMatchesFiniteDifferences) {
       EXPECT_NEAR(d[i], (lp - lm) / (2 * h), 1e-7) << "seed " << seed << " element " << i;
     }
   }
+}
+
+// The statistics are sums over tokens; they come out bitwise the same on 1, 2 and 3 threads.
+TEST(GrpoLoss, StatisticsBitwiseOnOneTwoThreeThreads) {
+  const int64_t T = 301, V = 7;
+  std::vector<double> logits(static_cast<size_t>(T * V)), z(static_cast<size_t>(3 * T));
+  philox_fill_normal(logits.data(), T * V, 21, 0, 0.0, 1.0);
+  philox_fill_normal(z.data(), 3 * T, 21, 1, 0.0, 1.0);
+  std::vector<int32_t> target(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) target[t] = t % 5 == 4 ? -1 : static_cast<int32_t>(t % V);
+  std::vector<double> lp(static_cast<size_t>(T)), old_lp, ref_lp, adv;
+  token_logprobs(logits.data(), T, V, target.data(), lp.data());
+  for (int64_t t = 0; t < T; ++t) {
+    old_lp.push_back(lp[t] + 0.8 * z[t]);
+    ref_lp.push_back(lp[t] + 0.3 * z[T + t]);
+    adv.push_back(z[2 * T + t]);
+  }
+  GrpoLossParams p;
+  p.kl_beta = 0.05;
+  std::vector<double> d(logits.size());
+  GrpoLossStats one;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    const GrpoLossStats st = grpo_token_loss(logits.data(), T, V, target.data(), old_lp.data(), ref_lp.data(),
+                                             adv.data(), p, d.data());
+    if (threads == 1) {
+      one = st;
+      continue;
+    }
+    EXPECT_EQ(st.loss, one.loss) << threads << " threads";
+    EXPECT_EQ(st.kl, one.kl) << threads << " threads";
+    EXPECT_EQ(st.entropy, one.entropy) << threads << " threads";
+    EXPECT_EQ(st.ratio_mean, one.ratio_mean) << threads << " threads";
+    EXPECT_EQ(st.clip_frac, one.clip_frac) << threads << " threads";
+  }
+  omp_set_num_threads(1);
 }
 
 TEST(GrpoLoss, MatchesThePyTorchReference) {

@@ -59,6 +59,29 @@ TEST(ClipGradNorm, ScalesToMaxNormAndSkipsTheBias) {
   EXPECT_FLOAT_EQ(g[t.at("lm_head.weight").offset], 0.6f);
 }
 
+// The global norm is bitwise the same on 1, 2 and 3 threads (lm_head alone is long enough for
+// the parallel path), so clipping scales every gradient identically on any machine.
+TEST(ClipGradNorm, BitwiseOnOneTwoThreeThreads) {
+  const ParamTable t(tiny());
+  std::vector<float> g0(t.arena_size());
+  philox_fill_normal(g0.data(), t.arena_size(), 5, 0, 0.0f, 1.0f);
+  std::vector<float> want;
+  double want_norm = 0;
+  for (int threads : {1, 2, 3}) {
+    cpu::set_num_threads(threads);
+    std::vector<float> g = g0;
+    const double norm = clip_grad_norm(g.data(), t, 1.0);
+    if (threads == 1) {
+      want = g;
+      want_norm = norm;
+      continue;
+    }
+    EXPECT_EQ(norm, want_norm) << threads << " threads";
+    EXPECT_TRUE(g == want) << "clipped gradients on " << threads << " threads";
+  }
+  cpu::set_num_threads(0);
+}
+
 TEST(BiasUpdate, SignRule) {
   std::vector<float> bias = {0, 0, 0, 0};
   bias_update(bias.data(), {10, 2, 2, 2}, 0.01);  // mean 4
