@@ -230,7 +230,6 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.prompts > kMaxBatchTokens / s.group_size || s.prompts * s.group_size > kMaxBatchTokens / s.max_new_tokens)
     return bad("rollout.prompts", "prompts x group_size x max_new_tokens exceeds " + std::to_string(kMaxBatchTokens) +
                                       " tokens per iteration");
-  if (!(s.adv_eps > 0)) return bad("grpo.adv_eps", "expected > 0");
   if (!(s.grad_clip >= 0)) return bad("grpo.grad_clip", "expected >= 0 (0: no clipping)");
   if (!(s.weight_decay >= 0)) return bad("grpo.weight_decay", "expected >= 0");
   if (!(s.beta1 >= 0 && s.beta1 < 1)) return bad("grpo.beta1", "expected in [0, 1)");
