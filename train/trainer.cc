@@ -630,13 +630,6 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
         summary.best_val_loss = m.val_loss;
         summary.best_val_step = step;
       }
-      if (!o.quiet) {
-        std::FILE* to = o.progress ? stderr : stdout;  // below the progress line, which stays on stderr
-        std::fprintf(to, "%sstep %lld/%lld val_loss %.4f (best %.4f at step %lld)\n", o.progress ? "\n" : "",
-                     (long long)step, (long long)spec.steps, m.val_loss, summary.best_val_loss,
-                     (long long)summary.best_val_step);
-        std::fflush(to);
-      }
     }
     nlohmann::ordered_json line;
     line["step"] = m.step;
@@ -673,6 +666,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
                   (long long)step, (long long)spec.steps, m.loss, m.loss_main, m.loss_mtp, m.loss_balance, m.lr,
                   m.grad_norm, worst, m.tokens_per_s, (long long)m.loss_tokens);
       std::fflush(stdout);
+    }
+    if (!o.quiet && !std::isnan(m.val_loss)) {
+      std::FILE* to = o.progress ? stderr : stdout;  // below the progress line, which stays on stderr
+      std::fprintf(to, "%sstep %lld/%lld val_loss %.4f (best %.4f at step %lld)\n", o.progress ? "\n" : "",
+                   (long long)step, (long long)spec.steps, m.val_loss, summary.best_val_loss,
+                   (long long)summary.best_val_step);
+      std::fflush(to);
     }
     if (o.on_step) o.on_step(m);
     summary.last = m;
