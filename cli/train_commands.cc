@@ -150,6 +150,7 @@ int train_main(int argc, char** argv) {
     }
     std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,
                 s.last.loss_main, s.final_checkpoint.c_str());
+    std::fputs(train_summary_text(s).c_str(), stdout);  // also in <run dir>/summary.json
     return kExitOk;
   } catch (const cxxopts::exceptions::exception& e) {
     return report(InvalidArgument(std::string("train: ") + e.what()));

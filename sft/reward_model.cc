@@ -261,7 +261,8 @@ Result<TrainSummary> rm_train_run(TrainOptions opt) {
   opt.spec.mtp_weight = opt.spec.mtp_weight_after = 0;  // no MTP in this phase (so the metrics say 0)
   auto objective = std::make_shared<RewardObjective>(opt.spec);
   opt.objective = objective;
-  opt.data_source = [objective](const JobSpec& spec, const Tokenizer& tok, const std::string& run_dir) {
+  // No held-out split: job_spec_parse refuses eval.* for this phase.
+  opt.data_source = [objective](const JobSpec& spec, const Tokenizer& tok, const std::string& run_dir, DataSplit) {
     return rm_batch_source(spec, tok, run_dir, objective.get());
   };
   return train_run(opt);

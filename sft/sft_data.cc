@@ -301,10 +301,23 @@ SftLoaderOptions sft_job_loader_options(const JobSpec& spec, const Tokenizer& to
 }
 
 Result<std::unique_ptr<BatchSource>> sft_batch_source(const JobSpec& spec, const Tokenizer& tok,
-                                                      const std::string& run_dir) {
+                                                      const std::string& run_dir, DataSplit split) {
   MARIANA_ASSIGN_OR_RETURN(const std::string path,
                            sft_job_data_file(spec, spec.data_chat, run_dir, "arithmetic-chat", &write_arithmetic_chat_jsonl));
   MARIANA_ASSIGN_OR_RETURN(auto convs, sft_read_chat_jsonl(path));
+  SftLoaderOptions lo = sft_job_loader_options(spec, tok);
+  if (split != DataSplit::kAll && spec.eval_held_out > 0) {
+    const bool want = split == DataSplit::kHeldOut;
+    std::erase_if(convs, [&](const auto& c) { return data_held_out(sft_chat_json_line(c), spec.eval_held_out) != want; });
+    if (convs.empty()) {
+      return InvalidArgument(spec.source + ": field 'eval.held_out': " + path + " has no conversation " +
+                             (want ? "in" : "outside") + " the held-out fraction " + std::to_string(spec.eval_held_out));
+    }
+  }
+  if (split == DataSplit::kHeldOut) {
+    lo.epochs = 0;
+    lo.shuffle = false;
+  }
   std::vector<EncodedChat> samples;
   samples.reserve(convs.size());
   int64_t tokens = 0, loss_tokens = 0;
@@ -314,9 +327,9 @@ Result<std::unique_ptr<BatchSource>> sft_batch_source(const JobSpec& spec, const
     for (uint8_t m : e.loss_mask) loss_tokens += m;
     samples.push_back(std::move(e));
   }
-  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create(std::move(samples), sft_job_loader_options(spec, tok)));
-  std::fprintf(stderr, "sft data %s: %lld conversations, %lld tokens (%lld with loss), %lld skipped (longer than seq_len %lld)\n",
-               path.c_str(), (long long)loader.num_samples(), (long long)tokens, (long long)loss_tokens,
+  MARIANA_ASSIGN_OR_RETURN(SftLoader loader, SftLoader::create(std::move(samples), lo));
+  std::fprintf(stderr, "sft %sdata %s: %lld conversations, %lld tokens (%lld with loss), %lld skipped (longer than seq_len %lld)\n",
+               split == DataSplit::kHeldOut ? "held-out " : "", path.c_str(), (long long)loader.num_samples(), (long long)tokens, (long long)loss_tokens,
                (long long)loader.skipped(), (long long)spec.seq_len);
   return std::unique_ptr<BatchSource>(std::make_unique<SftLoader>(std::move(loader)));
 }

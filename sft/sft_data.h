@@ -121,9 +121,12 @@ SftLoaderOptions sft_job_loader_options(const JobSpec& spec, const Tokenizer& to
 // The trainer's data source for phase sft: the chat file (data.chat) or the built-in arithmetic
 // chat set (data.builtin = "arithmetic-chat": data.documents conversations from data.seed, written
 // to run_dir/data/arithmetic-chat.jsonl first), encoded with the run's tokenizer and packed by an
-// SftLoader (seq_len, train.seed, train.epochs). Logs the sample counts to stderr.
+// SftLoader (seq_len, train.seed, train.epochs). Logs the sample counts to stderr. The held-out
+// split (eval.held_out) is chosen by data_held_out of each conversation's JSONL line as
+// sft_chat_json_line writes it: kTrain leaves those out, kHeldOut has only them, in file order,
+// endless (no epochs).
 Result<std::unique_ptr<BatchSource>> sft_batch_source(const JobSpec& spec, const Tokenizer& tok,
-                                                      const std::string& run_dir);
+                                                      const std::string& run_dir, DataSplit split);
 
 // train_run with the sft data source plugged in (what `mariana train` runs for phase "sft").
 Result<TrainSummary> sft_train_run(TrainOptions opt);

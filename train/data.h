@@ -63,11 +63,21 @@ class TokenShard {
 
 // ---- Preparation ----
 
+// The held-out split of a document (or an SFT conversation's JSONL line): true for a fixed
+// `fraction` of all texts, chosen by XXH64 of the text (a pure function: the same text is always
+// on the same side, whatever file or position it comes from). fraction 0: never.
+bool data_held_out(std::string_view text, double fraction);
+
+// Which documents a preparation keeps, by data_held_out(text, held_out).
+enum class DataSplit { kAll, kTrain, kHeldOut };
+
 struct PrepareOptions {
   std::vector<std::string> inputs;  // .txt (one document per file) or .jsonl ({"text": ...} per line)
   std::string out_dir;              // shards + index written here, atomically
   bool skip_bad = false;            // skip and count bad lines/files instead of failing
   int64_t shard_tokens = 1 << 24;   // tokens per shard file
+  DataSplit split = DataSplit::kAll;  // kTrain / kHeldOut: only the documents on that side of held_out
+  double held_out = 0;
 };
 struct PrepareReport {
   int64_t documents = 0, tokens = 0, skipped = 0, shards = 0;

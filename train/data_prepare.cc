@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <xxhash.h>
 
 #include "core/file_util.h"
 #include "core/json_util.h"
@@ -91,6 +92,12 @@ fs::path normalized_target(const std::string& out_dir) {
 }
 
 }  // namespace
+
+bool data_held_out(std::string_view text, double fraction) {
+  if (!(fraction > 0)) return false;
+  const uint64_t h = XXH64(text.data(), text.size(), 0);
+  return static_cast<double>(h >> 11) * 0x1.0p-53 < fraction;  // uniform in [0, 1)
+}
 
 Result<PrepareReport> data_prepare(const TokenEncoder& enc, const PrepareOptions& opt) {
   if (!enc.encode) return InvalidArgument("data prepare: no encoder");
@@ -198,6 +205,10 @@ Result<PrepareReport> data_prepare(const TokenEncoder& enc, const PrepareOptions
       }
     }
 
+    if (opt.split != DataSplit::kAll) {
+      const bool want = opt.split == DataSplit::kHeldOut;
+      std::erase_if(texts, [&](const std::string& t) { return data_held_out(t, opt.held_out) != want; });
+    }
     // Encoding is the slow part and the encoder is thread-safe: documents in parallel, results in order.
     std::vector<std::vector<int32_t>> ids(texts.size());
     const int64_t n = static_cast<int64_t>(texts.size());

@@ -83,6 +83,10 @@ alpha = 0.0001
 weight = 0.3
 weight_after = 0.1
 switch_step = -1
+[eval]
+every = 0
+batches = 4
+held_out = -1.0
 )";
 
 bool compatible(const toml::node& schema, const toml::node& value) {
@@ -173,7 +177,7 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   auto sec = [&](const char* name) { return f.get_object(name).value(); };
   const TomlFields job_f = sec("job"), model = sec("model"), ext = sec("extend"), tok = sec("tokenizer"),
                    data = sec("data"), train = sec("train"), batch = sec("batch"), opt = sec("optimizer"),
-                   bal = sec("balance"), mtp = sec("mtp");
+                   bal = sec("balance"), mtp = sec("mtp"), ev = sec("eval");
   s.name = job_f.get_string("name").value();
   s.phase = job_f.get_string("phase").value();
   s.model_config = model.get_string("config").value();
@@ -228,6 +232,9 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.mtp_weight = mtp.get_double("weight").value();
   s.mtp_weight_after = mtp.get_double("weight_after").value();
   s.mtp_switch_step = mtp.get_int("switch_step").value();
+  s.eval_every = ev.get_int("every").value();
+  s.eval_batches = ev.get_int("batches").value();
+  s.eval_held_out = ev.get_double("held_out").value();
 
   auto bad = [&](const std::string& field, const std::string& what) {
     return InvalidArgument(source + ": field '" + field + "': " + what);
@@ -300,6 +307,17 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   if (!(s.mtp_weight >= 0)) return bad("mtp.weight", "expected >= 0");
   if (!(s.mtp_weight_after >= 0)) return bad("mtp.weight_after", "expected >= 0");
   if (s.mtp_switch_step < -1) return bad("mtp.switch_step", "expected >= 0, or -1 (never)");
+  if (s.eval_every < 0) return bad("eval.every", "expected >= 0 (0: no validation loss)");
+  if (s.eval_batches <= 0) return bad("eval.batches", "expected > 0");
+  if (!(s.eval_held_out == -1 || (s.eval_held_out >= 0 && s.eval_held_out <= 0.5)))
+    return bad("eval.held_out", "expected a fraction in [0, 0.5], or -1 (" + std::to_string(kDefaultHeldOut).substr(0, 4) +
+                                    " when eval.every > 0, else 0)");
+  if (s.eval_held_out == -1) s.eval_held_out = s.eval_every > 0 ? kDefaultHeldOut : 0.0;
+  if (s.eval_every > 0 && s.eval_held_out == 0)
+    return bad("eval.held_out", "eval.every needs held-out data: expected > 0 with eval.every = " +
+                                    std::to_string(s.eval_every));
+  if (s.phase == "rm" && (s.eval_every > 0 || s.eval_held_out > 0))
+    return bad("eval.every", "the rm phase has no validation loss (its objective is the pair loss); set eval.every = 0");
   return s;
 }
 

@@ -78,6 +78,16 @@ struct JobSpec {
   // [mtp]
   double mtp_weight = 0.3, mtp_weight_after = 0.1;
   int64_t mtp_switch_step = -1;   // steps at and after this use mtp_weight_after (-1: never)
+  // [eval] The validation loss (pretrain, extend, sft): every eval_every steps (0: never) the
+  // trainer computes the next-token cross-entropy on the first eval_batches batches (batch.rows
+  // rows each, always the same ones) of the held-out split, in inference mode. The split holds
+  // the fraction eval_held_out of the documents (sft: conversations), chosen by a hash of each
+  // one's text (data_held_out in train/data.h), and is never trained on. In the file, -1 means
+  // kDefaultHeldOut when eval.every > 0, else 0: set it explicitly to train on the very same data
+  // with evaluation on or off. Parsed values are the resolved fraction.
+  int64_t eval_every = 0;
+  int64_t eval_batches = 4;
+  double eval_held_out = 0;
 
   double lr_at(int64_t step) const;        // step counts from 0
   int64_t rows_at(int64_t step) const;
@@ -88,6 +98,8 @@ struct JobSpec {
 // The most tokens one step may hold (batch.rows × train.seq_len): far beyond any machine this
 // trainer runs on, so sizes derived from it never overflow; the real bound is the machine's memory.
 constexpr int64_t kMaxBatchTokens = int64_t{1} << 31;
+// eval.held_out's value when it is left at -1 and eval.every > 0.
+constexpr double kDefaultHeldOut = 0.05;
 // The most threads train.threads may ask for (0: the machine's cores).
 constexpr int kMaxThreads = 4096;
 

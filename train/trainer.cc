@@ -148,7 +148,29 @@ Result<Tokenizer> setup_tokenizer(const JobSpec& spec, const std::string& run_di
 struct DataSetup {
   Tokenizer tokenizer;
   std::string data_dir;
+  std::string held_out_dir;  // eval.held_out > 0: the held-out documents' shards
 };
+
+// Shards of the inputs' documents on one side of the held-out split, prepared once into `dir`.
+Status prepare_split(const JobSpec& spec, const Tokenizer& tok, const std::vector<std::string>& inputs,
+                     DataSplit split, const std::string& dir) {
+  if (fs::exists(dir)) return Status::Ok();
+  PrepareOptions po;
+  po.inputs = inputs;
+  po.out_dir = dir;
+  po.skip_bad = spec.skip_bad;
+  po.split = split;
+  po.held_out = spec.eval_held_out;
+  auto rep = data_prepare(tok, po);
+  if (!rep.ok() && split == DataSplit::kHeldOut && rep.status().message().find("no documents") != std::string::npos) {
+    return InvalidArgument(spec.source + ": field 'eval.held_out': no document of the data falls in the held-out " +
+                           "fraction " + std::to_string(spec.eval_held_out) + "; raise it or add documents");
+  }
+  MARIANA_RETURN_IF_ERROR(rep.status());
+  if (rep->skipped > 0 && split != DataSplit::kHeldOut)
+    std::fprintf(stderr, "data: skipped %lld bad item(s)\n", (long long)rep->skipped);
+  return Status::Ok();
+}
 
 // Tokenizer and prepared shards for the job, built once per run directory and reused on resume.
 Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, int64_t vocab_size,
@@ -169,15 +191,16 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
     inputs.push_back(corpus);
   }
   MARIANA_ASSIGN_OR_RETURN(Tokenizer tokenizer, setup_tokenizer(spec, run_dir, vocab_size, inherited_tokenizer, inputs));
-  DataSetup out{std::move(tokenizer), (data_root / "shards").string()};
-  if (!fs::exists(out.data_dir)) {
-    PrepareOptions po;
-    po.inputs = inputs;
-    po.out_dir = out.data_dir;
-    po.skip_bad = spec.skip_bad;
-    MARIANA_ASSIGN_OR_RETURN(PrepareReport rep, data_prepare(out.tokenizer, po));
-    if (rep.skipped > 0) std::fprintf(stderr, "data: skipped %lld bad item(s)\n", (long long)rep.skipped);
+  DataSetup out{std::move(tokenizer), (data_root / "shards").string(), ""};
+  if (spec.eval_held_out > 0) {  // one directory pair per fraction, so a changed fraction never mixes
+    char frac[32];
+    std::snprintf(frac, sizeof(frac), "%g", spec.eval_held_out);
+    out.data_dir = (data_root / ("shards-train-" + std::string(frac))).string();
+    out.held_out_dir = (data_root / ("shards-held-out-" + std::string(frac))).string();
+    MARIANA_RETURN_IF_ERROR(prepare_split(spec, out.tokenizer, inputs, DataSplit::kHeldOut, out.held_out_dir));
   }
+  MARIANA_RETURN_IF_ERROR(prepare_split(spec, out.tokenizer, inputs,
+                                        spec.eval_held_out > 0 ? DataSplit::kTrain : DataSplit::kAll, out.data_dir));
   return out;
 }
 
@@ -226,6 +249,42 @@ class ShardBatchSource : public BatchSource {
 
  private:
   DataLoader loader_;
+};
+
+// The validation loss (eval.every): the next-token cross-entropy over the target tokens of the
+// held-out source's first eval.batches batches of batch.rows rows — the same batches every time,
+// as its position returns to the start. Forward only: no gradient, no bias update, no optimizer
+// step, and neither the training source nor any RNG is touched, so training goes exactly as with
+// evaluation off.
+class Validator {
+ public:
+  Validator(std::unique_ptr<BatchSource> source, const JobSpec& spec)
+      : source_(std::move(source)), start_(source_->state()), rows_(spec.rows), batches_(spec.eval_batches),
+        where_(spec.source + ": eval.held_out") {}
+  Result<double> loss(Model<float>& model) {
+    MARIANA_RETURN_IF_ERROR(source_->restore(start_));
+    LossWeights w;
+    w.mtp_weight = 0;  // the main head's loss only
+    w.balance_alpha = 0;
+    double sum = 0;
+    int64_t tokens = 0;
+    for (int64_t b = 0; b < batches_; ++b) {
+      MARIANA_RETURN_IF_ERROR(source_->next(rows_, &batch_));
+      MARIANA_RETURN_IF_ERROR(model.forward(batch_, w, &res_));
+      sum += res_.loss_main * static_cast<double>(res_.target_tokens);
+      tokens += res_.target_tokens;
+    }
+    if (tokens == 0) return InvalidArgument(where_ + ": the held-out batches have no token with a target");
+    return sum / static_cast<double>(tokens);
+  }
+
+ private:
+  std::unique_ptr<BatchSource> source_;
+  nlohmann::json start_;
+  int64_t rows_, batches_;
+  std::string where_;
+  Batch batch_;
+  ForwardResult res_;
 };
 
 // The least number of steps whose batches (JobSpec::rows_at) hold `rows` rows.
@@ -394,10 +453,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   std::error_code ec;  // the run directory: only once the job is known to fit
   fs::create_directories(o.run_dir, ec);
   if (ec) return Unavailable(o.run_dir + ": cannot create the run directory: " + ec.message());
-  std::unique_ptr<BatchSource> loader;
+  std::unique_ptr<BatchSource> loader, held_out;
   if (o.data_source) {
     MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, setup_tokenizer(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer, {}));
-    MARIANA_ASSIGN_OR_RETURN(loader, o.data_source(spec, tok, o.run_dir));
+    MARIANA_ASSIGN_OR_RETURN(loader, o.data_source(spec, tok, o.run_dir, DataSplit::kTrain));
+    if (spec.eval_every > 0) {
+      MARIANA_ASSIGN_OR_RETURN(held_out, o.data_source(spec, tok, o.run_dir, DataSplit::kHeldOut));
+    }
   } else {
     MARIANA_ASSIGN_OR_RETURN(DataSetup data, setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer));
     LoaderOptions lo;
@@ -408,7 +470,16 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     loader_options_set_special_tokens(data.tokenizer, &lo);
     MARIANA_ASSIGN_OR_RETURN(DataLoader dl, DataLoader::open(lo));
     loader = std::make_unique<ShardBatchSource>(std::move(dl));
+    if (spec.eval_every > 0) {  // the held-out documents in stored order, as written (no FIM)
+      lo.data_dir = data.held_out_dir;
+      lo.shuffle = false;
+      lo.fim_rate = 0;
+      MARIANA_ASSIGN_OR_RETURN(DataLoader vl, DataLoader::open(lo));
+      held_out = std::make_unique<ShardBatchSource>(std::move(vl));
+    }
   }
+  std::unique_ptr<Validator> validator;
+  if (held_out) validator = std::make_unique<Validator>(std::move(held_out), spec);
   if (spec.epochs > 0) {
     const int64_t rows = loader->total_rows();
     if (rows < 0) {
@@ -426,7 +497,9 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   ac.eps = spec.eps;
   ac.weight_decay = spec.weight_decay;
   AdamW opt(model->table(), ac);
+  const auto run_start = std::chrono::steady_clock::now();
   TrainSummary summary;
+  summary.total_steps = spec.steps;
   int64_t step = 0;
   int64_t tokens_seen = 0;
   nlohmann::ordered_json bias_history = nlohmann::ordered_json::array();
@@ -440,6 +513,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       tokens_seen = st.at("tokens_seen").get<int64_t>();
       opt.set_steps(st.at("optimizer_steps").get<int64_t>());
       bias_history = st.at("bias_history");
+      if (st.contains("eval")) {  // absent before validation losses existed, or with eval.every = 0
+        const nlohmann::json& ev = st["eval"];
+        summary.val_loss = ev.at("val_loss").get<double>();
+        summary.val_step = ev.at("val_step").get<int64_t>();
+        summary.best_val_loss = ev.at("best_val_loss").get<double>();
+        summary.best_val_step = ev.at("best_val_step").get<int64_t>();
+      }
       MARIANA_RETURN_IF_ERROR(loader->restore(st.at("loader")));
     } catch (const nlohmann::json::exception& e) {
       return DataLoss(resume_dir + "/" + kTrainerState + ": " + e.what());
@@ -537,6 +617,20 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     m.rows = rows;
     m.tokens = tokens_seen;
     m.loss_tokens = res.target_tokens;
+    if (validator && (step % spec.eval_every == 0 || step == spec.steps)) {
+      Result<double> v = validator->loss(*model);
+      if (!v.ok()) {
+        failure = v.status();
+        break;
+      }
+      m.val_loss = v.value();
+      summary.val_loss = m.val_loss;
+      summary.val_step = step;
+      if (summary.best_val_step == 0 || m.val_loss < summary.best_val_loss) {
+        summary.best_val_loss = m.val_loss;
+        summary.best_val_step = step;
+      }
+    }
     nlohmann::ordered_json line;
     line["step"] = m.step;
     line["loss"] = m.loss;
@@ -554,6 +648,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     nlohmann::ordered_json mv = nlohmann::ordered_json::object();
     for (size_t i = 0; i < m.moe_layers.size(); ++i) mv[std::to_string(m.moe_layers[i])] = m.max_vio[i];
     line["max_vio"] = mv;
+    if (!std::isnan(m.val_loss)) line["val_loss"] = m.val_loss;
     if (nlohmann::ordered_json ds = loader->step_stats(); !ds.empty()) line["data"] = ds;
     if (o.objective) {
       if (nlohmann::ordered_json os = o.objective->step_stats(); !os.empty()) line["objective"] = os;
@@ -571,6 +666,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
                   (long long)step, (long long)spec.steps, m.loss, m.loss_main, m.loss_mtp, m.loss_balance, m.lr,
                   m.grad_norm, worst, m.tokens_per_s, (long long)m.loss_tokens);
       std::fflush(stdout);
+    }
+    if (!o.quiet && !std::isnan(m.val_loss)) {
+      std::FILE* to = o.progress ? stderr : stdout;  // below the progress line, which stays on stderr
+      std::fprintf(to, "%sstep %lld/%lld val_loss %.4f (best %.4f at step %lld)\n", o.progress ? "\n" : "",
+                   (long long)step, (long long)spec.steps, m.val_loss, summary.best_val_loss,
+                   (long long)summary.best_val_step);
+      std::fflush(to);
     }
     if (o.on_step) o.on_step(m);
     summary.last = m;
@@ -592,6 +694,10 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
       state["loader"] = loader->state();
       state["bias_history"] = bias_history;
+      if (summary.val_step > 0) {
+        state["eval"] = {{"val_loss", summary.val_loss}, {"val_step", summary.val_step},
+                         {"best_val_loss", summary.best_val_loss}, {"best_val_step", summary.best_val_step}};
+      }
       // Every step up to a checkpoint is on disk before it: a trainer that resumes from it can
       // re-report them (workers/trainer_actor.cc) even after a crash of the machine.
       if (::fsync(::fileno(metrics)) != 0) {
@@ -611,7 +717,50 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   std::fclose(metrics);
   if (!failure.ok()) return failure;
   summary.steps_done = step;
+  summary.tokens = tokens_seen;
+  summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "summary.json").string(),
+                                            train_summary_json(summary).dump(2) + "\n"));
   return summary;
+}
+
+nlohmann::ordered_json train_summary_json(const TrainSummary& s) {
+  auto loss = [](bool known, double v) { return known ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
+  nlohmann::ordered_json j;
+  j["steps"] = s.steps_done;
+  j["total_steps"] = s.total_steps;
+  j["resumed_from"] = s.resumed_from;
+  j["tokens"] = s.tokens;
+  j["wall_s"] = s.wall_s;
+  j["train_loss"] = loss(s.last.step > 0, s.last.loss);
+  j["val_loss"] = loss(s.val_step > 0, s.val_loss);
+  j["val_step"] = s.val_step;
+  j["best_val_loss"] = loss(s.best_val_step > 0, s.best_val_loss);
+  j["best_val_step"] = s.best_val_step;
+  j["checkpoint"] = s.final_checkpoint;
+  return j;
+}
+
+std::string train_summary_text(const TrainSummary& s) {
+  char buf[512];
+  std::string out;
+  std::snprintf(buf, sizeof(buf), "summary: %lld/%lld steps%s, %lld tokens, %.1f s\n", (long long)s.steps_done,
+                (long long)s.total_steps,
+                s.resumed_from > 0 ? (" (resumed at step " + std::to_string(s.resumed_from) + ")").c_str() : "",
+                (long long)s.tokens, s.wall_s);
+  out += buf;
+  if (s.last.step > 0) {
+    std::snprintf(buf, sizeof(buf), "  train loss %.4f (main %.4f) at step %lld\n", s.last.loss, s.last.loss_main,
+                  (long long)s.last.step);
+    out += buf;
+  }
+  if (s.val_step > 0) {
+    std::snprintf(buf, sizeof(buf), "  val loss %.4f at step %lld, best %.4f at step %lld\n", s.val_loss,
+                  (long long)s.val_step, s.best_val_loss, (long long)s.best_val_step);
+    out += buf;
+  }
+  out += "  checkpoint " + (s.final_checkpoint.empty() ? std::string("(none written)") : s.final_checkpoint) + "\n";
+  return out;
 }
 
 }  // namespace mariana

@@ -1,12 +1,14 @@
 // The single-process trainer for the phases `pretrain`, `extend`, `sft` and `rm` (sft/ plugs in its
 // data source and the reward model's objective): data (built-in corpora or files, tokenized into
 // shards), the model, AdamW with clipping and schedules, the bias update, per-step metrics (JSONL
-// in the run directory, a progress line on a terminal), checkpoints in HF layout plus trainer state
+// in the run directory, a progress line on a terminal), a periodic validation loss on a held-out
+// split (eval.every), an end-of-run summary (summary.json), checkpoints in HF layout plus trainer state
 // written atomically with a checksummed manifest, keeping the last K, and exact resume: N steps +
 // resume + N steps equals 2N steps straight, bit for bit.
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +19,7 @@
 
 #include "core/status.h"
 #include "model/model.h"
+#include "train/data.h"
 #include "train/job_spec.h"
 #include "train/tokenizer.h"
 
@@ -61,8 +64,11 @@ class TrainObjective {
 };
 
 // Makes the source once the model and tokenizer are known (tokenizer: the run's tokenizer.json).
+// `split`: kTrain, the training data (without the held-out split of eval.held_out, data_held_out
+// in train/data.h); kHeldOut, that split, in a fixed order and endless (the validation loss,
+// asked for only when eval.every > 0).
 using BatchSourceFactory = std::function<Result<std::unique_ptr<BatchSource>>(
-    const JobSpec& spec, const Tokenizer& tokenizer, const std::string& run_dir)>;
+    const JobSpec& spec, const Tokenizer& tokenizer, const std::string& run_dir, DataSplit split)>;
 
 struct StepMetrics {
   int64_t step = 0;  // 1-based: the number of optimizer steps done
@@ -72,6 +78,7 @@ struct StepMetrics {
   int64_t loss_tokens = 0;      // positions with a target in this step's batch (the main loss's count)
   std::vector<int64_t> moe_layers;
   std::vector<double> max_vio;  // MaxVio_batch per MoE layer
+  double val_loss = NAN;        // the validation loss on eval steps (eval.every), else NaN
 };
 
 struct TrainOptions {
@@ -105,11 +112,24 @@ struct TrainOptions {
 
 struct TrainSummary {
   int64_t steps_done = 0;
+  int64_t total_steps = 0;        // the run's train.steps (derived from the data when train.epochs > 0)
   int64_t resumed_from = 0;       // step of the checkpoint resumed from (0: fresh)
-  StepMetrics last;
+  int64_t tokens = 0;             // tokens trained on over the whole run, resumed parts included
+  double wall_s = 0;              // wall time of this train_run call
+  StepMetrics last;               // the last step of this call (step 0: none)
   std::string final_checkpoint;   // directory of the last checkpoint written
   bool interrupted = false;       // stopped early by TrainOptions::interrupt (checkpoint written)
+  // The validation loss (eval.every > 0): the last one and the lowest, with their steps (0: none
+  // yet). The best is kept across resumes (trainer_state.json, "eval").
+  double val_loss = 0, best_val_loss = 0;
+  int64_t val_step = 0, best_val_step = 0;
 };
+// The summary as train_run writes it to run_dir/summary.json (and the trainer actor's done
+// event carries it): steps, total_steps, resumed_from, tokens, wall_s, train_loss, val_loss,
+// val_step, best_val_loss, best_val_step, checkpoint; a loss that does not exist is null.
+nlohmann::ordered_json train_summary_json(const TrainSummary& s);
+// The same as the lines `mariana train` prints at the end of a run.
+std::string train_summary_text(const TrainSummary& s);
 
 Result<TrainSummary> train_run(const TrainOptions& opt);
 

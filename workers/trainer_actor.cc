@@ -89,10 +89,10 @@ class Trainer final : public Actor {
         return;
       }
       const TrainSummary& s = res.value();
-      nlohmann::json summary = {{"steps_done", s.steps_done},
-                                {"resumed_from", s.resumed_from},
-                                {"loss", s.last.loss},
-                                {"final_checkpoint", s.final_checkpoint}};
+      nlohmann::ordered_json summary = train_summary_json(s);  // as in the run dir's summary.json
+      summary["steps_done"] = s.steps_done;
+      summary["loss"] = s.last.loss;
+      summary["final_checkpoint"] = s.final_checkpoint;
       std::printf("trainer: job %s done at step %lld, final checkpoint %s\n", job_id_.c_str(),
                   (long long)s.steps_done, s.final_checkpoint.c_str());
       std::fflush(stdout);

@@ -106,6 +106,14 @@ TEST_F(SftCli, TrainSftAndRmJobs) {
   ASSERT_FALSE(metrics.empty());
   EXPECT_GT(metrics[0]["loss_tokens"].get<int64_t>(), 0);
   EXPECT_EQ(metrics.back()["data"]["samples_done"], 50);
+  EXPECT_NE(r.out.find("summary: "), std::string::npos) << r.out;  // the end-of-run summary
+  EXPECT_TRUE(fs::exists(p("run-sft/summary.json")));
+  r = run("train " + p("sft.toml") + " --run-dir " + p("run-sft-eval") +
+          " --set train.epochs=0 --set train.steps=2 --set eval.every=1 --set eval.held_out=0.2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("step 2/2 val_loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  val loss "), std::string::npos) << r.out;
+  EXPECT_TRUE(lines("run-sft-eval/metrics.jsonl")[0].contains("val_loss"));
 
   write("rm.toml", "[job]\nname = \"r\"\nphase = \"rm\"\n[model]\ninit_from = \"" + p("run-sft") +
                        "\"\n[data]\nbuiltin = \"arithmetic-preference\"\ndocuments = 8\n[train]\nsteps = 2\n" +
