@@ -68,6 +68,7 @@ void usage(FILE* out) {
                "  eval --task passkey --checkpoint DIR --lengths L,... --depths D,... [--json] [--svg F]\n"
                "  controller start --listen tcp://127.0.0.1:PORT --state-dir DIR\n"
                "  agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
+               "  stop --state-dir DIR | controller stop | agent stop   end a cluster's processes\n"
                "  submit JOB.toml [--set key=value]... [--wait] [--json]\n"
                "  jobs list|show ID|stop ID|metrics ID|logs ID [-f] [--json]\n"
                "  status | nodes | actors list|show ID [--json] | top [--once]\n"
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
   if (verb == "reward") return mariana::cli::reward_main(argc - 1, argv + 1);
   if (verb == "run") return mariana::cli::run_main(argc - 1, argv + 1);
   if (verb == "top") return mariana::cli::top_main(argc - 1, argv + 1);
+  if (verb == "stop") return mariana::cli::stop_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

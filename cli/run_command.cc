@@ -120,6 +120,7 @@ std::string progress_line(const nlohmann::json& j, double elapsed_s) {
     n += std::snprintf(buf + n, sizeof buf - n, "  loss %.4f", m["loss"].get<double>());
   if (m.contains("tokens_per_s") && m["tokens_per_s"].is_number())
     n += std::snprintf(buf + n, sizeof buf - n, "  %.0f tokens/s", m["tokens_per_s"].get<double>());
+  if (const std::string eta = format_eta(j); !eta.empty()) n += std::snprintf(buf + n, sizeof buf - n, "  %s", eta.c_str());
   std::snprintf(buf + n, sizeof buf - n, "  %.1f s", elapsed_s);
   return buf;
 }
