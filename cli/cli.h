@@ -57,5 +57,6 @@ int bench_actors_main(int argc, char** argv); // mariana bench actors
 int reward_main(int argc, char** argv);       // mariana reward score (rl/rewards)
 int run_main(int argc, char** argv);          // mariana run JOB.toml (embedded controller + agent)
 int top_main(int argc, char** argv);          // mariana top
+int stop_main(int argc, char** argv);         // mariana stop --state-dir DIR (agents, then the controller)
 
 }  // namespace mariana::cli

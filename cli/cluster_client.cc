@@ -1,6 +1,7 @@
 // Client target resolution and monitoring queries (see cluster_client.h).
 #include "cli/cluster_client.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -146,6 +147,16 @@ Result<std::string> job_submit(proto::RpcClient& rpc, const JobSubmission& job, 
   if (reply.payload().which() != proto::Envelope::Payload::SUBMIT_JOB_REPLY)
     return Internal("submit: unexpected reply " + proto::payload_name(reply.payload().which()));
   return std::string(reply.payload().getSubmitJobReply().getJobId().cStr());
+}
+
+std::string format_eta(const nlohmann::json& job) {
+  if (!job.is_object() || !job.contains("eta_s") || !job["eta_s"].is_number()) return "";
+  const auto s = static_cast<long long>(job["eta_s"].get<double>() + 0.5);
+  char buf[48];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "ETA %lldh%02lldm", s / 3600, s / 60 % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "ETA %lldm%02llds", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "ETA %llds", s);
+  return buf;
 }
 
 }  // namespace mariana::cli

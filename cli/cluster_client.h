@@ -59,4 +59,8 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
 // Sends SubmitJob; returns the job id.
 Result<std::string> job_submit(proto::RpcClient& rpc, const JobSubmission& job, int timeout_ms);
 
+// A job document's time remaining (the controller's "eta_s", from its recent steps/s) as "ETA 1h02m",
+// "ETA 3m05s" or "ETA 42s"; "" while unknown (not running, or too few steps yet).
+std::string format_eta(const nlohmann::json& job);
+
 }  // namespace mariana::cli

@@ -14,6 +14,7 @@
 #include <optional>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -25,6 +26,7 @@
 
 #include "cli/cli.h"
 #include "cli/cluster_client.h"
+#include "cli/cluster_processes.h"
 #include "controller/server.h"
 #include "proto/client.h"
 #include "proto/curve.h"
@@ -113,6 +115,37 @@ std::string str(const nlohmann::json& j, const char* key) {
 
 // ---------------------------------------------------------------- controller / agent / worker
 
+// What `controller start` prints once the controller listens: its address, the command an agent
+// joins with, the token file, the metrics URL and how to stop it. A wildcard host (0.0.0.0, *) is
+// shown as this machine's hostname, the name other machines reach it by.
+void print_controller_banner(const std::string& state_dir, const std::string& bound, int pid, const std::string& log) {
+  std::string address = bound;
+  for (const char* wildcard : {"//0.0.0.0:", "//*:", "//[::]:"}) {
+    const auto at = address.find(wildcard);
+    if (at == std::string::npos) continue;
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    address = address.substr(0, at + 2) + host + address.substr(at + std::strlen(wildcard) - 1);
+  }
+  std::error_code ec;
+  const std::string dir = std::filesystem::absolute(state_dir, ec).lexically_normal().string();
+  auto port = read_file(dir + "/metrics.port");
+  std::printf("controller listening on %s (pid %d, state in %s%s)\n", address.c_str(), pid, dir.c_str(),
+              log.empty() ? "" : (", log " + log).c_str());
+  std::printf("  token file   %s/cluster.token\n", dir.c_str());
+  std::printf("  metrics      %s\n", port.ok() ? ("http://127.0.0.1:" + trim(port.value()) + "/metrics").c_str() : "off");
+  const bool curve = !proto::endpoint_is_loopback(bound);
+  std::printf("  agents join  mariana agent start --controller %s --token-file %s/cluster.token%s --cpus N --gpus N\n",
+              address.c_str(), dir.c_str(), curve ? " --curve-file CREDENTIALS" : "");
+  if (curve)
+    std::printf("               (CREDENTIALS from: mariana controller add-client --state-dir %s --out CREDENTIALS)\n",
+                dir.c_str());
+  std::printf("  (same machine: mariana agent start --state-dir %s)\n", dir.c_str());
+  std::printf("  clients      mariana status --state-dir %s   (or --controller ADDR --token-file F)\n", dir.c_str());
+  std::printf("  stop         mariana stop --state-dir %s\n", dir.c_str());
+  std::fflush(stdout);
+}
+
 // --detach: a child process (its own session, output to DIR/controller.log, pid in
 // DIR/controller.pid) runs the controller; the parent returns once it listens, or fails with its log.
 int controller_detach(controller::ServerOptions so) {
@@ -134,14 +167,17 @@ int controller_detach(controller::ServerOptions so) {
     }
     if (in >= 0) ::dup2(in, 0);
     const int ready_fd = fds[1];
-    so.on_ready = [ready_fd, &so](const std::string& address) {
-      (void)write_file_atomic(so.state_dir + "/controller.pid", std::to_string(::getpid()) + "\n");
+    std::optional<PidFile> pid_file(std::in_place);
+    so.on_ready = [ready_fd, &so, &pid_file](const std::string& address) {
+      Status st = pid_file->write(controller_pid_path(so.state_dir));
+      if (!st.ok()) std::fprintf(stderr, "controller: %s\n", st.to_string().c_str());
       const std::string line = address + "\n";
       (void)!::write(ready_fd, line.data(), line.size());
       ::close(ready_fd);
     };
     install_stop_handlers();
     const int code = report(controller::controller_run(so, &g_stop));
+    pid_file.reset();  // removes the pid file (_exit runs no destructors)
     std::fflush(stdout);
     std::fflush(stderr);
     ::_exit(code);
@@ -163,7 +199,7 @@ int controller_detach(controller::ServerOptions so) {
     std::fprintf(stderr, "%s", text.ok() ? text.value().c_str() : "");
     return report(Unavailable("controller --detach: the controller exited before listening (log: " + log + ")"));
   }
-  std::printf("controller pid %d listening on %s (log %s)\n", static_cast<int>(pid), address.c_str(), log.c_str());
+  print_controller_banner(so.state_dir, address, static_cast<int>(pid), log);
   return kExitOk;
 }
 
@@ -172,7 +208,8 @@ int controller_start(int argc, char** argv) {
   o.add_options()("listen", "ZeroMQ endpoint (tcp://127.0.0.1:PORT; PORT * = ephemeral)",
                   cxxopts::value<std::string>()->default_value("tcp://127.0.0.1:7765"))(
       "state-dir", "RocksDB state, cluster.token, controller.addr", cxxopts::value<std::string>())(
-      "metrics-port", "HTTP port of /metrics (0 ephemeral, -1 off)", cxxopts::value<int>()->default_value("0"))(
+      "metrics-port", "HTTP port of /metrics on 127.0.0.1 (0: any free port, -1: off); a busy port is an error",
+      cxxopts::value<int>()->default_value(std::to_string(controller::kDefaultMetricsPort)))(
       "heartbeat-ms", "agent and worker heartbeat interval", cxxopts::value<int64_t>()->default_value("500"))(
       "node-timeout-ms", "an agent silent this long is DEAD", cxxopts::value<int64_t>()->default_value("5000"))(
       "worker-timeout-ms", "a worker silent this long is dead", cxxopts::value<int64_t>()->default_value("5000"))(
@@ -181,7 +218,7 @@ int controller_start(int argc, char** argv) {
       cxxopts::value<int>()->default_value("5000"))(
       "max-connections", "client connections held at once (0: the open-file limit less a reserve)",
       cxxopts::value<int64_t>()->default_value("0"))(
-      "detach", "run in the background (log in DIR/controller.log, pid in DIR/controller.pid); returns once it listens")(
+      "detach", "run in the background (log in DIR/controller.log); returns once it listens")(
       "h,help", "help");
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
@@ -201,6 +238,12 @@ int controller_start(int argc, char** argv) {
     return report(InvalidArgument("controller start: --handshake-timeout-ms must be >= 100 and --max-connections >= 0"));
   if (r.value().count("detach")) return controller_detach(so);
   install_stop_handlers();
+  PidFile pid_file;  // DIR/controller.pid while it runs: `mariana stop` and `controller stop` find it
+  so.on_ready = [&](const std::string& address) {
+    Status st = pid_file.write(controller_pid_path(so.state_dir));
+    if (!st.ok()) std::fprintf(stderr, "controller: %s\n", st.to_string().c_str());
+    print_controller_banner(so.state_dir, address, static_cast<int>(::getpid()), "");
+  };
   return report(controller::controller_run(so, &g_stop));
 }
 
@@ -306,6 +349,11 @@ int agent_start(int argc, char** argv) {
   if (r.value()["memory"].as<double>() > 0) ao.resources["memory"] = r.value()["memory"].as<double>();
   ao.actor_classes = workers::builtin_actor_registry().names();
   install_stop_handlers();
+  PidFile pid_file;  // DIR/agents/NODE.pid with --state-dir: `mariana stop` and `agent stop` find it
+  if (r.value().count("state-dir")) {
+    Status st = pid_file.write(agent_pid_path(r.value()["state-dir"].as<std::string>(), ao.node_id));
+    if (!st.ok()) return report(st);
+  }
   workers::PosixLauncher launcher;
   return report(workers::agent_run(ao, &launcher, &g_stop));
 }
@@ -316,8 +364,10 @@ int controller_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "start") return controller_start(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "add-client") return controller_add_client(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "repair") return controller_repair(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "stop") return controller_stop_main(argc - 1, argv + 1);
   std::fprintf(stderr,
-               "usage: mariana controller start --listen tcp://HOST:PORT --state-dir DIR [--detach]\n"
+               "usage: mariana controller start --listen tcp://HOST:PORT --state-dir DIR [--metrics-port P] [--detach]\n"
+               "       mariana controller stop --state-dir DIR\n"
                "       mariana controller add-client --state-dir DIR --out CREDENTIALS [--name N]\n"
                "       mariana controller repair --state-dir DIR\n");
   return kExitBadInput;
@@ -325,7 +375,10 @@ int controller_main(int argc, char** argv) {
 
 int agent_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "start") return agent_start(argc - 1, argv + 1);
-  std::fprintf(stderr, "usage: mariana agent start --controller ADDR --token-file F [--cpus N --gpus N]\n");
+  if (argc >= 2 && std::string(argv[1]) == "stop") return agent_stop_main(argc - 1, argv + 1);
+  std::fprintf(stderr,
+               "usage: mariana agent start --controller ADDR --token-file F [--cpus N --gpus N]\n"
+               "       mariana agent stop --state-dir DIR [--node-id N]\n");
   return kExitBadInput;
 }
 
@@ -363,11 +416,15 @@ int worker_main(int argc, char** argv) {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+int job_logs(ClusterClient& client, const std::string& id, bool follow, int timeout,
+             Clock::time_point deadline = Clock::time_point::max());
+
 int submit(int argc, char** argv) {
   cxxopts::Options o("mariana submit", "Submit a job spec (TOML); prints the job id");
   add_client_options(o);
   o.add_options()("set", kSetHelp, cxxopts::value<std::vector<std::string>>())(
-      "wait", "wait for the job to end; exit 0 only if it succeeded")(
+      "wait", "print the job's worker logs as they are written until it ends; exit 0 only if it succeeded")(
       "wait-timeout-s", "give up waiting after this long", cxxopts::value<int>()->default_value("3600"))(
       "spec", "JOB.toml", cxxopts::value<std::string>());
   o.parse_positional({"spec"});
@@ -391,23 +448,26 @@ int submit(int argc, char** argv) {
   std::printf("%s\n", job_id.c_str());
   std::fflush(stdout);
   if (!r.value().count("wait")) return kExitOk;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(r.value()["wait-timeout-s"].as<int>());
-  std::string last_state;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto doc = client.query("job", job_id, timeout);
-    if (doc.ok()) {
-      const std::string state = doc.value().value("state", "");
-      if (state != last_state) {
-        std::fprintf(stderr, "%s: %s\n", job_id.c_str(), state.c_str());
-        last_state = state;
-      }
-      if (state == "SUCCEEDED") return kExitOk;
-      if (state == "FAILED" || state == "STOPPED") {
-        std::fprintf(stderr, "%s %s: %s\n", job_id.c_str(), state.c_str(), doc.value().value("message", "").c_str());
-        return kExitFailure;
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The `jobs logs -f` machinery: the job's worker output as it is written, until the job ends.
+  install_stop_handlers();
+  const int streamed =
+      job_logs(client, job_id, true, timeout, Clock::now() + std::chrono::seconds(r.value()["wait-timeout-s"].as<int>()));
+  if (streamed != kExitOk) return streamed;
+  auto doc = client.query("job", job_id, timeout);
+  if (!doc.ok()) return report(doc.status());
+  const std::string state = doc.value().value("state", "");
+  if (state == "SUCCEEDED") {
+    std::fprintf(stderr, "%s SUCCEEDED\n", job_id.c_str());
+    return kExitOk;
+  }
+  if (state == "FAILED" || state == "STOPPED") {
+    std::fprintf(stderr, "%s %s: %s\n", job_id.c_str(), state.c_str(), doc.value().value("message", "").c_str());
+    return kExitFailure;
+  }
+  if (g_stop.load()) {
+    std::fprintf(stderr, "submit --wait: interrupted; %s is still %s (mariana jobs stop %s ends it)\n", job_id.c_str(),
+                 state.c_str(), job_id.c_str());
+    return kExitFailure;
   }
   return report(Status(StatusCode::kDeadlineExceeded, "submit --wait: " + job_id + " did not end in time"));
 }
@@ -422,8 +482,8 @@ int print_or(const cxxopts::ParseResult& r, const nlohmann::json& doc, const std
 // `jobs logs ID [-f]`: the captured stdout/stderr of the job's workers, every incarnation of every
 // actor, read from the agents' log dirs (<log dir>/<actor>-<incarnation>.{out,err}): they must be
 // readable from here (the same machine, or a shared file system). With -f, keeps printing what
-// they append (and new incarnations' files) until the job ends.
-int job_logs(ClusterClient& client, const std::string& id, bool follow, int timeout) {
+// they append (and new incarnations' files) until the job ends (or the deadline, or Ctrl-C).
+int job_logs(ClusterClient& client, const std::string& id, bool follow, int timeout, Clock::time_point deadline) {
   struct LogFile {
     std::string path;
     uintmax_t offset = 0;
@@ -479,7 +539,7 @@ int job_logs(ClusterClient& client, const std::string& id, bool follow, int time
   if (files.empty() && !follow)
     return report(NotFound("jobs logs " + id + ": no worker log files found in the nodes' log dirs"));
   drain();
-  while (follow && !terminal && !g_stop.load()) {
+  while (follow && !terminal && !g_stop.load() && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     st = discover(&terminal);
     if (!st.ok()) return report(st);
@@ -519,8 +579,8 @@ int jobs(int argc, char** argv) {
       std::vector<std::vector<std::string>> rows;
       for (auto& j : doc.value())
         rows.push_back({str(j, "id"), str(j, "name"), str(j, "kind"), str(j, "state"),
-                        str(j, "step") + "/" + str(j, "total_steps"), str(j, "message")});
-      print_table({"JOB_ID", "NAME", "KIND", "STATE", "STEPS", "MESSAGE"}, rows);
+                        str(j, "step") + "/" + str(j, "total_steps"), format_eta(j), str(j, "message")});
+      print_table({"JOB_ID", "NAME", "KIND", "STATE", "STEPS", "REMAINING", "MESSAGE"}, rows);
     });
   }
   if (sub == "show" || sub == "metrics") {
@@ -661,9 +721,9 @@ int top_main(int argc, char** argv) {
       if (m.is_object() && m.contains("tokens_per_s") && m["tokens_per_s"].is_number())
         std::snprintf(tps, sizeof tps, "%.0f", m["tokens_per_s"].get<double>());
       rows.push_back({str(j, "id"), str(j, "name"), str(j, "kind"), str(j, "state"),
-                      str(j, "step") + "/" + str(j, "total_steps"), loss, tps, str(j, "message")});
+                      str(j, "step") + "/" + str(j, "total_steps"), format_eta(j), loss, tps, str(j, "message")});
     }
-    print_table({"JOB_ID", "NAME", "KIND", "STATE", "STEPS", "LOSS", "TOKENS/S", "MESSAGE"}, rows);
+    print_table({"JOB_ID", "NAME", "KIND", "STATE", "STEPS", "REMAINING", "LOSS", "TOKENS/S", "MESSAGE"}, rows);
     std::printf("\n");
     rows.clear();
     for (auto& a : actors.value())

@@ -94,10 +94,13 @@ constexpr UsageLine kUsage[] = {
     {"generate", "", "--checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]"},
     {"reward", "score", "--scorer math|math_verify|format|code|model [--input F.jsonl] [--timeout-s S --memory-mb M]"},
     {"eval", "", "--task passkey|arithmetic --checkpoint DIR [--lengths L,... --depths D,...] [--json] [--svg F]"},
-    {"controller", "start", "--listen tcp://127.0.0.1:PORT --state-dir DIR [--detach]"},
+    {"controller", "start", "--listen tcp://127.0.0.1:PORT --state-dir DIR [--metrics-port 7766] [--detach]"},
+    {"controller", "stop", "--state-dir DIR [--timeout-s S]"},
     {"controller", "add-client", "--state-dir DIR --out CREDENTIALS [--name N]"},
     {"controller", "repair", "--state-dir DIR"},
     {"agent", "start", "--controller ADDR --token-file F [--cpus N --gpus N]"},
+    {"agent", "stop", "--state-dir DIR [--node-id N] [--timeout-s S]"},
+    {"stop", "", "--state-dir DIR [--timeout-s S]      stop the cluster's agents, then its controller"},
     {"submit", "", "JOB.toml [--set key=value]... [--wait] [--json]"},
     {"jobs", "list", "| show ID | stop ID | metrics ID | logs ID [-f] [--json]"},
     {"status", "", "[--json]                          nodes, resources, jobs and actors by state"},
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
   if (verb == "reward") return mariana::cli::reward_main(argc - 1, argv + 1);
   if (verb == "run") return mariana::cli::run_main(argc - 1, argv + 1);
   if (verb == "top") return mariana::cli::top_main(argc - 1, argv + 1);
+  if (verb == "stop") return mariana::cli::stop_main(argc - 1, argv + 1);
   std::fprintf(stderr, "mariana: unknown verb '%s'\n", verb.c_str());
   usage(stderr);
   return mariana::cli::kExitBadInput;

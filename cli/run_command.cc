@@ -58,7 +58,7 @@ class Embedded {
       cv_.notify_all();
     };
     controller_ = std::thread([this, so] {
-      Status st = controller::controller_run(so, &stop_);
+      Status st = controller::controller_run(so, &controller_stop_);
       std::lock_guard<std::mutex> lock(mu_);
       controller_status_ = st;
       controller_done_ = true;
@@ -83,22 +83,24 @@ class Embedded {
     ao.log_dir = state_dir + "/logs";
     ao.heartbeat_ms = heartbeat_ms;
     agent_ = std::thread([this, ao] {
-      Status st = workers::agent_run(ao, &launcher_, &stop_);
+      Status st = workers::agent_run(ao, &launcher_, &agent_stop_);
       if (!st.ok()) std::fprintf(stderr, "mariana run: agent: %s\n", st.to_string().c_str());
     });
     return Status::Ok();
   }
 
   void stop() {
-    stop_.store(true);
+    // The agent first: it deregisters from the controller as it stops.
+    agent_stop_.store(true);
     if (agent_.joinable()) agent_.join();
+    controller_stop_.store(true);
     if (controller_.joinable()) controller_.join();
   }
 
   const std::string& address() const { return address_; }
 
  private:
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> agent_stop_{false}, controller_stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::string address_;
@@ -122,6 +124,7 @@ std::string progress_line(const nlohmann::json& j, double elapsed_s) {
     n += std::snprintf(buf + n, sizeof buf - n, "  loss %.4f", m["loss"].get<double>());
   if (m.contains("tokens_per_s") && m["tokens_per_s"].is_number())
     n += std::snprintf(buf + n, sizeof buf - n, "  %.0f tokens/s", m["tokens_per_s"].get<double>());
+  if (const std::string eta = format_eta(j); !eta.empty()) n += std::snprintf(buf + n, sizeof buf - n, "  %s", eta.c_str());
   std::snprintf(buf + n, sizeof buf - n, "  %.1f s", elapsed_s);
   return buf;
 }

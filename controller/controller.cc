@@ -109,6 +109,7 @@ void Controller::dispatch(const std::string& peer, const proto::Frame& frame) {
     case Payload::PING: reply_ok(peer, rid); return;
     case Payload::REGISTER_NODE: handle_register_node(peer, rid, p.getRegisterNode()); return;
     case Payload::HEARTBEAT: handle_heartbeat(peer, rid, p.getHeartbeat()); return;
+    case Payload::DEREGISTER_NODE: handle_deregister_node(peer, rid, p.getDeregisterNode()); return;
     case Payload::WORKER_EXITED: handle_worker_exited(peer, rid, p.getWorkerExited()); return;
     case Payload::REGISTER_WORKER: handle_register_worker(peer, rid, p.getRegisterWorker()); return;
     case Payload::CREATE_ACTOR: handle_create_actor(peer, rid, p.getCreateActor()); return;
@@ -285,6 +286,18 @@ void Controller::handle_heartbeat(const std::string& peer, uint64_t rid, proto::
   r.setEpoch(epoch_);
   r.setKnown(known);
   queue(peer, out.bytes());
+}
+
+void Controller::handle_deregister_node(const std::string& peer, uint64_t rid, proto::DeregisterNode::Reader m) {
+  const std::string id = text(m.getNodeId());
+  if (peer != agent_peer(id)) return reply_error(peer, rid, PermissionDenied("deregisterNode from a non-agent peer"));
+  auto it = nodes_.find(id);
+  if (it != nodes_.end() && it->second.state == NodeState::kAlive) {
+    const std::string reason = text(m.getReason());
+    node_died(it->second, "agent stopped" + (reason.empty() ? std::string() : " (" + reason + ")"));
+    schedule_pending();
+  }
+  reply_ok(peer, rid);
 }
 
 void Controller::node_died(NodeRecord& n, const std::string& cause) {
@@ -652,8 +665,33 @@ void Controller::handle_kv_get(const std::string& peer, uint64_t rid, proto::KvG
 
 // ---------------------------------------------------------------- timers
 
+void Controller::note_progress(int64_t now) {
+  constexpr size_t kSamples = 20;
+  for (auto& [id, j] : jobs_) {
+    if (j.state != JobState::kRunning) {
+      progress_.erase(id);
+      continue;
+    }
+    auto& samples = progress_[id];
+    if (!samples.empty() && j.step < samples.back().second) samples.clear();  // resumed from an earlier step
+    if (samples.empty() || j.step != samples.back().second) samples.emplace_back(now, j.step);
+    while (samples.size() > kSamples) samples.pop_front();
+  }
+}
+
+double Controller::eta_seconds(const JobRecord& j) const {
+  auto it = progress_.find(j.id);
+  if (j.state != JobState::kRunning || it == progress_.end() || it->second.size() < 2) return -1;
+  const auto& [t0, s0] = it->second.front();
+  const auto& [t1, s1] = it->second.back();
+  if (t1 <= t0 || s1 <= s0) return -1;
+  const double steps_per_ms = static_cast<double>(s1 - s0) / static_cast<double>(t1 - t0);
+  return static_cast<double>(std::max<int64_t>(0, j.total_steps - j.step)) / steps_per_ms / 1000.0;
+}
+
 void Controller::tick() {
   const int64_t now = clock_->now_ms();
+  note_progress(now);
   for (auto& [id, n] : nodes_)
     if (n.state == NodeState::kAlive && now - n.last_seen_ms > options_.node_timeout_ms)
       node_died(n, "no heartbeat for " + std::to_string(now - n.last_seen_ms) + " ms");

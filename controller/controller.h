@@ -109,6 +109,11 @@ class Controller {
   void dispatch(const std::string& peer, const proto::Frame& frame);
   void handle_register_node(const std::string& peer, uint64_t rid, proto::RegisterNode::Reader m);
   void handle_heartbeat(const std::string& peer, uint64_t rid, proto::Heartbeat::Reader m);
+  void handle_deregister_node(const std::string& peer, uint64_t rid, proto::DeregisterNode::Reader m);
+  // Samples each RUNNING job's step over time (in memory only) for the ETA of the job documents.
+  void note_progress(int64_t now);
+  // Seconds until the job's last step at the recent steps/s; negative when unknown.
+  double eta_seconds(const JobRecord& j) const;
   void handle_worker_exited(const std::string& peer, uint64_t rid, proto::WorkerExited::Reader m);
   void handle_register_worker(const std::string& peer, uint64_t rid, proto::RegisterWorker::Reader m);
   void handle_create_actor(const std::string& peer, uint64_t rid, proto::ActorSpec::Reader m);
@@ -187,6 +192,7 @@ class Controller {
   std::map<std::string, JobRecord> jobs_;
   std::map<std::string, ActorJobSpec> job_specs_;  // parsed spec of each non-terminal job
   std::map<std::string, JobRun> job_runs_;
+  std::map<std::string, std::deque<std::pair<int64_t, int64_t>>> progress_;  // job -> (ms, step) samples
   std::map<uint64_t, PendingCall> pending_calls_;
   std::map<std::string, std::vector<Waiter>> waiters_;
   std::map<std::string, uint64_t> id_counters_;

@@ -58,6 +58,7 @@ nlohmann::json Controller::query(const std::string& what, const std::string& id)
     for (auto& [jid, j] : jobs_) {
       auto x = to_json(j);
       x.erase("spec_toml");
+      if (const double eta = eta_seconds(j); eta >= 0) x["eta_s"] = eta;
       out.push_back(x);
     }
     return out;
@@ -66,6 +67,7 @@ nlohmann::json Controller::query(const std::string& what, const std::string& id)
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return {{"error", "no job " + id}};
     auto x = to_json(it->second);
+    if (const double eta = eta_seconds(it->second); eta >= 0) x["eta_s"] = eta;
     auto ckpts = store_->scan(Table::kCheckpoints, id + "/");
     nlohmann::json paths = nlohmann::json::array();
     if (ckpts.ok())
@@ -175,6 +177,24 @@ std::string Controller::metrics_text() const {
   }
   out += "# HELP mariana_job_steps_completed Durable steps of each job.\n# TYPE mariana_job_steps_completed gauge\n";
   for (auto& [id, j] : jobs_) line("mariana_job_steps_completed{job=\"%s\"} %lld\n", id.c_str(), (long long)j.step);
+  // Per-job progress as gauges labelled by job id: the step, and the last step's loss and
+  // tokens/s where the job reports them (training jobs).
+  out += "# HELP mariana_job_step Steps completed by each job.\n# TYPE mariana_job_step gauge\n";
+  for (auto& [id, j] : jobs_) line("mariana_job_step{job=\"%s\"} %lld\n", id.c_str(), (long long)j.step);
+  out += "# HELP mariana_job_total_steps Steps each job runs.\n# TYPE mariana_job_total_steps gauge\n";
+  for (auto& [id, j] : jobs_) line("mariana_job_total_steps{job=\"%s\"} %lld\n", id.c_str(), (long long)j.total_steps);
+  auto metric_gauge = [&](const char* name, const char* help, const char* key) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+    for (auto& [id, j] : jobs_)
+      if (j.last_metrics.is_object() && j.last_metrics.contains(key) && j.last_metrics[key].is_number())
+        line("%s{job=\"%s\"} %.9g\n", name, id.c_str(), j.last_metrics[key].get<double>());
+  };
+  metric_gauge("mariana_job_loss", "Loss of each job's last step.", "loss");
+  metric_gauge("mariana_job_tokens_per_second", "Training throughput of each job's last step.", "tokens_per_s");
+  out += "# HELP mariana_job_eta_seconds Seconds until each running job's last step at its recent steps/s.\n"
+         "# TYPE mariana_job_eta_seconds gauge\n";
+  for (auto& [id, j] : jobs_)
+    if (const double eta = eta_seconds(j); eta >= 0) line("mariana_job_eta_seconds{job=\"%s\"} %.1f\n", id.c_str(), eta);
   out += "# HELP mariana_wire_frames_total Frames through the decode boundary.\n# TYPE mariana_wire_frames_total counter\n";
   line("mariana_wire_frames_total{result=\"decoded\"} %llu\n", (unsigned long long)counters_.decoded.load());
   line("mariana_wire_frames_total{result=\"malformed\"} %llu\n", (unsigned long long)counters_.malformed.load());

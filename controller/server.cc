@@ -241,12 +241,23 @@ Status controller_run(const ServerOptions& options, const std::atomic<bool>* sto
       std::lock_guard<std::mutex> lock(metrics_mu);
       res.set_content(metrics_snapshot, "text/plain; version=0.0.4");
     });
+    // SO_REUSEADDR only: cpp-httplib's default SO_REUSEPORT would let a second controller bind the
+    // same port and split the scrapes between the two.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     int port = options.metrics_port;
     if (port == 0) port = http.bind_to_any_port("127.0.0.1");
     else if (!http.bind_to_port("127.0.0.1", port)) port = -1;
-    if (port < 0) return Unavailable("controller: cannot serve /metrics on 127.0.0.1:" + std::to_string(options.metrics_port));
+    if (port < 0)
+      return Unavailable("controller: cannot serve /metrics on 127.0.0.1:" + std::to_string(options.metrics_port) +
+                         " (the port is in use?); pass --metrics-port PORT for another port, --metrics-port 0 for any "
+                         "free port, or --metrics-port -1 for no /metrics");
     MARIANA_RETURN_IF_ERROR(write_file_atomic(options.state_dir + "/metrics.port", std::to_string(port) + "\n"));
     http_thread = std::thread([&] { http.listen_after_bind(); });
+  } else {
+    std::filesystem::remove(options.state_dir + "/metrics.port", ec);  // an earlier run's port
   }
   std::fprintf(stderr, "controller: listening on %s%s, state in %s, epoch %llu\n", bound.c_str(),
                curve ? " with CURVE" : "", options.state_dir.c_str(), static_cast<unsigned long long>(ctl.epoch()));

@@ -13,10 +13,14 @@
 
 namespace mariana::controller {
 
+constexpr int kDefaultMetricsPort = 7766;
+
 struct ServerOptions {
   std::string listen = "tcp://127.0.0.1:7765";  // "tcp://127.0.0.1:*" binds an ephemeral port
   std::string state_dir;
-  int metrics_port = 0;  // 0: ephemeral (written to DIR/metrics.port); -1: no HTTP endpoint
+  // The HTTP port of /metrics on 127.0.0.1 (written to DIR/metrics.port): kDefaultMetricsPort
+  // unless set; 0: any free port; -1: no HTTP endpoint. A busy port is an error naming the flag.
+  int metrics_port = kDefaultMetricsPort;
   // ZMQ_HANDSHAKE_IVL: a connection that has not finished the ZMTP (and CURVE) handshake by then
   // is dropped, so idle connections cannot hold file descriptors.
   int handshake_timeout_ms = 5000;

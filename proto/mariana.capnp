@@ -233,6 +233,13 @@ struct ActorReport {
   message @7 :Text;              # failed: why
 }
 
+# An agent that stops cleanly says so before it exits: the controller marks the node DEAD at once
+# and restarts its actors elsewhere instead of waiting for the node timeout.
+struct DeregisterNode {
+  nodeId @0 :Text;
+  reason @1 :Text;
+}
+
 struct Envelope {
   version @0 :UInt16;
   requestId @1 :UInt64;          # a reply carries its request's id; 0 when unknown
@@ -271,5 +278,6 @@ struct Envelope {
     kvValue @33 :KvValue;
     shutdown @34 :Void;
     actorReport @35 :ActorReport;
+    deregisterNode @36 :DeregisterNode;
   }
 }

@@ -72,6 +72,16 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
   bool warned_silent = false;
 
   auto send = [&](proto::Outgoing& m) { (void)sock.send(zmq::buffer(m.bytes()), zmq::send_flags::dontwait); };
+  const char* node = o.node_id.c_str();
+  auto resources_text = [&] {
+    std::string out;
+    for (auto& [name, amount] : o.resources) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%s%s=%g", out.empty() ? "" : " ", name.c_str(), amount);
+      out += buf;
+    }
+    return out;
+  };
   auto send_register = [&] {
     proto::Outgoing m(next_id++, identity, o.token);
     auto r = m.payload().initRegisterNode();
@@ -102,6 +112,12 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
     last_register = clock.now_ms();
   };
   auto report_exit = [&](const RunningWorker& w, int code, int sig) {
+    if (sig != 0)
+      std::fprintf(stderr, "agent %s: worker for actor %s incarnation %u (pid %d) killed by signal %d\n", node,
+                   w.actor_id.c_str(), w.incarnation, w.pid, sig);
+    else
+      std::fprintf(stderr, "agent %s: worker for actor %s incarnation %u (pid %d) exited with code %d\n", node,
+                   w.actor_id.c_str(), w.incarnation, w.pid, code);
     proto::Outgoing m(next_id++, identity, o.token);
     auto e = m.payload().initWorkerExited();
     e.setNodeId(o.node_id);
@@ -135,6 +151,9 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
     }
     w.pid = pid.value();
     workers[w.pid] = w;
+    std::fprintf(stderr, "agent %s: starting worker for actor %s incarnation %s (class %s, job %s): pid %d, output %s.{out,err}\n",
+                 node, actor.c_str(), inc.c_str(), s.getClassName().cStr(),
+                 s.getJobId().size() ? s.getJobId().cStr() : "-", w.pid, base.c_str());
   };
 
   bool shutdown = false;
@@ -156,16 +175,24 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
                      f.status().to_string().c_str());
         continue;
       }
+      if (warned_silent)
+        std::fprintf(stderr, "agent %s: the controller answers again after %lld ms\n", node,
+                     static_cast<long long>(clock.now_ms() - last_reply));
       last_reply = clock.now_ms();
       warned_silent = false;
       auto p = f.value().payload();
       switch (p.which()) {
         case Envelope::Payload::REGISTER_NODE_REPLY:
+          if (!registered)
+            std::fprintf(stderr, "agent %s: registered with controller %s as node %s with resources %s (%zu workers running)\n",
+                         node, o.controller.c_str(), node, resources_text().c_str(), workers.size());
           registered = true;
           epoch = p.getRegisterNodeReply().getEpoch();
           break;
         case Envelope::Payload::HEARTBEAT_REPLY:
           if (!p.getHeartbeatReply().getKnown() || p.getHeartbeatReply().getEpoch() != epoch) {
+            std::fprintf(stderr, "agent %s: the controller %s; registering again\n", node,
+                         p.getHeartbeatReply().getEpoch() != epoch ? "restarted" : "no longer knows this node");
             registered = false;
             send_register();
           }
@@ -181,7 +208,10 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
           std::fprintf(stderr, "agent %s: controller error: %s\n", o.node_id.c_str(),
                        proto::error_status(p.getError()).to_string().c_str());
           break;
-        case Envelope::Payload::SHUTDOWN: shutdown = true; break;
+        case Envelope::Payload::SHUTDOWN:
+          std::fprintf(stderr, "agent %s: the controller asked it to shut down\n", node);
+          shutdown = true;
+          break;
         default: break;
       }
       if (shutdown) break;
@@ -204,19 +234,64 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
     }
     if (!warned_silent && now - last_reply > 10 * o.heartbeat_ms) {
       warned_silent = true;
-      std::fprintf(stderr, "agent %s: no reply from the controller for %lld ms; still trying\n", o.node_id.c_str(),
+      std::fprintf(stderr, "agent %s: heartbeat lost: no reply from the controller for %lld ms; still trying\n", node,
                    static_cast<long long>(now - last_reply));
     }
   }
-  for (auto& [pid, w] : workers) launcher->signal(pid, SIGKILL);
-  for (int i = 0; i < 100 && !workers.empty(); ++i) {
+  // Stopping: SIGTERM to the workers (they stop at their next poll), SIGKILL to those still running
+  // after kStopGraceMs. Their exits are not reported: the node's deregistration below makes the
+  // controller restart its actors elsewhere.
+  std::fprintf(stderr, "agent %s: stopping; %zu workers to end\n", node, workers.size());
+  auto reap_quietly = [&] {
     for (auto& e : launcher->reap()) {
       auto it = workers.find(e.pid);
       if (it == workers.end()) continue;
       remove_ipc_socket(it->second);
       workers.erase(it);
     }
+  };
+  constexpr int64_t kStopGraceMs = 2000;
+  for (auto& [pid, w] : workers) launcher->signal(pid, SIGTERM);
+  const int64_t term_sent = clock.now_ms();
+  while (!workers.empty() && clock.now_ms() - term_sent < kStopGraceMs) {
+    reap_quietly();
     if (!workers.empty()) ::usleep(10000);
+  }
+  for (auto& [pid, w] : workers) {
+    std::fprintf(stderr, "agent %s: worker for actor %s (pid %d) still running after %lld ms; killing it\n", node,
+                 w.actor_id.c_str(), pid, static_cast<long long>(kStopGraceMs));
+    launcher->signal(pid, SIGKILL);
+  }
+  for (int i = 0; i < 100 && !workers.empty(); ++i) {
+    reap_quietly();
+    if (!workers.empty()) ::usleep(10000);
+  }
+  // Deregister, so the controller marks the node DEAD now rather than after its node timeout; wait
+  // a little for its answer (a controller that is gone just times the wait out).
+  if (registered && !shutdown) {
+    const uint64_t rid = next_id;
+    proto::Outgoing m(next_id++, identity, o.token);
+    auto d = m.payload().initDeregisterNode();
+    d.setNodeId(o.node_id);
+    d.setReason("agent stop");
+    send(m);
+    bool acknowledged = false;
+    const int64_t sent = clock.now_ms();
+    while (!acknowledged && clock.now_ms() - sent < 2000) {
+      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+      try {
+        zmq::poll(&item, 1, std::chrono::milliseconds(20));
+      } catch (const zmq::error_t&) {
+        continue;
+      }
+      zmq::message_t body;
+      while (!acknowledged && sock.recv(body, zmq::recv_flags::dontwait)) {
+        auto f = proto::decode_envelope(body.data(), body.size(), dopts, &counters);
+        acknowledged = f.ok() && f.value().request_id() == rid;
+      }
+    }
+    std::fprintf(stderr, acknowledged ? "agent %s: deregistered from the controller\n"
+                                      : "agent %s: the controller did not acknowledge the deregistration\n", node);
   }
   return Status::Ok();
 }

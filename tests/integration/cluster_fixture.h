@@ -76,6 +76,8 @@ class Cluster {
   int controller_pid() const { return controller_pid_; }
   // When > 0, the controller runs with RLIMIT_NOFILE lowered to this (soft and hard).
   int controller_nofile = 0;
+  // The controller's --node-timeout-ms (a test that must tell deregistration from a timeout raises it).
+  std::string node_timeout_ms = "1500";
 
   // Starts (or restarts, on the same address) the controller and waits for its address file.
   void start_controller(const std::string& first_listen = "tcp://127.0.0.1:*") {
@@ -83,7 +85,7 @@ class Cluster {
     if (!address_.empty()) listen = address_;
     std::filesystem::remove(state_ + "/controller.addr");
     std::vector<std::string> argv = {MARIANA_BIN, "controller", "start", "--listen", listen, "--state-dir", state_,
-                                     "--heartbeat-ms", "100", "--node-timeout-ms", "1500", "--worker-timeout-ms", "1500",
+                                     "--heartbeat-ms", "100", "--node-timeout-ms", node_timeout_ms, "--worker-timeout-ms", "1500", "--metrics-port", "0",
                                      "--start-timeout-ms", "10000"};
     if (controller_nofile > 0)  // the shell execs the controller: same pid
       argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(controller_nofile) + " && exec \"$@\"", "sh"});

@@ -121,7 +121,7 @@ bool process_alive(int pid) {
 TEST(Run, DetachedControllerJobsLogsFollowAndTopOnce) {
   Cluster c;
   auto detach = run_mariana("controller start --detach --listen tcp://127.0.0.1:* --state-dir " + c.state_dir() +
-                                " --heartbeat-ms 100",
+                                " --heartbeat-ms 100 --metrics-port 0",
                             30);
   ASSERT_EQ(detach.exit_code, 0) << detach.out;
   EXPECT_NE(detach.out.find("listening on tcp://127.0.0.1:"), std::string::npos) << detach.out;
