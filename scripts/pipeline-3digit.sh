@@ -7,6 +7,7 @@
 # that no run evaluates on while training. About an hour on one core. Expects a built tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}  # the same kernels on every CPU (see pipeline.sh)
 BIN=build/cli/mariana
 T=${MARIANA_THREADS:-1}
 R=runs/pipeline3

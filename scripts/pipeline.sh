@@ -8,6 +8,11 @@
 # busy cores); MARIANA_THREADS=2 to change. Job files: configs/pipeline/{1-pretrain,2-extend,3-sft,4-rl}.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# OpenBLAS picks its GEMM kernels per CPU (AVX-512 SkylakeX kernels on one machine, Haswell ones on
+# another), and different kernels round differently, so the table would change from CPU to CPU.
+# Pinning the Haswell kernels (AVX2 + FMA, which every x86-64-v3 CPU the build targets has) makes the
+# numbers a property of the commit, not of the machine. OPENBLAS_CORETYPE=... overrides it.
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 BIN=build/cli/mariana
 T=${MARIANA_THREADS:-1}
 PROBLEMS=${MARIANA_EVAL_PROBLEMS:-500}
