@@ -588,7 +588,7 @@ int jobs(int argc, char** argv) {
     if (!doc.ok()) return report(doc.status());
     return print_or(r.value(), doc.value(), [&] {
       auto& j = doc.value();
-      if (sub == "metrics" && (str(j, "kind") == "pretrain" || str(j, "kind") == "extend")) {
+      if (sub == "metrics" && str(j, "kind") != "actors") {  // a training job: pretrain, extend, sft, rm
         std::vector<std::vector<std::string>> rows;
         auto num = [](const nlohmann::json& p, const char* k, const char* f) {
           char buf[32];
@@ -596,9 +596,10 @@ int jobs(int argc, char** argv) {
           return std::string(buf);
         };
         for (auto& p : j["metrics"])
-          rows.push_back({str(p, "step"), num(p, "loss", "%.4f"), num(p, "loss_main", "%.4f"), num(p, "lr", "%.3e"),
+          rows.push_back({str(p, "step"), num(p, "loss", "%.4f"), num(p, "loss_main", "%.4f"),
+                          p.contains("val_loss") ? num(p, "val_loss", "%.4f") : "-", num(p, "lr", "%.3e"),
                           num(p, "grad_norm", "%.3f"), num(p, "tokens_per_s", "%.0f")});
-        print_table({"STEP", "LOSS", "LOSS_MAIN", "LR", "GRAD_NORM", "TOKENS/S"}, rows);
+        print_table({"STEP", "LOSS", "LOSS_MAIN", "VAL_LOSS", "LR", "GRAD_NORM", "TOKENS/S"}, rows);
         return;
       }
       if (sub == "metrics") {

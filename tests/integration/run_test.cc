@@ -107,6 +107,16 @@ TEST(Run, SftJobEndsWhereMarianaTrainEnds) {
   auto theirs = read_file(cwd + "/sft-ref/checkpoints/" + last + "/model.safetensors");
   ASSERT_TRUE(mine.ok() && theirs.ok());
   EXPECT_TRUE(mine.value() == theirs.value()) << "sft weights differ from mariana train's";
+  // The job's record outlives the embedded run: a controller started on its state dir shows the
+  // sft job's metrics as a training table (loss, LR, tokens/s), like a pretraining job's.
+  auto ctl = run_mariana("controller start --detach --listen tcp://127.0.0.1:* --state-dir .mariana --metrics-port 0",
+                         30, cwd);
+  ASSERT_EQ(ctl.exit_code, 0) << ctl.out;
+  auto table = run_mariana("jobs metrics job-1 --state-dir .mariana", 30, cwd);
+  EXPECT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(table.out.find("LOSS_MAIN"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("TOKENS/S"), std::string::npos) << table.out;
+  EXPECT_EQ(run_mariana("controller stop --state-dir .mariana", 30, cwd).exit_code, 0);
 }
 
 // Running and not a zombie (a detached process is reparented; its new parent may reap it late).
