@@ -61,7 +61,7 @@ int reward_score_cmd(int argc, char** argv) {
       "venv", "math_verify: the Python venv with math-verify (default $MARIANA_MATH_VERIFY_VENV or "
       "build/pyenv-math-verify; created by scripts/setup.sh)", cxxopts::value<std::string>())(
       "workers", "math_verify: worker processes (default 1)", cxxopts::value<int64_t>())(
-      "memory-mb", "code: address-space limit in MiB (default 512)", cxxopts::value<int64_t>())(
+      "memory-mb", "code: memory bound of the whole run in MiB (its cgroup leaf; default 512)", cxxopts::value<int64_t>())(
       "python", "code: the Python 3 interpreter (default /usr/bin/python3)", cxxopts::value<std::string>())(
       "answer-regex", "format: regex the final answer line must match (default \"#### N\")",
       cxxopts::value<std::string>())(

@@ -294,13 +294,13 @@ void Controller::handle_deregister_node(const std::string& peer, uint64_t rid, p
   auto it = nodes_.find(id);
   if (it != nodes_.end() && it->second.state == NodeState::kAlive) {
     const std::string reason = text(m.getReason());
-    node_died(it->second, "agent stopped" + (reason.empty() ? std::string() : " (" + reason + ")"));
+    node_died(it->second, "agent stopped" + (reason.empty() ? std::string() : " (" + reason + ")"), /*drained=*/true);
     schedule_pending();
   }
   reply_ok(peer, rid);
 }
 
-void Controller::node_died(NodeRecord& n, const std::string& cause) {
+void Controller::node_died(NodeRecord& n, const std::string& cause, bool drained) {
   n.state = NodeState::kDead;
   n.death_cause = cause;
   persist(n);
@@ -319,7 +319,8 @@ void Controller::node_died(NodeRecord& n, const std::string& cause) {
     place_pg(p);
   }
   for (auto& [aid, a] : actors_)
-    if (a.node_id == n.id && a.state != ActorState::kDead) actor_died(a, "node " + n.id + " died: " + cause, true);
+    if (a.node_id == n.id && a.state != ActorState::kDead)
+      actor_died(a, "node " + n.id + (drained ? " left: " : " died: ") + cause, true, /*failure=*/!drained);
 }
 
 // ---------------------------------------------------------------- workers and actors
@@ -446,7 +447,7 @@ void Controller::handle_kill_actor(const std::string& peer, uint64_t rid, proto:
   reply_ok(peer, rid);
 }
 
-void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow_restart) {
+void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow_restart, bool failure) {
   if (a.state == ActorState::kDead) return;
   a.address.clear();
   a.local_address.clear();
@@ -454,8 +455,8 @@ void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow
   a.pid = 0;
   a.node_id.clear();
   std::string budget;  // why a failure ends the actor, when it does
-  bool restart = false;
-  if (allow_restart) {  // a failure, not an ordered end: it counts against the restart budget
+  bool restart = allow_restart && !failure;  // moved off a drained node: restarts, costs no budget
+  if (allow_restart && failure) {  // a failure, not an ordered end: it counts against the restart budget
     a.last_failure = cause;
     const int64_t now = clock_->wall_now_ms();
     a.failure_wall_ms.push_back(now);
@@ -467,7 +468,7 @@ void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow
         a.restart_window_ms > 0 ? static_cast<int64_t>(a.failure_wall_ms.size()) : int64_t{a.num_restarts} + 1;
     restart = a.max_restarts < 0 || failures <= a.max_restarts;
     if (!restart)
-      budget = " (" + std::to_string(failures) + " failures" +
+      budget = " (" + std::to_string(failures) + (failures == 1 ? " failure" : " failures") +
                (a.restart_window_ms > 0 ? " within " + std::to_string(a.restart_window_ms / 1000) + " s" : "") +
                ", max_restarts = " + std::to_string(a.max_restarts) + ")";
     record_failure("actor " + a.id + " incarnation " + std::to_string(a.incarnation) + ": " + cause);

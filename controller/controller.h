@@ -147,9 +147,12 @@ class Controller {
   Result<std::string> create_actor(ActorRecord a);
   Result<std::string> create_placement_group(PgRecord p);
   void remove_placement_group(PgRecord& p, const std::string& cause);
-  void actor_died(ActorRecord& a, const std::string& cause, bool allow_restart);
+  // allow_restart: restart while the budget lasts; failure = false (its node was drained, the
+  // agent stopped cleanly): restart without spending the budget.
+  void actor_died(ActorRecord& a, const std::string& cause, bool allow_restart, bool failure = true);
   void actor_kill(ActorRecord& a, const std::string& cause);
-  void node_died(NodeRecord& n, const std::string& cause);
+  // drained: the agent deregistered (a clean stop), not a failure of the node.
+  void node_died(NodeRecord& n, const std::string& cause, bool drained = false);
   void record_failure(const std::string& what);
   void notify_waiters(const ActorRecord& a);
 

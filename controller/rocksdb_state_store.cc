@@ -97,11 +97,12 @@ Result<std::unique_ptr<RocksStateStore>> RocksStateStore::open_db(const std::str
     // RocksDB's LOCK file is held: another controller (or `controller repair`) has this state dir.
     const std::filesystem::path state = std::filesystem::path(dir).parent_path();
     auto pid = read_file((state / "controller.pid").string());
-    std::string who = "pid unknown (not started with --detach)", how = "Ctrl-C in its terminal, or kill its process";
+    std::string who = "pid unknown: no " + (state / "controller.pid").string(),
+                how = "mariana controller stop --state-dir " + state.string() + ", or Ctrl-C in its terminal";
     if (pid.ok() && !pid.value().empty() && std::isdigit(static_cast<unsigned char>(pid.value()[0]))) {
       const std::string n = pid.value().substr(0, pid.value().find_first_not_of("0123456789"));
       who = "pid " + n;
-      how = "kill " + n;
+      how = "mariana controller stop --state-dir " + state.string() + " (or kill " + n + ")";
     }
     return FailedPrecondition("another controller is running on " + state.string() + " (" + who + "); stop it with " +
                               how + ", or give this one another --state-dir");

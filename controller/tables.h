@@ -15,7 +15,8 @@
 //                   └──(no restarts left, killed, job ended, PG removed)──> DEAD (death_cause)
 //   Every start of a worker is a new incarnation (0, 1, 2, ...); num_restarts = incarnations − 1.
 //   "Restarts left": fewer than max_restarts + 1 failures within the last restart_window_ms (the
-//   actor's whole life when 0); an ordered end (kill, job end) is not a failure.
+//   actor's whole life when 0); an ordered end (kill, job end) is not a failure, and an actor moved
+//   off a drained node (its agent deregistered) restarts without spending the budget.
 //   A restarting actor is never placed on a node that has missed heartbeats (Controller::node_suspect):
 //   it waits until that node is heard from again or declared DEAD.
 //

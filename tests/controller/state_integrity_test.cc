@@ -207,7 +207,8 @@ TEST(StateStoreLock, SecondOpenNamesTheRunningController) {
   ASSERT_FALSE(second.ok());
   const std::string msg = second.status().message();
   EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition) << msg;
-  EXPECT_NE(msg.find("another controller is running on " + dir + " (pid 4242); stop it with kill 4242"),
+  EXPECT_NE(msg.find("another controller is running on " + dir + " (pid 4242); stop it with mariana controller stop "
+                     "--state-dir " + dir + " (or kill 4242)"),
             std::string::npos)
       << msg;
   first.value().reset();

@@ -241,6 +241,36 @@ TEST(TrainJobs, TheRestartBudgetCountsFailuresInAWindow) {
   EXPECT_NE(parsed.status().message().find("job.restart_window_s"), std::string::npos) << parsed.status().message();
 }
 
+// A clean stop of the trainer's agent (deregisterNode) moves the trainer to another node without
+// spending the restart budget: even job.max_restarts = 0 survives a drain, but not a crash.
+TEST(TrainJobs, ADrainedNodeRestartsTheTrainerWithoutSpendingTheBudget) {
+  const std::string spec =
+      "[job]\nname = \"t\"\nphase = \"pretrain\"\nmax_restarts = 0\n[model]\nconfig = \"/m.json\"\n[train]\nsteps = 10\n";
+  Harness h;
+  h.register_node("n1", 2);
+  h.send("cli/t", [&](W::Builder p) { p.initSubmitJob().setSpecToml(spec); });
+  Trainer t{h, "", 0};
+  t.start();
+  h.register_node("n2", 2);
+  h.send(proto::agent_peer("n1"), [&](W::Builder p) {
+    auto d = p.initDeregisterNode();
+    d.setNodeId("n1");
+    d.setReason("agent stop");
+  });
+  EXPECT_EQ(h.ctl->node("n1")->state, NodeState::kDead);
+  const ActorRecord* a = h.ctl->actor(t.actor);
+  EXPECT_EQ(a->state, ActorState::kRestarting) << a->death_cause;
+  EXPECT_EQ(a->node_id, "n2");
+  EXPECT_TRUE(a->failure_wall_ms.empty());
+  EXPECT_EQ(h.ctl->job("job-1")->state, JobState::kRunning);
+  EXPECT_EQ(h.take(proto::agent_peer("n2"), W::START_WORKER).size(), 1u);
+  ASSERT_TRUE(h.register_worker(t.actor, 1, "n2"));
+  // A crash is a failure: with no budget the job fails.
+  h.worker_exited("n2", t.actor, 1, 9);
+  EXPECT_EQ(h.ctl->actor(t.actor)->state, ActorState::kDead);
+  EXPECT_EQ(h.ctl->job("job-1")->state, JobState::kFailed);
+}
+
 TEST(TrainJobs, AStartErrorOrAFailedReportFailsTheJob) {
   Harness h;
   h.register_node("n1", 2);
