@@ -18,29 +18,23 @@ struct MlaDims {
   int64_t dqk() const { return dn + dr; }
 };
 
-template <typename F>
-struct MlaParams {  // weights; q_a_* and q_b_proj when qr > 0, q_proj otherwise
-  const F* q_a_proj = nullptr;        // [qr, C]
-  const F* q_a_layernorm = nullptr;   // [qr]
-  const F* q_b_proj = nullptr;        // [H·dqk, qr]
-  const F* q_proj = nullptr;          // [H·dqk, C]
-  const F* kv_a_proj = nullptr;       // [r + dr, C]
-  const F* kv_a_layernorm = nullptr;  // [r]
-  const F* kv_b_proj = nullptr;       // [H·(dn+dv), r]
-  const F* o_proj = nullptr;          // [C, H·dv]
+// One MLA layer's tensors in an arena: P = const F* for the weights (MlaParams), F* for the
+// gradients (MlaGrads, accumulated +=). q_a_* and q_b_proj when qr > 0, q_proj otherwise.
+template <typename P>
+struct MlaWeights {
+  P q_a_proj = nullptr;        // [qr, C]
+  P q_a_layernorm = nullptr;   // [qr]
+  P q_b_proj = nullptr;        // [H·dqk, qr]
+  P q_proj = nullptr;          // [H·dqk, C]
+  P kv_a_proj = nullptr;       // [r + dr, C]
+  P kv_a_layernorm = nullptr;  // [r]
+  P kv_b_proj = nullptr;       // [H·(dn+dv), r]
+  P o_proj = nullptr;          // [C, H·dv]
 };
-
 template <typename F>
-struct MlaGrads {  // same layout as MlaParams; accumulated (+=)
-  F* q_a_proj = nullptr;
-  F* q_a_layernorm = nullptr;
-  F* q_b_proj = nullptr;
-  F* q_proj = nullptr;
-  F* kv_a_proj = nullptr;
-  F* kv_a_layernorm = nullptr;
-  F* kv_b_proj = nullptr;
-  F* o_proj = nullptr;
-};
+using MlaParams = MlaWeights<const F*>;
+template <typename F>
+using MlaGrads = MlaWeights<F*>;
 
 // Saved for backward by mla_forward (all written by it).
 template <typename F>

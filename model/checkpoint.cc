@@ -31,11 +31,13 @@ std::string shard_name(size_t i, size_t n) {
   return buf;
 }
 
-// Names of the MTP shared heads (copies of lm_head).
-std::vector<std::string> shared_head_names(const ModelConfig& c) {
+// Names of the MTP shared heads (copies of lm_head) of the MTP modules `shard` holds.
+std::vector<std::string> shared_head_names(const ModelConfig& c, const ShardFilter& shard = {}) {
   std::vector<std::string> v;
-  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k)
-    v.push_back(layer_prefix(c.num_hidden_layers + k) + "shared_head.head.weight");
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
+    const int64_t hf = c.num_hidden_layers + k;
+    if (hf >= shard.layer_begin && hf < shard.layer_end) v.push_back(layer_prefix(hf) + "shared_head.head.weight");
+  }
   return v;
 }
 
@@ -92,14 +94,16 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
   }
   // Every tensor, by name; a model with a non-finite or absurd weight is never written.
   std::map<std::string, Tensor> tensors;
-  for (const ParamSpec& s : model.table().specs()) {
+  const std::vector<const ParamSpec*> selected = model.table().select(opt.shard);
+  for (const ParamSpec* sp : selected) {
+    const ParamSpec& s = *sp;
     const Status finite = check_weights_finite("checkpoint " + dir, s.name, model.params() + s.offset, s.numel());
     if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
     const DType dt = s.kind == ParamKind::kGateBias ? DType::kF32 : dtype;
     tensors.emplace(s.name, encode_tensor(model.params() + s.offset, s.shape, dt));
   }
   const ParamSpec& head = model.table().at("lm_head.weight");
-  for (const std::string& n : shared_head_names(c))
+  for (const std::string& n : shared_head_names(c, opt.shard))
     tensors.emplace(n, encode_tensor(model.params() + head.offset, head.shape, dtype));
 
   // Shard assignment: the imported layout, or greedy in table order under max_shard_bytes.
@@ -115,10 +119,10 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
     if (count != tensors.size()) return InvalidArgument("checkpoint " + dir + ": layout does not cover every tensor");
   } else {
     std::vector<std::string> order;
-    for (const ParamSpec& s : model.table().specs()) {
-      order.push_back(s.name);
-      if (s.name == "lm_head.weight")
-        for (const std::string& n : shared_head_names(c)) order.push_back(n);
+    for (const ParamSpec* s : selected) {
+      order.push_back(s->name);
+      if (s->slot == ParamSlot::kLmHead)
+        for (const std::string& n : shared_head_names(c, opt.shard)) order.push_back(n);
     }
     shards.emplace_back();
     int64_t bytes = 0;

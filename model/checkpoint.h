@@ -30,6 +30,7 @@ struct CheckpointOptions {
   DType dtype = DType::kF32;
   int64_t max_shard_bytes = 5'000'000'000;  // HF's default "5GB"
   const CheckpointLayout* layout = nullptr; // reproduce an imported layout (dtype and shards)
+  ShardFilter shard;                        // the tensors written (a rank's part); default all
 };
 
 // Refuses (OutOfRange, nothing written) a model with a weight check_weights_finite rejects.

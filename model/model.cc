@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/attention.h"
 #include "model/moe.h"
+#include "model/weights.h"
 
 namespace mariana {
 
@@ -135,6 +136,8 @@ struct Model<F>::State {
   BufferPool<int32_t> ipool;
   std::vector<BlockState<F>> blocks;  // main blocks, then one per MTP module
   std::vector<MtpState<F>> mtp;
+  ModelWeights<const F*> w;  // views of the parameter arena
+  ModelWeights<F*> g;        // and of the gradient arena
   std::vector<F> inv_freq;
   std::vector<int32_t> tokens, targets, pos, doc_start;
   int64_t n_targets = 0;
@@ -176,71 +179,51 @@ Model<F>::Model(ModelConfig config)
   }
   cpu::rope_inv_freq(st_->inv_freq.data(), rp);
 
-  // Parameter views per block.
-  auto P = [&](const std::string& n) { return params_.data() + table_.at(n).offset; };
-  auto G = [&](const std::string& n) { return grads_.data() + table_.at(n).offset; };
+  // Parameter and gradient views per block, from the table.
+  st_->w = model_weights<const F*>(table_, params_.data());
+  st_->g = model_weights<F*>(table_, grads_.data());
   const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers;
   st_->blocks.resize(static_cast<size_t>(n_blocks));
   for (int64_t l = 0; l < n_blocks; ++l) {
     BlockState<F>& b = st_->blocks[l];
-    const std::string p = layer_prefix(l);
+    const BlockWeights<const F*>& w = st_->w.blocks[l];
+    const BlockWeights<F*>& g = st_->g.blocks[l];
     b.hf_layer = l;
-    b.moe = c.is_moe_layer(l);
-    b.w_in = P(p + "input_layernorm.weight");
-    b.g_in = G(p + "input_layernorm.weight");
-    b.w_post = P(p + "post_attention_layernorm.weight");
-    b.g_post = G(p + "post_attention_layernorm.weight");
-    const std::string a = p + "self_attn.";
-    if (c.q_lora_rank > 0) {
-      b.attn.q_a_proj = P(a + "q_a_proj.weight");
-      b.attn.q_a_layernorm = P(a + "q_a_layernorm.weight");
-      b.attn.q_b_proj = P(a + "q_b_proj.weight");
-      b.attn_g.q_a_proj = G(a + "q_a_proj.weight");
-      b.attn_g.q_a_layernorm = G(a + "q_a_layernorm.weight");
-      b.attn_g.q_b_proj = G(a + "q_b_proj.weight");
-    } else {
-      b.attn.q_proj = P(a + "q_proj.weight");
-      b.attn_g.q_proj = G(a + "q_proj.weight");
-    }
-    b.attn.kv_a_proj = P(a + "kv_a_proj_with_mqa.weight");
-    b.attn.kv_a_layernorm = P(a + "kv_a_layernorm.weight");
-    b.attn.kv_b_proj = P(a + "kv_b_proj.weight");
-    b.attn.o_proj = P(a + "o_proj.weight");
-    b.attn_g.kv_a_proj = G(a + "kv_a_proj_with_mqa.weight");
-    b.attn_g.kv_a_layernorm = G(a + "kv_a_layernorm.weight");
-    b.attn_g.kv_b_proj = G(a + "kv_b_proj.weight");
-    b.attn_g.o_proj = G(a + "o_proj.weight");
-    auto mlp_views = [&](const std::string& q, MlpParams<F>& mp, MlpGrads<F>& mg) {
-      mp = {P(q + "gate_proj.weight"), P(q + "up_proj.weight"), P(q + "down_proj.weight")};
-      mg = {G(q + "gate_proj.weight"), G(q + "up_proj.weight"), G(q + "down_proj.weight")};
-    };
+    b.moe = w.moe;
+    b.w_in = w.input_layernorm;
+    b.g_in = g.input_layernorm;
+    b.w_post = w.post_attention_layernorm;
+    b.g_post = g.post_attention_layernorm;
+    b.attn = w.attn;
+    b.attn_g = g.attn;
     if (!b.moe) {
-      mlp_views(p + "mlp.", b.mlp, b.mlp_g);
+      b.mlp = w.mlp;
+      b.mlp_g = g.mlp;
       continue;
     }
-    b.experts.resize(static_cast<size_t>(c.n_routed_experts));
-    b.experts_g.resize(static_cast<size_t>(c.n_routed_experts));
-    for (int64_t e = 0; e < c.n_routed_experts; ++e)
-      mlp_views(p + "mlp.experts." + std::to_string(e) + ".", b.experts[e], b.experts_g[e]);
-    b.moe_p.gate = P(p + "mlp.gate.weight");
-    b.moe_p.bias = P(p + "mlp.gate.e_score_correction_bias");
+    b.experts = w.experts;
+    b.experts_g = g.experts;
+    b.moe_p.gate = w.router;
+    b.moe_p.bias = w.router_bias;
     b.moe_p.experts = b.experts.data();
-    b.moe_g.gate = G(p + "mlp.gate.weight");
+    b.moe_g.gate = g.router;
     b.moe_g.experts = b.experts_g.data();
-    if (c.n_shared_experts > 0) mlp_views(p + "mlp.shared_experts.", b.moe_p.shared, b.moe_g.shared);
+    b.moe_p.shared = w.shared;
+    b.moe_g.shared = g.shared;
   }
   st_->mtp.resize(static_cast<size_t>(c.num_nextn_predict_layers));
   for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
     MtpState<F>& m = st_->mtp[k];
-    const std::string p = layer_prefix(c.num_hidden_layers + k);
-    m.enorm = P(p + "enorm.weight");
-    m.hnorm = P(p + "hnorm.weight");
-    m.eh_proj = P(p + "eh_proj.weight");
-    m.head_norm = P(p + "shared_head.norm.weight");
-    m.g_enorm = G(p + "enorm.weight");
-    m.g_hnorm = G(p + "hnorm.weight");
-    m.g_eh_proj = G(p + "eh_proj.weight");
-    m.g_head_norm = G(p + "shared_head.norm.weight");
+    const MtpWeights<const F*>& w = st_->w.mtp[k];
+    const MtpWeights<F*>& g = st_->g.mtp[k];
+    m.enorm = w.enorm;
+    m.hnorm = w.hnorm;
+    m.eh_proj = w.eh_proj;
+    m.head_norm = w.head_norm;
+    m.g_enorm = g.enorm;
+    m.g_hnorm = g.hnorm;
+    m.g_eh_proj = g.eh_proj;
+    m.g_head_norm = g.head_norm;
   }
 }
 
@@ -549,13 +532,13 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
 
   {
     ScopedTimer tm(s.profile, "embedding fwd");
-    cpu::embedding_forward(s.h[0], s.tokens.data(), param("model.embed_tokens.weight"), T, C);
+    cpu::embedding_forward(s.h[0], s.tokens.data(), s.w.embed, T, C);
   }
   for (int64_t l = 0; l < L; ++l) run_block(s.blocks[l], s.h[l], s.h[l + 1]);
-  const F* lm_head = param("lm_head.weight");
+  const F* lm_head = s.w.lm_head;
   {
     ScopedTimer tm(s.profile, "head + CE fwd");
-    cpu::rmsnorm_forward(s.hn, s.hn_rstd, s.h[L], param("model.norm.weight"), T, C, eps);
+    cpu::rmsnorm_forward(s.hn, s.hn_rstd, s.h[L], s.w.norm, T, C, eps);
     cpu::linear_forward(s.logits, s.hn, lm_head, T, C, V);
     cpu::cross_entropy_forward(s.losses, s.lse, s.logits, s.targets.data(), T, V);
     res.loss_main = masked_mean(s.losses, s.targets.data(), T, &s.n_targets);
@@ -578,7 +561,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
     }
     {
       ScopedTimer tm(s.profile, "MTP input fwd");
-      cpu::embedding_forward(m.e, m.tokens.data(), param("model.embed_tokens.weight"), T, C);
+      cpu::embedding_forward(m.e, m.tokens.data(), s.w.embed, T, C);
       cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, m.enorm, T, C, eps);
       cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, m.hnorm, T, C, eps);
 #pragma omp parallel for schedule(static) if (T * C > kParallelMin)
@@ -622,9 +605,9 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
   const int64_t D = s.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
   const MlaDims md = mla_dims(c, s.B, s.S);
   const MoeDims ed = moe_dims_for(c, s.B, s.S);
-  const F* lm_head = param("lm_head.weight");
-  F* g_lm_head = grad("lm_head.weight");
-  F* g_embed = grad("model.embed_tokens.weight");
+  const F* lm_head = s.w.lm_head;
+  F* g_lm_head = s.g.lm_head;
+  F* g_embed = s.g.embed;
 
   // dh_in += d(block)/d(h_in) · dh_out.
   auto block_backward = [&](BlockState<F>& b, const F* h_in, F* dh_in, const F* dh_out) {
@@ -693,7 +676,7 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
     if (extra_dhidden != nullptr) add_inplace(s.dhn, extra_dhidden, T * C);
     cpu::linear_backward(s.dhn, g_lm_head, s.dlogits, s.hn, lm_head, T, C, V);
     std::fill_n(dh_out, T * C, F(0));
-    cpu::rmsnorm_backward(dh_out, grad("model.norm.weight"), s.dhn, s.h[L], param("model.norm.weight"),
+    cpu::rmsnorm_backward(dh_out, s.g.norm, s.dhn, s.h[L], s.w.norm,
                           s.hn_rstd, T, C);
   }
   for (int64_t l = L - 1; l >= 0; --l) {

@@ -14,18 +14,17 @@ namespace mariana {
 struct MlpDims {
   int64_t T = 0, C = 0, I = 0;
 };
-template <typename F>
-struct MlpParams {
-  const F* gate_proj = nullptr;  // [I, C]
-  const F* up_proj = nullptr;    // [I, C]
-  const F* down_proj = nullptr;  // [C, I]
+// An MLP's three matrices in an arena: P = const F* for the weights, F* for the gradients.
+template <typename P>
+struct MlpWeights {
+  P gate_proj = nullptr;  // [I, C]
+  P up_proj = nullptr;    // [I, C]
+  P down_proj = nullptr;  // [C, I]
 };
 template <typename F>
-struct MlpGrads {
-  F* gate_proj = nullptr;
-  F* up_proj = nullptr;
-  F* down_proj = nullptr;
-};
+using MlpParams = MlpWeights<const F*>;
+template <typename F>
+using MlpGrads = MlpWeights<F*>;
 template <typename F>
 struct MlpSaved {
   F* g = nullptr;  // [T, I] gate(x)

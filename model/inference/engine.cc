@@ -11,6 +11,7 @@
 
 #include "kernels/ops.h"
 #include "model/moe.h"
+#include "model/weights.h"
 
 namespace mariana {
 
@@ -65,49 +66,41 @@ struct InferenceEngine<F>::Impl {
       rp.beta_slow = c.yarn.beta_slow;
     }
     cpu::rope_inv_freq(inv_freq.data(), rp);
-    auto P = [&](const std::string& n) { return m.param(n); };
+    const ModelWeights<const F*> w = model_weights<const F*>(m.table(), m.params());
     const int64_t n_blocks = c.num_hidden_layers + std::min<int64_t>(c.num_nextn_predict_layers, 1);
     blocks.resize(static_cast<size_t>(n_blocks));
     for (int64_t l = 0; l < n_blocks; ++l) {
       BlockView<F>& b = blocks[l];
-      const std::string p = layer_prefix(l), a = p + "self_attn.";
-      b.moe = c.is_moe_layer(l);
-      b.w_in = P(p + "input_layernorm.weight");
-      b.w_post = P(p + "post_attention_layernorm.weight");
-      if (c.q_lora_rank > 0) {
-        b.q_a = P(a + "q_a_proj.weight");
-        b.q_a_norm = P(a + "q_a_layernorm.weight");
-        b.q_b = P(a + "q_b_proj.weight");
-      } else {
-        b.q = P(a + "q_proj.weight");
-      }
-      b.kv_a = P(a + "kv_a_proj_with_mqa.weight");
-      b.kv_a_norm = P(a + "kv_a_layernorm.weight");
-      b.kv_b = P(a + "kv_b_proj.weight");
-      b.o = P(a + "o_proj.weight");
-      auto mlp = [&](const std::string& q) {
-        return MlpParams<F>{P(q + "gate_proj.weight"), P(q + "up_proj.weight"), P(q + "down_proj.weight")};
-      };
+      const BlockWeights<const F*>& bw = w.blocks[l];
+      b.moe = bw.moe;
+      b.w_in = bw.input_layernorm;
+      b.w_post = bw.post_attention_layernorm;
+      b.q_a = bw.attn.q_a_proj;
+      b.q_a_norm = bw.attn.q_a_layernorm;
+      b.q_b = bw.attn.q_b_proj;
+      b.q = bw.attn.q_proj;
+      b.kv_a = bw.attn.kv_a_proj;
+      b.kv_a_norm = bw.attn.kv_a_layernorm;
+      b.kv_b = bw.attn.kv_b_proj;
+      b.o = bw.attn.o_proj;
       if (!b.moe) {
-        b.mlp = mlp(p + "mlp.");
+        b.mlp = bw.mlp;
         continue;
       }
-      for (int64_t e = 0; e < c.n_routed_experts; ++e)
-        b.experts.push_back(mlp(p + "mlp.experts." + std::to_string(e) + "."));
-      b.moe_p.gate = P(p + "mlp.gate.weight");
-      b.moe_p.bias = P(p + "mlp.gate.e_score_correction_bias");
+      b.experts = bw.experts;
+      b.moe_p.gate = bw.router;
+      b.moe_p.bias = bw.router_bias;
       b.moe_p.experts = b.experts.data();
-      if (c.n_shared_experts > 0) b.moe_p.shared = mlp(p + "mlp.shared_experts.");
+      b.moe_p.shared = bw.shared;
     }
-    embed = P("model.embed_tokens.weight");
-    norm = P("model.norm.weight");
-    head = P("lm_head.weight");
+    embed = w.embed;
+    norm = w.norm;
+    head = w.lm_head;
     if (c.num_nextn_predict_layers > 0) {
-      const std::string p = layer_prefix(c.num_hidden_layers);
-      enorm = P(p + "enorm.weight");
-      hnorm = P(p + "hnorm.weight");
-      eh_proj = P(p + "eh_proj.weight");
-      head_norm = P(p + "shared_head.norm.weight");
+      enorm = w.mtp[0].enorm;
+      hnorm = w.mtp[0].hnorm;
+      eh_proj = w.mtp[0].eh_proj;
+      head_norm = w.mtp[0].head_norm;
     }
   }
 

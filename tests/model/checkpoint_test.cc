@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -63,6 +64,24 @@ TEST_F(CheckpointTest, RoundTripKeepsEveryParameter) {
   EXPECT_NE(sf.value().find("model.layers.1.mlp.gate.e_score_correction_bias"), nullptr);
   EXPECT_NE(sf.value().find("model.layers.0.self_attn.kv_a_proj_with_mqa.weight"), nullptr);
   EXPECT_EQ(sf.value().find("model.layers.0.mlp.gate.weight"), nullptr);  // layer 0 is dense
+}
+
+// CheckpointOptions::shard writes exactly the tensors the filter selects (a rank's part).
+TEST_F(CheckpointTest, ShardWritesOnlyItsTensors) {
+  Model<float> m = tiny_model();
+  CheckpointOptions opt;
+  opt.shard = ShardFilter{2, 4, 0, 4};  // layers 2 and 3 (the MTP module), experts [0, 4)
+  ASSERT_TRUE(checkpoint_save(path("a"), m, opt).ok());
+  auto sf = SafetensorsFile::open(path("a/model.safetensors"));
+  ASSERT_TRUE(sf.ok());
+  std::set<std::string> got, want;
+  for (const SafetensorsEntry& e : sf.value().entries()) got.insert(e.name);
+  for (const ParamSpec* s : m.table().select(opt.shard)) want.insert(s->name);
+  want.insert("model.layers.3.shared_head.head.weight");  // the MTP module's copy of lm_head
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(got.count("model.layers.2.mlp.experts.3.up_proj.weight"));
+  EXPECT_FALSE(got.count("model.layers.2.mlp.experts.4.up_proj.weight"));
+  EXPECT_FALSE(got.count("model.layers.1.input_layernorm.weight"));
 }
 
 TEST_F(CheckpointTest, ImportThenExportIsByteIdentical) {
