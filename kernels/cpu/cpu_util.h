@@ -46,21 +46,33 @@ void skinny_gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A
 void skinny_gemm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float beta, float* C, int64_t ldc);
 
-// OpenBLAS splits the K reduction into blocks of at most GEMM_Q and, when the remainder R lies in
-// (GEMM_Q, 2·GEMM_Q), halves it — rounded up to the kernel's unroll on one thread, not rounded with
-// several (level3.c vs level3_thread.c). So a product whose K is not a multiple of 2·unroll can
-// round differently on one thread than on two (measured: sgemm from K = 449 on SkylakeX, where
-// GEMM_Q = 448). blas_gemm therefore reduces K in two calls: the largest multiple of kBlasKGrain,
-// then the rest (< kBlasKGrain, one block). When GEMM_Q is a multiple of 64 too (448 for sgemm on
-// SkylakeX), every remainder is, both halvings agree, and every fp32 product is bitwise the same on
-// any thread count; CpuParity.GemmIndependentOfThreads checks it on the machine at hand. OpenBLAS's
-// dgemm also rounds its M/N tails differently with the thread count, so the fp64 oracle (tests
+// OpenBLAS's threaded sgemm is not bitwise the same as its one-thread sgemm: how it splits the
+// work (K remainders halved differently in level3.c and level3_thread.c; M/N partitions that change
+// which tail kernel an entry meets) depends on the thread count, and with Haswell kernels (what
+// AMD Zen and any CPU pinned with OPENBLAS_CORETYPE=Haswell run) a third of the entries of
+// ordinary products differ between 1 and 2 threads. So blas_gemm never lets OpenBLAS thread: it
+// cuts C into a grid of tiles whose size depends only on M and N (about half of each dimension, a
+// multiple of kBlasTile, within [kBlasMinTile, kBlasMaxTile]), and runs one single-threaded sgemm
+// per tile, the tiles spread over the OpenMP threads (OpenMP OpenBLAS runs single-threaded inside
+// a parallel region). Every entry is then computed by the same call on any thread count, with any
+// kernel; CpuParity.GemmIndependentOfThreads checks it. OpenBLAS's dgemm (the fp64 oracle, tests
 // only) keeps no such guarantee.
-constexpr int64_t kBlasKGrain = 64;
+constexpr int64_t kBlasTile = 64;
+constexpr int64_t kBlasMinTile = 256;
+constexpr int64_t kBlasMaxTile = 1024;
+
+// The tile edge for a dimension of n: n / 2 rounded up to kBlasTile, within [kBlasMinTile,
+// kBlasMaxTile]. Each tile packs its own panels, so fewer, larger tiles cost less (measured: 2048³
+// at 2x2 tiles runs at ~94% of OpenBLAS's own threaded rate, at 4x4 ~87%); the cap keeps enough
+// tiles for many cores on large products.
+inline int64_t blas_tile_edge(int64_t n) {
+  const int64_t half = ((n + 1) / 2 + kBlasTile - 1) / kBlasTile * kBlasTile;
+  return std::clamp(half, kBlasMinTile, kBlasMaxTile);
+}
 
 // Row-major C[M,N] = alpha·op(A)·op(B) + beta·C. Inside an OpenMP parallel region the OpenMP build
 // of OpenBLAS runs single-threaded, so callers may use this per (sequence, head) in a parallel for.
-// For T = float the result does not depend on the thread count (see kBlasKGrain).
+// For T = float the result does not depend on the thread count (see kBlasTile).
 template <typename T>
 void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -83,14 +95,19 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
       }
       return;
     }
-    // K in [k0, k0 + n): A's columns (rows when transposed) and B's rows (columns when transposed).
-    auto part = [&](int64_t k0, int64_t n, float b) {
-      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(n), alpha, A + (trans_a ? k0 * lda : k0), int(lda),
-                  B + (trans_b ? k0 : k0 * ldb), int(ldb), b, C, int(ldc));
-    };
-    const int64_t head = K / kBlasKGrain * kBlasKGrain;
-    if (head > 0) part(0, head, beta);
-    if (head < K) part(head, K - head, head > 0 ? 1.f : beta);
+    const int64_t tm = blas_tile_edge(M), tn = blas_tile_edge(N);
+    const int64_t gm = (M + tm - 1) / tm, gn = (N + tn - 1) / tn;
+    // A parallel region even for one tile: it keeps OpenBLAS on one thread (inside an enclosing
+    // parallel region this one is inactive and the tiles run in order on the caller's thread).
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < gm * gn; ++t) {
+      const int64_t m0 = t / gn * tm, n0 = t % gn * tn;
+      const int64_t m = std::min(tm, M - m0), n = std::min(tn, N - n0);
+      const float* a = A + (trans_a ? m0 : m0 * lda);  // rows m0.. of op(A)
+      const float* b = B + (trans_b ? n0 * ldb : n0);  // columns n0.. of op(B)
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(K), alpha, a, int(lda), b, int(ldb), beta,
+                  C + m0 * ldc + n0, int(ldc));
+    }
   } else {
     static_assert(std::is_same_v<T, double>);
     cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta,
