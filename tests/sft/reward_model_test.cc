@@ -144,7 +144,7 @@ class RewardTrainTest : public testing::SftRunTest {
 
 TEST_F(RewardTrainTest, ShortRunLowersTheBradleyTerryLoss) {
   TrainOptions o;
-  o.spec = job({"train.epochs=12", "train.checkpoint_every=1000", "optimizer.lr=1e-2", "optimizer.final_lr=1e-3"});
+  o.spec = job({"train.epochs=24", "train.checkpoint_every=1000", "optimizer.lr=1e-2", "optimizer.final_lr=1e-3"});
   o.run_dir = p("r");
   o.quiet = true;
   std::vector<double> loss, acc;
