@@ -1,0 +1,187 @@
+// `mariana bench comm`: the Gloo communicator's collectives (allreduce, all-gather, reduce-scatter,
+// all-to-all) between N local processes forked by this command (rendezvous through a FileStore in
+// a temp dir, TCP over loopback), at sizes from --min-bytes to --max-bytes (×4 steps), beside a
+// memcpy yardstick of the same sizes measured in the same run. Sizes follow nccl-tests: the size
+// is the largest buffer of the op (allreduce's buffer, all-gather's output, reduce-scatter's
+// input, all-to-all's send buffer); algbw = size / time; busbw = algbw × 2(n-1)/n for allreduce
+// and × (n-1)/n for the others. Times are rank 0's, the mean of `reps` back-to-back calls after a
+// warm-up call and a barrier. Reported, never asserted.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "comm/gloo_communicator.h"
+#include "core/file_util.h"
+
+namespace mariana::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Calls to time at `bytes`: about 64 MiB moved per measurement, between 3 and 50 calls.
+int reps_for(int64_t bytes) { return static_cast<int>(std::clamp<int64_t>((64LL << 20) / bytes, 3, 50)); }
+
+std::vector<int64_t> sizes(int64_t min_bytes, int64_t max_bytes) {
+  std::vector<int64_t> out;
+  for (int64_t b = min_bytes; b <= max_bytes; b *= 4) out.push_back(b);
+  return out;
+}
+
+// Mean seconds per call of fn() over reps_for(bytes) calls, after one warm-up call and a barrier.
+Result<double> time_op(comm::Communicator& c, int64_t bytes, const std::function<Status()>& fn) {
+  MARIANA_RETURN_IF_ERROR(fn());
+  MARIANA_RETURN_IF_ERROR(c.barrier());
+  const int reps = reps_for(bytes);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) MARIANA_RETURN_IF_ERROR(fn());
+  return seconds_since(t0) / reps;
+}
+
+// One rank's whole run; rank 0 returns the rows, the others an empty array.
+Result<json> rank_main(const std::string& dir, int rank, int n, const std::vector<int64_t>& byte_sizes,
+                       std::chrono::milliseconds timeout) {
+  MARIANA_ASSIGN_OR_RETURN(std::shared_ptr<comm::FileStore> store, comm::FileStore::open(dir + "/store"));
+  comm::GlooOptions options;
+  options.group = "bench";
+  options.rank = rank;
+  options.size = n;
+  options.timeout = timeout;
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<comm::GlooCommunicator> c, comm::GlooCommunicator::connect(store, options));
+  json rows = json::array();
+  for (int64_t bytes : byte_sizes) {
+    const size_t floats = static_cast<size_t>(bytes) / sizeof(float);
+    const size_t block = floats / n;
+    std::vector<float> big(floats, 1.0f), big2(floats, 0.0f), small(block, 1.0f);
+    const std::vector<int64_t> counts(n, static_cast<int64_t>(block));
+    const std::vector<std::pair<const char*, std::function<Status()>>> ops = {
+        {"allreduce", [&] { return c->allreduce_sum(big); }},
+        {"all_gather", [&] { return c->all_gather(small, std::span<float>(big.data(), block * n)); }},
+        {"reduce_scatter", [&] { return c->reduce_scatter_sum(std::span<const float>(big.data(), block * n), small); }},
+        {"all_to_all", [&] {
+           return c->all_to_all_v(std::span<const float>(big.data(), block * n), counts,
+                                  std::span<float>(big2.data(), block * n), counts);
+         }},
+    };
+    for (const auto& [name, fn] : ops) {
+      MARIANA_ASSIGN_OR_RETURN(double s, time_op(*c, bytes, fn));
+      const double algbw = static_cast<double>(bytes) / s / 1e9;
+      const double factor = std::strcmp(name, "allreduce") == 0 ? 2.0 * (n - 1) / n : 1.0 * (n - 1) / n;
+      rows.push_back({{"op", name}, {"bytes", bytes}, {"us", s * 1e6}, {"algbw_GBps", algbw},
+                      {"busbw_GBps", algbw * factor}, {"reps", reps_for(bytes)}});
+    }
+  }
+  return rank == 0 ? rows : json::array();
+}
+
+// memcpy GB/s at `bytes` (counting the bytes copied once), mean over reps_for(bytes) after a warm-up.
+double memcpy_gbps(int64_t bytes) {
+  std::vector<char> a(bytes, 1), b(bytes, 0);
+  std::memcpy(b.data(), a.data(), bytes);
+  const int reps = reps_for(bytes);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) {
+    a[i % bytes] = static_cast<char>(i);
+    std::memcpy(b.data(), a.data(), bytes);
+  }
+  return static_cast<double>(bytes) * reps / seconds_since(t0) / 1e9;
+}
+
+}  // namespace
+
+int bench_comm_main(int argc, char** argv) {
+  cxxopts::Options o("mariana bench comm", "Time the Gloo collectives between local processes");
+  o.add_options()("ranks", "processes", cxxopts::value<int>()->default_value("2"))(
+      "min-bytes", "smallest size", cxxopts::value<int64_t>()->default_value("4096"))(
+      "max-bytes", "largest size (sizes step ×4)", cxxopts::value<int64_t>()->default_value("67108864"))(
+      "timeout-s", "limit of each collective, and ×10 of the whole run", cxxopts::value<int>()->default_value("30"))(
+      "json", "print one JSON object")("h,help", "help");
+  cxxopts::ParseResult r;
+  try {
+    r = o.parse(argc, argv);
+  } catch (const std::exception& e) {
+    return report(InvalidArgument(std::string("bench comm: ") + e.what()));
+  }
+  if (r.count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
+  const int n = r["ranks"].as<int>(), timeout_s = r["timeout-s"].as<int>();
+  const int64_t min_bytes = r["min-bytes"].as<int64_t>(), max_bytes = r["max-bytes"].as<int64_t>();
+  if (n < 2 || n > 64 || timeout_s <= 0 || min_bytes < 4 * 64 || max_bytes < min_bytes || max_bytes > (1LL << 30)) {
+    return report(InvalidArgument(
+        "bench comm: expected 2 <= --ranks <= 64, --timeout-s > 0, 256 <= --min-bytes <= --max-bytes <= 1 GiB"));
+  }
+  const std::vector<int64_t> byte_sizes = sizes(min_bytes, max_bytes);
+
+  std::string tmpl = (std::filesystem::temp_directory_path() / "mariana-bench-comm.XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) return report(errno_status(errno, "bench comm: mkdtemp " + tmpl));
+  const std::string dir = tmpl;
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < n; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      Result<json> rows = rank_main(dir, rank, n, byte_sizes, std::chrono::seconds(timeout_s));
+      if (!rows.ok()) {
+        std::fprintf(stderr, "mariana: bench comm: rank %d: %s\n", rank, rows.status().to_string().c_str());
+        ::_exit(kExitFailure);
+      }
+      if (rank == 0 && !write_file_atomic(dir + "/rows.json", rows->dump()).ok()) ::_exit(kExitFailure);
+      ::_exit(kExitOk);
+    }
+    pids.push_back(pid);
+  }
+  // The memcpy yardstick runs after the ranks finish, so it does not compete with them for cores.
+  bool failed = false;
+  const auto deadline = Clock::now() + std::chrono::seconds(10LL * timeout_s);
+  for (pid_t pid : pids) {
+    int status = 0;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        for (pid_t p : pids) ::kill(p, SIGKILL);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    failed |= !(WIFEXITED(status) && WEXITSTATUS(status) == kExitOk);
+  }
+  Result<std::string> rows_text = read_file(dir + "/rows.json");
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (failed || !rows_text.ok()) return report(Unavailable("bench comm: a rank failed or was killed at the deadline"));
+  json out;
+  out["ranks"] = n;
+  out["backend"] = "gloo tcp 127.0.0.1";
+  out["collectives"] = json::parse(*rows_text);
+  json yard = json::array();
+  for (int64_t bytes : byte_sizes) yard.push_back({{"bytes", bytes}, {"GBps", memcpy_gbps(bytes)}});
+  out["yardstick_memcpy"] = yard;
+  if (r.count("json")) {
+    std::printf("%s\n", out.dump().c_str());
+    return kExitOk;
+  }
+  std::printf("%-16s %12s %12s %12s %12s %14s\n", "op", "bytes", "us", "algbw GB/s", "busbw GB/s", "memcpy GB/s");
+  for (const json& row : out["collectives"]) {
+    double mc = 0;
+    for (const json& y : yard)
+      if (y["bytes"] == row["bytes"]) mc = y["GBps"].get<double>();
+    std::printf("%-16s %12lld %12.1f %12.3f %12.3f %14.2f\n", row["op"].get<std::string>().c_str(),
+                static_cast<long long>(row["bytes"].get<int64_t>()), row["us"].get<double>(),
+                row["algbw_GBps"].get<double>(), row["busbw_GBps"].get<double>(), mc);
+  }
+  return kExitOk;
+}
+
+}  // namespace mariana::cli
