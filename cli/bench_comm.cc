@@ -4,13 +4,14 @@
 // memcpy yardstick of the same sizes measured in the same run. Sizes follow nccl-tests: the size
 // is the largest buffer of the op (allreduce's buffer, all-gather's output, reduce-scatter's
 // input, all-to-all's send buffer); algbw = size / time; busbw = algbw × 2(n-1)/n for allreduce
-// and × (n-1)/n for the others. Times are rank 0's, the mean of `reps` back-to-back calls after a
-// warm-up call and a barrier. Reported, never asserted.
+// and × (n-1)/n for the others. Times are rank 0's: the median (and the slowest) of `reps`
+// back-to-back calls, each timed alone, after a warm-up call and a barrier. Reported, never asserted.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -44,14 +45,18 @@ std::vector<int64_t> sizes(int64_t min_bytes, int64_t max_bytes) {
   return out;
 }
 
-// Mean seconds per call of fn() over reps_for(bytes) calls, after one warm-up call and a barrier.
-Result<double> time_op(comm::Communicator& c, int64_t bytes, const std::function<Status()>& fn) {
+// Seconds of each of reps_for(bytes) calls of fn(), sorted, after one warm-up call and a barrier.
+Result<std::vector<double>> time_op(comm::Communicator& c, int64_t bytes, const std::function<Status()>& fn) {
   MARIANA_RETURN_IF_ERROR(fn());
   MARIANA_RETURN_IF_ERROR(c.barrier());
-  const int reps = reps_for(bytes);
-  const auto t0 = Clock::now();
-  for (int i = 0; i < reps; ++i) MARIANA_RETURN_IF_ERROR(fn());
-  return seconds_since(t0) / reps;
+  std::vector<double> times;
+  for (int i = 0; i < reps_for(bytes); ++i) {
+    const auto t0 = Clock::now();
+    MARIANA_RETURN_IF_ERROR(fn());
+    times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times;
 }
 
 // One rank's whole run; rank 0 returns the rows, the others an empty array.
@@ -80,11 +85,13 @@ Result<json> rank_main(const std::string& dir, int rank, int n, const std::vecto
          }},
     };
     for (const auto& [name, fn] : ops) {
-      MARIANA_ASSIGN_OR_RETURN(double s, time_op(*c, bytes, fn));
+      MARIANA_ASSIGN_OR_RETURN(std::vector<double> times, time_op(*c, bytes, fn));
+      const double s = times[times.size() / 2];
       const double algbw = static_cast<double>(bytes) / s / 1e9;
       const double factor = std::strcmp(name, "allreduce") == 0 ? 2.0 * (n - 1) / n : 1.0 * (n - 1) / n;
       rows.push_back({{"op", name}, {"bytes", bytes}, {"us", s * 1e6}, {"algbw_GBps", algbw},
-                      {"busbw_GBps", algbw * factor}, {"reps", reps_for(bytes)}});
+                      {"busbw_GBps", algbw * factor}, {"max_us", times.back() * 1e6},
+                      {"reps", reps_for(bytes)}});
     }
   }
   return rank == 0 ? rows : json::array();
@@ -172,13 +179,14 @@ int bench_comm_main(int argc, char** argv) {
     std::printf("%s\n", out.dump().c_str());
     return kExitOk;
   }
-  std::printf("%-16s %12s %12s %12s %12s %14s\n", "op", "bytes", "us", "algbw GB/s", "busbw GB/s", "memcpy GB/s");
+  std::printf("%-16s %12s %12s %12s %12s %12s %14s\n", "op", "bytes", "median us", "max us", "algbw GB/s",
+              "busbw GB/s", "memcpy GB/s");
   for (const json& row : out["collectives"]) {
     double mc = 0;
     for (const json& y : yard)
       if (y["bytes"] == row["bytes"]) mc = y["GBps"].get<double>();
-    std::printf("%-16s %12lld %12.1f %12.3f %12.3f %14.2f\n", row["op"].get<std::string>().c_str(),
-                static_cast<long long>(row["bytes"].get<int64_t>()), row["us"].get<double>(),
+    std::printf("%-16s %12lld %12.1f %12.1f %12.3f %12.3f %14.2f\n", row["op"].get<std::string>().c_str(),
+                static_cast<long long>(row["bytes"].get<int64_t>()), row["us"].get<double>(), row["max_us"].get<double>(),
                 row["algbw_GBps"].get<double>(), row["busbw_GBps"].get<double>(), mc);
   }
   return kExitOk;

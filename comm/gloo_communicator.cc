@@ -188,7 +188,9 @@ Status GlooCommunicator::allreduce_sum(std::span<float> data) {
     gloo::AllreduceOptions opts(mesh_->context);
     opts.setOutput(data.data(), data.size());
     opts.setReduceFunction(&sum_floats);
-    opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+    opts.setAlgorithm(data.size() * sizeof(float) >= options_.ring_allreduce_min_bytes
+                          ? gloo::AllreduceOptions::Algorithm::RING
+                          : gloo::AllreduceOptions::Algorithm::BCUBE);
     opts.setTag(tag);
     opts.setTimeout(options_.timeout);
     gloo::allreduce(opts);

@@ -1,7 +1,7 @@
 // GlooCommunicator: the Communicator between CPU processes, over Gloo's TCP transport. Ranks
 // rendezvous through a comm::Store (store.h), then every collective runs one of Gloo's own
-// algorithms (ring allreduce, halving-doubling reduce-scatter, allgather, alltoallv, broadcast,
-// barrier) under the group's timeout.
+// algorithms (ring or bcube allreduce, halving-doubling reduce-scatter, allgather, alltoallv,
+// broadcast, barrier) under the group's timeout.
 #pragma once
 
 #include <chrono>
@@ -23,6 +23,10 @@ struct GlooOptions {
   std::chrono::milliseconds timeout{30000};
   // The address this rank listens on for its peers (loopback: every rank on this machine).
   std::string host = "127.0.0.1";
+  // Allreduce runs Gloo's ring from this many bytes up (bandwidth-optimal on large buffers) and
+  // Gloo's bcube (recursive halving-doubling) below: Gloo's ring stalls for about 40 ms per call
+  // (TCP delayed acks) between roughly 16 KB and 1 MB on loopback (bench/RESULTS.md, comm).
+  size_t ring_allreduce_min_bytes = size_t{4} << 20;
 };
 
 class GlooCommunicator final : public Communicator {
