@@ -189,6 +189,32 @@ TEST(GlooCommunicatorTest, AStoppedPeerFailsTheCollectiveWithinTheTimeout) {
   }
 }
 
+TEST(GlooCommunicatorTest, ADeadPeerFailsTheCollectiveNamingTheOp) {
+  TempDir dir;
+  // Rank 2 of 3 exits after the barrier (its sockets close, as after kill -9); the others'
+  // all_gather fails (Gloo sees the closed connection or times out), never hangs.
+  const std::vector<RankOutcome> outcomes = run_ranks(3, dir.path(), [&](int rank) -> std::string {
+    Result<std::unique_ptr<GlooCommunicator>> c = join(dir.path(), rank, 3, milliseconds(3000));
+    if (!c.ok()) return c.status().to_string();
+    if (Status st = (*c)->barrier(); !st.ok()) return "barrier: " + st.to_string();
+    if (rank == 2) ::_exit(0);
+    std::vector<float> in(100, 1.0f), out(300);
+    const auto start = std::chrono::steady_clock::now();
+    const Status st = (*c)->all_gather(in, out);
+    const auto ms = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start).count();
+    if (st.ok()) return "all_gather succeeded with rank 2 dead";
+    if (ms > 6000) return "failed only after " + std::to_string(ms) + " ms";
+    return st.to_string();
+  }, seconds(15), /*must_exit=*/{0, 1});
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(outcomes[r].exited) << "rank " << r << " hung";
+    const std::string& report = outcomes[r].report;
+    EXPECT_NE(report.find("comm group 'g' (rank " + std::to_string(r) + " of 3): all_gather of 100 floats"),
+              std::string::npos) << report;
+    EXPECT_NE(report.find("ranks [2] did not report this failure"), std::string::npos) << report;
+  }
+}
+
 TEST(GlooCommunicatorTest, RejectsMismatchedSizesBeforeCommunicating) {
   TempDir dir;
   Result<std::unique_ptr<GlooCommunicator>> c = join(dir.path(), 0, 1, seconds(5));
