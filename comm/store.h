@@ -1,6 +1,7 @@
 // comm::Store: the key-value seam ranks rendezvous through (each rank publishes its address and
 // reads the others'). FileStore keeps keys as files in a directory every rank can see (tests, one
-// machine); a store over the controller's KV table (KvPut/KvGet) implements the same two calls.
+// machine); workers/controller_kv_store.h implements the same two calls over the controller's
+// key-value table (kvPut / kvGet).
 #pragma once
 
 #include <memory>
