@@ -5,7 +5,10 @@
 // is the largest buffer of the op (allreduce's buffer, all-gather's output, reduce-scatter's
 // input, all-to-all's send buffer); algbw = size / time; busbw = algbw × 2(n-1)/n for allreduce
 // and × (n-1)/n for the others. Times are rank 0's: the median (and the slowest) of `reps`
-// back-to-back calls, each timed alone, after a warm-up call and a barrier. Reported, never asserted.
+// back-to-back calls, each timed alone, after a warm-up call and a barrier. Beside each, raw Gloo:
+// the same collective called straight on the communicator's Gloo context (no argument checks, no
+// error mapping; reduce-scatter in place without the copies), and of_raw_gloo = raw time / our
+// time (1.0: the communicator costs nothing). Reported, never asserted.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -24,6 +27,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include <gloo/allgather.h>
+#include <gloo/allreduce.h>
+#include <gloo/alltoallv.h>
+#include <gloo/math.h>
+#include <gloo/reduce_scatter.h>
+
 #include "comm/gloo_communicator.h"
 #include "core/file_util.h"
 
@@ -70,28 +79,74 @@ Result<json> rank_main(const std::string& dir, int rank, int n, const std::vecto
   options.timeout = timeout;
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<comm::GlooCommunicator> c, comm::GlooCommunicator::connect(store, options));
   json rows = json::array();
+  uint32_t raw_tag = 1u << 30;  // raw Gloo's tags, apart from the communicator's
   for (int64_t bytes : byte_sizes) {
     const size_t floats = static_cast<size_t>(bytes) / sizeof(float);
     const size_t block = floats / n;
     std::vector<float> big(floats, 1.0f), big2(floats, 0.0f), small(block, 1.0f);
     const std::vector<int64_t> counts(n, static_cast<int64_t>(block));
-    const std::vector<std::pair<const char*, std::function<Status()>>> ops = {
-        {"allreduce", [&] { return c->allreduce_sum(big); }},
-        {"all_gather", [&] { return c->all_gather(small, std::span<float>(big.data(), block * n)); }},
-        {"reduce_scatter", [&] { return c->reduce_scatter_sum(std::span<const float>(big.data(), block * n), small); }},
-        {"all_to_all", [&] {
+    const std::shared_ptr<gloo::Context> ctx = c->gloo_context();
+    struct Op {
+      const char* name;
+      std::function<Status()> comm;
+      std::function<void()> raw;  // the same collective straight on Gloo (throws on failure)
+    };
+    const std::vector<Op> ops = {
+        {"allreduce", [&] { return c->allreduce_sum(big); },
+         [&] {
+           gloo::AllreduceOptions o(ctx);
+           o.setOutput(big.data(), floats);
+           o.setReduceFunction([](void* z, const void* a, const void* b, size_t k) { gloo::sum<float>(z, a, b, k); });
+           o.setAlgorithm(static_cast<size_t>(bytes) >= options.ring_allreduce_min_bytes
+                              ? gloo::AllreduceOptions::Algorithm::RING
+                              : gloo::AllreduceOptions::Algorithm::BCUBE);
+           o.setTag(raw_tag++);
+           gloo::allreduce(o);
+         }},
+        {"all_gather", [&] { return c->all_gather(small, std::span<float>(big.data(), block * n)); },
+         [&] {
+           gloo::AllgatherOptions o(ctx);
+           o.setInput(small.data(), block);
+           o.setOutput(big.data(), block * n);
+           o.setTag(raw_tag++);
+           gloo::allgather(o);
+         }},
+        {"reduce_scatter", [&] { return c->reduce_scatter_sum(std::span<const float>(big.data(), block * n), small); },
+         [&] {  // in place on the input, so without the communicator's copy in and out
+           gloo::ReduceScatterHalvingDoubling<float> algorithm(ctx, {big.data()}, static_cast<int>(block * n),
+                                                               std::vector<int>(n, static_cast<int>(block)));
+           algorithm.run();
+         }},
+        {"all_to_all",
+         [&] {
            return c->all_to_all_v(std::span<const float>(big.data(), block * n), counts,
                                   std::span<float>(big2.data(), block * n), counts);
+         },
+         [&] {
+           gloo::AlltoallvOptions o(ctx);
+           o.setInput(big.data(), counts);
+           o.setOutput(big2.data(), counts);
+           o.setTag(raw_tag++);
+           gloo::alltoallv(o);
          }},
     };
-    for (const auto& [name, fn] : ops) {
-      MARIANA_ASSIGN_OR_RETURN(std::vector<double> times, time_op(*c, bytes, fn));
-      const double s = times[times.size() / 2];
+    for (const Op& op : ops) {
+      const char* name = op.name;
+      MARIANA_ASSIGN_OR_RETURN(std::vector<double> times, time_op(*c, bytes, op.comm));
+      MARIANA_ASSIGN_OR_RETURN(std::vector<double> raw, time_op(*c, bytes, [&]() -> Status {
+        try {
+          op.raw();
+          return Status::Ok();
+        } catch (const std::exception& e) {
+          return Unavailable(std::string("bench comm: raw Gloo ") + name + ": " + e.what());
+        }
+      }));
+      const double s = times[times.size() / 2], raw_s = raw[raw.size() / 2];
       const double algbw = static_cast<double>(bytes) / s / 1e9;
       const double factor = std::strcmp(name, "allreduce") == 0 ? 2.0 * (n - 1) / n : 1.0 * (n - 1) / n;
       rows.push_back({{"op", name}, {"bytes", bytes}, {"us", s * 1e6}, {"algbw_GBps", algbw},
                       {"busbw_GBps", algbw * factor}, {"max_us", times.back() * 1e6},
-                      {"reps", reps_for(bytes)}});
+                      {"raw_gloo_us", raw_s * 1e6}, {"of_raw_gloo", raw_s / s}, {"reps", reps_for(bytes)}});
     }
   }
   return rank == 0 ? rows : json::array();
@@ -179,14 +234,15 @@ int bench_comm_main(int argc, char** argv) {
     std::printf("%s\n", out.dump().c_str());
     return kExitOk;
   }
-  std::printf("%-16s %12s %12s %12s %12s %12s %14s\n", "op", "bytes", "median us", "max us", "algbw GB/s",
-              "busbw GB/s", "memcpy GB/s");
+  std::printf("%-16s %10s %11s %11s %11s %8s %11s %11s %12s\n", "op", "bytes", "median us", "max us",
+              "raw Gloo us", "of raw", "algbw GB/s", "busbw GB/s", "memcpy GB/s");
   for (const json& row : out["collectives"]) {
     double mc = 0;
     for (const json& y : yard)
       if (y["bytes"] == row["bytes"]) mc = y["GBps"].get<double>();
-    std::printf("%-16s %12lld %12.1f %12.1f %12.3f %12.3f %14.2f\n", row["op"].get<std::string>().c_str(),
+    std::printf("%-16s %10lld %11.1f %11.1f %11.1f %8.2f %11.3f %11.3f %12.2f\n", row["op"].get<std::string>().c_str(),
                 static_cast<long long>(row["bytes"].get<int64_t>()), row["us"].get<double>(), row["max_us"].get<double>(),
+                row["raw_gloo_us"].get<double>(), row["of_raw_gloo"].get<double>(),
                 row["algbw_GBps"].get<double>(), row["busbw_GBps"].get<double>(), mc);
   }
   return kExitOk;

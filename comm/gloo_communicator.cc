@@ -147,6 +147,8 @@ Result<std::unique_ptr<GlooCommunicator>> GlooCommunicator::connect(std::shared_
   return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(o, std::move(shared_store), std::move(mesh)));
 }
 
+std::shared_ptr<gloo::Context> GlooCommunicator::gloo_context() const { return mesh_->context; }
+
 template <typename Fn>
 Status GlooCommunicator::run(const char* op, size_t floats, bool skip_if_empty, Fn&& fn) {
   const uint32_t tag = next_tag_++;

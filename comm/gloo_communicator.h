@@ -13,6 +13,10 @@
 #include "comm/communicator.h"
 #include "comm/store.h"
 
+namespace gloo {
+class Context;
+}
+
 namespace mariana::comm {
 
 struct GlooOptions {
@@ -54,6 +58,11 @@ class GlooCommunicator final : public Communicator {
                       std::span<float> out, std::span<const int64_t> recv_counts) override;
   Status broadcast(std::span<float> data, int root) override;
   Status barrier() override;
+
+  // The connected Gloo context, for code that calls Gloo directly (`mariana bench comm` times raw
+  // Gloo beside the communicator). Calls on it must not overlap this communicator's.
+  std::shared_ptr<gloo::Context> gloo_context() const;
+  const GlooOptions& options() const { return options_; }
 
  private:
   struct Mesh;

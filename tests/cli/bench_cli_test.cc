@@ -30,8 +30,8 @@ TEST(BenchCli, ActorsRejectsABadOption) {
   EXPECT_NE(r.out.find("sync-calls"), std::string::npos) << r.out;
 }
 
-// `mariana bench comm` at two small sizes over 3 processes: every collective and the memcpy
-// yardstick report a positive time or rate at each size.
+// `mariana bench comm` at two small sizes over 3 processes: every collective, its raw-Gloo twin
+// and the memcpy yardstick report a positive time or rate at each size.
 TEST(BenchCli, CommReportsEveryCollectiveAndTheYardstick) {
   const CmdResult r = run_mariana("bench comm --json --ranks 3 --min-bytes 4096 --max-bytes 16384 --timeout-s 10", false);
   ASSERT_EQ(r.code, 0) << r.out;
@@ -42,6 +42,8 @@ TEST(BenchCli, CommReportsEveryCollectiveAndTheYardstick) {
     seen.insert({row["op"].get<std::string>(), row["bytes"].get<int64_t>()});
     EXPECT_GT(row["us"].get<double>(), 0.0) << row.dump();
     EXPECT_GT(row["busbw_GBps"].get<double>(), 0.0) << row.dump();
+    EXPECT_GT(row["raw_gloo_us"].get<double>(), 0.0) << row.dump();
+    EXPECT_GT(row["of_raw_gloo"].get<double>(), 0.0) << row.dump();
   }
   for (const char* op : {"allreduce", "all_gather", "reduce_scatter", "all_to_all"})
     for (int64_t bytes : {4096, 16384}) EXPECT_TRUE(seen.count({op, bytes})) << op << " " << bytes << " in " << r.out;
