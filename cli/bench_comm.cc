@@ -1,14 +1,14 @@
 // `mariana bench comm`: the Gloo communicator's collectives (allreduce, all-gather, reduce-scatter,
 // all-to-all) between N local processes forked by this command (rendezvous through a FileStore in
-// a temp dir, TCP over loopback), at sizes from --min-bytes to --max-bytes (×4 steps), beside a
-// memcpy yardstick of the same sizes measured in the same run. Sizes follow nccl-tests: the size
-// is the largest buffer of the op (allreduce's buffer, all-gather's output, reduce-scatter's
-// input, all-to-all's send buffer); algbw = size / time; busbw = algbw × 2(n-1)/n for allreduce
-// and × (n-1)/n for the others. Times are rank 0's: the median (and the slowest) of `reps`
-// back-to-back calls, each timed alone, after a warm-up call and a barrier. Beside each, raw Gloo:
-// the same collective called straight on the communicator's Gloo context (no argument checks, no
-// error mapping; reduce-scatter in place without the copies), and of_raw_gloo = raw time / our
-// time (1.0: the communicator costs nothing). Reported, never asserted.
+// a temp dir, TCP over loopback), at sizes from --min-bytes to --max-bytes (×4 steps). Sizes follow
+// nccl-tests: the size is the largest buffer of the op (allreduce's buffer, all-gather's output,
+// reduce-scatter's input, all-to-all's send buffer); algbw = size / time; busbw = algbw × 2(n-1)/n
+// for allreduce and × (n-1)/n for the others. Times are rank 0's: the median (and the slowest) of
+// `reps` calls, each timed alone, after a warm-up call and a barrier. Same-run references: raw
+// Gloo, the same collective called straight on the communicator's Gloo context (no argument
+// checks, no error mapping; reduce-scatter in place, without the copies), its calls alternating
+// with ours, and of_raw_gloo = raw time / our time (1.0: the communicator costs nothing); and a
+// memcpy of each size. Reported, never asserted.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -54,18 +54,26 @@ std::vector<int64_t> sizes(int64_t min_bytes, int64_t max_bytes) {
   return out;
 }
 
-// Seconds of each of reps_for(bytes) calls of fn(), sorted, after one warm-up call and a barrier.
-Result<std::vector<double>> time_op(comm::Communicator& c, int64_t bytes, const std::function<Status()>& fn) {
-  MARIANA_RETURN_IF_ERROR(fn());
+// Seconds of each of reps_for(bytes) calls of a() and of b(), each sorted, after one warm-up call
+// of each and a barrier. Calls alternate (a, b, a, b, ...) so that a change in the machine's load
+// falls on both alike.
+Result<std::pair<std::vector<double>, std::vector<double>>> time_pair(comm::Communicator& c, int64_t bytes,
+                                                                      const std::function<Status()>& a,
+                                                                      const std::function<Status()>& b) {
+  MARIANA_RETURN_IF_ERROR(a());
+  MARIANA_RETURN_IF_ERROR(b());
   MARIANA_RETURN_IF_ERROR(c.barrier());
-  std::vector<double> times;
+  std::vector<double> ta, tb;
   for (int i = 0; i < reps_for(bytes); ++i) {
-    const auto t0 = Clock::now();
-    MARIANA_RETURN_IF_ERROR(fn());
-    times.push_back(seconds_since(t0));
+    for (auto [fn, times] : {std::pair{&a, &ta}, std::pair{&b, &tb}}) {
+      const auto t0 = Clock::now();
+      MARIANA_RETURN_IF_ERROR((*fn)());
+      times->push_back(seconds_since(t0));
+    }
   }
-  std::sort(times.begin(), times.end());
-  return times;
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return std::pair{std::move(ta), std::move(tb)};
 }
 
 // One rank's whole run; rank 0 returns the rows, the others an empty array.
@@ -132,15 +140,17 @@ Result<json> rank_main(const std::string& dir, int rank, int n, const std::vecto
     };
     for (const Op& op : ops) {
       const char* name = op.name;
-      MARIANA_ASSIGN_OR_RETURN(std::vector<double> times, time_op(*c, bytes, op.comm));
-      MARIANA_ASSIGN_OR_RETURN(std::vector<double> raw, time_op(*c, bytes, [&]() -> Status {
+      const std::function<Status()> raw_call = [&]() -> Status {
         try {
           op.raw();
           return Status::Ok();
         } catch (const std::exception& e) {
           return Unavailable(std::string("bench comm: raw Gloo ") + name + ": " + e.what());
         }
-      }));
+      };
+      MARIANA_ASSIGN_OR_RETURN(auto timed, time_pair(*c, bytes, op.comm, raw_call));
+      const std::vector<double>& times = timed.first;
+      const std::vector<double>& raw = timed.second;
       const double s = times[times.size() / 2], raw_s = raw[raw.size() / 2];
       const double algbw = static_cast<double>(bytes) / s / 1e9;
       const double factor = std::strcmp(name, "allreduce") == 0 ? 2.0 * (n - 1) / n : 1.0 * (n - 1) / n;
