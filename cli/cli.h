@@ -54,6 +54,7 @@ int status_main(int argc, char** argv);       // mariana status
 int nodes_main(int argc, char** argv);        // mariana nodes
 int actors_main(int argc, char** argv);       // mariana actors list|show
 int bench_actors_main(int argc, char** argv); // mariana bench actors
+int bench_comm_main(int argc, char** argv);   // mariana bench comm (bench_comm.cc)
 int reward_main(int argc, char** argv);       // mariana reward score (rl/rewards)
 int run_main(int argc, char** argv);          // mariana run JOB.toml (embedded controller + agent)
 int top_main(int argc, char** argv);          // mariana top

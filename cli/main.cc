@@ -90,6 +90,7 @@ constexpr UsageLine kUsage[] = {
     {"bench", "model", "--config C --batch B --seq S --threads N [--json]"},
     {"bench", "decode", "[--config C] [--contexts L,...] [--checkpoint DIR]   latent vs naive KV cache; speculative"},
     {"bench", "actors", "[--json]                      actor-call and placement benchmarks"},
+    {"bench", "comm", "[--ranks N] [--max-bytes B] [--json]   Gloo collectives between local processes"},
     {"train", "", "JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite]"},
     {"generate", "", "--checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]"},
     {"reward", "score", "--scorer math|math_verify|format|code|model [--input F.jsonl] [--timeout-s S --memory-mb M]"},
@@ -154,6 +155,8 @@ int main(int argc, char** argv) {
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);
   if (verb == "bench" && argc > 2 && std::strcmp(argv[2], "actors") == 0)
     return mariana::cli::bench_actors_main(argc - 2, argv + 2);
+  if (verb == "bench" && argc > 2 && std::strcmp(argv[2], "comm") == 0)
+    return mariana::cli::bench_comm_main(argc - 2, argv + 2);
   if (verb == "bench") return mariana::cli::bench_main(argc - 1, argv + 1);
   if (verb == "train") return mariana::cli::train_main(argc - 1, argv + 1);
   if (verb == "generate") return mariana::cli::generate_main(argc - 1, argv + 1);
