@@ -92,7 +92,9 @@ TEST_F(ValidationTest, HeldOutSplitIsAFixedFractionByHash) {
     EXPECT_EQ(data_held_out(t, 0.1), data_held_out(t, 0.1));
     if (data_held_out(t, 0.1)) ++held;
     EXPECT_FALSE(data_held_out(t, 0));
-    if (data_held_out(t, 0.05)) EXPECT_TRUE(data_held_out(t, 0.1));  // nested: a larger fraction keeps them
+    if (data_held_out(t, 0.05)) {
+      EXPECT_TRUE(data_held_out(t, 0.1));  // nested: a larger fraction keeps them
+    }
   }
   EXPECT_GT(held, 340);
   EXPECT_LT(held, 460);
