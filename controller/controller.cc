@@ -458,14 +458,13 @@ void Controller::actor_died(ActorRecord& a, const std::string& cause, bool allow
   bool restart = allow_restart && !failure;  // moved off a drained node: restarts, costs no budget
   if (allow_restart && failure) {  // a failure, not an ordered end: it counts against the restart budget
     a.last_failure = cause;
-    const int64_t now = clock_->wall_now_ms();
-    a.failure_wall_ms.push_back(now);
-    if (a.restart_window_ms > 0)
-      std::erase_if(a.failure_wall_ms, [&](int64_t t) { return t <= now - a.restart_window_ms; });
-    else if (a.failure_wall_ms.size() > 64)  // a lifetime budget counts num_restarts; keep the recent ones
-      a.failure_wall_ms.erase(a.failure_wall_ms.begin());
-    const int64_t failures =
-        a.restart_window_ms > 0 ? static_cast<int64_t>(a.failure_wall_ms.size()) : int64_t{a.num_restarts} + 1;
+    if (a.max_restarts >= 0) {  // an unlimited budget keeps no count
+      const int64_t now = clock_->wall_now_ms();
+      a.failure_wall_ms.push_back(now);  // at most max_restarts + 1 long: the next one ends the actor
+      if (a.restart_window_ms > 0)
+        std::erase_if(a.failure_wall_ms, [&](int64_t t) { return t <= now - a.restart_window_ms; });
+    }
+    const int64_t failures = static_cast<int64_t>(a.failure_wall_ms.size());
     restart = a.max_restarts < 0 || failures <= a.max_restarts;
     if (!restart)
       budget = " (" + std::to_string(failures) + (failures == 1 ? " failure" : " failures") +

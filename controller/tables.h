@@ -96,7 +96,7 @@ struct ActorRecord {
   uint32_t pid = 0;
   std::string death_cause;
   std::string last_failure;
-  std::vector<int64_t> failure_wall_ms;  // wall times of the failures inside the restart window
+  std::vector<int64_t> failure_wall_ms;  // wall times of the failures that count against max_restarts
   int64_t created_wall_ms = 0;
   // not persisted
   int64_t deadline_ms = 0;  // start deadline (pending) or heartbeat deadline base (alive)

@@ -132,6 +132,28 @@ TEST(ActorTable, RestartingToDeadWhenRestartsAreExhausted) {
   EXPECT_EQ(h.ctl->actor(id)->state, ActorState::kDead);
 }
 
+// A lifetime budget (restart window 0) counts failures, not restarts: a move off a drained node
+// (its agent deregistered) is free, so max_restarts = 1 still allows one crash after it.
+TEST(ActorTable, ADrainIsNotAFailureForALifetimeBudget) {
+  Harness h;
+  h.register_node("n1", 2);
+  const std::string id = h.create_actor("counter", 1, 1);
+  ASSERT_TRUE(h.register_worker(id, 0, "n1"));
+  h.register_node("n2", 2);
+  h.send(proto::agent_peer("n1"), [&](W::Builder p) {
+    auto d = p.initDeregisterNode();
+    d.setNodeId("n1");
+    d.setReason("agent stop");
+  });
+  ASSERT_EQ(h.ctl->actor(id)->state, ActorState::kRestarting);
+  ASSERT_EQ(h.ctl->actor(id)->node_id, "n2");
+  ASSERT_TRUE(h.register_worker(id, 1, "n2"));
+  h.worker_exited("n2", id, 1, 9);
+  EXPECT_EQ(h.ctl->actor(id)->state, ActorState::kRestarting) << h.ctl->actor(id)->death_cause;
+  EXPECT_EQ(h.ctl->actor(id)->num_restarts, 2u);
+  EXPECT_EQ(h.ctl->actor(id)->failure_wall_ms.size(), 1u);
+}
+
 TEST(ActorTable, AliveToRestartingOnHeartbeatTimeout) {
   Harness h;
   h.register_node("n1", 4);
