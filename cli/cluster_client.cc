@@ -159,4 +159,8 @@ std::string format_eta(const nlohmann::json& job) {
   return buf;
 }
 
+bool job_doc_terminal(const std::string& state) {
+  return state == "SUCCEEDED" || state == "FAILED" || state == "STOPPED";
+}
+
 }  // namespace mariana::cli

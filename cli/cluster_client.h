@@ -62,5 +62,8 @@ Result<std::string> job_submit(proto::RpcClient& rpc, const JobSubmission& job, 
 // A job document's time remaining (the controller's "eta_s", from its recent steps/s) as "ETA 1h02m",
 // "ETA 3m05s" or "ETA 42s"; "" while unknown (not running, or too few steps yet).
 std::string format_eta(const nlohmann::json& job);
+// A job document's state is final (SUCCEEDED, FAILED or STOPPED): the client side of
+// controller::job_state_terminal.
+bool job_doc_terminal(const std::string& state);
 
 }  // namespace mariana::cli

@@ -495,7 +495,7 @@ int job_logs(ClusterClient& client, const std::string& id, bool follow, int time
     MARIANA_ASSIGN_OR_RETURN(auto nodes, client.query("nodes", "", timeout));
     MARIANA_ASSIGN_OR_RETURN(auto actors, client.query("actors", "", timeout));
     const std::string state = job.value("state", "");
-    *terminal = state == "SUCCEEDED" || state == "FAILED" || state == "STOPPED";
+    *terminal = job_doc_terminal(state);
     for (auto& aid : job["actor_ids"]) {
       uint32_t incarnations = 0;
       for (auto& a : actors)

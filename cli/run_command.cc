@@ -187,7 +187,7 @@ int run_main(int argc, char** argv) {
   if (auto jobs = client.query("jobs", "", 10000); jobs.ok()) {
     for (const auto& j : jobs.value()) {
       const std::string st = j.value("state", "");
-      if (st != "SUCCEEDED" && st != "FAILED" && st != "STOPPED") unfinished.push_back(j.value("id", ""));
+      if (!job_doc_terminal(st)) unfinished.push_back(j.value("id", ""));
     }
   }
   std::string listed;
@@ -243,7 +243,7 @@ int run_main(int argc, char** argv) {
       else std::printf("%s\n", progress_line(doc, elapsed).c_str());
       std::fflush(stdout);
     }
-    if (state == "SUCCEEDED" || state == "FAILED" || state == "STOPPED") break;
+    if (job_doc_terminal(state)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   if (tty) std::printf("\n");

@@ -41,29 +41,29 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
     if (!st.ok()) throw gloo::IoException(st.to_string());
   }
   std::vector<char> get(const std::string& key) override {
-    wait({key}, timeout_);
-    Result<std::optional<std::string>> v = store_.try_get(prefix_ + key);
-    if (!v.ok()) throw gloo::IoException(v.status().to_string());
-    return std::vector<char>(v->value().begin(), v->value().end());
+    const std::string v = poll(key, Clock::now() + timeout_, timeout_);
+    return std::vector<char>(v.begin(), v.end());
   }
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
     const auto deadline = Clock::now() + timeout;
-    for (const std::string& key : keys) {
-      while (true) {
-        Result<std::optional<std::string>> v = store_.try_get(prefix_ + key);
-        if (!v.ok()) throw gloo::IoException(v.status().to_string());
-        if (v->has_value()) break;
-        if (Clock::now() >= deadline) {
-          throw gloo::IoException("store wait timed out after " + std::to_string(timeout.count()) +
-                                  " ms for key '" + prefix_ + key + "'");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    }
+    for (const std::string& key : keys) poll(key, deadline, timeout);
   }
 
  private:
+  // The value of `key`, asking the store every 5 ms until it is there or `deadline` passes.
+  std::string poll(const std::string& key, Clock::time_point deadline, std::chrono::milliseconds timeout) {
+    while (true) {
+      Result<std::optional<std::string>> v = store_.try_get(prefix_ + key);
+      if (!v.ok()) throw gloo::IoException(v.status().to_string());
+      if (v->has_value()) return std::move(v->value());
+      if (Clock::now() >= deadline)
+        throw gloo::IoException("store wait timed out after " + std::to_string(timeout.count()) + " ms for key '" +
+                                prefix_ + key + "'");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   comm::Store& store_;
   std::string prefix_;
   std::chrono::milliseconds timeout_;

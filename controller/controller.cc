@@ -665,18 +665,12 @@ void Controller::handle_kv_get(const std::string& peer, uint64_t rid, proto::KvG
 
 // ---------------------------------------------------------------- timers
 
-void Controller::note_progress(int64_t now) {
+void Controller::note_progress(const JobRecord& j, int64_t now) {
   constexpr size_t kSamples = 20;
-  for (auto& [id, j] : jobs_) {
-    if (j.state != JobState::kRunning) {
-      progress_.erase(id);
-      continue;
-    }
-    auto& samples = progress_[id];
-    if (!samples.empty() && j.step < samples.back().second) samples.clear();  // resumed from an earlier step
-    if (samples.empty() || j.step != samples.back().second) samples.emplace_back(now, j.step);
-    while (samples.size() > kSamples) samples.pop_front();
-  }
+  auto& samples = progress_[j.id];
+  if (!samples.empty() && j.step < samples.back().second) samples.clear();  // resumed from an earlier step
+  if (samples.empty() || j.step != samples.back().second) samples.emplace_back(now, j.step);
+  while (samples.size() > kSamples) samples.pop_front();
 }
 
 double Controller::eta_seconds(const JobRecord& j) const {
@@ -691,7 +685,6 @@ double Controller::eta_seconds(const JobRecord& j) const {
 
 void Controller::tick() {
   const int64_t now = clock_->now_ms();
-  note_progress(now);
   for (auto& [id, n] : nodes_)
     if (n.state == NodeState::kAlive && now - n.last_seen_ms > options_.node_timeout_ms)
       node_died(n, "no heartbeat for " + std::to_string(now - n.last_seen_ms) + " ms");
@@ -720,8 +713,11 @@ void Controller::tick() {
   if (now - last_schedule_ms_ >= 100) {
     last_schedule_ms_ = now;
     schedule_pending();
-    for (auto& [id, j] : jobs_)
-      if (!job_state_terminal(j.state)) job_tick(j);
+    for (auto& [id, j] : jobs_) {
+      if (job_state_terminal(j.state)) continue;
+      if (j.state == JobState::kRunning) note_progress(j, now);
+      job_tick(j);
+    }
     unreachable_.clear();
   }
 }

@@ -111,7 +111,7 @@ class Controller {
   void handle_heartbeat(const std::string& peer, uint64_t rid, proto::Heartbeat::Reader m);
   void handle_deregister_node(const std::string& peer, uint64_t rid, proto::DeregisterNode::Reader m);
   // Samples each RUNNING job's step over time (in memory only) for the ETA of the job documents.
-  void note_progress(int64_t now);
+  void note_progress(const JobRecord& j, int64_t now);  // a (time, step) sample of a RUNNING job
   // Seconds until the job's last step at the recent steps/s; negative when unknown.
   double eta_seconds(const JobRecord& j) const;
   void handle_worker_exited(const std::string& peer, uint64_t rid, proto::WorkerExited::Reader m);

@@ -69,6 +69,7 @@ void Controller::job_finish(JobRecord& j, JobState state, const std::string& mes
   j.state = state;
   j.message = message;
   j.ended_wall_ms = wall_ms();
+  progress_.erase(j.id);
   persist(j);  // terminal first: the actor deaths below must not fail the job again
   for (auto& id : j.actor_ids) {
     auto it = actors_.find(id);

@@ -39,7 +39,6 @@ class RocksStateStore final : public StateStore {
   Result<std::optional<std::string>> get(Table t, std::string_view key) override;
 
   // Commits made durable over the database's life (the cross-checked count).
-  uint64_t commits() const { return commits_; }
 
  private:
   RocksStateStore() = default;

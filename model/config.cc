@@ -26,10 +26,11 @@ double ModelConfig::softmax_scale() const {
   return s;
 }
 
-double ModelConfig::rope_mscale() const {
-  if (!yarn.enabled) return 1.0;
-  return yarn_get_mscale(yarn.factor, yarn.mscale) / yarn_get_mscale(yarn.factor, yarn.mscale_all_dim);
+double yarn_attention_factor(const YarnConfig& y) {
+  return yarn_get_mscale(y.factor, y.mscale) / yarn_get_mscale(y.factor, y.mscale_all_dim);
 }
+
+double ModelConfig::rope_mscale() const { return yarn.enabled ? yarn_attention_factor(yarn) : 1.0; }
 
 Status ModelConfig::require_mtp(const std::string& what) const {
   if (num_nextn_predict_layers >= 1) return Status::Ok();
@@ -137,7 +138,7 @@ Result<std::optional<RopeSource>> parse_rope_object(const JsonFields& f, const c
   }
   if (rs.has("attention_factor")) {
     MARIANA_ASSIGN_OR_RETURN(double a, rs.get_double("attention_factor"));
-    const double derived = yarn_get_mscale(y.factor, y.mscale) / yarn_get_mscale(y.factor, y.mscale_all_dim);
+    const double derived = yarn_attention_factor(y);
     if (!(std::abs(a - derived) <= 1e-12 * std::abs(derived))) {
       return field_error(src, pre + "attention_factor",
                          num(a) + " differs from the value mscale and mscale_all_dim give (" + num(derived) +

@@ -68,6 +68,8 @@ struct ModelConfig {
 
 // yarn_get_mscale: 1 if scale <= 1, else 0.1·m·ln(scale) + 1 (m = 0 gives 1).
 double yarn_get_mscale(double scale, double m);
+// YaRN's cos/sin multiplier (HF's attention_factor): mscale(factor, mscale) / mscale(factor, mscale_all_dim).
+double yarn_attention_factor(const YarnConfig& y);
 
 // Parses and validates. InvalidArgument (bad value or inconsistent dimensions) or NotFound
 // (missing file) with the file and field in the message.

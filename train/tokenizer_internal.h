@@ -88,7 +88,6 @@ struct AddedToken {
 class AddedTokenMatcher {
  public:
   void add(const AddedToken& t);
-  bool empty() const { return raw_.contents.empty() && normalized_.contents.empty(); }
   // Calls text_piece(view) for the text between added tokens and token(id) for each added token.
   template <typename Text, typename Token>
   void each(std::string_view text, Text&& text_piece, Token&& token) const {

@@ -36,7 +36,11 @@ class CheckpointCli : public testing::CliTest {
            "\"\n[data]\nbuiltin = \"arithmetic\"\ndocuments = 60\n[train]\nsteps = 2\nseq_len = 32\n"
            "checkpoint_every = 1\nkeep_last = 2\nthreads = 1\n[batch]\nrows = 2\n";
   }
-  std::string ck(int step) const { return p("run/checkpoints/step-0000000" + std::to_string(step)); }
+  std::string ck(int step) const {
+    char name[32];
+    std::snprintf(name, sizeof name, "run/checkpoints/step-%08d", step);
+    return p(name);
+  }
   // Exit 2 and every `needles` in the output.
   static void expect_refused(const CmdResult& r, const std::vector<std::string>& needles) {
     EXPECT_EQ(r.code, 2) << r.out;

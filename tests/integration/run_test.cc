@@ -10,12 +10,12 @@
 #include <future>
 #include <iterator>
 
-#include "tests/integration/cluster_fixture.h"
+#include "tests/integration/train_job_util.h"
 
 namespace mariana::integration {
 namespace {
 
-std::string job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/pretrain-tiny.toml"; }
+std::string job_file() { return pretrain_job_file(); }
 
 std::string short_sets(int steps) {
   return "--set train.steps=" + std::to_string(steps) +
