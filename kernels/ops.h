@@ -31,6 +31,19 @@ struct RopeParams {
   double beta_slow = 1.0;
 };
 
+// The sizes and rules of one MoE gate call (moe_gate_forward). Node-limited routing (DeepSeek-V3
+// report §2.1.2): the E experts lie on n_nodes nodes in equal contiguous blocks, and each token's
+// experts lie on at most max_nodes of them (0 or >= n_nodes: no limit). A node's score is the sum
+// of its highest ceil(K / max_nodes) biased scores; the max_nodes best nodes are kept (ties to the
+// lower node), then the model's group limit and top-K apply among their experts.
+struct MoeGateDims {
+  int64_t T = 0, E = 0, K = 0;
+  int64_t n_group = 1, topk_group = 1;
+  int64_t n_nodes = 1, max_nodes = 0;
+  double route_scale = 1.0;
+  bool norm_topk_prob = true;
+};
+
 namespace cpu {
 #define MARIANA_REAL float
 #include "kernels/ops_list.inc"

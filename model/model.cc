@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "comm/communicator.h"
 #include "core/philox.h"
 #include "kernels/ops.h"
 #include "model/attention.h"
@@ -158,6 +159,9 @@ struct Model<F>::State {
   F *dtmp = nullptr, *de = nullptr;
   std::vector<F*> dmtp_out;  // [D] [T, C]
   StepProfile profile;
+  ModelParallel parallel;
+  MoeExpertGroup ep_group;
+  std::vector<std::unique_ptr<MoeEpSaved>> ep_saved;  // one per MoE block with expert parallelism
 };
 
 template <typename F>
@@ -261,6 +265,30 @@ void Model<F>::zero_grads() {
 }
 
 template <typename F>
+void Model<F>::set_parallel(const ModelParallel& parallel) {
+  State& s = *st_;
+  s.parallel = parallel;
+  s.ep_group = MoeExpertGroup{};
+  s.ep_group.comm = parallel.ep;
+  s.ep_saved.clear();
+  if (parallel.ep != nullptr) {
+    MARIANA_CHECK(config_.n_routed_experts % parallel.ep->size() == 0);
+  }
+  for (auto& b : s.blocks) {
+    if (!b.moe) continue;
+    b.moe_s.ep = nullptr;
+    if (parallel.ep == nullptr) continue;
+    s.ep_saved.push_back(std::make_unique<MoeEpSaved>());
+    b.moe_s.ep = s.ep_saved.back().get();
+  }
+}
+
+template <typename F>
+Status Model<F>::parallel_status() const {
+  return st_->ep_group.status;
+}
+
+template <typename F>
 int64_t Model<F>::tokens() const { return st_->T; }
 template <typename F>
 const F* Model<F>::logits() const { return st_->logits; }
@@ -333,6 +361,17 @@ void allocate_block(BlockState<F>& b, BufferPool<F>& pool, BufferPool<int32_t>& 
   m.balance_f = pool.take(B * E);
 }
 
+// The MoE dims of a batch, with the parallel layout's routing and the global balance denominator.
+MoeDims moe_dims_parallel(const ModelConfig& c, int64_t B, int64_t S, const LossWeights& w, const ModelParallel& par,
+                          MoeExpertGroup* ep) {
+  MoeDims d = moe_dims_for(c, B, S);
+  d.n_nodes = par.n_nodes;
+  d.max_nodes = par.max_nodes;
+  d.balance_rows = w.global_rows > 0 ? w.global_rows : 0;
+  d.ep = par.ep != nullptr ? ep : nullptr;
+  return d;
+}
+
 MlaDims mla_dims(const ModelConfig& c, int64_t B, int64_t S) {
   MlaDims d;
   d.B = B;
@@ -392,9 +431,10 @@ void add_to(F* out, const F* a, const F* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-// Mean of losses over rows with target >= 0, and the count.
+// Mean of losses over rows with target >= 0 (divided by `denominator` when it is >= 0: the
+// global batch's count), and this batch's count.
 template <typename F>
-double masked_mean(const F* losses, const int32_t* targets, int64_t T, int64_t* count) {
+double masked_mean(const F* losses, const int32_t* targets, int64_t T, int64_t denominator, int64_t* count) {
   double s = 0;
   int64_t n = 0;
   for (int64_t t = 0; t < T; ++t)
@@ -403,10 +443,30 @@ double masked_mean(const F* losses, const int32_t* targets, int64_t T, int64_t* 
       ++n;
     }
   *count = n;
-  return n > 0 ? s / static_cast<double>(n) : 0.0;
+  const int64_t d = denominator >= 0 ? denominator : n;
+  return d > 0 ? s / static_cast<double>(d) : 0.0;
+}
+
+// The target MTP module k (predicting `shift` = k + 1 tokens further) has at row t: the target
+// `shift` positions on, when that position is in the same row and document; else −1.
+int32_t mtp_target_at(const int32_t* targets, const int32_t* doc_start, int64_t S, int64_t t, int64_t shift) {
+  const int64_t i = t % S;
+  if (i + shift >= S || doc_start[t + shift] != doc_start[t]) return -1;
+  return targets[t + shift];
 }
 
 }  // namespace
+
+void set_global_denominators(const Batch& global, int64_t mtp_modules, LossWeights* w) {
+  const int64_t T = global.B * global.S;
+  w->global_rows = global.B;
+  w->global_targets = 0;
+  for (int64_t t = 0; t < T; ++t) w->global_targets += global.targets[t] >= 0;
+  w->global_mtp_targets.assign(static_cast<size_t>(mtp_modules), 0);
+  for (int64_t k = 0; k < mtp_modules; ++k)
+    for (int64_t t = 0; t < T; ++t)
+      w->global_mtp_targets[k] += mtp_target_at(global.targets.data(), global.doc_start.data(), global.S, t, k + 1) >= 0;
+}
 
 template <typename F>
 void Model<F>::allocate(State& s, int64_t B, int64_t S) const {
@@ -504,7 +564,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   for (int64_t t = 0; t < T; ++t) s.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
 
   const MlaDims md = mla_dims(c, B, S);
-  const MoeDims ed = moe_dims_for(c, B, S);
+  const MoeDims ed = moe_dims_parallel(c, B, S, w, s.parallel, &s.ep_group);
   const F eps = static_cast<F>(c.rms_norm_eps);
   ForwardResult res;
   double balance = 0;
@@ -541,7 +601,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
     cpu::rmsnorm_forward(s.hn, s.hn_rstd, s.h[L], s.w.norm, T, C, eps);
     cpu::linear_forward(s.logits, s.hn, lm_head, T, C, V);
     cpu::cross_entropy_forward(s.losses, s.lse, s.logits, s.targets.data(), T, V);
-    res.loss_main = masked_mean(s.losses, s.targets.data(), T, &s.n_targets);
+    res.loss_main = masked_mean(s.losses, s.targets.data(), T, w.global_targets, &s.n_targets);
     res.target_tokens = s.n_targets;
   }
   // MTP modules: module k predicts the token k+1 steps past the next one.
@@ -553,11 +613,8 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
     m.tokens.assign(static_cast<size_t>(T), 0);
     m.targets.assign(static_cast<size_t>(T), -1);
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t i = t % S;
-      if (i + shift < S) {
-        m.tokens[t] = s.tokens[t + shift];
-        if (s.doc_start[t + shift] == s.doc_start[t]) m.targets[t] = s.targets[t + shift];
-      }
+      if (t % S + shift < S) m.tokens[t] = s.tokens[t + shift];
+      m.targets[t] = mtp_target_at(s.targets.data(), s.doc_start.data(), S, t, shift);
     }
     {
       ScopedTimer tm(s.profile, "MTP input fwd");
@@ -577,7 +634,8 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
       cpu::rmsnorm_forward(m.sn, m.sn_rstd, m.out, m.head_norm, T, C, eps);
       cpu::linear_forward(m.logits, m.sn, lm_head, T, C, V);
       cpu::cross_entropy_forward(m.losses, m.lse, m.logits, m.targets.data(), T, V);
-      const double lk = masked_mean(m.losses, m.targets.data(), T, &m.n_targets);
+      const int64_t denom = k < static_cast<int64_t>(w.global_mtp_targets.size()) ? w.global_mtp_targets[k] : -1;
+      const double lk = masked_mean(m.losses, m.targets.data(), T, denom, &m.n_targets);
       res.loss_mtp_k.push_back(lk);
       res.loss_mtp += lk / static_cast<double>(D);
     }
@@ -586,6 +644,7 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
   res.loss_balance = balance;
   res.loss = res.loss_main + w.mtp_weight * res.loss_mtp + w.balance_alpha * res.loss_balance;
   s.have_forward = true;
+  MARIANA_RETURN_IF_ERROR(s.ep_group.status);
   if (out != nullptr) *out = std::move(res);
   return Status::Ok();
 }
@@ -604,7 +663,7 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
   const int64_t L = c.num_hidden_layers;
   const int64_t D = s.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
   const MlaDims md = mla_dims(c, s.B, s.S);
-  const MoeDims ed = moe_dims_for(c, s.B, s.S);
+  const MoeDims ed = moe_dims_parallel(c, s.B, s.S, s.weights, s.parallel, &s.ep_group);
   const F* lm_head = s.w.lm_head;
   F* g_lm_head = s.g.lm_head;
   F* g_embed = s.g.embed;
@@ -636,9 +695,9 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
     MtpState<F>& m = s.mtp[k];
     {
       ScopedTimer tm(s.profile, "head + CE bwd");
-      const F scale = m.n_targets > 0
-                          ? static_cast<F>(s.weights.mtp_weight / (static_cast<double>(D) * m.n_targets))
-                          : F(0);
+      const int64_t n = k < static_cast<int64_t>(s.weights.global_mtp_targets.size()) ? s.weights.global_mtp_targets[k]
+                                                                                       : m.n_targets;
+      const F scale = n > 0 ? static_cast<F>(s.weights.mtp_weight / (static_cast<double>(D) * n)) : F(0);
       std::fill_n(s.dloss, T, scale);
       std::fill_n(s.dlogits, T * V, F(0));
       cpu::cross_entropy_backward(s.dlogits, s.dloss, m.logits, m.lse, m.targets.data(), T, V);
@@ -668,7 +727,8 @@ void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
   F* dh_in = s.dh_b;
   {
     ScopedTimer tm(s.profile, "head + CE bwd");
-    const F scale = s.n_targets > 0 ? static_cast<F>(1.0 / static_cast<double>(s.n_targets)) : F(0);
+    const int64_t n = s.weights.global_targets >= 0 ? s.weights.global_targets : s.n_targets;
+    const F scale = n > 0 ? static_cast<F>(1.0 / static_cast<double>(n)) : F(0);
     std::fill_n(s.dloss, T, scale);
     std::fill_n(s.dlogits, T * V, F(0));
     cpu::cross_entropy_backward(s.dlogits, s.dloss, s.logits, s.lse, s.targets.data(), T, V);

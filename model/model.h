@@ -14,6 +14,7 @@
 
 #include "core/status.h"
 #include "model/config.h"
+#include "model/moe.h"
 #include "model/params.h"
 
 namespace mariana {
@@ -31,6 +32,26 @@ struct Batch {
 struct LossWeights {
   double mtp_weight = 0.3;         // λ; 0 skips the MTP modules entirely (no MTP logits or loss)
   double balance_alpha = 0.0001;   // α
+  // Data parallelism: when the batch is one rank's part of a global batch, the means are taken
+  // over the global batch's counts (set_global_denominators), so that the ranks' losses and
+  // gradients add up to the global batch's. −1 / empty: this batch's own counts.
+  int64_t global_targets = -1;              // main CE: positions with a target
+  std::vector<int64_t> global_mtp_targets;  // [D] MTP module k's positions with a target
+  int64_t global_rows = -1;                 // the balance loss's mean over sequences
+};
+// Sets w's global denominators to the counts of `global` (the whole batch of a step) for a model
+// with `mtp_modules` MTP modules.
+void set_global_denominators(const Batch& global, int64_t mtp_modules, LossWeights* w);
+
+// How this model runs as one rank of a parallel job (train/parallel.h builds it).
+struct ModelParallel {
+  // Expert parallelism: the ep group (null: every routed expert is computed here). Rank r of a
+  // group of P holds experts [r·E/P, (r+1)·E/P) of every MoE layer.
+  comm::Communicator* ep = nullptr;
+  // Node-limited routing: the experts lie on n_nodes nodes in equal contiguous blocks; each token
+  // uses at most max_nodes of them (0: no limit). Applies with or without ep (a single process
+  // reproduces a parallel layout's routing).
+  int64_t n_nodes = 1, max_nodes = 0;
 };
 
 struct ForwardResult {
@@ -91,6 +112,12 @@ class Model {
   const F* mtp_logits(int64_t k) const;   // [T, V] MTP module k (0-based)
   const int32_t* routing(int64_t moe_entry) const;  // [T, K] selection of ForwardResult entry
   StepProfile& profile();
+  // Runs the MoE layers expert-parallel and/or node-limited (ModelParallel). The communicator must
+  // outlive the model's use of it.
+  void set_parallel(const ModelParallel& parallel);
+  // The first failed collective of the expert-parallel layers since set_parallel (forward returns
+  // it too; backward, which returns nothing, leaves it here for the caller to check).
+  Status parallel_status() const;
   // Bytes of the saved activations and scratch that forward() (and backward()) allocate for a
   // batch of B rows of S tokens, computed without allocating them.
   int64_t activation_bytes(int64_t B, int64_t S) const;

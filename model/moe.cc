@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "kernels/ops.h"
 
 namespace mariana {
@@ -69,6 +72,128 @@ void gate_weights_for_fixed_selection(const MoeSaved<F>& s, const MoeDims& d) {
   }
 }
 
+
+// ---- Expert parallelism (float) ----
+// The ep group's rank r holds experts [r·El, (r+1)·El), El = E/P. x_perm is grouped by expert, so
+// its rows are already grouped by destination rank.
+
+// Copies rows of C floats: dst[map[i]] = src[i] (scatter) or dst[i] = src[map[i]] (gather).
+void copy_rows(float* dst, const float* src, const int32_t* map, int64_t n, int64_t C, bool scatter) {
+#pragma omp parallel for schedule(static) if (n * C > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t to = scatter ? map[i] : i, from = scatter ? i : map[i];
+    std::memcpy(dst + to * C, src + from * C, static_cast<size_t>(C) * sizeof(float));
+  }
+}
+
+// all_to_all_v of rows of C floats; records the first failure in the group.
+bool exchange_rows(MoeExpertGroup& ep, const float* in, const std::vector<int64_t>& send_rows, float* out,
+                   const std::vector<int64_t>& recv_rows, int64_t C) {
+  if (!ep.status.ok()) return false;
+  std::vector<int64_t> sc(send_rows.size()), rc(recv_rows.size());
+  int64_t ns = 0, nr = 0;
+  for (size_t i = 0; i < sc.size(); ++i) {
+    sc[i] = send_rows[i] * C;
+    ns += sc[i];
+  }
+  for (size_t i = 0; i < rc.size(); ++i) {
+    rc[i] = recv_rows[i] * C;
+    nr += rc[i];
+  }
+  ep.status = ep.comm->all_to_all_v(std::span<const float>(in, static_cast<size_t>(ns)), sc,
+                                    std::span<float>(out, static_cast<size_t>(nr)), rc);
+  return ep.status.ok();
+}
+
+// Grows v to at least n elements (buffers are reused across steps; they only grow).
+template <typename V>
+void reserve_at_least(V& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+void ep_experts_forward(const MoeSaved<float>& s, const MoeParams<float>& p, const MoeDims& d) {
+  MoeExpertGroup& ep = *d.ep;
+  MoeEpSaved& e = *s.ep;
+  if (!ep.status.ok()) return;
+  const int64_t P = ep.comm->size(), r = ep.comm->rank(), El = d.E / P, C = d.C, Fm = d.Fm, TK = d.T * d.K;
+  // Per-expert counts to the ranks holding the experts, then the rows.
+  std::vector<float> counts_f(static_cast<size_t>(d.E));
+  for (int64_t x = 0; x < d.E; ++x) counts_f[x] = static_cast<float>(s.counts[x]);
+  e.recv_counts.assign(static_cast<size_t>(P * El), 0.0f);
+  const std::vector<int64_t> per_rank(static_cast<size_t>(P), El);
+  ep.status = ep.comm->all_to_all_v(counts_f, per_rank, e.recv_counts, per_rank);
+  if (!ep.status.ok()) return;
+  e.send_rows.assign(static_cast<size_t>(P), 0);
+  e.recv_rows.assign(static_cast<size_t>(P), 0);
+  e.loc_counts.assign(static_cast<size_t>(El), 0);
+  for (int64_t q = 0; q < P; ++q) {
+    for (int64_t j = 0; j < El; ++j) {
+      e.send_rows[q] += s.counts[q * El + j];
+      const int64_t n = static_cast<int64_t>(e.recv_counts[q * El + j]);
+      e.recv_rows[q] += n;
+      e.loc_counts[j] += static_cast<int32_t>(n);
+    }
+  }
+  int64_t N = 0;
+  for (int64_t q = 0; q < P; ++q) N += e.recv_rows[q];
+  e.loc_offsets.assign(static_cast<size_t>(El + 1), 0);
+  for (int64_t j = 0; j < El; ++j) e.loc_offsets[j + 1] = e.loc_offsets[j] + e.loc_counts[j];
+  // Row i of the wire (source-major, expert-grouped) goes to loc_row[i] (expert-major, then source).
+  e.loc_row.assign(static_cast<size_t>(N), 0);
+  {
+    std::vector<int32_t> next(e.loc_offsets.begin(), e.loc_offsets.end() - 1);
+    int64_t i = 0;
+    for (int64_t q = 0; q < P; ++q)
+      for (int64_t j = 0; j < El; ++j)
+        for (int64_t n = static_cast<int64_t>(e.recv_counts[q * El + j]); n > 0; --n) e.loc_row[i++] = next[j]++;
+  }
+  reserve_at_least(e.wire, std::max(N, TK) * C);
+  reserve_at_least(e.x_loc, N * C);
+  reserve_at_least(e.y_loc, N * C);
+  reserve_at_least(e.g, N * Fm);
+  reserve_at_least(e.u, N * Fm);
+  reserve_at_least(e.a, N * Fm);
+  if (!exchange_rows(ep, s.x_perm, e.send_rows, e.wire.data(), e.recv_rows, C)) return;
+  copy_rows(e.x_loc.data(), e.wire.data(), e.loc_row.data(), N, C, /*scatter=*/true);
+  for (int64_t j = 0; j < El; ++j) {
+    const int64_t n = e.loc_counts[j];
+    if (n == 0) continue;
+    const int64_t o = e.loc_offsets[j];
+    const MlpSaved<float> es{e.g.data() + o * Fm, e.u.data() + o * Fm, e.a.data() + o * Fm};
+    mlp_forward(e.y_loc.data() + o * C, es, e.x_loc.data() + o * C, p.experts[r * El + j], MlpDims{n, C, Fm});
+  }
+  copy_rows(e.wire.data(), e.y_loc.data(), e.loc_row.data(), N, C, /*scatter=*/false);
+  exchange_rows(ep, e.wire.data(), e.recv_rows, s.y_perm, e.send_rows, C);
+}
+
+void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* dy_perm, const MoeSaved<float>& sv,
+                         const MoeParams<float>& p, const MoeDims& d) {
+  MoeExpertGroup& ep = *d.ep;
+  MoeEpSaved& e = *sv.ep;
+  if (!ep.status.ok()) return;
+  const int64_t P = ep.comm->size(), r = ep.comm->rank(), El = d.E / P, C = d.C, Fm = d.Fm;
+  const int64_t N = static_cast<int64_t>(e.loc_row.size());
+  reserve_at_least(e.dy_loc, N * C);
+  reserve_at_least(e.dx_loc, N * C);
+  reserve_at_least(e.da, N * Fm);
+  reserve_at_least(e.dg, N * Fm);
+  reserve_at_least(e.du, N * Fm);
+  if (!exchange_rows(ep, dy_perm, e.send_rows, e.wire.data(), e.recv_rows, C)) return;
+  copy_rows(e.dy_loc.data(), e.wire.data(), e.loc_row.data(), N, C, /*scatter=*/true);
+  std::fill_n(e.dx_loc.data(), N * C, 0.0f);
+  for (int64_t j = 0; j < El; ++j) {
+    const int64_t n = e.loc_counts[j];
+    if (n == 0) continue;
+    const int64_t o = e.loc_offsets[j];
+    const MlpSaved<float> es{e.g.data() + o * Fm, e.u.data() + o * Fm, e.a.data() + o * Fm};
+    const MlpScratch<float> ss{e.da.data() + o * Fm, e.dg.data() + o * Fm, e.du.data() + o * Fm};
+    mlp_backward(e.dx_loc.data() + o * C, g.experts[r * El + j], ss, e.dy_loc.data() + o * C, es,
+                 e.x_loc.data() + o * C, p.experts[r * El + j], MlpDims{n, C, Fm});
+  }
+  copy_rows(e.wire.data(), e.dx_loc.data(), e.loc_row.data(), N, C, /*scatter=*/false);
+  exchange_rows(ep, e.wire.data(), e.recv_rows, dx_perm, e.send_rows, C);
+}
+
 }  // namespace
 
 template <typename F>
@@ -79,17 +204,34 @@ double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>&
   if (reuse_routing) {
     gate_weights_for_fixed_selection(s, d);
   } else {
-    cpu::moe_gate_forward(s.weights, s.indices, s.scores, s.logits, p.bias, T, E, K, d.n_group,
-                          d.topk_group, static_cast<F>(d.route_scale), d.norm_topk_prob);
+    MoeGateDims gd;
+    gd.T = T;
+    gd.E = E;
+    gd.K = K;
+    gd.n_group = d.n_group;
+    gd.topk_group = d.topk_group;
+    gd.n_nodes = d.n_nodes;
+    gd.max_nodes = d.max_nodes;
+    gd.route_scale = static_cast<double>(static_cast<F>(d.route_scale));
+    gd.norm_topk_prob = d.norm_topk_prob;
+    cpu::moe_gate_forward(s.weights, s.indices, s.scores, s.logits, p.bias, gd);
   }
   cpu::moe_plan(s.counts, s.offsets, s.row_of, s.indices, T, E, K);
   cpu::moe_permute_forward(s.x_perm, x, s.row_of, T, K, C);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t n = s.counts[e];
-    if (n == 0) continue;
-    const int64_t o = s.offsets[e];
-    const MlpSaved<F> es{s.expert.g + o * d.Fm, s.expert.u + o * d.Fm, s.expert.a + o * d.Fm};
-    mlp_forward(s.y_perm + o * C, es, s.x_perm + o * C, p.experts[e], MlpDims{n, C, d.Fm});
+  if (d.ep != nullptr) {
+    if constexpr (std::is_same_v<F, float>) {
+      ep_experts_forward(s, p, d);
+    } else {
+      MARIANA_CHECK(false && "expert parallelism runs in float only");
+    }
+  } else {
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = s.counts[e];
+      if (n == 0) continue;
+      const int64_t o = s.offsets[e];
+      const MlpSaved<F> es{s.expert.g + o * d.Fm, s.expert.u + o * d.Fm, s.expert.a + o * d.Fm};
+      mlp_forward(s.y_perm + o * C, es, s.x_perm + o * C, p.experts[e], MlpDims{n, C, d.Fm});
+    }
   }
   if (d.Fs > 0) {
     mlp_forward(out, s.shared, x, p.shared, MlpDims{T, C, d.Fs});
@@ -118,7 +260,7 @@ double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>&
     }
     total += lb;
   }
-  return total / static_cast<double>(d.B);
+  return total / static_cast<double>(d.balance_rows > 0 ? d.balance_rows : d.B);
 }
 
 template <typename F>
@@ -131,14 +273,22 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
   std::fill_n(s.dweights, T * K, F(0));
   cpu::moe_unpermute_backward(s.dy_perm, s.dweights, dout, sv.y_perm, sv.weights, sv.row_of, T, K, C);
   std::fill_n(s.dx_perm, T * K * C, F(0));
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t n = sv.counts[e];
-    if (n == 0) continue;
-    const int64_t o = sv.offsets[e];
-    const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
-    const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
-    mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C,
-                 p.experts[e], MlpDims{n, C, d.Fm});
+  if (d.ep != nullptr) {
+    if constexpr (std::is_same_v<F, float>) {
+      ep_experts_backward(s.dx_perm, g, s.dy_perm, sv, p, d);
+    } else {
+      MARIANA_CHECK(false && "expert parallelism runs in float only");
+    }
+  } else {
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = sv.counts[e];
+      if (n == 0) continue;
+      const int64_t o = sv.offsets[e];
+      const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
+      const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
+      mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C,
+                   p.experts[e], MlpDims{n, C, d.Fm});
+    }
   }
   cpu::moe_permute_backward(dx, s.dx_perm, sv.row_of, T, K, C);
 
@@ -148,7 +298,7 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
   if (balance_coef != 0.0) {
     // L = coef/B · Σ_b Σ_i f_i·P_i,  P_i = (1/S) Σ_t s'_{i,t},  s'_{i,t} = s_{i,t} / Σ_j s_{j,t}:
     // dL/ds_{j,t} = coef/(B·S·Σs_t) · (f_j − Σ_i f_i·s'_{i,t});  ds/dlogit = s·(1 − s).
-    const double c0 = balance_coef / static_cast<double>(d.B * d.S);
+    const double c0 = balance_coef / static_cast<double>((d.balance_rows > 0 ? d.balance_rows : d.B) * d.S);
 #pragma omp parallel for schedule(static) if (T * E > kParallelMin)
     for (int64_t t = 0; t < T; ++t) {
       const F* f = sv.balance_f + (t / d.S) * E;

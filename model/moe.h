@@ -4,10 +4,16 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "core/status.h"
 #include "model/config.h"
 
 namespace mariana {
+
+namespace comm {
+class Communicator;
+}
 
 // ---- Dense SwiGLU MLP: out = down(silu(gate(x)) · up(x)) ----
 // Letters: T rows, C hidden_size, I width (intermediate_size, or an expert's width).
@@ -48,11 +54,42 @@ void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* 
 // ---- DeepSeekMoE ----
 // Letters: B sequences of S tokens (T = B·S), E n_routed_experts, K num_experts_per_tok,
 // Fm moe_intermediate_size, Fs shared width (moe_intermediate_size · n_shared_experts; 0 = none).
+struct MoeExpertGroup;
 struct MoeDims {
   int64_t B = 0, S = 0, T = 0, C = 0, E = 0, K = 0, Fm = 0, Fs = 0;
   int64_t n_group = 1, topk_group = 1;
+  // Node-limited routing (kernels/ops.h, MoeGateDims): experts on n_nodes nodes, at most max_nodes
+  // per token (0: no limit).
+  int64_t n_nodes = 1, max_nodes = 0;
   double route_scale = 1.0;
   bool norm_topk_prob = true;
+  // The balance loss is a mean over this many sequences: B, or the global batch's rows when this
+  // batch is one rank's part of it (data parallelism), so that the ranks' losses add up.
+  int64_t balance_rows = 0;  // 0: B
+  // Expert parallelism: null, or the group whose rank r holds experts [r·E/P, (r+1)·E/P).
+  MoeExpertGroup* ep = nullptr;
+};
+
+// Expert parallelism (float only): this rank's slice of the routed experts and the group holding
+// the rest. moe_forward dispatches each (token, expert) row to the rank holding the expert with an
+// all-to-all-v, runs its own experts on the rows it receives and sends the outputs back; backward
+// mirrors it. A failed collective is kept in `status` (the first one) and the layer's outputs are
+// then meaningless; the caller checks status after each pass.
+struct MoeExpertGroup {
+  comm::Communicator* comm = nullptr;
+  Status status;
+};
+// One MoE layer's expert-parallel buffers (sized on demand, reused across steps). Rows arrive
+// source-rank-major (each source's rows grouped by expert); `loc_row` maps each to its place in
+// the expert-major order the local experts run in.
+struct MoeEpSaved {
+  std::vector<int64_t> send_rows, recv_rows;  // [P] rows to / from each rank
+  std::vector<float> recv_counts;             // [P, E/P] rows from rank p for local expert j
+  std::vector<int32_t> loc_counts, loc_offsets, loc_row;
+  std::vector<float> x_loc, g, u, a;          // [N, C], [N, Fm] ×3 in expert-major order
+  std::vector<float> wire;                    // [max(N, T·K), C] rows on the wire (both directions)
+  std::vector<float> y_loc, dy_loc, dx_loc;   // [N, C]
+  std::vector<float> da, dg, du;              // [N, Fm]
 };
 // The MoeDims of a config for B sequences of S tokens.
 MoeDims moe_dims_for(const ModelConfig& c, int64_t B, int64_t S);
@@ -85,6 +122,7 @@ struct MoeSaved {
   MlpSaved<F> shared;         // [T, Fs]
   F* shared_out = nullptr;    // [T, C]
   F* balance_f = nullptr;     // [B, E] f_i per sequence (Eq. 18)
+  MoeEpSaved* ep = nullptr;   // with MoeDims::ep
 };
 template <typename F>
 struct MoeScratch {

@@ -87,6 +87,13 @@ switch_step = -1
 every = 0
 batches = 4
 held_out = -1.0
+[parallel]
+dp = 1
+ep = 1
+nodes = 1
+max_nodes_per_token = 0
+placement = "pack"
+timeout_s = 120.0
 )";
 
 bool compatible(const toml::node& schema, const toml::node& value) {
@@ -177,7 +184,7 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   auto sec = [&](const char* name) { return f.get_object(name).value(); };
   const TomlFields job_f = sec("job"), model = sec("model"), ext = sec("extend"), tok = sec("tokenizer"),
                    data = sec("data"), train = sec("train"), batch = sec("batch"), opt = sec("optimizer"),
-                   bal = sec("balance"), mtp = sec("mtp"), ev = sec("eval");
+                   bal = sec("balance"), mtp = sec("mtp"), ev = sec("eval"), par = sec("parallel");
   s.name = job_f.get_string("name").value();
   s.phase = job_f.get_string("phase").value();
   s.model_config = model.get_string("config").value();
@@ -235,6 +242,12 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
   s.eval_every = ev.get_int("every").value();
   s.eval_batches = ev.get_int("batches").value();
   s.eval_held_out = ev.get_double("held_out").value();
+  s.dp = par.get_int("dp").value();
+  s.ep = par.get_int("ep").value();
+  s.nodes = par.get_int("nodes").value();
+  s.max_nodes_per_token = par.get_int("max_nodes_per_token").value();
+  s.placement = par.get_string("placement").value();
+  s.parallel_timeout_s = par.get_double("timeout_s").value();
 
   auto bad = [&](const std::string& field, const std::string& what) {
     return InvalidArgument(source + ": field '" + field + "': " + what);
@@ -318,6 +331,25 @@ Result<JobSpec> job_spec_parse(const std::string& text, const std::string& sourc
                                     std::to_string(s.eval_every));
   if (s.phase == "rm" && (s.eval_every > 0 || s.eval_held_out > 0))
     return bad("eval.every", "the rm phase has no validation loss (its objective is the pair loss); set eval.every = 0");
+  if (s.dp < 1) return bad("parallel.dp", "expected >= 1");
+  if (s.ep < 1) return bad("parallel.ep", "expected >= 1");
+  if (s.nodes < 1 || (s.ep > 1 && s.ep % s.nodes != 0))
+    return bad("parallel.nodes", "expected >= 1 and dividing parallel.ep = " + std::to_string(s.ep) + ", got " +
+                                     std::to_string(s.nodes));
+  if (s.max_nodes_per_token < 0) return bad("parallel.max_nodes_per_token", "expected >= 0 (0: no limit)");
+  if (s.placement != "pack" && s.placement != "spread")
+    return bad("parallel.placement", "expected \"pack\" or \"spread\", got \"" + s.placement + "\"");
+  if (!(s.parallel_timeout_s > 0)) return bad("parallel.timeout_s", "expected > 0 seconds");
+  if (s.world() > 1) {
+    if (s.phase == "sft" || s.phase == "rm")
+      return bad("parallel.dp", "the " + s.phase + " phase runs in one process; parallel jobs are pretrain and extend");
+    for (int64_t r : {s.rows, s.rows_start}) {
+      if (r > 0 && r % s.world() != 0)
+        return bad(r == s.rows ? "batch.rows" : "batch.rows_start",
+                   std::to_string(r) + " rows do not split over dp·ep = " + std::to_string(s.world()) + " ranks");
+    }
+    if (s.ramp_steps > 0) return bad("batch.ramp_steps", "a batch-size ramp is not supported with parallel.dp·ep > 1");
+  }
   return s;
 }
 

@@ -88,6 +88,16 @@ struct JobSpec {
   int64_t eval_every = 0;
   int64_t eval_batches = 4;
   double eval_held_out = 0;
+  // [parallel] (train/parallel.h) dp·ep rank processes: ZeRO-1 data parallelism over dp replicas,
+  // routed experts sharded over ep ranks (world rank = dp_rank·ep + ep_rank). nodes: how many
+  // nodes the ep group spans (ep / nodes consecutive ep ranks per node; one process simulates
+  // it); max_nodes_per_token: node-limited routing's M (0: no limit). placement: "pack" fills a
+  // node before the next, "spread" puts each rank on another node where it can. timeout_s: the
+  // limit of each collective.
+  int64_t dp = 1, ep = 1, nodes = 1, max_nodes_per_token = 0;
+  std::string placement = "pack";
+  double parallel_timeout_s = 120;
+  int64_t world() const { return dp * ep; }
 
   double lr_at(int64_t step) const;        // step counts from 0
   int64_t rows_at(int64_t step) const;

@@ -22,27 +22,35 @@ AdamW::AdamW(const ParamTable& table, AdamWConfig cfg) : cfg_(cfg) {
   v_.assign(static_cast<size_t>(table.arena_size()), 0.0f);
 }
 
+AdamWStepConstants adamw_step_constants(const AdamWConfig& cfg, int64_t t, double lr) {
+  const double bc1 = 1.0 - std::pow(cfg.beta1, static_cast<double>(t));
+  const double bc2 = 1.0 - std::pow(cfg.beta2, static_cast<double>(t));
+  AdamWStepConstants c;
+  c.b1 = static_cast<float>(cfg.beta1);
+  c.b2 = static_cast<float>(cfg.beta2);
+  c.step_size = static_cast<float>(lr / bc1);
+  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  c.eps = static_cast<float>(cfg.eps);
+  c.decay = static_cast<float>(1.0 - lr * cfg.weight_decay);
+  return c;
+}
+
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStepConstants& c, bool decay) {
+  const float d = decay ? c.decay : 1.0f, b1 = c.b1, b2 = c.b2;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    const float denom = std::sqrt(v[i]) * c.inv_sqrt_bc2 + c.eps;
+    p[i] = p[i] * d - c.step_size * m[i] / denom;
+  }
+}
+
 void AdamW::step(float* params, const float* grads, double lr) {
   ++t_;
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
-  const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
-  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
-  const float step_size = static_cast<float>(lr / bc1);
-  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-  const float eps = static_cast<float>(cfg_.eps);
+  const AdamWStepConstants c = adamw_step_constants(cfg_, t_, lr);
   for (const Range& r : ranges_) {
-    const float decay = r.decay ? static_cast<float>(1.0 - lr * cfg_.weight_decay) : 1.0f;
-    float* p = params + r.offset;
-    const float* g = grads + r.offset;
-    float* m = m_.data() + r.offset;
-    float* v = v_.data() + r.offset;
-#pragma omp parallel for schedule(static) if (r.n > kParallelMin)
-    for (int64_t i = 0; i < r.n; ++i) {
-      m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-      v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-      const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + eps;
-      p[i] = p[i] * decay - step_size * m[i] / denom;
-    }
+    adamw_update(params + r.offset, grads + r.offset, m_.data() + r.offset, v_.data() + r.offset, r.n, c, r.decay);
   }
 }
 

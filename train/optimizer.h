@@ -18,6 +18,15 @@ struct AdamWConfig {
   double weight_decay = 0.1;
 };
 
+// The constants of AdamW's update number t (1-based) at learning rate lr, in the float the
+// update runs in, and the update of n elements (decay: multiply θ by 1 − lr·wd first, or not).
+// AdamW::step and ZeRO-1's slices (train/parallel.h) run the same code, so they agree bitwise.
+struct AdamWStepConstants {
+  float b1 = 0, b2 = 0, step_size = 0, inv_sqrt_bc2 = 0, eps = 0, decay = 1;
+};
+AdamWStepConstants adamw_step_constants(const AdamWConfig& cfg, int64_t t, double lr);
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamWStepConstants& c, bool decay);
+
 class AdamW {
  public:
   AdamW(const ParamTable& table, AdamWConfig cfg);

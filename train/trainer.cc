@@ -19,6 +19,7 @@
 #include "train/corpora.h"
 #include "train/data.h"
 #include "train/optimizer.h"
+#include "train/parallel.h"
 #include "train/tokenizer.h"
 
 namespace mariana {
@@ -205,7 +206,7 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
 }
 
 Status write_training_checkpoint(const std::string& run_dir, int64_t step, const Model<float>& model,
-                                 const AdamW& opt, const TrainObjective* objective,
+                                 const float* exp_avg, const float* exp_avg_sq, const TrainObjective* objective,
                                  const nlohmann::ordered_json& state, int64_t keep_last, std::string* written) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   fs::create_directories(root);
@@ -217,8 +218,8 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   std::vector<std::pair<std::string, Tensor>> moments;
   for (const ParamSpec& s : model.table().specs()) {
     if (s.kind == ParamKind::kGateBias) continue;
-    moments.emplace_back("exp_avg." + s.name, f32_view(opt.exp_avg().data() + s.offset, s.shape));
-    moments.emplace_back("exp_avg_sq." + s.name, f32_view(opt.exp_avg_sq().data() + s.offset, s.shape));
+    moments.emplace_back("exp_avg." + s.name, f32_view(exp_avg + s.offset, s.shape));
+    moments.emplace_back("exp_avg_sq." + s.name, f32_view(exp_avg_sq + s.offset, s.shape));
   }
   MARIANA_RETURN_IF_ERROR(safetensors_write((tmp / kOptimizerFile).string(), moments));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTrainerState).string(), state.dump(2) + "\n"));
@@ -227,6 +228,30 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
   MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, tmp.string(), final_dir.string(), step, keep_last));
   *written = final_dir.string();
+  return Status::Ok();
+}
+
+// Parallel: sums the ranks' partial losses (each rank's means are over the global batch's counts,
+// so the sums are the global batch's), loss-token counts and expert loads over the world, and
+// ORs their interrupt flags, so that every rank logs, balances and stops alike.
+Status parallel_step_totals(comm::Communicator& world, ForwardResult* res, const std::atomic<bool>* interrupt,
+                            bool* interrupted) {
+  std::vector<double> v = {res->loss, res->loss_main, res->loss_mtp, res->loss_balance,
+                           static_cast<double>(res->target_tokens),
+                           interrupt != nullptr && interrupt->load() ? 1.0 : 0.0};
+  MARIANA_RETURN_IF_ERROR(allreduce_doubles(world, &v));
+  res->loss = v[0];
+  res->loss_main = v[1];
+  res->loss_mtp = v[2];
+  res->loss_balance = v[3];
+  res->target_tokens = static_cast<int64_t>(std::llround(v[4]));
+  *interrupted = v[5] > 0;
+  std::vector<float> counts;
+  for (const auto& c : res->expert_counts) counts.insert(counts.end(), c.begin(), c.end());
+  MARIANA_RETURN_IF_ERROR(world.allreduce_sum(counts));  // exact: counts are far below 2^24
+  size_t i = 0;
+  for (auto& c : res->expert_counts)
+    for (int32_t& x : c) x = static_cast<int32_t>(counts[i++]);
   return Status::Ok();
 }
 
@@ -446,6 +471,38 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     return InvalidArgument(spec.source + ": field 'train.seq_len': " + std::to_string(spec.seq_len) +
                            " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
   }
+  // Parallel layout: this process is rank `rank` of spec.world() (the rows of the global batch it
+  // trains on, train/parallel.h); rank 0 writes the run's files.
+  const int64_t world = o.parallel != nullptr ? o.parallel->layout().world : 1;
+  const int64_t rank = o.parallel != nullptr ? o.parallel->layout().rank : 0;
+  const bool par = world > 1, lead = rank == 0;
+  if (world != spec.world())
+    return InvalidArgument(spec.source + ": field 'parallel.dp': the job has dp·ep = " + std::to_string(spec.world()) +
+                           " ranks; run it with `mariana train --nproc " + std::to_string(spec.world()) +
+                           "`, `mariana run` or `mariana submit`");
+  if (par && o.objective) return InvalidArgument(spec.source + ": the " + spec.phase + " phase runs in one process");
+  {
+    const int64_t E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
+    auto bad = [&](const std::string& field, const std::string& what) {
+      return InvalidArgument(spec.source + ": field '" + field + "': " + what);
+    };
+    if (spec.ep > 1 && (E == 0 || E % spec.ep != 0))
+      return bad("parallel.ep", std::to_string(spec.ep) + " ranks do not split the model's " + std::to_string(E) +
+                                    " routed experts evenly");
+    if (spec.nodes > 1 && (E == 0 || E % spec.nodes != 0))
+      return bad("parallel.nodes", std::to_string(spec.nodes) + " nodes do not split the model's " + std::to_string(E) +
+                                       " routed experts evenly");
+    if (spec.max_nodes_per_token > 0 && spec.max_nodes_per_token < spec.nodes &&
+        K > spec.max_nodes_per_token * (E / spec.nodes))
+      return bad("parallel.max_nodes_per_token", std::to_string(spec.max_nodes_per_token) + " node(s) of " +
+                                                     std::to_string(E / spec.nodes) + " experts cannot hold a token's " +
+                                                     std::to_string(K) + " experts");
+    ModelParallel mp;
+    mp.ep = par && spec.ep > 1 ? &o.parallel->ep() : nullptr;
+    mp.n_nodes = spec.nodes;
+    mp.max_nodes = spec.max_nodes_per_token;
+    model->set_parallel(mp);
+  }
   const int64_t max_rows = std::max(spec.rows, spec.rows_start);
   MARIANA_RETURN_IF_ERROR(check_step_memory(*model, 4, 1, max_rows, spec.seq_len,
                                             spec.source + ": field 'batch.rows': " + std::to_string(max_rows) +
@@ -461,7 +518,12 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       MARIANA_ASSIGN_OR_RETURN(held_out, o.data_source(spec, tok, o.run_dir, DataSplit::kHeldOut));
     }
   } else {
-    MARIANA_ASSIGN_OR_RETURN(DataSetup data, setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer));
+    // Rank 0 prepares the tokenizer and shards; the others read them once it has.
+    Result<DataSetup> setup = lead ? setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer)
+                                   : Result<DataSetup>(Unavailable("rank 0 has not prepared the data"));
+    if (par) MARIANA_RETURN_IF_ERROR(o.parallel->world().barrier());
+    if (!lead) setup = setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer);
+    MARIANA_ASSIGN_OR_RETURN(DataSetup data, std::move(setup));
     LoaderOptions lo;
     lo.data_dir = data.data_dir;
     lo.seq_len = spec.seq_len;
@@ -496,7 +558,16 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   ac.beta2 = spec.beta2;
   ac.eps = spec.eps;
   ac.weight_decay = spec.weight_decay;
-  AdamW opt(model->table(), ac);
+  // One process: AdamW over the whole arena. Parallel: ZeRO-1 over this rank's slices.
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<ZeroOptimizer> zopt;
+  if (par) {
+    zopt = std::make_unique<ZeroOptimizer>(model->table(), cfg.n_routed_experts, ac, *o.parallel);
+  } else {
+    opt = std::make_unique<AdamW>(model->table(), ac);
+  }
+  int64_t optimizer_steps = 0;
+  std::vector<float> resumed_m, resumed_v;  // parallel resume: the full moments until sliced
   const auto run_start = std::chrono::steady_clock::now();
   TrainSummary summary;
   summary.total_steps = spec.steps;
@@ -511,7 +582,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       st = nlohmann::json::parse(st_text);
       step = st.at("step").get<int64_t>();
       tokens_seen = st.at("tokens_seen").get<int64_t>();
-      opt.set_steps(st.at("optimizer_steps").get<int64_t>());
+      optimizer_steps = st.at("optimizer_steps").get<int64_t>();
       bias_history = st.at("bias_history");
       if (st.contains("eval")) {  // absent before validation losses existed, or with eval.every = 0
         const nlohmann::json& ev = st["eval"];
@@ -525,6 +596,10 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       return DataLoss(resume_dir + "/" + kTrainerState + ": " + e.what());
     }
     MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open((fs::path(resume_dir) / kOptimizerFile).string()));
+    if (par) {
+      resumed_m.assign(static_cast<size_t>(model->table().arena_size()), 0.0f);
+      resumed_v.assign(static_cast<size_t>(model->table().arena_size()), 0.0f);
+    }
     for (const ParamSpec& s : model->table().specs()) {
       if (s.kind == ParamKind::kGateBias) continue;
       for (int which = 0; which < 2; ++which) {
@@ -533,23 +608,34 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
         if (e == nullptr || e->shape != s.shape || e->dtype != DType::kF32)
           return DataLoss(sf.path() + ": tensor '" + name + "' missing or malformed");
         const Tensor v = sf.view(*e);
-        std::vector<float>& dst = which == 0 ? opt.exp_avg() : opt.exp_avg_sq();
+        std::vector<float>& dst = par ? (which == 0 ? resumed_m : resumed_v)
+                                      : (which == 0 ? opt->exp_avg() : opt->exp_avg_sq());
         MARIANA_RETURN_IF_ERROR(check_weights_finite(sf.path(), name, v.data_as<float>(), s.numel(), INFINITY));
         std::copy(v.data_as<float>(), v.data_as<float>() + s.numel(), dst.data() + s.offset);
       }
     }
     summary.resumed_from = step;
-    MARIANA_RETURN_IF_ERROR(truncate_metrics(metrics_path, step));
-    std::fprintf(stderr, "resumed from %s (step %lld)\n", resume_dir.c_str(), (long long)step);
-  } else {
+    if (par) {
+      zopt->load_moments(resumed_m, resumed_v, optimizer_steps);
+      resumed_m = std::vector<float>();
+      resumed_v = std::vector<float>();
+    } else {
+      opt->set_steps(optimizer_steps);
+    }
+    if (lead) MARIANA_RETURN_IF_ERROR(truncate_metrics(metrics_path, step));
+    if (lead) std::fprintf(stderr, "resumed from %s (step %lld)\n", resume_dir.c_str(), (long long)step);
+  } else if (lead) {
     MARIANA_RETURN_IF_ERROR(write_file_atomic(metrics_path.string(), ""));
   }
   if (o.objective) MARIANA_RETURN_IF_ERROR(o.objective->start(*model, source_dir, resume_dir));
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
-  if (metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
+  if (par) MARIANA_RETURN_IF_ERROR(o.parallel->world().barrier());  // metrics.jsonl exists
+  // Rank 0 alone writes the run's metrics.
+  std::FILE* metrics = lead ? std::fopen(metrics_path.c_str(), "a") : nullptr;
+  if (lead && metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
 
   if (o.on_start) o.on_start(step, resume_dir, spec.steps);
-  Batch batch;
+  Batch global, local;
+  bool interrupted_all = false;  // parallel: an interrupt seen by any rank, agreed on by all
   ForwardResult res;
   int64_t run_steps = 0;
   Status failure;
@@ -557,7 +643,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     if (o.stop_after >= 0 && run_steps >= o.stop_after) break;
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t rows = spec.rows_at(step);
-    Status st = loader->next(rows, &batch);
+    Status st = loader->next(rows, &global);
     if (!st.ok()) {
       failure = st;
       break;
@@ -565,6 +651,11 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     LossWeights w;
     w.mtp_weight = spec.mtp_weight_at(step);
     w.balance_alpha = spec.alpha;
+    if (par) {  // this rank's rows; the means over the whole batch's counts
+      local = batch_rows_of_rank(global, rank, world);
+      set_global_denominators(global, cfg.num_nextn_predict_layers, &w);
+    }
+    const Batch& batch = par ? local : global;
     model->zero_grads();
     st = o.objective ? o.objective->forward_backward(*model, batch, w, &res) : model->forward(batch, w, &res);
     if (!st.ok()) {
@@ -573,7 +664,16 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     }
     if (!o.objective) model->backward();
     double gnorm = 0;
-    if (o.objective) {  // one global norm over the model's and the objective's parameters
+    if (par) {
+      st = model->parallel_status();
+      if (st.ok()) st = parallel_step_totals(o.parallel->world(), &res, o.interrupt, &interrupted_all);
+      Result<double> n = st.ok() ? zopt->reduce_gradients(model->grads()) : Result<double>(st);
+      if (!n.ok()) {
+        failure = n.status();
+        break;
+      }
+      gnorm = n.value();
+    } else if (o.objective) {  // one global norm over the model's and the objective's parameters
       const double model_norm = clip_grad_norm(model->grads(), model->table(), 0);
       gnorm = std::hypot(model_norm, o.objective->extra_grad_norm());
       if (spec.grad_clip > 0 && gnorm > spec.grad_clip) {
@@ -590,7 +690,15 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       break;
     }
     const double lr = spec.lr_at(step);
-    opt.step(model->params(), model->grads(), lr);
+    if (par) {
+      st = zopt->update(model->params(), gnorm, spec.grad_clip, lr);
+      if (!st.ok()) {
+        failure = st;
+        break;
+      }
+    } else {
+      opt->step(model->params(), model->grads(), lr);
+    }
     if (o.objective) o.objective->extra_step(lr);
     const double gamma = spec.gamma_at(step);
     StepMetrics m;
@@ -617,7 +725,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     m.rows = rows;
     m.tokens = tokens_seen;
     m.loss_tokens = res.target_tokens;
-    if (validator && (step % spec.eval_every == 0 || step == spec.steps)) {
+    if (validator && (step % spec.eval_every == 0 || step == spec.steps)) {  // every rank (ep: collectives)
       Result<double> v = validator->loss(*model);
       if (!v.ok()) {
         failure = v.status();
@@ -654,11 +762,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       if (nlohmann::ordered_json os = o.objective->step_stats(); !os.empty()) line["objective"] = os;
     }
     const std::string text = line.dump() + "\n";
-    std::fwrite(text.data(), 1, text.size(), metrics);
-    if (o.on_metrics_line) o.on_metrics_line(text.substr(0, text.size() - 1));
-    std::fflush(metrics);
-    if (o.progress) print_progress(m, spec.steps);
-    if (!o.quiet && !o.progress && (step % spec.log_every == 0 || step == spec.steps)) {
+    if (lead) {
+      std::fwrite(text.data(), 1, text.size(), metrics);
+      if (o.on_metrics_line) o.on_metrics_line(text.substr(0, text.size() - 1));
+      std::fflush(metrics);
+    }
+    if (o.progress && lead) print_progress(m, spec.steps);
+    if (!o.quiet && lead && !o.progress && (step % spec.log_every == 0 || step == spec.steps)) {
       double worst = 0;
       for (double v : m.max_vio) worst = std::max(worst, v);
       std::printf("step %lld/%lld loss %.4f (main %.4f mtp %.4f bal %.4f) lr %.3e gnorm %.3f maxvio %.3f %.0f tok/s"
@@ -667,7 +777,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
                   m.grad_norm, worst, m.tokens_per_s, (long long)m.loss_tokens);
       std::fflush(stdout);
     }
-    if (!o.quiet && !std::isnan(m.val_loss)) {
+    if (!o.quiet && lead && !std::isnan(m.val_loss)) {
       std::FILE* to = o.progress ? stderr : stdout;  // below the progress line, which stays on stderr
       std::fprintf(to, "%sstep %lld/%lld val_loss %.4f (best %.4f at step %lld)\n", o.progress ? "\n" : "",
                    (long long)step, (long long)spec.steps, m.val_loss, summary.best_val_loss,
@@ -676,7 +786,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     }
     if (o.on_step) o.on_step(m);
     summary.last = m;
-    summary.interrupted = o.interrupt != nullptr && o.interrupt->load();
+    summary.interrupted = par ? interrupted_all : o.interrupt != nullptr && o.interrupt->load();
     if (step % spec.checkpoint_every == 0 || step == spec.steps || summary.interrupted) {
       nlohmann::ordered_json biases = nlohmann::ordered_json::object();
       for (int64_t l : m.moe_layers) {
@@ -690,7 +800,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["phase"] = spec.phase;
       state["job"] = spec.name;
       state["tokens_seen"] = tokens_seen;
-      state["optimizer_steps"] = opt.steps();
+      state["optimizer_steps"] = par ? zopt->steps() : opt->steps();
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
       state["loader"] = loader->state();
       state["bias_history"] = bias_history;
@@ -700,25 +810,38 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       }
       // Every step up to a checkpoint is on disk before it: a trainer that resumes from it can
       // re-report them (workers/trainer_actor.cc) even after a crash of the machine.
-      if (::fsync(::fileno(metrics)) != 0) {
+      if (lead && ::fsync(::fileno(metrics)) != 0) {
         failure = Unavailable(metrics_path.string() + ": fsync failed");
         break;
       }
-      st = write_training_checkpoint(o.run_dir, step, *model, opt, o.objective.get(), state, spec.keep_last,
-                                     &summary.final_checkpoint);
+      if (par) {  // every rank gathers; rank 0 writes the checkpoint in the single-process layout
+        std::vector<float> m_full, v_full;
+        st = zopt->gather_full(model->params(), &m_full, &v_full);
+        if (st.ok() && lead)
+          st = write_training_checkpoint(o.run_dir, step, *model, m_full.data(), v_full.data(), nullptr, state,
+                                         spec.keep_last, &summary.final_checkpoint);
+        // The checkpoint is published before any rank goes on (a rank failing to write it fails
+        // the barrier for all).
+        if (st.ok()) st = o.parallel->world().barrier();
+        if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();
+      } else {
+        st = write_training_checkpoint(o.run_dir, step, *model, opt->exp_avg().data(), opt->exp_avg_sq().data(),
+                                       o.objective.get(), state, spec.keep_last, &summary.final_checkpoint);
+      }
       if (!st.ok()) {
         failure = st;
         break;
       }
-      if (o.on_checkpoint) o.on_checkpoint(step, summary.final_checkpoint);
+      if (o.on_checkpoint && lead) o.on_checkpoint(step, summary.final_checkpoint);
     }
     if (summary.interrupted) break;
   }
-  std::fclose(metrics);
+  if (metrics != nullptr) std::fclose(metrics);
   if (!failure.ok()) return failure;
   summary.steps_done = step;
   summary.tokens = tokens_seen;
   summary.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  if (!lead) return summary;
   MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "summary.json").string(),
                                             train_summary_json(summary).dump(2) + "\n"));
   return summary;

@@ -25,6 +25,8 @@
 
 namespace mariana {
 
+class ParallelGroups;  // train/parallel.h
+
 // Where a run's batches come from. By default the pretraining DataLoader over the job's prepared
 // shards; a phase with other data (SFT's chat samples) plugs in its own through
 // TrainOptions::data_source. Its position is part of every checkpoint, so resume is exact.
@@ -108,6 +110,10 @@ struct TrainOptions {
   std::function<void(int64_t step, const std::string& checkpoint, int64_t total_steps)> on_start;
   // After each checkpoint is written (atomically, manifest included).
   std::function<void(int64_t step, const std::string& checkpoint)> on_checkpoint;
+  // A parallel job (spec.world() > 1): this rank's groups (train/parallel.h). Every rank runs
+  // train_run with the same options but its own groups; rank 0 writes metrics.jsonl, the
+  // checkpoints and summary.json, and alone calls on_metrics_line, on_checkpoint and prints.
+  ParallelGroups* parallel = nullptr;
 };
 
 struct TrainSummary {

@@ -23,15 +23,22 @@ namespace {
 // values per thread, allocated before the parallel loop.
 template <typename T>
 void moe_gate_forward_impl(T* weights, int32_t* indices, T* scores, const T* logits, const T* bias,
-                           int64_t T_, int64_t E, int64_t K, int64_t n_group, int64_t topk_group,
-                           T route_scale, bool norm_topk_prob) {
+                           const MoeGateDims& d) {
+  const int64_t T_ = d.T, E = d.E, K = d.K, n_group = d.n_group, topk_group = d.topk_group;
+  const T route_scale = static_cast<T>(d.route_scale);
+  const bool norm_topk_prob = d.norm_topk_prob;
   MARIANA_CHECK(n_group >= 1 && E % n_group == 0);
   const int64_t group_size = E / n_group;
   if (n_group > 1) MARIANA_CHECK(topk_group >= 1 && topk_group <= n_group);
   MARIANA_CHECK(K >= 1 && K <= (n_group > 1 ? topk_group * group_size : E));
+  const bool node_limit = d.max_nodes > 0 && d.max_nodes < d.n_nodes;
+  MARIANA_CHECK(d.n_nodes >= 1 && E % d.n_nodes == 0);
+  const int64_t n_nodes = node_limit ? d.n_nodes : 0, node_size = E / d.n_nodes;
+  const int64_t node_top = node_limit ? (K + d.max_nodes - 1) / d.max_nodes : 0;  // ceil(K / M)
+  if (node_limit) MARIANA_CHECK(K <= d.max_nodes * node_size && node_top <= node_size);
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const int n_threads = omp_get_max_threads();
-  const int64_t per_thread = E + n_group;
+  const int64_t per_thread = E + n_group + n_nodes + node_top;
   std::vector<T> scratch(size_t(n_threads) * per_thread);
 
 #pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * E * 4))
@@ -41,6 +48,32 @@ void moe_gate_forward_impl(T* weights, int32_t* indices, T* scores, const T* log
     T* s = scores + t * E;
     detail::sigmoid(s, logits + t * E, E);
     for (int64_t e = 0; e < E; ++e) sel[e] = bias ? s[e] + bias[e] : s[e];
+
+    if (node_limit) {  // keep the max_nodes nodes with the best sums of their top node_top scores
+      T* nscore = gscore + n_group;  // [n_nodes]
+      T* top = nscore + n_nodes;     // [node_top], descending
+      for (int64_t n = 0; n < n_nodes; ++n) {
+        std::fill_n(top, node_top, kNegInf);
+        for (int64_t e = n * node_size; e < (n + 1) * node_size; ++e) {
+          if (sel[e] <= top[node_top - 1]) continue;
+          int64_t i = node_top - 1;
+          for (; i > 0 && top[i - 1] < sel[e]; --i) top[i] = top[i - 1];
+          top[i] = sel[e];
+        }
+        T sum = 0;
+        for (int64_t i = 0; i < node_top; ++i) sum += top[i];
+        nscore[n] = sum;
+      }
+      for (int64_t r = 0; r < d.max_nodes; ++r) {
+        int64_t best = -1;
+        for (int64_t n = 0; n < n_nodes; ++n)
+          if (nscore[n] != std::numeric_limits<T>::infinity() && (best < 0 || nscore[n] > nscore[best])) best = n;
+        nscore[best] = std::numeric_limits<T>::infinity();
+      }
+      for (int64_t n = 0; n < n_nodes; ++n)
+        if (nscore[n] != std::numeric_limits<T>::infinity())
+          for (int64_t e = n * node_size; e < (n + 1) * node_size; ++e) sel[e] = kNegInf;
+    }
 
     if (n_group > 1) {
       for (int64_t g = 0; g < n_group; ++g) {
@@ -186,17 +219,40 @@ void moe_unpermute_backward_impl(T* dy_perm, T* dweights, const T* dout, const T
 
 }  // namespace
 
+namespace {
+MoeGateDims gate_dims(int64_t T, int64_t E, int64_t K, int64_t n_group, int64_t topk_group, double route_scale,
+                      bool norm_topk_prob) {
+  MoeGateDims d;
+  d.T = T;
+  d.E = E;
+  d.K = K;
+  d.n_group = n_group;
+  d.topk_group = topk_group;
+  d.route_scale = route_scale;
+  d.norm_topk_prob = norm_topk_prob;
+  return d;
+}
+}  // namespace
+
 void moe_gate_forward(float* weights, int32_t* indices, float* scores, const float* logits, const float* bias,
                       int64_t T, int64_t E, int64_t K, int64_t n_group, int64_t topk_group, float route_scale,
                       bool norm_topk_prob) {
-  moe_gate_forward_impl(weights, indices, scores, logits, bias, T, E, K, n_group, topk_group, route_scale,
-                        norm_topk_prob);
+  moe_gate_forward_impl(weights, indices, scores, logits, bias,
+                        gate_dims(T, E, K, n_group, topk_group, route_scale, norm_topk_prob));
 }
 void moe_gate_forward(double* weights, int32_t* indices, double* scores, const double* logits,
                       const double* bias, int64_t T, int64_t E, int64_t K, int64_t n_group,
                       int64_t topk_group, double route_scale, bool norm_topk_prob) {
-  moe_gate_forward_impl(weights, indices, scores, logits, bias, T, E, K, n_group, topk_group, route_scale,
-                        norm_topk_prob);
+  moe_gate_forward_impl(weights, indices, scores, logits, bias,
+                        gate_dims(T, E, K, n_group, topk_group, route_scale, norm_topk_prob));
+}
+void moe_gate_forward(float* weights, int32_t* indices, float* scores, const float* logits, const float* bias,
+                      const MoeGateDims& d) {
+  moe_gate_forward_impl(weights, indices, scores, logits, bias, d);
+}
+void moe_gate_forward(double* weights, int32_t* indices, double* scores, const double* logits,
+                      const double* bias, const MoeGateDims& d) {
+  moe_gate_forward_impl(weights, indices, scores, logits, bias, d);
 }
 
 void moe_gate_backward(float* dlogits, const float* dweights, const float* scores, const int32_t* indices,

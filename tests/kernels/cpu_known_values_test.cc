@@ -221,6 +221,63 @@ TEST(CpuMoeGate, TiesGoToLowerIndexAndUnnormalisedWeights) {
 
 // ---- MoE plan / permute ----------------------------------------------------------------------
 
+// Node-limited routing: 16 experts on 4 nodes, K = 4. Every token's experts lie on at most M
+// nodes, the kept nodes are those with the best sums of their top ceil(K/M) biased scores, and with
+// M < nodes the selection differs from unrestricted routing for some tokens.
+TEST(CpuMoeGate, NodeLimitedRoutingKeepsEachTokenOnAtMostMNodes) {
+  const int64_t T = 256, E = 16, K = 4, nodes = 4, per_node = E / nodes;
+  std::vector<float> logits(T * E), bias(E);
+  uint32_t state = 12345;
+  for (float& x : logits) {  // uniform in [-2, 2) from a fixed LCG
+    state = state * 1664525u + 1013904223u;
+    x = static_cast<float>(state >> 8) / static_cast<float>(1u << 24) * 4.0f - 2.0f;
+  }
+  for (int64_t e = 0; e < E; ++e) bias[e] = 0.01f * static_cast<float>(e % 3);
+  MoeGateDims d;
+  d.T = T;
+  d.E = E;
+  d.K = K;
+  d.n_nodes = nodes;
+  d.route_scale = 2.5;
+  std::vector<float> w(T * K), scores(T * E);
+  std::vector<int32_t> free_idx(T * K), idx(T * K);
+  cpu::moe_gate_forward(w.data(), free_idx.data(), scores.data(), logits.data(), bias.data(), d);
+  auto nodes_of = [&](const std::vector<int32_t>& sel, int64_t t) {
+    std::vector<bool> used(nodes, false);
+    for (int64_t k = 0; k < K; ++k) used[sel[t * K + k] / per_node] = true;
+    return std::count(used.begin(), used.end(), true);
+  };
+  int64_t free_max = 0;
+  for (int64_t t = 0; t < T; ++t) free_max = std::max<int64_t>(free_max, nodes_of(free_idx, t));
+  EXPECT_GT(free_max, 2);  // unrestricted routing does spread tokens over more than 2 nodes here
+  for (int64_t M : {1, 2}) {
+    SCOPED_TRACE("M = " + std::to_string(M));
+    d.max_nodes = M;
+    cpu::moe_gate_forward(w.data(), idx.data(), scores.data(), logits.data(), bias.data(), d);
+    int64_t differ = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      EXPECT_LE(nodes_of(idx, t), M) << "token " << t;
+      differ += !std::equal(idx.begin() + t * K, idx.begin() + (t + 1) * K, free_idx.begin() + t * K);
+      // The kept nodes are the best by the sum of their top ceil(K/M) biased scores.
+      const int64_t top = (K + M - 1) / M;
+      std::vector<float> node_score(nodes);
+      for (int64_t n = 0; n < nodes; ++n) {
+        std::vector<float> b;
+        for (int64_t e = n * per_node; e < (n + 1) * per_node; ++e) b.push_back(scores[t * E + e] + bias[e]);
+        std::sort(b.rbegin(), b.rend());
+        node_score[n] = std::accumulate(b.begin(), b.begin() + top, 0.0f);
+      }
+      std::vector<float> sorted = node_score;
+      std::sort(sorted.rbegin(), sorted.rend());
+      for (int64_t k = 0; k < K; ++k) EXPECT_GE(node_score[idx[t * K + k] / per_node], sorted[M - 1]) << "token " << t;
+    }
+    EXPECT_GT(differ, 0);
+  }
+  d.max_nodes = nodes;  // M = nodes: no restriction
+  cpu::moe_gate_forward(w.data(), idx.data(), scores.data(), logits.data(), bias.data(), d);
+  EXPECT_EQ(idx, free_idx);
+}
+
 TEST(CpuMoePermute, PlanAndRoundTrip) {
   const int64_t T = 6, K = 2, E = 5, C = 3;
   const std::vector<int32_t> indices = {3, 0, 0, 3, 4, 1, 3, 4, 0, 1, 3, 0};

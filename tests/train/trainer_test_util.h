@@ -21,7 +21,9 @@ class TrainRunTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    if (!std::getenv("MARIANA_KEEP_TEST_DIR")) std::filesystem::remove_all(dir_);
+  }
   std::string p(const std::string& rel) const { return (dir_ / rel).string(); }
 
   // A pretrain job: tiny model, 150 mix documents, 4 rows of 32 tokens, one thread, then `sets`.

@@ -1,0 +1,193 @@
+// ParallelGroups and ZeRO-1.
+#include "train/parallel.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "comm/gloo_communicator.h"
+#include "model/model.h"
+
+namespace mariana {
+
+namespace {
+
+Result<std::unique_ptr<comm::Communicator>> join(std::shared_ptr<comm::Store> store, const std::string& group,
+                                                 int64_t rank, int64_t size, double timeout_s) {
+  if (size == 1) return std::unique_ptr<comm::Communicator>(std::make_unique<comm::LocalCommunicator>(group));
+  comm::GlooOptions o;
+  o.group = group;
+  o.rank = static_cast<int>(rank);
+  o.size = static_cast<int>(size);
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<comm::GlooCommunicator> c, comm::GlooCommunicator::connect(store, o));
+  return std::unique_ptr<comm::Communicator>(std::move(c));
+}
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+}  // namespace
+
+Result<std::unique_ptr<ParallelGroups>> ParallelGroups::connect(std::shared_ptr<comm::Store> store,
+                                                                const JobSpec& spec, int64_t rank) {
+  auto g = std::unique_ptr<ParallelGroups>(new ParallelGroups());
+  g->layout_ = ParallelRank{rank, spec.world(), spec.dp, spec.ep};
+  if (rank < 0 || rank >= spec.world())
+    return InvalidArgument("parallel: rank " + std::to_string(rank) + " outside [0, " + std::to_string(spec.world()) + ")");
+  const ParallelRank& l = g->layout_;
+  MARIANA_ASSIGN_OR_RETURN(g->world_, join(store, "world", rank, l.world, spec.parallel_timeout_s));
+  MARIANA_ASSIGN_OR_RETURN(g->ep_, join(store, "ep" + std::to_string(l.dp_rank()), l.ep_rank(), l.ep,
+                                        spec.parallel_timeout_s));
+  MARIANA_ASSIGN_OR_RETURN(g->edp_, join(store, "edp" + std::to_string(l.ep_rank()), l.dp_rank(), l.dp,
+                                         spec.parallel_timeout_s));
+  return g;
+}
+
+Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values) {
+  std::vector<float> parts(values->size() * 2);
+  for (size_t i = 0; i < values->size(); ++i) {
+    parts[2 * i] = static_cast<float>((*values)[i]);
+    parts[2 * i + 1] = static_cast<float>((*values)[i] - static_cast<double>(parts[2 * i]));
+  }
+  MARIANA_RETURN_IF_ERROR(c.allreduce_sum(parts));
+  for (size_t i = 0; i < values->size(); ++i)
+    (*values)[i] = static_cast<double>(parts[2 * i]) + static_cast<double>(parts[2 * i + 1]);
+  return Status::Ok();
+}
+
+Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world) {
+  const int64_t rows = global.B / world, S = global.S;
+  const auto from = static_cast<std::ptrdiff_t>(rank * rows * S), to = static_cast<std::ptrdiff_t>((rank + 1) * rows * S);
+  Batch b;
+  b.B = rows;
+  b.S = S;
+  b.tokens.assign(global.tokens.begin() + from, global.tokens.begin() + to);
+  b.targets.assign(global.targets.begin() + from, global.targets.begin() + to);
+  b.doc_start.assign(global.doc_start.begin() + from, global.doc_start.begin() + to);
+  return b;
+}
+
+ZeroOptimizer::ZeroOptimizer(const ParamTable& table, int64_t n_routed_experts, AdamWConfig cfg, ParallelGroups& groups)
+    : table_(table), E_(n_routed_experts), cfg_(cfg), groups_(groups) {
+  for (const ParamSpec& s : table.specs()) {
+    if (s.kind == ParamKind::kGateBias || s.expert >= 0) continue;
+    const bool decay = s.kind == ParamKind::kMatrix || s.kind == ParamKind::kEmbedding;
+    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay});
+    dense_.n += s.numel();
+  }
+  experts_.segments = expert_segments(groups.layout().ep_rank());
+  for (const Segment& s : experts_.segments) experts_.n += s.n;
+  dense_.group = &groups.world();
+  experts_.group = &groups.edp();
+  for (Flat* f : {&dense_, &experts_}) {
+    const int64_t size = f->group->size();
+    f->padded = round_up(std::max<int64_t>(f->n, 1), size);
+    f->slice = f->padded / size;
+    f->buf.assign(static_cast<size_t>(f->padded), 0.0f);
+    f->grad_slice.assign(static_cast<size_t>(f->slice), 0.0f);
+    f->p_slice.assign(static_cast<size_t>(f->slice), 0.0f);
+    f->m.assign(static_cast<size_t>(f->slice), 0.0f);
+    f->v.assign(static_cast<size_t>(f->slice), 0.0f);
+  }
+}
+
+std::vector<ZeroOptimizer::Segment> ZeroOptimizer::expert_segments(int64_t ep_rank) const {
+  const int64_t per = E_ / groups_.layout().ep;
+  std::vector<Segment> v;
+  int64_t flat = 0;
+  for (const ParamSpec& s : table_.specs()) {
+    if (s.expert < ep_rank * per || s.expert >= (ep_rank + 1) * per) continue;
+    v.push_back({s.offset, s.numel(), flat, true});  // expert matrices are weight-decayed
+    flat += s.numel();
+  }
+  return v;
+}
+
+void ZeroOptimizer::gather_flat(const Flat& f, const float* arena, float* flat) const {
+  for (const Segment& s : f.segments) std::memcpy(flat + s.flat, arena + s.offset, static_cast<size_t>(s.n) * sizeof(float));
+  std::fill(flat + f.n, flat + f.padded, 0.0f);
+}
+
+void ZeroOptimizer::scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const {
+  for (const Segment& s : segments) std::memcpy(arena + s.offset, flat + s.flat, static_cast<size_t>(s.n) * sizeof(float));
+}
+
+Status ZeroOptimizer::reduce(Flat& f, const float* grads) {
+  gather_flat(f, grads, f.buf.data());
+  return f.group->reduce_scatter_sum(f.buf, f.grad_slice);
+}
+
+Result<double> ZeroOptimizer::reduce_gradients(const float* grads) {
+  MARIANA_RETURN_IF_ERROR(reduce(dense_, grads));
+  MARIANA_RETURN_IF_ERROR(reduce(experts_, grads));
+  double sq = 0;
+  for (const Flat* f : {&dense_, &experts_})
+    for (float g : f->grad_slice) sq += static_cast<double>(g) * g;
+  std::vector<double> total = {sq};
+  MARIANA_RETURN_IF_ERROR(allreduce_doubles(groups_.world(), &total));
+  return std::sqrt(std::max(0.0, total[0]));
+}
+
+Status ZeroOptimizer::apply(Flat& f, float* params, float scale, double lr) {
+  const int64_t begin = f.group->rank() * f.slice, end = begin + f.slice;
+  gather_flat(f, params, f.buf.data());
+  std::copy(f.buf.begin() + begin, f.buf.begin() + end, f.p_slice.begin());
+  if (scale != 1.0f)
+    for (float& g : f.grad_slice) g *= scale;
+  const AdamWStepConstants c = adamw_step_constants(cfg_, t_, lr);
+  // The slice in runs of one decay flag (the segments it overlaps).
+  for (const Segment& s : f.segments) {
+    const int64_t a = std::max(begin, s.flat), b = std::min(end, s.flat + s.n);
+    if (a >= b) continue;
+    const int64_t i = a - begin;
+    adamw_update(f.p_slice.data() + i, f.grad_slice.data() + i, f.m.data() + i, f.v.data() + i, b - a, c, s.decay);
+  }
+  MARIANA_RETURN_IF_ERROR(f.group->all_gather(f.p_slice, f.buf));
+  scatter_flat(f.segments, f.buf.data(), params);
+  return Status::Ok();
+}
+
+Status ZeroOptimizer::update(float* params, double norm, double max_norm, double lr) {
+  ++t_;
+  const float scale = max_norm > 0 && norm > max_norm ? static_cast<float>(max_norm / norm) : 1.0f;
+  MARIANA_RETURN_IF_ERROR(apply(dense_, params, scale, lr));
+  return apply(experts_, params, scale, lr);
+}
+
+Status ZeroOptimizer::gather_full(float* params, std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq) {
+  exp_avg->assign(static_cast<size_t>(table_.arena_size()), 0.0f);
+  exp_avg_sq->assign(static_cast<size_t>(table_.arena_size()), 0.0f);
+  // This rank's moments in full arena layout: all-gather each flat over its group.
+  for (Flat* f : {&dense_, &experts_}) {
+    MARIANA_RETURN_IF_ERROR(f->group->all_gather(f->m, f->buf));
+    scatter_flat(f->segments, f->buf.data(), exp_avg->data());
+    MARIANA_RETURN_IF_ERROR(f->group->all_gather(f->v, f->buf));
+    scatter_flat(f->segments, f->buf.data(), exp_avg_sq->data());
+  }
+  // The other ep ranks' experts: parameters and both moments, gathered over the ep group.
+  comm::Communicator& ep = groups_.ep();
+  if (ep.size() == 1) return Status::Ok();
+  const int64_t n = experts_.padded;
+  std::vector<float> mine(static_cast<size_t>(n)), all(static_cast<size_t>(n * ep.size()));
+  for (int which = 0; which < 3; ++which) {
+    float* arena = which == 0 ? params : which == 1 ? exp_avg->data() : exp_avg_sq->data();
+    gather_flat(experts_, arena, mine.data());
+    MARIANA_RETURN_IF_ERROR(ep.all_gather(mine, all));
+    for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(expert_segments(r), all.data() + r * n, arena);
+  }
+  return Status::Ok();
+}
+
+void ZeroOptimizer::load_moments(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps) {
+  t_ = steps;
+  for (Flat* f : {&dense_, &experts_}) {
+    const int64_t begin = f->group->rank() * f->slice;
+    gather_flat(*f, exp_avg.data(), f->buf.data());
+    std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, f->m.begin());
+    gather_flat(*f, exp_avg_sq.data(), f->buf.data());
+    std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, f->v.begin());
+  }
+}
+
+}  // namespace mariana

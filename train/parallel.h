@@ -1,0 +1,118 @@
+// Parallel training: one rank of a job laid out as dp × ep ranks (JobSpec's [parallel]). The
+// rank's communicators (ParallelGroups) and ZeRO-1 (ZeroOptimizer): gradients reduce-scattered,
+// AdamW over this rank's slice of the fp32 weights with its slice of the moments, the updated
+// slices all-gathered, the global gradient norm clipped over all slices.
+//
+// Layout. World rank w = d·ep + e (d the dp rank, e the ep rank):
+// - "world": all ranks. Every rank trains on its own rows of the step's global batch, so the
+//   parameters outside the routed experts (attention, dense MLPs, shared experts, gates, norms,
+//   embedding, head) are data-parallel over the whole world: their gradients are reduced over it
+//   and their ZeRO-1 slices are 1/world each.
+// - "ep<d>": the ep ranks of dp replica d; ep rank e holds routed experts [e·E/ep, (e+1)·E/ep) of
+//   every MoE layer and the tokens of the replica move between them by all-to-all-v (model/moe.h).
+// - "edp<e>": the dp replicas of ep rank e; its experts' gradients are reduced over it and their
+//   ZeRO-1 slices are 1/dp each.
+// Every rank keeps the full parameter arena (the experts it does not hold are stale between
+// checkpoints; gather_full() refreshes them), so checkpoints keep the single-process layout and any
+// layout resumes from any other.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/store.h"
+#include "core/status.h"
+#include "model/params.h"
+#include "train/job_spec.h"
+#include "train/optimizer.h"
+
+namespace mariana {
+
+struct ParallelRank {
+  int64_t rank = 0, world = 1;  // this rank and dp·ep
+  int64_t dp = 1, ep = 1;
+  int64_t dp_rank() const { return rank / ep; }
+  int64_t ep_rank() const { return rank % ep; }
+};
+
+// This rank's communicators. Groups of one are LocalCommunicators.
+class ParallelGroups {
+ public:
+  // Joins the world group, then this rank's ep group, then its edp group, through `store` (every
+  // rank of the job calls it with the same store, spec and its own rank).
+  static Result<std::unique_ptr<ParallelGroups>> connect(std::shared_ptr<comm::Store> store, const JobSpec& spec,
+                                                         int64_t rank);
+  const ParallelRank& layout() const { return layout_; }
+  comm::Communicator& world() { return *world_; }
+  comm::Communicator& ep() { return *ep_; }
+  comm::Communicator& edp() { return *edp_; }
+
+ private:
+  ParallelRank layout_;
+  std::unique_ptr<comm::Communicator> world_, ep_, edp_;
+};
+
+// Sums doubles over a group through fp32 collectives: each value as a float and its rounding
+// error, summed apart (about 48 bits of each sum survive).
+Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values);
+
+// A rank's rows of a global batch: rows [rank·B/world, (rank+1)·B/world).
+struct Batch;
+Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world);
+
+// ZeRO-1 over a model's parameter arena (see the layout above). Gate biases are not optimizer
+// parameters (the bias update sets them, identically on every rank).
+class ZeroOptimizer {
+ public:
+  ZeroOptimizer(const ParamTable& table, int64_t n_routed_experts, AdamWConfig cfg, ParallelGroups& groups);
+
+  // Sums the gradients over the ranks that share each parameter (reduce-scatter: this rank keeps
+  // the sum of its slice) and returns the global L2 norm of all gradients (fp64 partial sums).
+  Result<double> reduce_gradients(const float* grads);
+  // Clips the reduced slice by max_norm / norm when the norm exceeds max_norm (> 0), runs AdamW on
+  // this rank's slice at lr and all-gathers the updated slices into `params` (every rank's arena
+  // ends identical in the parameters it uses).
+  Status update(float* params, double norm, double max_norm, double lr);
+  // Every parameter and both moments in the full arena layout, on every rank (collective): the
+  // experts of the other ep ranks included. For checkpoints.
+  Status gather_full(float* params, std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq);
+  // Takes this rank's slices of full-layout moments (resume, with any earlier layout).
+  void load_moments(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps);
+  int64_t steps() const { return t_; }
+  // Elements in this rank's flat buffers (dense: over the world; experts: this ep rank's, over
+  // edp), padded to their groups: what a step's reduce-scatter and all-gather move.
+  int64_t dense_elements() const { return dense_.padded; }
+  int64_t expert_elements() const { return experts_.padded; }
+
+  // A contiguous run of the arena in one of the two flat buffers.
+  struct Segment {
+    int64_t offset = 0, n = 0;  // arena offset and length
+    int64_t flat = 0;           // position in the flat buffer
+    bool decay = false;
+  };
+
+ private:
+  struct Flat {
+    std::vector<Segment> segments;
+    int64_t n = 0, padded = 0, slice = 0;  // elements, padded to a multiple of the group, one slice
+    comm::Communicator* group = nullptr;
+    std::vector<float> buf, grad_slice, m, v, p_slice;
+  };
+  Status reduce(Flat& f, const float* grads);
+  Status apply(Flat& f, float* params, float scale, double lr);
+  void gather_flat(const Flat& f, const float* arena, float* flat) const;
+  void scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const;
+  std::vector<Segment> expert_segments(int64_t ep_rank) const;
+
+  const ParamTable& table_;
+  int64_t E_;
+  AdamWConfig cfg_;
+  ParallelGroups& groups_;
+  Flat dense_, experts_;
+  int64_t t_ = 0;
+};
+
+}  // namespace mariana
