@@ -91,7 +91,7 @@ constexpr UsageLine kUsage[] = {
     {"bench", "decode", "[--config C] [--contexts L,...] [--checkpoint DIR]   latent vs naive KV cache; speculative"},
     {"bench", "actors", "[--json]                      actor-call and placement benchmarks"},
     {"bench", "comm", "[--ranks N] [--max-bytes B] [--json]   Gloo collectives between local processes"},
-    {"train", "", "JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite]"},
+    {"train", "", "JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite] [--nproc N]"},
     {"generate", "", "--checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]"},
     {"reward", "score", "--scorer math|math_verify|format|code|model [--input F.jsonl] [--timeout-s S --memory-mb M]"},
     {"eval", "", "--task passkey|arithmetic --checkpoint DIR [--lengths L,... --depths D,...] [--json] [--svg F]"},

@@ -1,8 +1,12 @@
 // `mariana train JOB.toml [--set key=value]... [--run-dir DIR] [--resume | --overwrite]`.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -11,11 +15,13 @@
 #include <cxxopts.hpp>
 
 #include "cli/cli.h"
+#include "comm/store.h"
 #include "core/toml_util.h"
 #include "rl/grpo.h"
 #include "sft/reward_model.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
+#include "train/parallel.h"
 #include "train/trainer.h"
 
 namespace mariana::cli {
@@ -90,6 +96,92 @@ int rl_main(const std::string& path, const std::vector<std::string>& sets, std::
   return kExitOk;
 }
 
+// Runs the job in this process (one rank, or rank `opt.parallel`'s) and prints how it ended.
+int run_and_report(const TrainOptions& opt) {
+  auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : opt.spec.phase == "rm" ? rm_train_run(opt) : train_run(opt);
+  if (!res.ok()) return report(res.status());
+  if (opt.parallel != nullptr && opt.parallel->layout().rank != 0) return kExitOk;  // rank 0 speaks for the job
+  const TrainSummary& s = res.value();
+  if (s.interrupted) {
+    std::fprintf(stderr, "\ntrain: interrupted at step %lld; checkpoint %s; continue with --resume\n",
+                 (long long)s.steps_done, s.final_checkpoint.c_str());
+    return 130;  // as a shell reports a process ended by SIGINT
+  }
+  if (s.final_checkpoint.empty() && opt.resume && s.resumed_from > 0) {  // nothing left to run
+    auto last = latest_valid_checkpoint(opt.run_dir);
+    std::printf("run already finished at step %lld, checkpoint %s\n", (long long)s.resumed_from,
+                last.ok() ? last.value().c_str() : "(none valid)");
+    return kExitOk;
+  }
+  std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,
+              s.last.loss_main, s.final_checkpoint.c_str());
+  std::fputs(train_summary_text(s).c_str(), stdout);  // also in <run dir>/summary.json
+  return kExitOk;
+}
+
+// `--nproc N`: the job's dp·ep ranks as N processes on this machine, joined through a file store
+// in the run directory (removed at the end). Rank 0 prints and writes the run's files. When a
+// rank fails, the others are killed (their collectives would fail within parallel.timeout_s
+// anyway) and the first failure's exit code is returned. Ctrl-C reaches every rank; they agree on
+// it at the next step, checkpoint together and exit.
+int run_local_ranks(TrainOptions opt, int64_t n) {
+  namespace fs = std::filesystem;
+  const std::string store_dir = opt.run_dir + "/.rendezvous-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(store_dir, ec);
+  fs::create_directories(store_dir, ec);
+  if (ec) return report(Unavailable(store_dir + ": cannot create the rendezvous directory: " + ec.message()));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::vector<pid_t> pids;
+  for (int64_t r = 0; r < n; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      for (pid_t p : pids) ::kill(p, SIGKILL);
+      return report(Unavailable(std::string("train: fork failed: ") + std::strerror(errno)));
+    }
+    if (pid == 0) {
+      auto store = comm::FileStore::open(store_dir);
+      if (!store.ok()) ::_exit(report(store.status()));
+      auto groups = ParallelGroups::connect(std::shared_ptr<comm::Store>(std::move(store).value()), opt.spec, r);
+      if (!groups.ok()) ::_exit(report(groups.status()));
+      TrainOptions mine = opt;
+      mine.parallel = groups.value().get();
+      if (r != 0) {
+        mine.quiet = true;
+        mine.progress = false;
+      }
+      const int code = run_and_report(mine);
+      std::fflush(stdout);
+      std::fflush(stderr);
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  // The parent waits through Ctrl-C (the ranks handle it) and reports the first failure.
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGTERM, SIG_IGN);
+  int code = kExitOk, failed_rank = -1;
+  for (size_t left = pids.size(); left > 0; --left) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) break;
+    const size_t r = static_cast<size_t>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
+    const int c = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (c != kExitOk && failed_rank < 0) {
+      failed_rank = static_cast<int>(r);
+      code = c;
+      std::fprintf(stderr, "train: rank %zu of %lld %s %d; stopping the other ranks\n", r, (long long)n,
+                   WIFEXITED(status) ? "exited with" : "was killed by signal",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+      for (pid_t p : pids)
+        if (p != pid) ::kill(p, SIGKILL);
+    }
+  }
+  fs::remove_all(store_dir, ec);
+  return code;
+}
+
 }  // namespace
 
 int train_main(int argc, char** argv) {
@@ -100,6 +192,8 @@ int train_main(int argc, char** argv) {
       "resume", "continue from the newest valid checkpoint in the run directory")(
       "overwrite", "delete an earlier run in the run directory first (without this or --resume, a run "
                    "directory that is not empty is refused)")(
+      "nproc", "run a parallel job's dp·ep ranks as N processes on this machine (N must equal parallel.dp × "
+               "parallel.ep)", cxxopts::value<int64_t>())(
       "quiet", "no per-step lines")("h,help", "help");
   o.parse_positional({"job"});
   o.positional_help("JOB.toml");
@@ -134,24 +228,19 @@ int train_main(int argc, char** argv) {
                 opt.run_dir.c_str());
     opt.interrupt = &g_interrupt;
     watch_interrupts();
-    auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : opt.spec.phase == "rm" ? rm_train_run(opt) : train_run(opt);
-    if (!res.ok()) return report(res.status());
-    const TrainSummary& s = res.value();
-    if (s.interrupted) {
-      std::fprintf(stderr, "\ntrain: interrupted at step %lld; checkpoint %s; continue with --resume\n",
-                   (long long)s.steps_done, s.final_checkpoint.c_str());
-      return 130;  // as a shell reports a process ended by SIGINT
+    const int64_t world = opt.spec.world();
+    const int64_t nproc = r.count("nproc") ? r["nproc"].as<int64_t>() : 1;
+    if (nproc != world) {
+      return report(InvalidArgument(opt.spec.source + ": field 'parallel.dp': the job has parallel.dp × parallel.ep = " +
+                                    std::to_string(world) + " rank(s); " +
+                                    (r.count("nproc") ? "--nproc " + std::to_string(nproc) + " does not match it"
+                                                      : "run it with --nproc " + std::to_string(world))));
     }
-    if (s.final_checkpoint.empty() && opt.resume && s.resumed_from > 0) {  // nothing left to run
-      auto last = latest_valid_checkpoint(opt.run_dir);
-      std::printf("run already finished at step %lld, checkpoint %s\n", (long long)s.resumed_from,
-                  last.ok() ? last.value().c_str() : "(none valid)");
-      return kExitOk;
+    if (world > 1) {
+      std::filesystem::create_directories(opt.run_dir);
+      return run_local_ranks(opt, world);
     }
-    std::printf("done: step %lld, loss %.4f (main %.4f), final checkpoint %s\n", (long long)s.steps_done, s.last.loss,
-                s.last.loss_main, s.final_checkpoint.c_str());
-    std::fputs(train_summary_text(s).c_str(), stdout);  // also in <run dir>/summary.json
-    return kExitOk;
+    return run_and_report(opt);
   } catch (const cxxopts::exceptions::exception& e) {
     return report(InvalidArgument(std::string("train: ") + e.what()));
   }

@@ -5,6 +5,9 @@
 // final weights within 1e-5.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -288,6 +291,53 @@ TEST_F(ParallelTrainTest, OneStepGradientsEqualOneProcess) {
       EXPECT_LE(worst, 2e-6 * scale + 1e-12) << s.name << " scale " << scale;
     }
   }
+}
+
+}  // namespace
+}  // namespace mariana
+
+namespace mariana {
+namespace {
+
+// A rank that stops (SIGSTOP) mid-run makes the others' next collective fail within
+// parallel.timeout_s, with a message naming the group, the op and the rank that never arrived.
+TEST_F(ParallelTrainTest, AStoppedRankFailsTheOthersWithinTheTimeout) {
+  const JobSpec spec = job({"parallel.dp=2", "train.steps=200", "train.checkpoint_every=1000",
+                            "parallel.timeout_s=2"});
+  const std::string dir = p("stuck");
+  fs::create_directories(dir);
+  const auto t0 = std::chrono::steady_clock::now();
+  double failed_after_s = 0;
+  const auto outcomes = comm::run_ranks(
+      2, dir,
+      [&](int rank) -> std::string {
+        auto store = comm::FileStore::open(dir);
+        if (!store.ok()) return store.status().to_string();
+        auto groups = ParallelGroups::connect(std::shared_ptr<comm::Store>(std::move(store).value()), spec, rank);
+        if (!groups.ok()) return groups.status().to_string();
+        TrainOptions o;
+        o.spec = spec;
+        o.run_dir = p("run");
+        o.quiet = true;
+        o.parallel = groups.value().get();
+        o.on_step = [rank](const StepMetrics& m) {
+          if (m.step == 3 && rank == 1) ::raise(SIGSTOP);
+        };
+        o.on_metrics_line = [](const std::string&) {};
+        const auto begin = std::chrono::steady_clock::now();
+        auto r = train_run(o);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+        return r.ok() ? "finished" : r.status().to_string() + "\nafter " + std::to_string(s);
+      },
+      std::chrono::seconds(60), /*must_exit=*/{0});
+  failed_after_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(outcomes[0].exited);
+  const std::string& msg = outcomes[0].report;
+  EXPECT_NE(msg.find("comm group 'world'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("rank 0 of 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[1]"), std::string::npos) << msg;  // the rank that never took part
+  EXPECT_FALSE(outcomes[1].exited);                       // stopped, then killed by run_ranks
+  EXPECT_LT(failed_after_s, 30.0) << msg;
 }
 
 }  // namespace

@@ -1,0 +1,68 @@
+// `mariana train --nproc N`: a parallel job's ranks as local processes, through the real binary.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli/cli_test_util.h"
+
+namespace mariana {
+namespace {
+
+namespace fs = std::filesystem;
+
+using testing::CmdResult;
+
+class ParallelCli : public testing::CliTest {
+ protected:
+  std::string job_text(const std::string& parallel) const {
+    return "[job]\nname = \"t\"\nphase = \"pretrain\"\n[model]\nconfig = \"" + src("configs/models/tiny.json") +
+           "\"\n[data]\nbuiltin = \"arithmetic\"\ndocuments = 60\n[train]\nsteps = 4\nseq_len = 32\n"
+           "checkpoint_every = 2\nthreads = 1\n[batch]\nrows = 4\n[parallel]\n" + parallel;
+  }
+  std::vector<double> losses(const std::string& run_dir) const {
+    std::vector<double> v;
+    std::ifstream in(p(run_dir + "/metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+    return v;
+  }
+};
+
+TEST_F(ParallelCli, NprocRunsTheRanksAndRank0WritesTheRun) {
+  write("dp2.toml", job_text("dp = 2\n"));
+  write("one.toml", job_text(""));
+  const CmdResult one = testing::run_mariana("train " + p("one.toml") + " --run-dir " + p("one") + " --quiet");
+  ASSERT_EQ(one.code, 0) << one.out;
+  const CmdResult r = testing::run_mariana("train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("dp2") + " --quiet");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("done: step 4"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("done: step 4"), r.out.rfind("done: step 4")) << "only rank 0 reports: " << r.out;
+  EXPECT_TRUE(fs::exists(p("dp2/checkpoints/step-00000004/manifest.json")));
+  for (const auto& e : fs::directory_iterator(p("dp2")))
+    EXPECT_NE(e.path().filename().string().rfind(".rendezvous-", 0), 0u) << "left behind: " << e.path();
+  const auto a = losses("one"), b = losses("dp2");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 * a[i]) << "step " << i + 1;
+}
+
+TEST_F(ParallelCli, AParallelJobNeedsAMatchingNproc) {
+  write("dp2.toml", job_text("dp = 2\n"));
+  const CmdResult none = testing::run_mariana("train " + p("dp2.toml") + " --run-dir " + p("a"));
+  EXPECT_EQ(none.code, 2) << none.out;
+  EXPECT_NE(none.out.find("run it with --nproc 2"), std::string::npos) << none.out;
+  const CmdResult wrong = testing::run_mariana("train " + p("dp2.toml") + " --nproc 3 --run-dir " + p("b"));
+  EXPECT_EQ(wrong.code, 2) << wrong.out;
+  EXPECT_NE(wrong.out.find("--nproc 3 does not match"), std::string::npos) << wrong.out;
+  write("bad.toml", job_text("dp = 3\n"));  // 4 rows do not split over 3 ranks
+  const CmdResult bad = testing::run_mariana("train " + p("bad.toml") + " --nproc 3 --run-dir " + p("c"));
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("field 'batch.rows'"), std::string::npos) << bad.out;
+}
+
+}  // namespace
+}  // namespace mariana
