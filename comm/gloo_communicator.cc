@@ -1,6 +1,8 @@
 // GlooCommunicator: rendezvous over a comm::Store, collectives through Gloo's algorithms.
 #include "comm/gloo_communicator.h"
 
+#include <signal.h>
+
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/alltoallv.h>
@@ -111,6 +113,10 @@ GlooCommunicator::~GlooCommunicator() = default;
 
 Result<std::unique_ptr<GlooCommunicator>> GlooCommunicator::connect(std::shared_ptr<Store> shared_store,
                                                                      const GlooOptions& o) {
+  // A peer that dies mid-collective closes its sockets; writing to them must fail the collective
+  // (EPIPE), not kill this process with SIGPIPE. Process-wide, as in every program that writes to
+  // sockets.
+  ::signal(SIGPIPE, SIG_IGN);
   Store& store = *shared_store;
   const std::string who = "comm group '" + o.group + "' (rank " + std::to_string(o.rank) + " of " +
                           std::to_string(o.size) + ")";

@@ -43,4 +43,17 @@ class FileStore final : public Store {
   std::unique_ptr<Impl> impl_;
 };
 
+// Another store's keys under `prefix`: each start of a gang rendezvouses in a namespace of its own
+// (group names are used once per store).
+class PrefixStore final : public Store {
+ public:
+  PrefixStore(std::shared_ptr<Store> inner, std::string prefix) : inner_(std::move(inner)), prefix_(std::move(prefix)) {}
+  Status set(const std::string& key, const std::string& value) override { return inner_->set(prefix_ + key, value); }
+  Result<std::optional<std::string>> try_get(const std::string& key) override { return inner_->try_get(prefix_ + key); }
+
+ private:
+  std::shared_ptr<Store> inner_;
+  std::string prefix_;
+};
+
 }  // namespace mariana::comm

@@ -91,11 +91,21 @@ class Controller {
     std::vector<int64_t> sent_ms;
     std::vector<int32_t> attempts;
     int64_t step_started_ms = 0;
-    // Training jobs: the trainer incarnation that accepted `start`, and the start call in flight.
-    int64_t started_incarnation = -1;
-    uint64_t start_call = 0;
-    uint32_t start_incarnation = 0;
-    int64_t start_sent_ms = 0;
+    // Training jobs, per rank (one for a one-process job): the trainer incarnation that accepted
+    // `start`, and the start call in flight. gang: the incarnations the ranks were started in
+    // together (empty until they are); a rank whose incarnation moves on breaks the gang.
+    std::vector<int64_t> started_incarnation;
+    std::vector<uint64_t> start_call;
+    std::vector<uint32_t> start_incarnation;
+    std::vector<int64_t> start_sent_ms;
+    std::vector<uint32_t> gang;
+    // A gang rank's reported failure, acted on after a grace period (node_timeout_ms): a rank
+    // whose collective failed because a peer died reports before the controller may know of the
+    // death; if the peer's restart breaks the gang first, the report was a symptom, not a failure.
+    int64_t failed_rank = -1;
+    uint32_t failed_incarnation = 0;
+    int64_t failed_deadline_ms = 0;
+    std::string failed_cause;
   };
   struct PendingCall {
     std::string job_id;
@@ -178,7 +188,12 @@ class Controller {
   // Training job drivers (train_driver.cc): start the trainer actor's incarnation, then record
   // what it reports (steps, checkpoints, the end).
   void train_tick(JobRecord& j, JobRun& run);
-  void train_start_returned(JobRecord& j, JobRun& run, uint32_t incarnation, proto::ActorReturn::Reader m);
+  void train_start_returned(JobRecord& j, JobRun& run, size_t rank, uint32_t incarnation,
+                            proto::ActorReturn::Reader m);
+  void train_send_start(JobRecord& j, JobRun& run, size_t rank);
+  // A gang rank's worker failed or reported a failure: stop the gang's other ranks and restart the
+  // gang (from the last registered checkpoint). failure: counts against the restart budget.
+  void train_gang_restart(JobRecord& j, JobRun& run, const std::string& cause);
   void train_started(JobRecord& j, int64_t step, const std::string& checkpoint, const std::string& json);
 
   ControllerOptions options_;

@@ -223,7 +223,7 @@ void Controller::handle_actor_return(uint64_t rid, proto::ActorReturn::Reader m)
   if (jit == jobs_.end() || rit == job_runs_.end()) return;
   JobRecord& j = jit->second;
   JobRun& run = rit->second;
-  if (call.step < 0) return train_start_returned(j, run, call.incarnation, m);
+  if (call.step < 0) return train_start_returned(j, run, call.actor_index, call.incarnation, m);
   if (run.step != call.step || call.actor_index >= run.done.size() || run.call_ids[call.actor_index] != rid) return;
   run.call_ids[call.actor_index] = 0;
   if (m.getCode() != 0)

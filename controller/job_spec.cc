@@ -44,10 +44,23 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   if (s.steps < 1) return InvalidArgument(path + ": field 'train.steps': expected a positive count");
   s.actor_class = kTrainerClass;
   s.count = 1;
+  s.strategy = PgStrategy::kPack;
+  if (f.has("parallel")) {  // a gang: one trainer actor per rank
+    MARIANA_ASSIGN_OR_RETURN(auto par, f.get_object("parallel"));
+    MARIANA_ASSIGN_OR_RETURN(int64_t dp, par.get_int_or("dp", 1));
+    MARIANA_ASSIGN_OR_RETURN(int64_t ep, par.get_int_or("ep", 1));
+    if (dp < 1 || ep < 1 || dp * ep > 1024)
+      return InvalidArgument(path + ": field 'parallel.dp': expected dp >= 1, ep >= 1 and dp·ep <= 1024 ranks");
+    s.count = dp * ep;
+    MARIANA_ASSIGN_OR_RETURN(auto placement, par.get_string_or("placement", "pack"));
+    if (placement != "pack" && placement != "spread")
+      return InvalidArgument(path + ": field 'parallel.placement': expected \"pack\" or \"spread\", got \"" +
+                             placement + "\"");
+    s.strategy = placement == "pack" ? PgStrategy::kPack : PgStrategy::kSpread;
+  }
   MARIANA_RETURN_IF_ERROR(restart_budget_parse(job, "job", kTrainerMaxRestarts, kTrainerRestartWindowS, path, s));
   s.max_task_retries = -1;
   s.resources["CPU"] = 1;
-  s.strategy = PgStrategy::kPack;
   return s;
 }
 

@@ -5,7 +5,9 @@
 //   controller never parses training fields beyond the name and the step count (it includes no
 //   train/ code): `mariana submit` validates the whole spec with the training engine's parser
 //   first, and the trainer actor parses it again when it starts. One "trainer" actor with
-//   { CPU = 1 } runs the job (controller/train_driver.cc). "rl" (GRPO) is refused for now.
+//   { CPU = 1 } per rank runs the job (controller/train_driver.cc): one, or a gang of
+//   [parallel] dp × ep placed by [parallel] placement ("pack" | "spread"). "rl" (GRPO) is
+//   refused for now.
 //
 //     [job]
 //     name = "pretrain-tiny"
@@ -14,6 +16,10 @@
 //     restart_window_s = 3600      # 0: over the job's whole life
 //     [train]
 //     steps = 300                  # the engine's default (100) when absent
+//     [parallel]                   # optional: a gang of dp × ep trainer actors, one per rank
+//     dp = 2
+//     ep = 2
+//     placement = "pack"           # | "spread"
 //
 // * "actors", the generic actor job (a placement group with one bundle per actor, then `steps`
 //   rounds of a `step` call on every actor, progress and a metric point per step, a checkpoint

@@ -10,8 +10,12 @@
 //
 // A worker or node failure restarts the actor (tables.h); its new incarnation gets `start` with the
 // newest registered checkpoint and resumes from it, so the final weights equal an uninterrupted
-// run's. After a controller restart the driver repeats `start`, which the running trainer ignores,
+// run's. A parallel job is a gang of trainer actors, one per rank (`start` carries the rank, the
+// world and the gang's generation): when one rank's incarnation moves on, or a rank reports a
+// failure, every other rank is restarted too (without spending its budget), and the new gang
+// starts together from the last checkpoint registered (rank 0 reports for the gang). After a controller restart the driver repeats `start`, which the running trainer ignores,
 // and the worker resends the report it had in flight.
+#include <algorithm>
 #include <cstdlib>
 
 #include "controller/controller.h"
@@ -31,25 +35,70 @@ int64_t key_step(const std::string& key) {
 }  // namespace
 
 void Controller::train_tick(JobRecord& j, JobRun& run) {
-  const ActorRecord& a = actors_[j.actor_ids[0]];
-  if (a.state != ActorState::kAlive) return;  // (re)starting: this runs again once it is ALIVE
-  if (run.started_incarnation == static_cast<int64_t>(a.incarnation)) return;
+  const size_t n = j.actor_ids.size();
+  if (run.started_incarnation.size() != n) {
+    run.started_incarnation.assign(n, -1);
+    run.start_call.assign(n, 0);
+    run.start_incarnation.assign(n, 0);
+    run.start_sent_ms.assign(n, 0);
+    run.gang.clear();
+  }
+  if (n > 1 && !run.gang.empty()) {
+    // A rank that restarted (its worker or node died) broke the gang: the others are stuck in, or
+    // about to fail, collectives with it. Restart them too; the new gang resumes together.
+    for (size_t i = 0; i < n; ++i) {
+      const ActorRecord& a = actors_[j.actor_ids[i]];
+      if (a.incarnation != run.gang[i])
+        return train_gang_restart(j, run, "rank " + std::to_string(i) + " (actor " + a.id + ") restarted" +
+                                              (a.last_failure.empty() ? "" : ": " + a.last_failure));
+    }
+  }
+  if (run.failed_rank >= 0 && clock_->now_ms() >= run.failed_deadline_ms) {
+    // A reported failure no peer's death explains: it counts against that rank's budget.
+    ActorRecord& a = actors_[j.actor_ids[static_cast<size_t>(run.failed_rank)]];
+    const std::string cause = run.failed_cause;
+    if (a.incarnation == run.failed_incarnation && a.state == ActorState::kAlive) {
+      if (!a.node_id.empty()) send_stop_worker(a.node_id, a.id, a.incarnation);
+      actor_died(a, cause, true, /*failure=*/true);
+    }
+    run.failed_rank = -1;
+    if (job_state_terminal(j.state)) return;
+    return train_gang_restart(j, run, cause);
+  }
+  for (auto& id : j.actor_ids)
+    if (actors_[id].state != ActorState::kAlive) return;  // (re)starting: this runs again once it is ALIVE
+  if (run.gang.empty()) {
+    run.gang.resize(n);
+    for (size_t i = 0; i < n; ++i) run.gang[i] = actors_[j.actor_ids[i]].incarnation;
+  }
+  for (size_t i = 0; i < n; ++i) train_send_start(j, run, i);
+}
+
+void Controller::train_send_start(JobRecord& j, JobRun& run, size_t rank) {
+  const ActorRecord& a = actors_[j.actor_ids[rank]];
+  if (run.started_incarnation[rank] == static_cast<int64_t>(a.incarnation)) return;
   const int64_t now = clock_->now_ms();
   const std::string peer = worker_peer(a.id, a.incarnation);
-  if (run.start_call != 0 && run.start_incarnation == a.incarnation && now - run.start_sent_ms < options_.call_timeout_ms &&
-      !unreachable_.count(peer))
+  if (run.start_call[rank] != 0 && run.start_incarnation[rank] == a.incarnation &&
+      now - run.start_sent_ms[rank] < options_.call_timeout_ms && !unreachable_.count(peer))
     return;  // a start call is in flight
-  if (run.start_call != 0) pending_calls_.erase(run.start_call);
+  if (run.start_call[rank] != 0) pending_calls_.erase(run.start_call[rank]);
   const uint64_t rid = next_call_id_++;
-  pending_calls_[rid] = {j.id, 0, -1, a.incarnation};
-  run.start_call = rid;
-  run.start_incarnation = a.incarnation;
-  run.start_sent_ms = now;
+  pending_calls_[rid] = {j.id, rank, -1, a.incarnation};
+  run.start_call[rank] = rid;
+  run.start_incarnation[rank] = a.incarnation;
+  run.start_sent_ms[rank] = now;
+  // The gang's generation: the sum of its ranks' incarnations. Every gang restart moves every
+  // rank's incarnation on, so each gang start rendezvouses under keys of its own, and a controller
+  // restart (which keeps the incarnations) computes the same generation again.
+  uint64_t generation = 0;
+  for (uint32_t inc : run.gang) generation += inc;
   auto m = message(rid);
   auto call = m.payload().initActorCall();
   call.setActorId(a.id);
   call.setIncarnation(a.incarnation);
   call.setMethod("start");
+  const int32_t world = static_cast<int32_t>(j.actor_ids.size());
   auto args = proto::encode_struct<proto::TrainerStart>([&](proto::TrainerStart::Builder b) {
     b.setJobId(j.id);
     b.setSpecToml(j.spec_toml);
@@ -57,16 +106,41 @@ void Controller::train_tick(JobRecord& j, JobRun& run) {
     b.setRunDir(j.run_dir);
     b.setResumeFrom(j.last_checkpoint);
     b.setRecordedStep(j.step);
+    b.setRank(static_cast<int32_t>(rank));
+    b.setWorld(world);
+    b.setGeneration(generation);
   });
   call.setArgs(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(args.data()), args.size()));
   queue(peer, m.bytes());
 }
 
-void Controller::train_start_returned(JobRecord& j, JobRun& run, uint32_t incarnation, proto::ActorReturn::Reader m) {
-  run.start_call = 0;
+void Controller::train_gang_restart(JobRecord& j, JobRun& run, const std::string& cause) {
+  // The ranks still in the broken gang restart without spending their budget (the rank that
+  // failed has spent its own already).
+  for (size_t i = 0; i < j.actor_ids.size(); ++i) {
+    ActorRecord& a = actors_[j.actor_ids[i]];
+    if (i < run.gang.size() && a.incarnation == run.gang[i] && a.state != ActorState::kDead) {
+      if (!a.node_id.empty()) send_stop_worker(a.node_id, a.id, a.incarnation);
+      actor_died(a, "gang restart: " + cause, true, /*failure=*/false);
+    }
+    if (run.start_call[i] != 0) pending_calls_.erase(run.start_call[i]);
+    run.start_call[i] = 0;
+    run.started_incarnation[i] = -1;
+  }
+  run.gang.clear();
+  run.failed_rank = -1;  // a failure reported by the broken gang was its symptom
+  if (job_state_terminal(j.state)) return;
+  j.message = "gang restart: " + cause;
+  persist(j);
+}
+
+void Controller::train_start_returned(JobRecord& j, JobRun& run, size_t rank, uint32_t incarnation,
+                                      proto::ActorReturn::Reader m) {
+  if (rank >= run.start_call.size()) return;
+  run.start_call[rank] = 0;
   if (m.getCode() != 0)
     return job_finish(j, JobState::kFailed, "the trainer could not start: " + text(m.getError()));
-  run.started_incarnation = incarnation;
+  run.started_incarnation[rank] = incarnation;
 }
 
 void Controller::train_started(JobRecord& j, int64_t step, const std::string& checkpoint, const std::string& json) {
@@ -123,9 +197,28 @@ void Controller::handle_actor_report(const std::string& peer, uint64_t rid, prot
   JobRecord& j = jit->second;
   const std::string event = text(m.getEvent());
   const int64_t step = m.getStep();
+  const size_t rank = static_cast<size_t>(
+      std::find(j.actor_ids.begin(), j.actor_ids.end(), aid) - j.actor_ids.begin());
+  if (j.actor_ids.size() > 1) {  // a gang: rank 0 reports for it; any rank reports its failure
+    if (event == "failed") {
+      // A rank's failure: its own error, or a collective that failed on a peer that died before
+      // the controller knew. Acted on after the grace period (train_tick), unless a peer's
+      // restart breaks the gang first.
+      JobRun& run = job_runs_[j.id];
+      if (run.failed_rank < 0) {
+        run.failed_rank = static_cast<int64_t>(rank);
+        run.failed_incarnation = inc;
+        run.failed_deadline_ms = clock_->now_ms() + options_.node_timeout_ms;
+        run.failed_cause = "rank " + std::to_string(rank) + " failed: " + text(m.getMessage());
+      }
+      return reply_ok(peer, rid);
+    }
+    if (rank != 0) return reply_ok(peer, rid);
+  }
   if (event == "started") {
     train_started(j, step, text(m.getPath()), text(m.getJson()));
-    job_runs_[j.id].started_incarnation = inc;
+    auto& started = job_runs_[j.id].started_incarnation;
+    if (rank < started.size()) started[rank] = inc;
   } else if (event == "step") {
     auto point = nlohmann::json::parse(text(m.getJson()), nullptr, false);
     if (!point.is_object() || step < 1)

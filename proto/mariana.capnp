@@ -217,6 +217,10 @@ struct TrainerStart {
   resumeFrom @4 :Text;           # the last checkpoint the controller registered; "" = start fresh
   recordedStep @5 :Int64;        # the last step whose metrics the controller holds: a trainer that
                                  # resumes from a later checkpoint re-reports the steps in between
+  rank @6 :Int32;                # a parallel job's gang: this actor's rank of `world` ([parallel] dp·ep)
+  world @7 :Int32;               # 0 or 1: a one-process job
+  generation @8 :UInt64;         # the gang's start number: every (re)start of the whole gang rendezvouses
+                                 # under keys of its own in the controller's key-value table
 }
 
 # Progress an actor reports on its own (a trainer's steps and checkpoints). The worker sends its

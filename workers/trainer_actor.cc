@@ -5,6 +5,10 @@
 // the end (done or failed) become ActorEvents the worker reports to the controller. A restarted
 // incarnation is started with the last checkpoint the controller registered and resumes from it
 // (train_run with resume: bit for bit the run that never stopped).
+// A parallel job ([parallel] dp·ep > 1) runs as a gang of these actors, one per rank: each joins
+// the gang's groups through the controller's key-value table (keys under gang/<job>/<generation>/)
+// on its training thread, then trains its rows; rank 0 reports the steps, checkpoints and the end,
+// and any rank reports its failure. The controller restarts the whole gang when one rank dies.
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -12,12 +16,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "comm/store.h"
 #include "proto/wire.h"
 #include "sft/reward_model.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
+#include "train/parallel.h"
 #include "train/trainer.h"
 #include "workers/actor.h"
+#include "workers/controller_kv_store.h"
+#include "workers/worker.h"
 
 namespace mariana::workers {
 
@@ -50,6 +58,21 @@ class Trainer final : public Actor {
     opt.quiet = false;  // a line per step on stdout: the worker's log (`mariana jobs logs`)
     opt.progress = false;
     const int64_t total = opt.spec.steps;  // train.epochs > 0: derived from the data (the started event)
+    const int64_t rank = a.get().getRank(), world = std::max<int64_t>(1, a.get().getWorld());
+    const uint64_t generation = a.get().getGeneration();
+    if (world != opt.spec.world())
+      return InvalidArgument("trainer.start: the gang has " + std::to_string(world) + " rank(s), the job's [parallel] " +
+                             std::to_string(opt.spec.world()));
+    if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
+    std::string controller, token;
+    if (world > 1) {
+      const WorkerOptions* w = this_worker();
+      if (w == nullptr) return FailedPrecondition("trainer.start: a gang rank needs its worker's controller");
+      controller = w->controller;
+      token = w->token;
+    }
+    const bool lead = rank == 0;  // reports for the gang
+    if (!lead) opt.quiet = true;
     // Resuming past the last step the controller holds (its registered checkpoint was pruned while
     // it was down, then this worker's predecessor died with the reports it had queued): re-report
     // the steps in between from metrics.jsonl first, so every step reaches the controller.
@@ -74,20 +97,43 @@ class Trainer final : public Actor {
     opt.on_metrics_line = [line](const std::string& l) { *line = l; };
     opt.on_step = [this, line](const StepMetrics& m) { push({"step", m.step, *line, "", ""}); };
     opt.on_checkpoint = [this](int64_t step, const std::string& dir) { push({"checkpoint", step, "", dir, ""}); };
+    if (!lead) {  // rank 0 reports for the gang
+      opt.on_start = nullptr;
+      opt.on_step = nullptr;
+    }
     job_id_ = job_id;
     std::printf("trainer: job %s, phase %s, %lld steps, run dir %s%s%s\n", job_id.c_str(), opt.spec.phase.c_str(),
                 (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
                 opt.resume_from.c_str());
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt)] {
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, lead]() mutable {
+      std::unique_ptr<ParallelGroups> groups;
+      if (world > 1) {  // the rendezvous waits for every rank: on this thread, not the worker's
+        auto kv = std::make_shared<ControllerKvStore>(controller, token);
+        auto store = std::make_shared<comm::PrefixStore>(
+            kv, "gang/" + job_id_ + "/" + std::to_string(generation) + "/");
+        auto g = ParallelGroups::connect(store, opt.spec, rank);
+        if (!g.ok()) {
+          std::fprintf(stderr, "trainer: job %s rank %lld: %s\n", job_id_.c_str(), (long long)rank,
+                       g.status().to_string().c_str());
+          push({"failed", 0, "", "", "rank " + std::to_string(rank) + ": " + g.status().to_string()});
+          return;
+        }
+        groups = std::move(g).value();
+        opt.parallel = groups.get();
+        std::printf("trainer: rank %lld of %lld joined gang generation %llu\n", (long long)rank, (long long)world,
+                    (unsigned long long)generation);
+        std::fflush(stdout);
+      }
       auto res = opt.spec.phase == "sft"  ? sft_train_run(opt)
                  : opt.spec.phase == "rm" ? rm_train_run(opt)
                                           : train_run(opt);
       if (!res.ok()) {
         std::fprintf(stderr, "trainer: job %s failed: %s\n", job_id_.c_str(), res.status().to_string().c_str());
-        push({"failed", 0, "", "", res.status().to_string()});
+        push({"failed", 0, "", "", (world > 1 ? "rank " + std::to_string(rank) + ": " : "") + res.status().to_string()});
         return;
       }
+      if (!lead) return;
       const TrainSummary& s = res.value();
       nlohmann::ordered_json summary = train_summary_json(s);  // as in the run dir's summary.json
       summary["steps_done"] = s.steps_done;

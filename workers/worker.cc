@@ -117,7 +117,14 @@ std::string worker_ipc_path(const std::string& actor_id, uint32_t incarnation, i
   return dir + name + suffix;
 }
 
+namespace {
+thread_local const WorkerOptions* t_worker = nullptr;
+}  // namespace
+
+const WorkerOptions* this_worker() { return t_worker; }
+
 Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const std::atomic<bool>* stop) {
+  t_worker = &o;
   const ActorClass* cls = registry.find(o.class_name);
   if (!cls) return NotFound("worker: unknown actor class \"" + o.class_name + "\"");
   std::unique_ptr<Actor> actor = cls->create();

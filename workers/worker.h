@@ -42,5 +42,8 @@ std::string worker_ipc_path(const std::string& actor_id, uint32_t incarnation, i
 // Returns OK when told to stop (shutdown, rejection, *stop); an error if the class is unknown or
 // a socket cannot be bound.
 Status worker_run(const WorkerOptions& options, const ActorRegistry& registry, const std::atomic<bool>* stop);
+// The options of the worker_run on this thread (null elsewhere): an actor's methods run on it, so
+// a method can reach its worker's controller (the trainer's gang rendezvous does).
+const WorkerOptions* this_worker();
 
 }  // namespace mariana::workers

@@ -1,0 +1,118 @@
+// A parallel training job on a real loopback cluster: configs/jobs/pretrain-tiny-parallel.toml
+// (dp2 × ep2, node-limited routing) runs as a gang of four trainer actors over two agents, the
+// ranks joined by Gloo through the controller's key-value table. One rank's worker is kill -9ed
+// mid-job: the controller restarts the whole gang from the last registered checkpoint, and the job
+// ends byte-identical to an uninterrupted `mariana train --nproc 4` run of the same spec.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <future>
+#include <random>
+
+#include "tests/integration/train_job_util.h"
+
+namespace mariana::integration {
+namespace {
+
+constexpr int kSteps = 16;
+constexpr int kCheckpointEvery = 4;
+
+std::string parallel_job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/pretrain-tiny-parallel.toml"; }
+
+std::string parallel_sets() {
+  return "--set train.steps=" + std::to_string(kSteps) + " --set train.checkpoint_every=" +
+         std::to_string(kCheckpointEvery) + " --set train.keep_last=2 --set data.documents=300 --set batch.rows=16" +
+         " --set parallel.timeout_s=20 --set model.config=" + std::string(MARIANA_SOURCE_DIR) +
+         "/configs/models/tiny.json";
+}
+
+TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
+  Cluster c;
+  const std::string ref_dir = c.dir() + "/ref";
+  std::future<CommandResult> ref = std::async(std::launch::async, [&] {
+    return run_mariana("train " + parallel_job_file() + " " + parallel_sets() + " --nproc 4 --run-dir " + ref_dir +
+                           " --quiet",
+                       180);
+  });
+  c.start_controller();
+  c.start_agent("n1", 2);
+  c.start_agent("n2", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(2));
+  const std::string job = c.submit(parallel_job_file(), parallel_sets());
+  ASSERT_FALSE(job.empty());
+
+  // Four ALIVE ranks, one per bundle, packed two per node.
+  std::map<std::string, std::string> node_of;  // actor id -> node
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        node_of.clear();
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") node_of[a.value("id", "")] = a.value("node_id", "");
+        return node_of.size() == 4;
+      },
+      90))
+      << c.job(job).dump();
+  std::map<std::string, int> per_node;
+  for (auto& [a, n] : node_of) ++per_node[n];
+  EXPECT_EQ(per_node.size(), 2u);
+
+  // Kill one rank's worker (not rank 0: the one that reports) at a random step before the end.
+  std::mt19937 rng(std::random_device{}());
+  const int kill_at = std::uniform_int_distribution<int>(2, kSteps - 6)(rng);
+  int victim = 0, killed_at = -1;
+  std::string victim_actor;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("state", "") != "RUNNING" || j.value("step", 0) < kill_at) return false;
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE" &&
+              a.value("name", "").ends_with("/2")) {
+            victim = a.value("pid", 0);
+            victim_actor = a.value("id", "");
+            killed_at = j.value("step", 0);
+          }
+        return victim > 0;
+      },
+      120))
+      << "the job did not reach step " << kill_at << ": " << c.job(job).dump();
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  ASSERT_LT(killed_at, kSteps) << "the job ended before the kill";
+  std::fprintf(stderr, "killed rank 2 (pid %d) at step %d\n", victim, killed_at);
+
+  EXPECT_EQ(c.wait_end(job, 240), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  // The killed rank spent one restart; every other rank restarted once without spending any.
+  int restarted = 0;
+  for (auto& a : c.query("actors list")) {
+    if (a.value("job_id", "") != job) continue;
+    EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
+    restarted += a.value("num_restarts", 0) >= 1;
+    if (a.value("id", "") == victim_actor)
+      EXPECT_NE(a.value("last_failure", "").find("signal 9"), std::string::npos) << a.dump();
+    else
+      EXPECT_EQ(a.value("last_failure", ""), "") << a.dump();
+  }
+  EXPECT_EQ(restarted, 4);
+  expect_job_equals_reference(c, job, ref_dir, kSteps);
+}
+
+TEST(GangJob, ABadParallelSpecIsRefusedAtSubmit) {
+  Cluster c;
+  c.start_controller();
+  c.start_agent("n1", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  auto r = run_mariana("submit " + parallel_job_file() + " " + parallel_sets() + " --set parallel.placement=ring " +
+                       c.client());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("parallel.placement"), std::string::npos) << r.out;
+  // Four ranks of one CPU each cannot fit a cluster of two CPUs.
+  auto big = run_mariana("submit " + parallel_job_file() + " " + parallel_sets() + " " + c.client());
+  EXPECT_NE(big.exit_code, 0) << big.out;
+}
+
+}  // namespace
+}  // namespace mariana::integration
