@@ -105,6 +105,7 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
     if (auto* phase = tbl["job"]["phase"].as_string(); phase && phase->get() == "rl")
       return Unimplemented(path + ": field 'job.phase': rl (GRPO) jobs do not run on the cluster yet; use `mariana train`");
     MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
+    out.ranks = spec.world();
     const std::pair<std::string, std::string> paths[] = {{"model.config", spec.model_config},
                                                          {"model.init_from", spec.init_from},
                                                          {"tokenizer.path", spec.tokenizer},

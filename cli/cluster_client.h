@@ -53,6 +53,7 @@ struct JobSubmission {
   std::string toml;
   std::string path;
   bool training = false;
+  int64_t ranks = 1;  // a training job's [parallel] dp × ep: the gang's trainer actors
 };
 Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets);
 

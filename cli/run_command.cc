@@ -46,7 +46,8 @@ class Embedded {
  public:
   ~Embedded() { stop(); }
 
-  Status start(const std::string& state_dir, int64_t heartbeat_ms) {
+  // cpus: what the agent offers, at least the machine's cores (a parallel job's gang needs one per rank).
+  Status start(const std::string& state_dir, int64_t heartbeat_ms, int64_t cpus) {
     controller::ServerOptions so;
     so.listen = "tcp://127.0.0.1:*";
     so.state_dir = state_dir;
@@ -77,7 +78,7 @@ class Embedded {
     ao.token = trim(token);
     ao.token_file = state_dir + "/cluster.token";
     ao.node_id = "local";
-    ao.resources["CPU"] = std::max(1u, std::thread::hardware_concurrency());
+    ao.resources["CPU"] = static_cast<double>(std::max<int64_t>(cpus, std::max(1u, std::thread::hardware_concurrency())));
     ao.resources["GPU"] = 0;
     ao.actor_classes = workers::builtin_actor_registry().names();
     ao.log_dir = state_dir + "/logs";
@@ -167,7 +168,7 @@ int run_main(int argc, char** argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   Embedded cluster;
-  Status st = cluster.start(state_dir, r["heartbeat-ms"].as<int64_t>());
+  Status st = cluster.start(state_dir, r["heartbeat-ms"].as<int64_t>(), job.value().ranks);
   if (!st.ok()) return report(st);
   ClientTarget target;
   target.address = cluster.address();
