@@ -289,6 +289,18 @@ Status Model<F>::parallel_status() const {
 }
 
 template <typename F>
+int64_t Model<F>::expert_rows_exchanged() const {
+  const State& s = *st_;
+  if (s.parallel.ep == nullptr) return 0;
+  const size_t me = static_cast<size_t>(s.parallel.ep->rank());
+  int64_t rows = 0;
+  for (const auto& e : s.ep_saved)
+    for (size_t q = 0; q < e->send_rows.size(); ++q)
+      if (q != me) rows += e->send_rows[q] + e->recv_rows[q];
+  return rows;
+}
+
+template <typename F>
 int64_t Model<F>::tokens() const { return st_->T; }
 template <typename F>
 const F* Model<F>::logits() const { return st_->logits; }

@@ -118,6 +118,9 @@ class Model {
   // The first failed collective of the expert-parallel layers since set_parallel (forward returns
   // it too; backward, which returns nothing, leaves it here for the caller to check).
   Status parallel_status() const;
+  // Expert parallelism: the (token, expert) rows the last forward sent to and received from the
+  // other ranks of the ep group, over all MoE layers (backward moves the same again).
+  int64_t expert_rows_exchanged() const;
   // Bytes of the saved activations and scratch that forward() (and backward()) allocate for a
   // batch of B rows of S tokens, computed without allocating them.
   int64_t activation_bytes(int64_t B, int64_t S) const;

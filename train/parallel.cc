@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "comm/gloo_communicator.h"
 #include "model/model.h"
@@ -42,6 +43,15 @@ Result<std::unique_ptr<ParallelGroups>> ParallelGroups::connect(std::shared_ptr<
   MARIANA_ASSIGN_OR_RETURN(g->edp_, join(store, "edp" + std::to_string(l.ep_rank()), l.dp_rank(), l.dp,
                                          spec.parallel_timeout_s));
   return g;
+}
+
+int64_t process_bytes_written() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  int64_t value = 0;
+  while (in >> key >> value)
+    if (key == "wchar:") return value;
+  return -1;
 }
 
 Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values) {
@@ -177,6 +187,15 @@ Status ZeroOptimizer::gather_full(float* params, std::vector<float>* exp_avg, st
     for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(expert_segments(r), all.data() + r * n, arena);
   }
   return Status::Ok();
+}
+
+int64_t ZeroOptimizer::step_bytes_analytic() const {
+  int64_t bytes = 0;
+  for (const Flat* f : {&dense_, &experts_}) {
+    const int64_t g = f->group->size();
+    bytes += 2 * (g - 1) * f->slice * static_cast<int64_t>(sizeof(float));
+  }
+  return bytes;
 }
 
 void ZeroOptimizer::load_moments(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps) {

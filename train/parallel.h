@@ -55,6 +55,10 @@ class ParallelGroups {
   std::unique_ptr<comm::Communicator> world_, ep_, edp_;
 };
 
+// Bytes this process has passed to write/send system calls so far (/proc/self/io wchar), -1 when
+// unreadable: a step's collectives are its only writes, so the difference measures them.
+int64_t process_bytes_written();
+
 // Sums doubles over a group through fp32 collectives: each value as a float and its rounding
 // error, summed apart (about 48 bits of each sum survive).
 Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values);
@@ -86,6 +90,9 @@ class ZeroOptimizer {
   // edp), padded to their groups: what a step's reduce-scatter and all-gather move.
   int64_t dense_elements() const { return dense_.padded; }
   int64_t expert_elements() const { return experts_.padded; }
+  // The bytes this rank sends in one step's reduce-scatter and all-gather, by the algorithms'
+  // count: (G − 1)/G of each flat buffer, twice, over its group of G (bench: against measured).
+  int64_t step_bytes_analytic() const;
 
   // A contiguous run of the arena in one of the two flat buffers.
   struct Segment {

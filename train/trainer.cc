@@ -656,6 +656,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       set_global_denominators(global, cfg.num_nextn_predict_layers, &w);
     }
     const Batch& batch = par ? local : global;
+    const int64_t written_before = par ? process_bytes_written() : 0;
     model->zero_grads();
     st = o.objective ? o.objective->forward_backward(*model, batch, w, &res) : model->forward(batch, w, &res);
     if (!st.ok()) {
@@ -690,12 +691,20 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       break;
     }
     const double lr = spec.lr_at(step);
+    nlohmann::ordered_json comm_stats;
     if (par) {
       st = zopt->update(model->params(), gnorm, spec.grad_clip, lr);
       if (!st.ok()) {
         failure = st;
         break;
       }
+      // This rank's bytes on the wire this step (the bias update below sends nothing), beside
+      // the count the algorithms imply: ZeRO-1's reduce-scatter + all-gather, and expert
+      // parallelism's rows (forward x out and y back, backward dy out and dx back).
+      const int64_t written = process_bytes_written();
+      comm_stats["sent_bytes"] = written >= 0 && written_before >= 0 ? written - written_before : -1;
+      comm_stats["zero_bytes"] = zopt->step_bytes_analytic();
+      comm_stats["ep_bytes"] = 2 * model->expert_rows_exchanged() * cfg.hidden_size * static_cast<int64_t>(sizeof(float));
     } else {
       opt->step(model->params(), model->grads(), lr);
     }
@@ -758,6 +767,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     line["max_vio"] = mv;
     if (!std::isnan(m.val_loss)) line["val_loss"] = m.val_loss;
     if (nlohmann::ordered_json ds = loader->step_stats(); !ds.empty()) line["data"] = ds;
+    if (!comm_stats.empty()) line["comm"] = comm_stats;  // rank 0's
     if (o.objective) {
       if (nlohmann::ordered_json os = o.objective->step_stats(); !os.empty()) line["objective"] = os;
     }
