@@ -38,6 +38,7 @@ constexpr const char* kSetHelp =
 Result<std::vector<std::string>> take_set_flags(int& argc, char** argv);
 
 int model_main(int argc, char** argv);  // mariana model init|info|logits
+int checkpoint_main(int argc, char** argv);  // mariana checkpoint export
 int bench_main(int argc, char** argv);  // mariana bench model
 int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|decode
 int train_main(int argc, char** argv);  // mariana train JOB.toml

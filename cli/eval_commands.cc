@@ -16,7 +16,7 @@
 #include "rl/arithmetic_task.h"
 #include "train/eval.h"
 #include "train/tokenizer.h"
-#include "train/trainer.h"
+#include "train/run_checkpoints.h"
 
 namespace mariana::cli {
 

@@ -15,7 +15,7 @@
 #include "model/inference/generate.h"
 #include "sft/chat_template.h"
 #include "train/tokenizer.h"
-#include "train/trainer.h"
+#include "train/run_checkpoints.h"
 
 namespace mariana::cli {
 

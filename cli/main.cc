@@ -82,6 +82,7 @@ constexpr UsageLine kUsage[] = {
     {"model", "init", "--config C --seed S --out DIR [--overwrite]   initialise a model, write an HF checkpoint"},
     {"model", "info", "DIR|CONFIG                       parameters, FLOPs, KV-cache sizes"},
     {"model", "logits", "--checkpoint DIR --tokens \"3 17 ...\" --out F.npy"},
+    {"checkpoint", "export", "RUN_OR_CHECKPOINT --out DIR [--dtype f32|bf16] [--max-shard-bytes N]   plain HF directory"},
     {"tokenizer", "train", "--vocab-size N --input FILES... --out T.json"},
     {"tokenizer", "encode", "--tokenizer T (--text S | --input F)"},
     {"tokenizer", "decode", "--tokenizer T --ids \"3 17 ...\""},
@@ -151,6 +152,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (verb == "model") return mariana::cli::model_main(argc - 1, argv + 1);
+  if (verb == "checkpoint") return mariana::cli::checkpoint_main(argc - 1, argv + 1);
   if (verb == "tokenizer") return mariana::cli::tokenizer_main(argc - 1, argv + 1);
   if (verb == "data") return mariana::cli::data_main(argc - 1, argv + 1);
   if (verb == "bench" && argc > 2 && std::strcmp(argv[2], "actors") == 0)

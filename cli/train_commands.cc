@@ -22,6 +22,7 @@
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
 #include "train/parallel.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 
 namespace mariana::cli {

@@ -20,6 +20,7 @@
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
 #include "train/optimizer.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 
 namespace mariana::rl {

@@ -11,6 +11,7 @@
 #include "core/philox.h"
 #include "core/safetensors.h"
 #include "model/checkpoint.h"
+#include "train/run_checkpoints.h"
 
 namespace mariana {
 

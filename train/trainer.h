@@ -154,17 +154,4 @@ Status check_step_memory(const Model<float>& model, int64_t arena_copies, int64_
 // stops there, before the optimizer applies the step and before any checkpoint of that state.
 Status check_finite_step(const std::string& where, double loss, double grad_norm);
 
-// Publishes a checkpoint written into `tmp` (a sibling of final_dir under run_dir/checkpoints):
-// writes tmp/manifest.json (the step or RL iteration, and the size and XXH64 of every other
-// file), renames tmp to final_dir in one step, then keeps only the newest keep_last checkpoints of
-// the run. Training (step-N) and GRPO (iter-N) checkpoints both go through it.
-Status checkpoint_publish(const std::string& run_dir, const std::string& tmp, const std::string& final_dir,
-                          int64_t step, int64_t keep_last);
-// Newest checkpoint (step-N or iter-N) under run_dir/checkpoints whose manifest verifies; NotFound if none.
-// Corrupt or partial ones are skipped with a warning on stderr.
-Result<std::string> latest_valid_checkpoint(const std::string& run_dir);
-// The directory itself when it holds a checkpoint (config.json), else latest_valid_checkpoint of
-// it as a run directory.
-Result<std::string> resolve_checkpoint(const std::string& path);
-
 }  // namespace mariana

@@ -66,3 +66,37 @@ TEST_F(ParallelCli, AParallelJobNeedsAMatchingNproc) {
 
 }  // namespace
 }  // namespace mariana
+
+namespace mariana {
+namespace {
+
+// `mariana checkpoint export`: a parallel run's newest checkpoint as a plain HF directory (shards +
+// index, tokenizer, no trainer files) whose logits equal the checkpoint's own.
+TEST_F(ParallelCli, CheckpointExportWritesAPlainHfDirectory) {
+  write("dp2.toml", job_text("dp = 2\n"));
+  ASSERT_EQ(testing::run_mariana("train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("dp2") + " --quiet").code, 0);
+  const CmdResult ex = testing::run_mariana("checkpoint export " + p("dp2") + " --out " + p("hf") +
+                                            " --max-shard-bytes 300000");
+  ASSERT_EQ(ex.code, 0) << ex.out;
+  EXPECT_TRUE(fs::exists(p("hf/config.json")));
+  EXPECT_TRUE(fs::exists(p("hf/model.safetensors.index.json")));
+  EXPECT_TRUE(fs::exists(p("hf/tokenizer.json")));
+  EXPECT_FALSE(fs::exists(p("hf/optimizer.safetensors")));
+  EXPECT_FALSE(fs::exists(p("hf/manifest.json")));
+  const std::string tokens = " --tokens \"3 17 42 7\" --out ";
+  ASSERT_EQ(testing::run_mariana("model logits --checkpoint " + p("dp2/checkpoints/step-00000004") + tokens + p("a.npy")).code, 0);
+  ASSERT_EQ(testing::run_mariana("model logits --checkpoint " + p("hf") + tokens + p("b.npy")).code, 0);
+  std::ifstream a(p("a.npy"), std::ios::binary), b(p("b.npy"), std::ios::binary);
+  const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+  EXPECT_GT(sa.size(), 1000u);
+  EXPECT_EQ(sa, sb);
+  const CmdResult again = testing::run_mariana("checkpoint export " + p("dp2") + " --out " + p("hf"));
+  EXPECT_EQ(again.code, 2) << again.out;
+  EXPECT_NE(again.out.find("--overwrite"), std::string::npos) << again.out;
+  const CmdResult missing = testing::run_mariana("checkpoint export " + p("nowhere") + " --out " + p("x"));
+  EXPECT_EQ(missing.code, 2) << missing.out;
+  EXPECT_FALSE(fs::exists(p("x")));
+}
+
+}  // namespace
+}  // namespace mariana

@@ -15,6 +15,7 @@
 #include "rl/arithmetic_task.h"
 #include "rl/grpo.h"
 #include "train/corpora.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 #include "tests/rl/rewards/math_verify_test_venv.h"
 

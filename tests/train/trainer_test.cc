@@ -11,6 +11,7 @@
 #include "model/checkpoint.h"
 #include "tests/model/checkpoint_test_util.h"
 #include "tests/train/trainer_test_util.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 
 namespace mariana {
