@@ -75,17 +75,18 @@ double clip_grad_norm(float* grads, const ParamTable& table, double max_norm) {
     for (double part : block_sq) sq += part;
   }
   const double norm = std::sqrt(sq);
-  if (max_norm > 0 && norm > max_norm) {
-    const float scale = static_cast<float>(max_norm / norm);
-    for (const ParamSpec& s : table.specs()) {
-      if (s.kind == ParamKind::kGateBias) continue;
-      float* g = grads + s.offset;
-      const int64_t n = s.numel();
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-      for (int64_t i = 0; i < n; ++i) g[i] *= scale;
-    }
-  }
+  if (max_norm > 0 && norm > max_norm) scale_grads(grads, table, static_cast<float>(max_norm / norm));
   return norm;
+}
+
+void scale_grads(float* grads, const ParamTable& table, float scale) {
+  for (const ParamSpec& s : table.specs()) {
+    if (s.kind == ParamKind::kGateBias) continue;
+    float* g = grads + s.offset;
+    const int64_t n = s.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) g[i] *= scale;
+  }
 }
 
 void bias_update(float* bias, const std::vector<int32_t>& counts, double gamma) {

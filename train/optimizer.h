@@ -55,6 +55,9 @@ class AdamW {
 // before clipping.
 double clip_grad_norm(float* grads, const ParamTable& table, double max_norm);
 
+// grads *= scale for every trainable tensor (gate biases excluded): clip_grad_norm's scaling.
+void scale_grads(float* grads, const ParamTable& table, float scale);
+
 // Auxiliary-loss-free balancing (report §2.1.2): b_i += γ·sign(mean load − load_i) for one MoE
 // layer's bias[E] given this step's per-expert token counts.
 void bias_update(float* bias, const std::vector<int32_t>& counts, double gamma);

@@ -21,6 +21,7 @@
 #include "train/optimizer.h"
 #include "train/parallel.h"
 #include "train/run_checkpoints.h"
+#include "train/train_step.h"
 #include "train/tokenizer.h"
 
 namespace mariana {
@@ -182,30 +183,6 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
   return out;
 }
 
-
-// Parallel: sums the ranks' partial losses (each rank's means are over the global batch's counts,
-// so the sums are the global batch's), loss-token counts and expert loads over the world, and
-// ORs their interrupt flags, so that every rank logs, balances and stops alike.
-Status parallel_step_totals(comm::Communicator& world, ForwardResult* res, const std::atomic<bool>* interrupt,
-                            bool* interrupted) {
-  std::vector<double> v = {res->loss, res->loss_main, res->loss_mtp, res->loss_balance,
-                           static_cast<double>(res->target_tokens),
-                           interrupt != nullptr && interrupt->load() ? 1.0 : 0.0};
-  MARIANA_RETURN_IF_ERROR(allreduce_doubles(world, &v));
-  res->loss = v[0];
-  res->loss_main = v[1];
-  res->loss_mtp = v[2];
-  res->loss_balance = v[3];
-  res->target_tokens = static_cast<int64_t>(std::llround(v[4]));
-  *interrupted = v[5] > 0;
-  std::vector<float> counts;
-  for (const auto& c : res->expert_counts) counts.insert(counts.end(), c.begin(), c.end());
-  MARIANA_RETURN_IF_ERROR(world.allreduce_sum(counts));  // exact: counts are far below 2^24
-  size_t i = 0;
-  for (auto& c : res->expert_counts)
-    for (int32_t& x : c) x = static_cast<int32_t>(counts[i++]);
-  return Status::Ok();
-}
 
 // Rewrites metrics.jsonl keeping only the lines of steps <= step (after a resume).
 Status truncate_metrics(const fs::path& path, int64_t step) {
@@ -480,15 +457,9 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   ac.eps = spec.eps;
   ac.weight_decay = spec.weight_decay;
   // One process: AdamW over the whole arena. Parallel: ZeRO-1 over this rank's slices.
-  std::unique_ptr<AdamW> opt;
-  std::unique_ptr<ZeroOptimizer> zopt;
-  if (par) {
-    zopt = std::make_unique<ZeroOptimizer>(model->table(), cfg.n_routed_experts, ac, *o.parallel);
-  } else {
-    opt = std::make_unique<AdamW>(model->table(), ac);
-  }
+  std::unique_ptr<StepOptimizer> opt = par ? zero1_adamw(model->table(), cfg.n_routed_experts, ac, *o.parallel)
+                                           : local_adamw(model->table(), ac);
   int64_t optimizer_steps = 0;
-  std::vector<float> resumed_m, resumed_v;  // parallel resume: the full moments until sliced
   const auto run_start = std::chrono::steady_clock::now();
   TrainSummary summary;
   summary.total_steps = spec.steps;
@@ -516,20 +487,12 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     } catch (const nlohmann::json::exception& e) {
       return DataLoss(resume_dir + "/" + kTrainerStateFile + ": " + e.what());
     }
-    if (par) {
-      resumed_m.assign(static_cast<size_t>(model->table().arena_size()), 0.0f);
-      resumed_v.assign(static_cast<size_t>(model->table().arena_size()), 0.0f);
+    {
+      std::vector<float> m(static_cast<size_t>(model->table().arena_size()), 0.0f), v(m.size(), 0.0f);
+      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, model->table(), m.data(), v.data()));
+      opt->load(m.data(), v.data(), optimizer_steps);
     }
-    MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, model->table(), par ? resumed_m.data() : opt->exp_avg().data(),
-                                                  par ? resumed_v.data() : opt->exp_avg_sq().data()));
     summary.resumed_from = step;
-    if (par) {
-      zopt->load_moments(resumed_m, resumed_v, optimizer_steps);
-      resumed_m = std::vector<float>();
-      resumed_v = std::vector<float>();
-    } else {
-      opt->set_steps(optimizer_steps);
-    }
     if (lead) MARIANA_RETURN_IF_ERROR(truncate_metrics(metrics_path, step));
     if (lead) std::fprintf(stderr, "resumed from %s (step %lld)\n", resume_dir.c_str(), (long long)step);
   } else if (lead) {
@@ -542,9 +505,14 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   if (lead && metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
 
   if (o.on_start) o.on_start(step, resume_dir, spec.steps);
-  Batch global, local;
-  bool interrupted_all = false;  // parallel: an interrupt seen by any rank, agreed on by all
-  ForwardResult res;
+  Batch global;
+  StepContext ctx;
+  ctx.model = model.get();
+  ctx.spec = &spec;
+  ctx.optimizer = opt.get();
+  ctx.objective = o.objective.get();
+  ctx.parallel = o.parallel;
+  ctx.interrupt = o.interrupt;
   int64_t run_steps = 0;
   Status failure;
   while (step < spec.steps) {
@@ -556,92 +524,19 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       failure = st;
       break;
     }
-    LossWeights w;
-    w.mtp_weight = spec.mtp_weight_at(step);
-    w.balance_alpha = spec.alpha;
-    if (par) {  // this rank's rows; the means over the whole batch's counts
-      local = batch_rows_of_rank(global, rank, world);
-      set_global_denominators(global, cfg.num_nextn_predict_layers, &w);
-    }
-    const Batch& batch = par ? local : global;
-    const int64_t written_before = par ? process_bytes_written() : 0;
-    model->zero_grads();
-    st = o.objective ? o.objective->forward_backward(*model, batch, w, &res) : model->forward(batch, w, &res);
-    if (!st.ok()) {
-      failure = st;
+    Result<StepMetrics> stepped = train_step(ctx, step, global);
+    if (!stepped.ok()) {
+      failure = stepped.status();
       break;
     }
-    if (!o.objective) model->backward();
-    double gnorm = 0;
-    if (par) {
-      st = model->parallel_status();
-      if (st.ok()) st = parallel_step_totals(o.parallel->world(), &res, o.interrupt, &interrupted_all);
-      Result<double> n = st.ok() ? zopt->reduce_gradients(model->grads()) : Result<double>(st);
-      if (!n.ok()) {
-        failure = n.status();
-        break;
-      }
-      gnorm = n.value();
-    } else if (o.objective) {  // one global norm over the model's and the objective's parameters
-      const double model_norm = clip_grad_norm(model->grads(), model->table(), 0);
-      gnorm = std::hypot(model_norm, o.objective->extra_grad_norm());
-      if (spec.grad_clip > 0 && gnorm > spec.grad_clip) {
-        const double scale = spec.grad_clip / gnorm;
-        clip_grad_norm(model->grads(), model->table(), model_norm * scale);
-        o.objective->extra_scale_grads(scale);
-      }
-    } else {
-      gnorm = clip_grad_norm(model->grads(), model->table(), spec.grad_clip);
-    }
-    st = check_finite_step(spec.source + ": step " + std::to_string(step + 1), res.loss, gnorm);
-    if (!st.ok()) {
-      failure = st;
-      break;
-    }
-    const double lr = spec.lr_at(step);
-    nlohmann::ordered_json comm_stats;
-    if (par) {
-      st = zopt->update(model->params(), gnorm, spec.grad_clip, lr);
-      if (!st.ok()) {
-        failure = st;
-        break;
-      }
-      // This rank's bytes on the wire this step (the bias update below sends nothing), beside
-      // the count the algorithms imply: ZeRO-1's reduce-scatter + all-gather, and expert
-      // parallelism's rows (forward x out and y back, backward dy out and dx back).
-      const int64_t written = process_bytes_written();
-      comm_stats["sent_bytes"] = written >= 0 && written_before >= 0 ? written - written_before : -1;
-      comm_stats["zero_bytes"] = zopt->step_bytes_analytic();
-      comm_stats["ep_bytes"] = 2 * model->expert_rows_exchanged() * cfg.hidden_size * static_cast<int64_t>(sizeof(float));
-    } else {
-      opt->step(model->params(), model->grads(), lr);
-    }
-    if (o.objective) o.objective->extra_step(lr);
-    const double gamma = spec.gamma_at(step);
-    StepMetrics m;
-    for (size_t i = 0; i < res.moe_layers.size(); ++i) {
-      float* bias = model->param(layer_prefix(res.moe_layers[i]) + "mlp.gate.e_score_correction_bias");
-      bias_update(bias, res.expert_counts[i], gamma);
-      m.moe_layers.push_back(res.moe_layers[i]);
-      m.max_vio.push_back(max_violation(res.expert_counts[i]));
-    }
+    StepMetrics m = std::move(stepped).value();
     ++step;
     ++run_steps;
     tokens_seen += rows * spec.seq_len;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     m.step = step;
-    m.loss = res.loss;
-    m.loss_main = res.loss_main;
-    m.loss_mtp = res.loss_mtp;
-    m.loss_balance = res.loss_balance;
-    m.lr = lr;
-    m.grad_norm = gnorm;
     m.tokens_per_s = static_cast<double>(rows * spec.seq_len) / secs;
-    m.gamma = gamma;
-    m.mtp_weight = w.mtp_weight;
-    m.rows = rows;
     m.tokens = tokens_seen;
-    m.loss_tokens = res.target_tokens;
     if (validator && (step % spec.eval_every == 0 || step == spec.steps)) {  // every rank (ep: collectives)
       Result<double> v = validator->loss(*model);
       if (!v.ok()) {
@@ -675,7 +570,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     line["max_vio"] = mv;
     if (!std::isnan(m.val_loss)) line["val_loss"] = m.val_loss;
     if (nlohmann::ordered_json ds = loader->step_stats(); !ds.empty()) line["data"] = ds;
-    if (!comm_stats.empty()) line["comm"] = comm_stats;  // rank 0's
+    if (!m.comm.empty()) line["comm"] = m.comm;  // rank 0's
     if (o.objective) {
       if (nlohmann::ordered_json os = o.objective->step_stats(); !os.empty()) line["objective"] = os;
     }
@@ -704,7 +599,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     }
     if (o.on_step) o.on_step(m);
     summary.last = m;
-    summary.interrupted = par ? interrupted_all : o.interrupt != nullptr && o.interrupt->load();
+    summary.interrupted = par ? ctx.interrupted : o.interrupt != nullptr && o.interrupt->load();
     if (step % spec.checkpoint_every == 0 || step == spec.steps || summary.interrupted) {
       nlohmann::ordered_json biases = nlohmann::ordered_json::object();
       for (int64_t l : m.moe_layers) {
@@ -718,7 +613,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       state["phase"] = spec.phase;
       state["job"] = spec.name;
       state["tokens_seen"] = tokens_seen;
-      state["optimizer_steps"] = par ? zopt->steps() : opt->steps();
+      state["optimizer_steps"] = opt->steps();
       state["rng"] = {{"seed", spec.seed}, {"data_seed", spec.data_seed}};
       state["loader"] = loader->state();
       state["bias_history"] = bias_history;
@@ -732,20 +627,18 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
         failure = Unavailable(metrics_path.string() + ": fsync failed");
         break;
       }
-      if (par) {  // every rank gathers; rank 0 writes the checkpoint in the single-process layout
-        std::vector<float> m_full, v_full;
-        st = zopt->gather_full(model->params(), &m_full, &v_full);
-        if (st.ok() && lead)
-          st = write_training_checkpoint(o.run_dir, step, *model, m_full.data(), v_full.data(), nullptr, state,
-                                         spec.keep_last, &summary.final_checkpoint);
-        // The checkpoint is published before any rank goes on (a rank failing to write it fails
-        // the barrier for all).
-        if (st.ok()) st = o.parallel->world().barrier();
-        if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();
-      } else {
-        st = write_training_checkpoint(o.run_dir, step, *model, opt->exp_avg().data(), opt->exp_avg_sq().data(),
-                                       o.objective.get(), state, spec.keep_last, &summary.final_checkpoint);
-      }
+      // Every rank gathers (parallel: the moments and the other ep ranks' experts); rank 0 writes
+      // the checkpoint in the single-process layout.
+      const float* exp_avg = nullptr;
+      const float* exp_avg_sq = nullptr;
+      st = opt->full_state(model->params(), &exp_avg, &exp_avg_sq);
+      if (st.ok() && lead)
+        st = write_training_checkpoint(o.run_dir, step, *model, exp_avg, exp_avg_sq, o.objective.get(), state,
+                                       spec.keep_last, &summary.final_checkpoint);
+      // The checkpoint is published before any rank goes on (a rank failing to write it fails
+      // the barrier for all).
+      if (st.ok() && par) st = o.parallel->world().barrier();
+      if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();
       if (!st.ok()) {
         failure = st;
         break;

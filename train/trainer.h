@@ -81,6 +81,9 @@ struct StepMetrics {
   std::vector<int64_t> moe_layers;
   std::vector<double> max_vio;  // MaxVio_batch per MoE layer
   double val_loss = NAN;        // the validation loss on eval steps (eval.every), else NaN
+  // Parallel jobs: rank 0's bytes sent this step, measured, and the counts the algorithms imply
+  // ({"sent_bytes", "zero_bytes", "ep_bytes"}); empty for one process.
+  nlohmann::ordered_json comm;
 };
 
 struct TrainOptions {
