@@ -35,13 +35,17 @@ class DeviceBufferSpace final : public BufferSpace {
   std::span<float> put(const std::vector<float>& values) override {
     float* p = nullptr;
     CUDA_CHECK(cudaMalloc(&p, sizeof(float) * std::max<size_t>(values.size(), 1)));
-    CUDA_CHECK(cudaMemcpy(p, values.data(), sizeof(float) * values.size(), cudaMemcpyHostToDevice));
+    if (!values.empty()) {
+      CUDA_CHECK(cudaMemcpy(p, values.data(), sizeof(float) * values.size(), cudaMemcpyHostToDevice));
+    }
     buffers_.push_back(p);
     return {p, values.size()};
   }
   std::vector<float> get(std::span<const float> buffer) override {
     std::vector<float> host(buffer.size());
-    CUDA_CHECK(cudaMemcpy(host.data(), buffer.data(), sizeof(float) * buffer.size(), cudaMemcpyDeviceToHost));
+    if (!buffer.empty()) {
+      CUDA_CHECK(cudaMemcpy(host.data(), buffer.data(), sizeof(float) * buffer.size(), cudaMemcpyDeviceToHost));
+    }
     return host;
   }
 
