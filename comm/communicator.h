@@ -1,7 +1,7 @@
 // comm::Communicator: the collectives a group of ranks runs over fp32 buffers (allreduce-sum,
 // reduce-scatter, all-gather, all-to-all-v, broadcast, barrier), and LocalCommunicator, the
 // one-rank group the single-process trainer uses. Backends: gloo_communicator.h (TCP between CPU
-// processes).
+// processes), nccl_communicator.h (device buffers between GPU processes, when CUDA is built).
 #pragma once
 
 #include <chrono>

@@ -13,6 +13,7 @@
 #include "comm/communicator.h"
 #include "comm/gloo_communicator.h"
 #include "comm/store.h"
+#include "tests/comm/collective_checks.h"
 #include "tests/comm/process_group.h"
 #include "tests/core/temp_dir.h"
 
@@ -22,32 +23,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// Rank r's input element i for collective `salt`: multiples of 0.5 below 2^11, so every sum over
-// up to 4 ranks is exact in fp32 whatever order Gloo adds in, and results compare with ==.
-float input(int rank, size_t i, int salt) {
-  return static_cast<float>((rank * 131 + static_cast<long long>(i) * 7 + salt * 17) % 1000) * 0.5f;
-}
-std::vector<float> inputs(int rank, size_t n, int salt) {
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = input(rank, i, salt);
-  return v;
-}
-// all_to_all_v: how many floats rank src sends rank dst (zeros included), and their values.
-int64_t a2a_count(int src, int dst, int64_t scale) { return ((src * 7 + dst * 3) % 5) * scale; }
-float a2a_value(int src, int dst, int64_t j) { return static_cast<float>(src * 1000000 + dst * 10000 + j); }
-
-// The first mismatch of `got` against `want`, or "".
-std::string compare(const std::string& what, const std::vector<float>& got, const std::vector<float>& want) {
-  if (got.size() != want.size()) return what + ": size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) {
-      return what + ": element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", expected " +
-             std::to_string(want[i]);
-    }
-  }
-  return "";
-}
-
 Result<std::unique_ptr<GlooCommunicator>> join(const std::string& dir, int rank, int size, milliseconds timeout) {
   MARIANA_ASSIGN_OR_RETURN(std::shared_ptr<FileStore> store, FileStore::open(dir + "/store"));
   GlooOptions options;
@@ -56,65 +31,6 @@ Result<std::unique_ptr<GlooCommunicator>> join(const std::string& dir, int rank,
   options.size = size;
   options.timeout = timeout;
   return GlooCommunicator::connect(store, options);
-}
-
-// Every collective at every size on one rank of an n-rank group; "" when all match.
-std::string check_collectives(Communicator& c) {
-  const int n = c.size(), me = c.rank();
-  int salt = 0;
-  for (size_t len : {size_t{0}, size_t{1}, size_t{7}, size_t{1001}, size_t{1} << 20}) {
-    const std::string at = " (len " + std::to_string(len) + ")";
-    ++salt;
-    {  // allreduce
-      std::vector<float> data = inputs(me, len, salt), want(len, 0.0f);
-      for (int r = 0; r < n; ++r)
-        for (size_t i = 0; i < len; ++i) want[i] += input(r, i, salt);
-      if (Status st = c.allreduce_sum(data); !st.ok()) return st.to_string();
-      if (std::string e = compare("allreduce_sum" + at, data, want); !e.empty()) return e;
-    }
-    for (int again = 0; again < 2; ++again) {  // reduce-scatter, `len` floats per rank, twice (the
-      ++salt;                                   // second call reuses Gloo's algorithm object)
-      const std::vector<float> in = inputs(me, len * n, salt);
-      std::vector<float> out(len, -1.0f), want(len, 0.0f);
-      for (int r = 0; r < n; ++r)
-        for (size_t i = 0; i < len; ++i) want[i] += input(r, me * len + i, salt);
-      if (Status st = c.reduce_scatter_sum(in, out); !st.ok()) return st.to_string();
-      if (std::string e = compare("reduce_scatter_sum" + at, out, want); !e.empty()) return e;
-    }
-    ++salt;
-    {  // all-gather
-      const std::vector<float> in = inputs(me, len, salt);
-      std::vector<float> out(len * n, -1.0f), want;
-      for (int r = 0; r < n; ++r) {
-        const std::vector<float> block = inputs(r, len, salt);
-        want.insert(want.end(), block.begin(), block.end());
-      }
-      if (Status st = c.all_gather(in, out); !st.ok()) return st.to_string();
-      if (std::string e = compare("all_gather" + at, out, want); !e.empty()) return e;
-    }
-    ++salt;
-    {  // broadcast from the last rank
-      std::vector<float> data = inputs(me, len, salt);
-      if (Status st = c.broadcast(data, n - 1); !st.ok()) return st.to_string();
-      if (std::string e = compare("broadcast" + at, data, inputs(n - 1, len, salt)); !e.empty()) return e;
-    }
-    {  // all-to-all-v, uneven counts with zeros, scaled by len
-      const int64_t scale = static_cast<int64_t>(std::max<size_t>(len / 4, len ? 1 : 0));
-      std::vector<int64_t> send_counts(n), recv_counts(n);
-      std::vector<float> in, want;
-      for (int r = 0; r < n; ++r) {
-        send_counts[r] = a2a_count(me, r, scale);
-        recv_counts[r] = a2a_count(r, me, scale);
-        for (int64_t j = 0; j < send_counts[r]; ++j) in.push_back(a2a_value(me, r, j));
-        for (int64_t j = 0; j < recv_counts[r]; ++j) want.push_back(a2a_value(r, me, j));
-      }
-      std::vector<float> out(want.size(), -1.0f);
-      if (Status st = c.all_to_all_v(in, send_counts, out, recv_counts); !st.ok()) return st.to_string();
-      if (std::string e = compare("all_to_all_v" + at, out, want); !e.empty()) return e;
-    }
-  }
-  if (Status st = c.barrier(); !st.ok()) return st.to_string();
-  return "";
 }
 
 class GlooRanksTest : public ::testing::TestWithParam<int> {};
