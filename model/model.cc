@@ -90,7 +90,11 @@ struct BlockState {
   std::vector<MlpGrads<F>> experts_g;
   MoeParams<F> moe_p;
   MoeGrads<F> moe_g;
-  // Saved activations.
+};
+
+// One block's saved activations for one micro-batch.
+template <typename F>
+struct BlockSaved {
   F* n1 = nullptr;      // [T, C]
   F* rstd1 = nullptr;   // [T]
   MlaSaved<F> attn_s;
@@ -113,6 +117,11 @@ struct MtpState {
   F* g_hnorm = nullptr;
   F* g_eh_proj = nullptr;
   F* g_head_norm = nullptr;
+};
+
+// An MTP module's saved activations for one micro-batch.
+template <typename F>
+struct MtpSaved {
   std::vector<int32_t> tokens, targets;  // [T]
   int64_t n_targets = 0;
   F* e = nullptr;        // [T, C] embedding of tokens
@@ -130,16 +139,17 @@ struct MtpState {
   F* lse = nullptr;      // [T]
 };
 
+// One micro-batch's saved activations (Model::Activations): everything forward writes that
+// backward reads, in pools sized by the first forward of a batch shape.
 template <typename F>
-struct Model<F>::State {
+class Model<F>::Activations {
+ public:
   int64_t B = -1, S = -1, T = 0;
   BufferPool<F> pool;
   BufferPool<int32_t> ipool;
-  std::vector<BlockState<F>> blocks;  // main blocks, then one per MTP module
-  std::vector<MtpState<F>> mtp;
-  ModelWeights<const F*> w;  // views of the parameter arena
-  ModelWeights<F*> g;        // and of the gradient arena
-  std::vector<F> inv_freq;
+  std::vector<BlockSaved<F>> blocks;  // main blocks, then one per MTP module
+  std::vector<MtpSaved<F>> mtp;
+  std::vector<std::unique_ptr<MoeEpSaved>> ep_saved;  // per MoE block, with expert parallelism
   std::vector<int32_t> tokens, targets, pos, doc_start;
   int64_t n_targets = 0;
   std::vector<F*> h;       // [L + 1] residual stream [T, C]
@@ -148,20 +158,42 @@ struct Model<F>::State {
   F* logits = nullptr;     // [T, V]
   F* losses = nullptr;     // [T]
   F* lse = nullptr;        // [T]
+  F* dh = nullptr;         // [T, C] the gradient flowing down the residual stream between passes
+  F* dh_next = nullptr;    // [T, C] its partner while a block's backward runs
   LossWeights weights;
+  bool reuse_routing = false;
   bool have_forward = false;
-  // Backward scratch, shared by all blocks.
+  // The forward in progress: the balance loss and expert loads of the blocks run so far.
+  double balance = 0;
+  std::vector<int64_t> moe_layers;
+  std::vector<std::vector<int32_t>> expert_counts;
+};
+
+// Backward scratch shared by every micro-batch's backward (sized for the largest T seen).
+template <typename F>
+struct BackwardScratch {
+  int64_t T = -1;
+  BufferPool<F> pool;
   MlaScratch<F> mla_sc;
   MoeScratch<F> moe_sc;
   MlpScratch<F> mlp_sc;
-  F *dx = nullptr, *dn1 = nullptr, *dn2 = nullptr, *dlogits = nullptr, *dhead = nullptr;
-  F *dloss = nullptr, *dh_a = nullptr, *dh_b = nullptr, *dhn = nullptr, *dcat = nullptr;
-  F *dtmp = nullptr, *de = nullptr;
+  F *dx = nullptr, *dn1 = nullptr, *dn2 = nullptr, *dlogits = nullptr;
+  F *dloss = nullptr, *dhn = nullptr, *dcat = nullptr, *dtmp = nullptr, *de = nullptr, *dmtp_block = nullptr;
   std::vector<F*> dmtp_out;  // [D] [T, C]
+};
+
+template <typename F>
+struct Model<F>::State {
+  std::vector<BlockState<F>> blocks;  // main blocks, then one per MTP module
+  std::vector<MtpState<F>> mtp;
+  ModelWeights<const F*> w;  // views of the parameter arena
+  ModelWeights<F*> g;        // and of the gradient arena
+  std::vector<F> inv_freq;
+  BackwardScratch<F> scratch;
+  std::unique_ptr<Activations> act;  // the one forward() and backward() use
   StepProfile profile;
   ModelParallel parallel;
   MoeExpertGroup ep_group;
-  std::vector<std::unique_ptr<MoeEpSaved>> ep_saved;  // one per MoE block with expert parallelism
 };
 
 template <typename F>
@@ -229,6 +261,7 @@ Model<F>::Model(ModelConfig config)
     m.g_eh_proj = g.eh_proj;
     m.g_head_norm = g.head_norm;
   }
+  st_->act = std::make_unique<Activations>();
 }
 
 template <typename F>
@@ -270,17 +303,10 @@ void Model<F>::set_parallel(const ModelParallel& parallel) {
   s.parallel = parallel;
   s.ep_group = MoeExpertGroup{};
   s.ep_group.comm = parallel.ep;
-  s.ep_saved.clear();
   if (parallel.ep != nullptr) {
     MARIANA_CHECK(config_.n_routed_experts % parallel.ep->size() == 0);
   }
-  for (auto& b : s.blocks) {
-    if (!b.moe) continue;
-    b.moe_s.ep = nullptr;
-    if (parallel.ep == nullptr) continue;
-    s.ep_saved.push_back(std::make_unique<MoeEpSaved>());
-    b.moe_s.ep = s.ep_saved.back().get();
-  }
+  s.act = std::make_unique<Activations>();  // sized (with its expert-parallel buffers) at the next forward
 }
 
 template <typename F>
@@ -294,36 +320,54 @@ int64_t Model<F>::expert_rows_exchanged() const {
   if (s.parallel.ep == nullptr) return 0;
   const size_t me = static_cast<size_t>(s.parallel.ep->rank());
   int64_t rows = 0;
-  for (const auto& e : s.ep_saved)
+  for (const auto& e : s.act->ep_saved)
     for (size_t q = 0; q < e->send_rows.size(); ++q)
       if (q != me) rows += e->send_rows[q] + e->recv_rows[q];
   return rows;
 }
 
 template <typename F>
-int64_t Model<F>::tokens() const { return st_->T; }
+typename Model<F>::ActivationsPtr Model<F>::make_activations() const {
+  return ActivationsPtr(new Activations());
+}
+
 template <typename F>
-const F* Model<F>::logits() const { return st_->logits; }
+void Model<F>::ActivationsDeleter::operator()(Activations* a) const {
+  delete a;
+}
+
 template <typename F>
-const F* Model<F>::final_hidden() const { return st_->hn; }
+int64_t Model<F>::tokens() const { return st_->act->T; }
 template <typename F>
-const F* Model<F>::mtp_logits(int64_t k) const { return st_->mtp.at(static_cast<size_t>(k)).logits; }
+const F* Model<F>::logits() const { return st_->act->logits; }
+template <typename F>
+const F* Model<F>::final_hidden() const { return st_->act->hn; }
+template <typename F>
+const F* Model<F>::mtp_logits(int64_t k) const { return st_->act->mtp.at(static_cast<size_t>(k)).logits; }
 template <typename F>
 StepProfile& Model<F>::profile() { return st_->profile; }
 template <typename F>
 const int32_t* Model<F>::routing(int64_t moe_entry) const {
   int64_t i = 0;
-  for (const auto& b : st_->blocks) {
-    if (!b.moe) continue;
-    if (i++ == moe_entry) return b.moe_s.indices;
+  for (size_t l = 0; l < st_->blocks.size(); ++l) {
+    if (!st_->blocks[l].moe) continue;
+    if (i++ == moe_entry) return st_->act->blocks[l].moe_s.indices;
   }
   return nullptr;
+}
+template <typename F>
+F* Model<F>::hidden(Activations& a, int64_t l) {
+  return a.h.at(static_cast<size_t>(l));
+}
+template <typename F>
+F* Model<F>::hidden_grad(Activations& a) {
+  return a.dh;
 }
 
 namespace {
 
 template <typename F>
-void allocate_block(BlockState<F>& b, BufferPool<F>& pool, BufferPool<int32_t>& ipool,
+void allocate_block(BlockSaved<F>& b, bool moe, BufferPool<F>& pool, BufferPool<int32_t>& ipool,
                     const ModelConfig& c, int64_t B, int64_t T) {
   const int64_t C = c.hidden_size, H = c.num_attention_heads, r = c.kv_lora_rank;
   const int64_t dqk = c.qk_head_dim(), dr = c.qk_rope_head_dim, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
@@ -350,7 +394,7 @@ void allocate_block(BlockState<F>& b, BufferPool<F>& pool, BufferPool<int32_t>& 
   b.n2 = pool.take(T * C);
   b.rstd2 = pool.take(T);
   b.mlp_out = pool.take(T * C);
-  if (!b.moe) {
+  if (!moe) {
     const int64_t I = c.intermediate_size;
     b.mlp_s = {pool.take(T * I), pool.take(T * I), pool.take(T * I)};
     return;
@@ -481,39 +525,57 @@ void set_global_denominators(const Batch& global, int64_t mtp_modules, LossWeigh
 }
 
 template <typename F>
-void Model<F>::allocate(State& s, int64_t B, int64_t S) const {
+void Model<F>::allocate(Activations& a, int64_t B, int64_t S) const {
   const ModelConfig& c = config_;
   const int64_t T = B * S, C = c.hidden_size, V = c.vocab_size;
-  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
-  s.pool.clear();
-  s.ipool.clear();
-  s.B = B;
-  s.S = S;
-  s.T = T;
-  for (auto& b : s.blocks) allocate_block(b, s.pool, s.ipool, c, B, T);
-  s.h.assign(static_cast<size_t>(L + 1), nullptr);
-  for (auto& p : s.h) p = s.pool.take(T * C);
-  s.hn = s.pool.take(T * C);
-  s.hn_rstd = s.pool.take(T);
-  s.logits = s.pool.take(T * V);
-  s.losses = s.pool.take(T);
-  s.lse = s.pool.take(T);
-  for (auto& m : s.mtp) {
-    m.e = s.pool.take(T * C);
-    m.en = s.pool.take(T * C);
-    m.en_rstd = s.pool.take(T);
-    m.hp_rstd = s.pool.take(T);
-    m.cat = s.pool.take(T * 2 * C);
-    m.hp = s.pool.take(T * C);
-    m.x0 = s.pool.take(T * C);
-    m.out = s.pool.take(T * C);
-    m.sn = s.pool.take(T * C);
-    m.sn_rstd = s.pool.take(T);
-    m.logits = s.pool.take(T * V);
-    m.losses = s.pool.take(T);
-    m.lse = s.pool.take(T);
+  const int64_t L = c.num_hidden_layers;
+  a.pool.clear();
+  a.ipool.clear();
+  a.B = B;
+  a.S = S;
+  a.T = T;
+  a.blocks.assign(st_->blocks.size(), BlockSaved<F>{});
+  a.mtp.resize(st_->mtp.size());
+  a.ep_saved.clear();
+  for (size_t l = 0; l < a.blocks.size(); ++l) {
+    allocate_block(a.blocks[l], st_->blocks[l].moe, a.pool, a.ipool, c, B, T);
+    if (st_->blocks[l].moe && st_->parallel.ep != nullptr) {
+      a.ep_saved.push_back(std::make_unique<MoeEpSaved>());
+      a.blocks[l].moe_s.ep = a.ep_saved.back().get();
+    }
   }
-  // Backward scratch (max over blocks).
+  a.h.assign(static_cast<size_t>(L + 1), nullptr);
+  for (auto& p : a.h) p = a.pool.take(T * C);
+  a.hn = a.pool.take(T * C);
+  a.hn_rstd = a.pool.take(T);
+  a.logits = a.pool.take(T * V);
+  a.losses = a.pool.take(T);
+  a.lse = a.pool.take(T);
+  a.dh = a.pool.take(T * C);
+  a.dh_next = a.pool.take(T * C);
+  for (auto& m : a.mtp) {
+    m.e = a.pool.take(T * C);
+    m.en = a.pool.take(T * C);
+    m.en_rstd = a.pool.take(T);
+    m.hp_rstd = a.pool.take(T);
+    m.cat = a.pool.take(T * 2 * C);
+    m.hp = a.pool.take(T * C);
+    m.x0 = a.pool.take(T * C);
+    m.out = a.pool.take(T * C);
+    m.sn = a.pool.take(T * C);
+    m.sn_rstd = a.pool.take(T);
+    m.logits = a.pool.take(T * V);
+    m.losses = a.pool.take(T);
+    m.lse = a.pool.take(T);
+  }
+}
+
+// Backward scratch for T tokens (shared by all blocks and micro-batches).
+template <typename F>
+void allocate_scratch(BackwardScratch<F>& s, const ModelConfig& c, int64_t T) {
+  const int64_t C = c.hidden_size, V = c.vocab_size, D = c.num_nextn_predict_layers;
+  s.pool.clear();
+  s.T = T;
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dqk = c.qk_head_dim();
   const int64_t dv = c.v_head_dim, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t qr = std::max<int64_t>(c.q_lora_rank, 1);
@@ -535,115 +597,150 @@ void Model<F>::allocate(State& s, int64_t B, int64_t S) const {
   s.dn2 = s.pool.take(T * C);
   s.dlogits = s.pool.take(T * V);
   s.dloss = s.pool.take(T);
-  s.dh_a = s.pool.take(T * C);
-  s.dh_b = s.pool.take(T * C);
   s.dhn = s.pool.take(T * C);
   s.dcat = s.pool.take(T * 2 * C);
   s.dtmp = s.pool.take(T * C);
   s.de = s.pool.take(T * C);
+  s.dmtp_block = s.pool.take(T * C);
   s.dmtp_out.assign(static_cast<size_t>(D), nullptr);
   for (auto& p : s.dmtp_out) p = s.pool.take(T * C);
 }
 
 template <typename F>
 int64_t Model<F>::activation_bytes(int64_t B, int64_t S) const {
-  State s;
-  s.pool = BufferPool<F>(true);
-  s.ipool = BufferPool<int32_t>(true);
-  s.blocks = st_->blocks;  // which are MoE; the copies' pointers are only overwritten
-  s.mtp.resize(st_->mtp.size());
-  allocate(s, B, S);
-  return s.pool.bytes() + s.ipool.bytes();
+  Activations a;
+  a.pool = BufferPool<F>(true);
+  a.ipool = BufferPool<int32_t>(true);
+  allocate(a, B, S);
+  BackwardScratch<F> sc;
+  sc.pool = BufferPool<F>(true);
+  allocate_scratch(sc, config_, B * S);
+  return a.pool.bytes() + a.ipool.bytes() + sc.pool.bytes();
 }
 
 template <typename F>
-Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult* out,
+Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult* out, bool reuse_routing) {
+  return forward(*st_->act, batch, w, out, reuse_routing);
+}
+
+template <typename F>
+Status Model<F>::forward(Activations& a, const Batch& batch, const LossWeights& w, ForwardResult* out,
                          bool reuse_routing) {
+  MARIANA_RETURN_IF_ERROR(forward_begin(a, batch, w, reuse_routing));
+  forward_embed(a);
+  forward_blocks(a, 0, config_.num_hidden_layers);
+  return forward_head(a, out);
+}
+
+template <typename F>
+Status Model<F>::forward_begin(Activations& a, const Batch& batch, const LossWeights& w, bool reuse_routing) {
   MARIANA_RETURN_IF_ERROR(validate_batch(batch, config_));
-  const ModelConfig& c = config_;
-  State& s = *st_;
-  const int64_t B = batch.B, S = batch.S, T = B * S, C = c.hidden_size, V = c.vocab_size;
-  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
-  if (reuse_routing && (B != s.B || S != s.S || !s.have_forward)) {
+  const int64_t B = batch.B, S = batch.S, T = B * S;
+  if (reuse_routing && (B != a.B || S != a.S || !a.have_forward)) {
     return FailedPrecondition("reuse_routing needs a previous forward on a batch of the same shape");
   }
-  if (B != s.B || S != s.S) allocate(s, B, S);
-  s.weights = w;
-  s.tokens = batch.tokens;
-  s.targets = batch.targets;
-  s.doc_start = batch.doc_start;
-  s.pos.resize(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) s.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
+  if (B != a.B || S != a.S) allocate(a, B, S);
+  a.weights = w;
+  a.reuse_routing = reuse_routing;
+  a.tokens = batch.tokens;
+  a.targets = batch.targets;
+  a.doc_start = batch.doc_start;
+  a.pos.resize(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) a.pos[t] = static_cast<int32_t>(t % S) - batch.doc_start[t];
+  a.have_forward = false;
+  a.balance = 0;
+  a.moe_layers.clear();
+  a.expert_counts.clear();
+  return Status::Ok();
+}
 
-  const MlaDims md = mla_dims(c, B, S);
-  const MoeDims ed = moe_dims_parallel(c, B, S, w, s.parallel, &s.ep_group);
+template <typename F>
+void Model<F>::forward_embed(Activations& a) {
+  ScopedTimer tm(st_->profile, "embedding fwd");
+  cpu::embedding_forward(a.h[0], a.tokens.data(), st_->w.embed, a.T, config_.hidden_size);
+}
+
+template <typename F>
+void Model<F>::run_block(Activations& a, int64_t l, const F* h_in, F* h_out) {
+  const ModelConfig& c = config_;
+  State& s = *st_;
+  const int64_t T = a.T, C = c.hidden_size;
+  const MlaDims md = mla_dims(c, a.B, a.S);
+  const MoeDims ed = moe_dims_parallel(c, a.B, a.S, a.weights, s.parallel, &s.ep_group);
+  const F eps = static_cast<F>(c.rms_norm_eps);
+  const BlockState<F>& b = s.blocks[static_cast<size_t>(l)];
+  BlockSaved<F>& v = a.blocks[static_cast<size_t>(l)];
+  {
+    ScopedTimer tm(s.profile, "attention (MLA) fwd");
+    cpu::rmsnorm_forward(v.n1, v.rstd1, h_in, b.w_in, T, C, eps);
+    mla_forward(v.attn_out, v.attn_s, v.n1, a.pos.data(), a.doc_start.data(), s.inv_freq.data(), b.attn, md);
+    add_to(v.x, h_in, v.attn_out, T * C);
+    cpu::rmsnorm_forward(v.n2, v.rstd2, v.x, b.w_post, T, C, eps);
+  }
+  if (b.moe) {
+    ScopedTimer tm(s.profile, "MoE fwd");
+    a.balance += moe_forward(v.mlp_out, v.moe_s, v.n2, b.moe_p, ed, a.reuse_routing);
+    a.moe_layers.push_back(b.hf_layer);
+    a.expert_counts.emplace_back(v.moe_s.counts, v.moe_s.counts + c.n_routed_experts);
+  } else {
+    ScopedTimer tm(s.profile, "dense MLP fwd");
+    mlp_forward(v.mlp_out, v.mlp_s, v.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
+  }
+  add_to(h_out, v.x, v.mlp_out, T * C);
+}
+
+template <typename F>
+void Model<F>::forward_blocks(Activations& a, int64_t begin, int64_t end) {
+  for (int64_t l = begin; l < end; ++l) run_block(a, l, a.h[l], a.h[l + 1]);
+}
+
+template <typename F>
+Status Model<F>::forward_head(Activations& a, ForwardResult* out) {
+  const ModelConfig& c = config_;
+  State& s = *st_;
+  const LossWeights& w = a.weights;
+  const int64_t T = a.T, S = a.S, C = c.hidden_size, V = c.vocab_size;
+  const int64_t L = c.num_hidden_layers, D = c.num_nextn_predict_layers;
   const F eps = static_cast<F>(c.rms_norm_eps);
   ForwardResult res;
-  double balance = 0;
-
-  auto run_block = [&](BlockState<F>& b, const F* h_in, F* h_out) {
-    {
-      ScopedTimer tm(s.profile, "attention (MLA) fwd");
-      cpu::rmsnorm_forward(b.n1, b.rstd1, h_in, b.w_in, T, C, eps);
-      mla_forward(b.attn_out, b.attn_s, b.n1, s.pos.data(), s.doc_start.data(), s.inv_freq.data(),
-                  b.attn, md);
-      add_to(b.x, h_in, b.attn_out, T * C);
-      cpu::rmsnorm_forward(b.n2, b.rstd2, b.x, b.w_post, T, C, eps);
-    }
-    if (b.moe) {
-      ScopedTimer tm(s.profile, "MoE fwd");
-      balance += moe_forward(b.mlp_out, b.moe_s, b.n2, b.moe_p, ed, reuse_routing);
-      res.moe_layers.push_back(b.hf_layer);
-      res.expert_counts.emplace_back(b.moe_s.counts, b.moe_s.counts + c.n_routed_experts);
-    } else {
-      ScopedTimer tm(s.profile, "dense MLP fwd");
-      mlp_forward(b.mlp_out, b.mlp_s, b.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
-    }
-    add_to(h_out, b.x, b.mlp_out, T * C);
-  };
-
-  {
-    ScopedTimer tm(s.profile, "embedding fwd");
-    cpu::embedding_forward(s.h[0], s.tokens.data(), s.w.embed, T, C);
-  }
-  for (int64_t l = 0; l < L; ++l) run_block(s.blocks[l], s.h[l], s.h[l + 1]);
   const F* lm_head = s.w.lm_head;
   {
     ScopedTimer tm(s.profile, "head + CE fwd");
-    cpu::rmsnorm_forward(s.hn, s.hn_rstd, s.h[L], s.w.norm, T, C, eps);
-    cpu::linear_forward(s.logits, s.hn, lm_head, T, C, V);
-    cpu::cross_entropy_forward(s.losses, s.lse, s.logits, s.targets.data(), T, V);
-    res.loss_main = masked_mean(s.losses, s.targets.data(), T, w.global_targets, &s.n_targets);
-    res.target_tokens = s.n_targets;
+    cpu::rmsnorm_forward(a.hn, a.hn_rstd, a.h[L], s.w.norm, T, C, eps);
+    cpu::linear_forward(a.logits, a.hn, lm_head, T, C, V);
+    cpu::cross_entropy_forward(a.losses, a.lse, a.logits, a.targets.data(), T, V);
+    res.loss_main = masked_mean(a.losses, a.targets.data(), T, w.global_targets, &a.n_targets);
+    res.target_tokens = a.n_targets;
   }
   // MTP modules: module k predicts the token k+1 steps past the next one.
-  const F* h_prev = s.hn;
+  const F* h_prev = a.hn;
   const int64_t D_run = w.mtp_weight != 0 ? D : 0;
   for (int64_t k = 0; k < D_run; ++k) {
-    MtpState<F>& m = s.mtp[k];
+    const MtpState<F>& mp = s.mtp[k];
+    MtpSaved<F>& m = a.mtp[k];
     const int64_t shift = k + 1;
     m.tokens.assign(static_cast<size_t>(T), 0);
     m.targets.assign(static_cast<size_t>(T), -1);
     for (int64_t t = 0; t < T; ++t) {
-      if (t % S + shift < S) m.tokens[t] = s.tokens[t + shift];
-      m.targets[t] = mtp_target_at(s.targets.data(), s.doc_start.data(), S, t, shift);
+      if (t % S + shift < S) m.tokens[t] = a.tokens[t + shift];
+      m.targets[t] = mtp_target_at(a.targets.data(), a.doc_start.data(), S, t, shift);
     }
     {
       ScopedTimer tm(s.profile, "MTP input fwd");
       cpu::embedding_forward(m.e, m.tokens.data(), s.w.embed, T, C);
-      cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, m.enorm, T, C, eps);
-      cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, m.hnorm, T, C, eps);
+      cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, mp.enorm, T, C, eps);
+      cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, mp.hnorm, T, C, eps);
 #pragma omp parallel for schedule(static) if (T * C > kParallelMin)
       for (int64_t t = 0; t < T; ++t) {
         std::memcpy(m.cat + t * 2 * C, m.en + t * C, C * sizeof(F));
         std::memcpy(m.cat + t * 2 * C + C, m.hp + t * C, C * sizeof(F));
       }
-      cpu::linear_forward(m.x0, m.cat, m.eh_proj, T, 2 * C, C);
+      cpu::linear_forward(m.x0, m.cat, mp.eh_proj, T, 2 * C, C);
     }
-    run_block(s.blocks[L + k], m.x0, m.out);
+    run_block(a, L + k, m.x0, m.out);
     {
       ScopedTimer tm(s.profile, "head + CE fwd");
-      cpu::rmsnorm_forward(m.sn, m.sn_rstd, m.out, m.head_norm, T, C, eps);
+      cpu::rmsnorm_forward(m.sn, m.sn_rstd, m.out, mp.head_norm, T, C, eps);
       cpu::linear_forward(m.logits, m.sn, lm_head, T, C, V);
       cpu::cross_entropy_forward(m.losses, m.lse, m.logits, m.targets.data(), T, V);
       const int64_t denom = k < static_cast<int64_t>(w.global_mtp_targets.size()) ? w.global_mtp_targets[k] : -1;
@@ -653,9 +750,11 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
     }
     h_prev = m.out;
   }
-  res.loss_balance = balance;
+  res.loss_balance = a.balance;
   res.loss = res.loss_main + w.mtp_weight * res.loss_mtp + w.balance_alpha * res.loss_balance;
-  s.have_forward = true;
+  res.moe_layers = a.moe_layers;
+  res.expert_counts = a.expert_counts;
+  a.have_forward = true;
   MARIANA_RETURN_IF_ERROR(s.ep_group.status);
   if (out != nullptr) *out = std::move(res);
   return Status::Ok();
@@ -663,101 +762,128 @@ Status Model<F>::forward(const Batch& batch, const LossWeights& w, ForwardResult
 
 template <typename F>
 void Model<F>::backward() {
-  backward_custom(nullptr, nullptr);
+  backward(*st_->act, nullptr, nullptr);
 }
 
 template <typename F>
 void Model<F>::backward_custom(const F* extra_dlogits, const F* extra_dhidden) {
-  State& s = *st_;
-  MARIANA_CHECK(s.have_forward);
+  backward(*st_->act, extra_dlogits, extra_dhidden);
+}
+
+template <typename F>
+void Model<F>::backward(Activations& a, const F* extra_dlogits, const F* extra_dhidden) {
+  backward_head(a, extra_dlogits, extra_dhidden);
+  backward_blocks(a, 0, config_.num_hidden_layers);
+  backward_embed(a);
+}
+
+template <typename F>
+void Model<F>::block_backward(Activations& a, int64_t l, const F* h_in, F* dh_in, const F* dh_out) {
   const ModelConfig& c = config_;
-  const int64_t T = s.T, C = c.hidden_size, V = c.vocab_size;
+  State& s = *st_;
+  BackwardScratch<F>& sc = s.scratch;
+  const int64_t T = a.T, C = c.hidden_size;
+  const MlaDims md = mla_dims(c, a.B, a.S);
+  const MoeDims ed = moe_dims_parallel(c, a.B, a.S, a.weights, s.parallel, &s.ep_group);
+  const BlockState<F>& b = s.blocks[static_cast<size_t>(l)];
+  const BlockSaved<F>& v = a.blocks[static_cast<size_t>(l)];
+  std::memcpy(sc.dx, dh_out, T * C * sizeof(F));
+  std::fill_n(sc.dn2, T * C, F(0));
+  if (b.moe) {
+    ScopedTimer tm(s.profile, "MoE bwd");
+    moe_backward(sc.dn2, b.moe_g, sc.moe_sc, dh_out, v.moe_s, v.n2, b.moe_p, ed, a.weights.balance_alpha);
+  } else {
+    ScopedTimer tm(s.profile, "dense MLP bwd");
+    mlp_backward(sc.dn2, b.mlp_g, sc.mlp_sc, dh_out, v.mlp_s, v.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
+  }
+  ScopedTimer tm(s.profile, "attention (MLA) bwd");
+  cpu::rmsnorm_backward(sc.dx, b.g_post, sc.dn2, v.x, b.w_post, v.rstd2, T, C);
+  std::fill_n(sc.dn1, T * C, F(0));
+  mla_backward(sc.dn1, b.attn_g, sc.mla_sc, sc.dx, v.attn_s, v.n1, a.pos.data(), a.doc_start.data(),
+               s.inv_freq.data(), b.attn, md);
+  cpu::rmsnorm_backward(dh_in, b.g_in, sc.dn1, h_in, b.w_in, v.rstd1, T, C);
+  add_inplace(dh_in, sc.dx, T * C);
+}
+
+template <typename F>
+void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* extra_dhidden) {
+  State& s = *st_;
+  MARIANA_CHECK(a.have_forward);
+  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T);
+  BackwardScratch<F>& sc = s.scratch;
+  const ModelConfig& c = config_;
+  const int64_t T = a.T, C = c.hidden_size, V = c.vocab_size;
   const int64_t L = c.num_hidden_layers;
-  const int64_t D = s.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
-  const MlaDims md = mla_dims(c, s.B, s.S);
-  const MoeDims ed = moe_dims_parallel(c, s.B, s.S, s.weights, s.parallel, &s.ep_group);
+  const int64_t D = a.weights.mtp_weight != 0 ? c.num_nextn_predict_layers : 0;
   const F* lm_head = s.w.lm_head;
   F* g_lm_head = s.g.lm_head;
   F* g_embed = s.g.embed;
 
-  // dh_in += d(block)/d(h_in) · dh_out.
-  auto block_backward = [&](BlockState<F>& b, const F* h_in, F* dh_in, const F* dh_out) {
-    std::memcpy(s.dx, dh_out, T * C * sizeof(F));
-    std::fill_n(s.dn2, T * C, F(0));
-    if (b.moe) {
-      ScopedTimer tm(s.profile, "MoE bwd");
-      moe_backward(s.dn2, b.moe_g, s.moe_sc, dh_out, b.moe_s, b.n2, b.moe_p, ed, s.weights.balance_alpha);
-    } else {
-      ScopedTimer tm(s.profile, "dense MLP bwd");
-      mlp_backward(s.dn2, b.mlp_g, s.mlp_sc, dh_out, b.mlp_s, b.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
-    }
-    ScopedTimer tm(s.profile, "attention (MLA) bwd");
-    cpu::rmsnorm_backward(s.dx, b.g_post, s.dn2, b.x, b.w_post, b.rstd2, T, C);
-    std::fill_n(s.dn1, T * C, F(0));
-    mla_backward(s.dn1, b.attn_g, s.mla_sc, s.dx, b.attn_s, b.n1, s.pos.data(), s.doc_start.data(),
-                 s.inv_freq.data(), b.attn, md);
-    cpu::rmsnorm_backward(dh_in, b.g_in, s.dn1, h_in, b.w_in, b.rstd1, T, C);
-    add_inplace(dh_in, s.dx, T * C);
-  };
-
-  std::fill_n(s.dhn, T * C, F(0));
-  for (auto* p : s.dmtp_out) std::fill_n(p, T * C, F(0));
+  std::fill_n(sc.dhn, T * C, F(0));
+  for (auto* p : sc.dmtp_out) std::fill_n(p, T * C, F(0));
   // MTP modules, last first: module k's output also feeds module k+1's hnorm.
   for (int64_t k = D - 1; k >= 0; --k) {
-    MtpState<F>& m = s.mtp[k];
+    const MtpState<F>& mp = s.mtp[k];
+    const MtpSaved<F>& m = a.mtp[k];
     {
       ScopedTimer tm(s.profile, "head + CE bwd");
-      const int64_t n = k < static_cast<int64_t>(s.weights.global_mtp_targets.size()) ? s.weights.global_mtp_targets[k]
+      const int64_t n = k < static_cast<int64_t>(a.weights.global_mtp_targets.size()) ? a.weights.global_mtp_targets[k]
                                                                                        : m.n_targets;
-      const F scale = n > 0 ? static_cast<F>(s.weights.mtp_weight / (static_cast<double>(D) * n)) : F(0);
-      std::fill_n(s.dloss, T, scale);
-      std::fill_n(s.dlogits, T * V, F(0));
-      cpu::cross_entropy_backward(s.dlogits, s.dloss, m.logits, m.lse, m.targets.data(), T, V);
-      std::fill_n(s.dtmp, T * C, F(0));
-      cpu::linear_backward(s.dtmp, g_lm_head, s.dlogits, m.sn, lm_head, T, C, V);
-      cpu::rmsnorm_backward(s.dmtp_out[k], m.g_head_norm, s.dtmp, m.out, m.head_norm, m.sn_rstd, T, C);
+      const F scale = n > 0 ? static_cast<F>(a.weights.mtp_weight / (static_cast<double>(D) * n)) : F(0);
+      std::fill_n(sc.dloss, T, scale);
+      std::fill_n(sc.dlogits, T * V, F(0));
+      cpu::cross_entropy_backward(sc.dlogits, sc.dloss, m.logits, m.lse, m.targets.data(), T, V);
+      std::fill_n(sc.dtmp, T * C, F(0));
+      cpu::linear_backward(sc.dtmp, g_lm_head, sc.dlogits, m.sn, lm_head, T, C, V);
+      cpu::rmsnorm_backward(sc.dmtp_out[k], mp.g_head_norm, sc.dtmp, m.out, mp.head_norm, m.sn_rstd, T, C);
     }
-    std::fill_n(s.dh_a, T * C, F(0));
-    block_backward(s.blocks[L + k], m.x0, s.dh_a, s.dmtp_out[k]);
+    std::fill_n(sc.dmtp_block, T * C, F(0));
+    block_backward(a, L + k, m.x0, sc.dmtp_block, sc.dmtp_out[k]);
     ScopedTimer tm(s.profile, "MTP input bwd");
-    std::fill_n(s.dcat, T * 2 * C, F(0));
-    cpu::linear_backward(s.dcat, m.g_eh_proj, s.dh_a, m.cat, m.eh_proj, T, 2 * C, C);
+    std::fill_n(sc.dcat, T * 2 * C, F(0));
+    cpu::linear_backward(sc.dcat, mp.g_eh_proj, sc.dmtp_block, m.cat, mp.eh_proj, T, 2 * C, C);
 #pragma omp parallel for schedule(static) if (T * C > kParallelMin)
     for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(s.dtmp + t * C, s.dcat + t * 2 * C, C * sizeof(F));
-      std::memcpy(s.dn1 + t * C, s.dcat + t * 2 * C + C, C * sizeof(F));
+      std::memcpy(sc.dtmp + t * C, sc.dcat + t * 2 * C, C * sizeof(F));
+      std::memcpy(sc.dn1 + t * C, sc.dcat + t * 2 * C + C, C * sizeof(F));
     }
-    std::fill_n(s.de, T * C, F(0));
-    cpu::rmsnorm_backward(s.de, m.g_enorm, s.dtmp, m.e, m.enorm, m.en_rstd, T, C);
-    cpu::embedding_backward(g_embed, s.de, m.tokens.data(), T, C);
-    const F* h_prev = k == 0 ? s.hn : s.mtp[k - 1].out;
-    F* dh_prev = k == 0 ? s.dhn : s.dmtp_out[k - 1];
-    cpu::rmsnorm_backward(dh_prev, m.g_hnorm, s.dn1, h_prev, m.hnorm, m.hp_rstd, T, C);
+    std::fill_n(sc.de, T * C, F(0));
+    cpu::rmsnorm_backward(sc.de, mp.g_enorm, sc.dtmp, m.e, mp.enorm, m.en_rstd, T, C);
+    cpu::embedding_backward(g_embed, sc.de, m.tokens.data(), T, C);
+    const F* h_prev = k == 0 ? a.hn : a.mtp[k - 1].out;
+    F* dh_prev = k == 0 ? sc.dhn : sc.dmtp_out[k - 1];
+    cpu::rmsnorm_backward(dh_prev, mp.g_hnorm, sc.dn1, h_prev, mp.hnorm, m.hp_rstd, T, C);
   }
-  // Main head.
-  F* dh_out = s.dh_a;
-  F* dh_in = s.dh_b;
-  {
-    ScopedTimer tm(s.profile, "head + CE bwd");
-    const int64_t n = s.weights.global_targets >= 0 ? s.weights.global_targets : s.n_targets;
-    const F scale = n > 0 ? static_cast<F>(1.0 / static_cast<double>(n)) : F(0);
-    std::fill_n(s.dloss, T, scale);
-    std::fill_n(s.dlogits, T * V, F(0));
-    cpu::cross_entropy_backward(s.dlogits, s.dloss, s.logits, s.lse, s.targets.data(), T, V);
-    if (extra_dlogits != nullptr) add_inplace(s.dlogits, extra_dlogits, T * V);
-    if (extra_dhidden != nullptr) add_inplace(s.dhn, extra_dhidden, T * C);
-    cpu::linear_backward(s.dhn, g_lm_head, s.dlogits, s.hn, lm_head, T, C, V);
-    std::fill_n(dh_out, T * C, F(0));
-    cpu::rmsnorm_backward(dh_out, s.g.norm, s.dhn, s.h[L], s.w.norm,
-                          s.hn_rstd, T, C);
+  // Main head: leaves d(loss)/d(h[L]) in a.dh.
+  ScopedTimer tm(s.profile, "head + CE bwd");
+  const int64_t n = a.weights.global_targets >= 0 ? a.weights.global_targets : a.n_targets;
+  const F scale = n > 0 ? static_cast<F>(1.0 / static_cast<double>(n)) : F(0);
+  std::fill_n(sc.dloss, T, scale);
+  std::fill_n(sc.dlogits, T * V, F(0));
+  cpu::cross_entropy_backward(sc.dlogits, sc.dloss, a.logits, a.lse, a.targets.data(), T, V);
+  if (extra_dlogits != nullptr) add_inplace(sc.dlogits, extra_dlogits, T * V);
+  if (extra_dhidden != nullptr) add_inplace(sc.dhn, extra_dhidden, T * C);
+  cpu::linear_backward(sc.dhn, g_lm_head, sc.dlogits, a.hn, lm_head, T, C, V);
+  std::fill_n(a.dh, T * C, F(0));
+  cpu::rmsnorm_backward(a.dh, s.g.norm, sc.dhn, a.h[L], s.w.norm, a.hn_rstd, T, C);
+}
+
+template <typename F>
+void Model<F>::backward_blocks(Activations& a, int64_t begin, int64_t end) {
+  State& s = *st_;
+  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T);
+  const int64_t T = a.T, C = config_.hidden_size;
+  for (int64_t l = end - 1; l >= begin; --l) {
+    std::fill_n(a.dh_next, T * C, F(0));
+    block_backward(a, l, a.h[l], a.dh_next, a.dh);
+    std::swap(a.dh, a.dh_next);
   }
-  for (int64_t l = L - 1; l >= 0; --l) {
-    std::fill_n(dh_in, T * C, F(0));
-    block_backward(s.blocks[l], s.h[l], dh_in, dh_out);
-    std::swap(dh_in, dh_out);
-  }
-  ScopedTimer tm(s.profile, "embedding bwd");
-  cpu::embedding_backward(g_embed, dh_out, s.tokens.data(), T, C);
+}
+
+template <typename F>
+void Model<F>::backward_embed(Activations& a) {
+  ScopedTimer tm(st_->profile, "embedding bwd");
+  cpu::embedding_backward(st_->g.embed, a.dh, a.tokens.data(), a.T, config_.hidden_size);
 }
 
 template class Model<float>;

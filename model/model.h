@@ -125,10 +125,46 @@ class Model {
   // batch of B rows of S tokens, computed without allocating them.
   int64_t activation_bytes(int64_t B, int64_t S) const;
 
+  // ---- Passes, for schedules that hold many micro-batches (pipeline stages, accumulation) ----
+  // One micro-batch's saved activations: forward fills them, backward reads them. Buffers are
+  // sized by the first forward of a batch shape and reused; nothing else allocates per step
+  // (backward's scratch is shared and sized once for the largest batch). forward()/backward()
+  // above use one the model holds.
+  class Activations;
+  struct ActivationsDeleter {
+    void operator()(Activations* a) const;
+  };
+  using ActivationsPtr = std::unique_ptr<Activations, ActivationsDeleter>;
+  ActivationsPtr make_activations() const;
+  // forward = forward_begin + forward_embed + forward_blocks(0, L) + forward_head.
+  Status forward(Activations& a, const Batch& batch, const LossWeights& w, ForwardResult* out,
+                 bool reuse_routing = false);
+  // Validates the batch and takes its tokens, targets and positions (no computation).
+  Status forward_begin(Activations& a, const Batch& batch, const LossWeights& w, bool reuse_routing = false);
+  void forward_embed(Activations& a);                               // embedding → hidden(a, 0)
+  void forward_blocks(Activations& a, int64_t begin, int64_t end);  // main layers [begin, end)
+  // model.norm → head → CE, the MTP modules and the loss; `out` gets the losses and the expert
+  // loads of every MoE layer run on `a` since forward_begin.
+  Status forward_head(Activations& a, ForwardResult* out);
+  // backward = backward_head + backward_blocks(0, L) + backward_embed; gradients accumulate.
+  void backward(Activations& a, const F* dlogits = nullptr, const F* dhidden = nullptr);
+  // The losses (and the MTP modules): leaves d(loss)/d(hidden(a, L)) in hidden_grad(a).
+  void backward_head(Activations& a, const F* dlogits, const F* dhidden);
+  // Main layers end−1 down to begin: takes d/d(hidden(a, end)) from hidden_grad(a) and leaves
+  // d/d(hidden(a, begin)) there.
+  void backward_blocks(Activations& a, int64_t begin, int64_t end);
+  void backward_embed(Activations& a);  // hidden_grad(a) into the embedding's gradient
+  // The residual stream entering main layer l (l = L: after the last) [T, C], and the gradient
+  // the backward passes hand down it [T, C]: what pipeline stages send and receive.
+  F* hidden(Activations& a, int64_t l);
+  F* hidden_grad(Activations& a);
+
  private:
   struct State;
-  // Sizes every buffer of `s` for B rows of S tokens (from its pools).
-  void allocate(State& s, int64_t B, int64_t S) const;
+  // Sizes every buffer of `a` for B rows of S tokens (from its pools).
+  void allocate(Activations& a, int64_t B, int64_t S) const;
+  void run_block(Activations& a, int64_t l, const F* h_in, F* h_out);
+  void block_backward(Activations& a, int64_t l, const F* h_in, F* dh_in, const F* dh_out);
   ModelConfig config_;
   ParamTable table_;
   std::vector<F> params_, grads_;
