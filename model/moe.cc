@@ -197,8 +197,7 @@ void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* 
 }  // namespace
 
 template <typename F>
-double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p,
-                   const MoeDims& d, bool reuse_routing) {
+void moe_route(const MoeSaved<F>& s, const F* x, const MoeParams<F>& p, const MoeDims& d, bool reuse_routing) {
   const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
   cpu::linear_forward(s.logits, x, p.gate, T, C, E);
   if (reuse_routing) {
@@ -218,21 +217,23 @@ double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>&
   }
   cpu::moe_plan(s.counts, s.offsets, s.row_of, s.indices, T, E, K);
   cpu::moe_permute_forward(s.x_perm, x, s.row_of, T, K, C);
-  if (d.ep != nullptr) {
-    if constexpr (std::is_same_v<F, float>) {
-      ep_experts_forward(s, p, d);
-    } else {
-      MARIANA_CHECK(false && "expert parallelism runs in float only");
-    }
-  } else {
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = s.counts[e];
-      if (n == 0) continue;
-      const int64_t o = s.offsets[e];
-      const MlpSaved<F> es{s.expert.g + o * d.Fm, s.expert.u + o * d.Fm, s.expert.a + o * d.Fm};
-      mlp_forward(s.y_perm + o * C, es, s.x_perm + o * C, p.experts[e], MlpDims{n, C, d.Fm});
-    }
+}
+
+template <typename F>
+void moe_experts(const MoeSaved<F>& s, const MoeParams<F>& p, const MoeDims& d, int64_t e_begin, int64_t e_end) {
+  const int64_t C = d.C;
+  for (int64_t e = e_begin; e < e_end; ++e) {
+    const int64_t n = s.counts[e];
+    if (n == 0) continue;
+    const int64_t o = s.offsets[e];
+    const MlpSaved<F> es{s.expert.g + o * d.Fm, s.expert.u + o * d.Fm, s.expert.a + o * d.Fm};
+    mlp_forward(s.y_perm + o * C, es, s.x_perm + o * C, p.experts[e], MlpDims{n, C, d.Fm});
   }
+}
+
+template <typename F>
+double moe_combine(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p, const MoeDims& d) {
+  const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
   if (d.Fs > 0) {
     mlp_forward(out, s.shared, x, p.shared, MlpDims{T, C, d.Fs});
   } else {
@@ -264,32 +265,51 @@ double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>&
 }
 
 template <typename F>
-void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout,
-                  const MoeSaved<F>& sv, const F* x, const MoeParams<F>& p, const MoeDims& d,
-                  double balance_coef) {
-  const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
+double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p,
+                   const MoeDims& d, bool reuse_routing) {
+  moe_route(s, x, p, d, reuse_routing);
+  if (d.ep != nullptr) {
+    if constexpr (std::is_same_v<F, float>) {
+      ep_experts_forward(s, p, d);  // dispatch → this rank's experts → return
+    } else {
+      MARIANA_CHECK(false && "expert parallelism runs in float only");
+    }
+  } else {
+    moe_experts(s, p, d, 0, d.E);
+  }
+  return moe_combine(out, s, x, p, d);
+}
+
+template <typename F>
+void moe_combine_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout, const MoeSaved<F>& sv,
+                          const F* x, const MoeParams<F>& p, const MoeDims& d) {
+  const int64_t T = d.T, C = d.C, K = d.K;
   if (d.Fs > 0) mlp_backward(dx, g.shared, s.shared, dout, sv.shared, x, p.shared, MlpDims{T, C, d.Fs});
   std::fill_n(s.dy_perm, T * K * C, F(0));
   std::fill_n(s.dweights, T * K, F(0));
   cpu::moe_unpermute_backward(s.dy_perm, s.dweights, dout, sv.y_perm, sv.weights, sv.row_of, T, K, C);
   std::fill_n(s.dx_perm, T * K * C, F(0));
-  if (d.ep != nullptr) {
-    if constexpr (std::is_same_v<F, float>) {
-      ep_experts_backward(s.dx_perm, g, s.dy_perm, sv, p, d);
-    } else {
-      MARIANA_CHECK(false && "expert parallelism runs in float only");
-    }
-  } else {
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = sv.counts[e];
-      if (n == 0) continue;
-      const int64_t o = sv.offsets[e];
-      const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
-      const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
-      mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C,
-                   p.experts[e], MlpDims{n, C, d.Fm});
-    }
+}
+
+template <typename F>
+void moe_experts_backward(const MoeGrads<F>& g, const MoeScratch<F>& s, const MoeSaved<F>& sv, const MoeParams<F>& p,
+                          const MoeDims& d, int64_t e_begin, int64_t e_end) {
+  const int64_t C = d.C;
+  for (int64_t e = e_begin; e < e_end; ++e) {
+    const int64_t n = sv.counts[e];
+    if (n == 0) continue;
+    const int64_t o = sv.offsets[e];
+    const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
+    const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
+    mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C, p.experts[e],
+                 MlpDims{n, C, d.Fm});
   }
+}
+
+template <typename F>
+void moe_route_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const MoeSaved<F>& sv, const F* x,
+                        const MoeParams<F>& p, const MoeDims& d, double balance_coef) {
+  const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
   cpu::moe_permute_backward(dx, s.dx_perm, sv.row_of, T, K, C);
 
   std::fill_n(s.dlogits, T * E, F(0));
@@ -315,6 +335,23 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
   cpu::linear_backward(dx, g.gate, s.dlogits, x, p.gate, T, C, E);
 }
 
+template <typename F>
+void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout,
+                  const MoeSaved<F>& sv, const F* x, const MoeParams<F>& p, const MoeDims& d,
+                  double balance_coef) {
+  moe_combine_backward(dx, g, s, dout, sv, x, p, d);
+  if (d.ep != nullptr) {
+    if constexpr (std::is_same_v<F, float>) {
+      ep_experts_backward(s.dx_perm, g, s.dy_perm, sv, p, d);
+    } else {
+      MARIANA_CHECK(false && "expert parallelism runs in float only");
+    }
+  } else {
+    moe_experts_backward(g, s, sv, p, d, 0, d.E);
+  }
+  moe_route_backward(dx, g, s, sv, x, p, d, balance_coef);
+}
+
 #define MARIANA_INSTANTIATE_MOE(F)                                                                \
   template void mlp_forward<F>(F*, const MlpSaved<F>&, const F*, const MlpParams<F>&,            \
                                const MlpDims&);                                                   \
@@ -324,7 +361,16 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
                                  const MoeDims&, bool);                                           \
   template void moe_backward<F>(F*, const MoeGrads<F>&, const MoeScratch<F>&, const F*,          \
                                 const MoeSaved<F>&, const F*, const MoeParams<F>&, const MoeDims&, \
-                                double);
+                                double);                                                          \
+  template void moe_route<F>(const MoeSaved<F>&, const F*, const MoeParams<F>&, const MoeDims&, bool); \
+  template void moe_experts<F>(const MoeSaved<F>&, const MoeParams<F>&, const MoeDims&, int64_t, int64_t); \
+  template double moe_combine<F>(F*, const MoeSaved<F>&, const F*, const MoeParams<F>&, const MoeDims&); \
+  template void moe_combine_backward<F>(F*, const MoeGrads<F>&, const MoeScratch<F>&, const F*,  \
+                                        const MoeSaved<F>&, const F*, const MoeParams<F>&, const MoeDims&); \
+  template void moe_experts_backward<F>(const MoeGrads<F>&, const MoeScratch<F>&, const MoeSaved<F>&, \
+                                        const MoeParams<F>&, const MoeDims&, int64_t, int64_t);  \
+  template void moe_route_backward<F>(F*, const MoeGrads<F>&, const MoeScratch<F>&, const MoeSaved<F>&, \
+                                      const F*, const MoeParams<F>&, const MoeDims&, double);
 MARIANA_INSTANTIATE_MOE(float)
 MARIANA_INSTANTIATE_MOE(double)
 

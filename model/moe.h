@@ -141,6 +141,29 @@ struct MoeScratch {
 template <typename F>
 double moe_forward(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p,
                    const MoeDims& d, bool reuse_routing);
+// moe_forward in three passes, the way expert parallelism cuts it (DeepEP's dispatch/combine):
+// route (gate, selection, plan, and x permuted into expert order: s holds the routing), the
+// experts [e_begin, e_end) over their rows of s.x_perm into s.y_perm, and combine (shared experts
+// plus the weighted sum of y_perm back in token order; returns the layer's balance loss). Between
+// route and combine, expert parallelism moves rows to the ranks holding their experts and back.
+template <typename F>
+void moe_route(const MoeSaved<F>& s, const F* x, const MoeParams<F>& p, const MoeDims& d, bool reuse_routing);
+template <typename F>
+void moe_experts(const MoeSaved<F>& s, const MoeParams<F>& p, const MoeDims& d, int64_t e_begin, int64_t e_end);
+template <typename F>
+double moe_combine(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>& p, const MoeDims& d);
+// Their backward twins, run in reverse: combine (shared experts into dx; s.dy_perm and s.dweights
+// from dout; s.dx_perm zeroed), experts (s.dx_perm and the experts' gradients), route (s.dx_perm
+// back into dx, the gate's and the balance loss's gradients).
+template <typename F>
+void moe_combine_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout, const MoeSaved<F>& sv,
+                          const F* x, const MoeParams<F>& p, const MoeDims& d);
+template <typename F>
+void moe_experts_backward(const MoeGrads<F>& g, const MoeScratch<F>& s, const MoeSaved<F>& sv, const MoeParams<F>& p,
+                          const MoeDims& d, int64_t e_begin, int64_t e_end);
+template <typename F>
+void moe_route_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const MoeSaved<F>& sv, const F* x,
+                        const MoeParams<F>& p, const MoeDims& d, double balance_coef);
 // dx += ..., grads += ... . balance_coef is d(total loss)/d(this layer's balance loss) (α).
 template <typename F>
 void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* dout,
