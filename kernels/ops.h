@@ -44,6 +44,13 @@ struct MoeGateDims {
   bool norm_topk_prob = true;
 };
 
+// The sizes of MLA's key/value assembly (mla_kv_split_forward/backward): T tokens, H heads, dn
+// no-RoPE and dr RoPE dims of a key, dv dims of a value; kpe_stride is the row stride of the shared
+// RoPE key k_pe (it lives inside the latent projection's rows).
+struct MlaKvDims {
+  int64_t T = 0, H = 0, dn = 0, dr = 0, dv = 0, kpe_stride = 0;
+};
+
 namespace cpu {
 #define MARIANA_REAL float
 #include "kernels/ops_list.inc"

@@ -2,7 +2,6 @@
 #include "model/attention.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/ops.h"
 
@@ -10,19 +9,9 @@ namespace mariana {
 
 namespace {
 
-// Below this many elements a loop runs on one thread: a parallel region costs more.
-constexpr int64_t kParallelMin = 1 << 15;
-
-template <typename F>
-void scale_rope_part(F* x, int64_t T, int64_t H, int64_t dr, int64_t token_stride,
-                     int64_t head_stride, int64_t offset, double s) {
-  if (s == 1.0) return;
-  const F fs = static_cast<F>(s);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h) {
-      F* p = x + t * token_stride + h * head_stride + offset;
-      for (int64_t i = 0; i < dr; ++i) p[i] *= fs;
-    }
+// k_pe is the last dr columns of the latent projection's rows of r + dr.
+MlaKvDims kv_dims(const MlaDims& d) {
+  return MlaKvDims{.T = d.T, .H = d.H, .dn = d.dn, .dr = d.dr, .dv = d.dv, .kpe_stride = d.r + d.dr};
 }
 
 }  // namespace
@@ -42,27 +31,17 @@ void mla_forward(F* out, const MlaSaved<F>& sv, const F* x, const int32_t* pos,
     cpu::linear_forward(sv.q, x, p.q_proj, T, C, H * dqk);
   }
   cpu::rope_forward(sv.q + dn, pos, inv_freq, T, H, dr, H * dqk, dqk);
-  scale_rope_part(sv.q, T, H, dr, H * dqk, dqk, dn, d.rope_mscale);
+  const F mscale = static_cast<F>(d.rope_mscale);
+  cpu::rope_scale(sv.q + dn, T, H, dr, H * dqk, dqk, mscale);
   // Latent KV and the shared RoPE key.
   cpu::linear_forward(sv.kva, x, p.kv_a_proj, T, C, r + dr);
   cpu::rope_forward(sv.kva + r, pos, inv_freq, T, 1, dr, r + dr, 0);
-  scale_rope_part(sv.kva, T, 1, dr, r + dr, 0, r, d.rope_mscale);
-#pragma omp parallel for schedule(static) if (T * r > kParallelMin)
-  for (int64_t t = 0; t < T; ++t) std::memcpy(sv.ckv_in + t * r, sv.kva + t * (r + dr), r * sizeof(F));
+  cpu::rope_scale(sv.kva + r, T, 1, dr, r + dr, 0, mscale);
+  cpu::copy_strided(sv.ckv_in, sv.kva, T, r, r, r + dr);
   cpu::rmsnorm_forward(sv.ckv, sv.ckv_rstd, sv.ckv_in, p.kv_a_layernorm, T, r, eps);
   cpu::linear_forward(sv.kv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
   // Assemble k = [k_nope ; k_pe] and v per head.
-#pragma omp parallel for schedule(static) if (T * H * (dqk + dv) > kParallelMin)
-  for (int64_t t = 0; t < T; ++t) {
-    const F* kpe = sv.kva + t * (r + dr) + r;
-    for (int64_t h = 0; h < H; ++h) {
-      const F* kvh = sv.kv + (t * H + h) * (dn + dv);
-      F* kh = sv.k + (t * H + h) * dqk;
-      std::memcpy(kh, kvh, dn * sizeof(F));
-      std::memcpy(kh + dn, kpe, dr * sizeof(F));
-      std::memcpy(sv.v + (t * H + h) * dv, kvh + dn, dv * sizeof(F));
-    }
-  }
+  cpu::mla_kv_split_forward(sv.k, sv.v, sv.kv, sv.kva + r, kv_dims(d));
   cpu::attention_forward(sv.o, sv.lse, sv.q, sv.k, sv.v, doc_start, d.B, d.S, H, dqk, dv,
                          static_cast<F>(d.softmax_scale));
   cpu::linear_forward(out, sv.o, p.o_proj, T, H * dv, C);
@@ -80,23 +59,16 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
   std::fill_n(s.dv, T * H * dv, F(0));
   cpu::attention_backward(s.dq, s.dk, s.dv, s.d_o, sv.o, sv.lse, sv.q, sv.k, sv.v, doc_start, d.B,
                           d.S, H, dqk, dv, static_cast<F>(d.softmax_scale));
-  // Split dk / dv back into dkv = [dk_nope ; dv] per head, and sum dk_pe over heads.
-#pragma omp parallel for schedule(static) if (T * H * (dqk + dv) > kParallelMin)
-  for (int64_t t = 0; t < T; ++t) {
-    F* dkpe = s.dkva + t * (r + dr) + r;
-    std::fill_n(dkpe, dr, F(0));
-    for (int64_t h = 0; h < H; ++h) {
-      F* dkvh = s.dkv + (t * H + h) * (dn + dv);
-      const F* dkh = s.dk + (t * H + h) * dqk;
-      std::memcpy(dkvh, dkh, dn * sizeof(F));
-      std::memcpy(dkvh + dn, s.dv + (t * H + h) * dv, dv * sizeof(F));
-      for (int64_t i = 0; i < dr; ++i) dkpe[i] += dkh[dn + i];
-    }
-  }
+  // Split dk / dv back into dkv = [dk_nope ; dv] per head, and sum dk_pe over heads into dkva's
+  // RoPE columns (its first r columns are written from dckv_in below).
+  std::fill_n(s.dkv, T * H * (dn + dv), F(0));
+  std::fill_n(s.dkva, T * (r + dr), F(0));
+  cpu::mla_kv_split_backward(s.dkv, s.dkva + r, s.dk, s.dv, kv_dims(d));
   // Through RoPE (a rotation, then the YaRN cos/sin multiplier).
-  scale_rope_part(s.dkva, T, 1, dr, r + dr, 0, r, d.rope_mscale);
+  const F mscale = static_cast<F>(d.rope_mscale);
+  cpu::rope_scale(s.dkva + r, T, 1, dr, r + dr, 0, mscale);
   cpu::rope_backward(s.dkva + r, pos, inv_freq, T, 1, dr, r + dr, 0);
-  scale_rope_part(s.dq, T, H, dr, H * dqk, dqk, dn, d.rope_mscale);
+  cpu::rope_scale(s.dq + dn, T, H, dr, H * dqk, dqk, mscale);
   cpu::rope_backward(s.dq + dn, pos, inv_freq, T, H, dr, H * dqk, dqk);
   // Latent path.
   std::fill_n(s.dckv, T * r, F(0));
@@ -104,8 +76,7 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
   std::fill_n(s.dckv_in, T * r, F(0));
   cpu::rmsnorm_backward(s.dckv_in, g.kv_a_layernorm, s.dckv, sv.ckv_in, p.kv_a_layernorm, sv.ckv_rstd,
                         T, r);
-#pragma omp parallel for schedule(static) if (T * r > kParallelMin)
-  for (int64_t t = 0; t < T; ++t) std::memcpy(s.dkva + t * (r + dr), s.dckv_in + t * r, r * sizeof(F));
+  cpu::copy_strided(s.dkva, s.dckv_in, T, r, r + dr, r);
   cpu::linear_backward(dx, g.kv_a_proj, s.dkva, x, p.kv_a_proj, T, C, r + dr);
   // Query path.
   if (d.qr > 0) {

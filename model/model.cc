@@ -29,9 +29,6 @@ Batch Batch::from_rows(int64_t B, int64_t S, const std::vector<int32_t>& tokens)
 
 namespace {
 
-// Below this many elements a loop runs on one thread: a parallel region costs more.
-constexpr int64_t kParallelMin = 1 << 15;
-
 // Owns many buffers; pointers stay valid until clear(). A counting pool allocates nothing: take()
 // adds up the bytes and returns null (Model::activation_bytes).
 template <typename T>
@@ -475,18 +472,6 @@ Status validate_batch(const Batch& b, const ModelConfig& c) {
   return Status::Ok();
 }
 
-template <typename F>
-void add_inplace(F* y, const F* x, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
-
-template <typename F>
-void add_to(F* out, const F* a, const F* b, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 // Mean of losses over rows with target >= 0 (divided by `denominator` when it is >= 0: the
 // global batch's count), and this batch's count.
 template <typename F>
@@ -674,7 +659,7 @@ void Model<F>::run_block(Activations& a, int64_t l, const F* h_in, F* h_out) {
     ScopedTimer tm(s.profile, "attention (MLA) fwd");
     cpu::rmsnorm_forward(v.n1, v.rstd1, h_in, b.w_in, T, C, eps);
     mla_forward(v.attn_out, v.attn_s, v.n1, a.pos.data(), a.doc_start.data(), s.inv_freq.data(), b.attn, md);
-    add_to(v.x, h_in, v.attn_out, T * C);
+    cpu::add(v.x, h_in, v.attn_out, T * C);
     cpu::rmsnorm_forward(v.n2, v.rstd2, v.x, b.w_post, T, C, eps);
   }
   if (b.moe) {
@@ -686,7 +671,7 @@ void Model<F>::run_block(Activations& a, int64_t l, const F* h_in, F* h_out) {
     ScopedTimer tm(s.profile, "dense MLP fwd");
     mlp_forward(v.mlp_out, v.mlp_s, v.n2, b.mlp, MlpDims{T, C, c.intermediate_size});
   }
-  add_to(h_out, v.x, v.mlp_out, T * C);
+  cpu::add(h_out, v.x, v.mlp_out, T * C);
 }
 
 template <typename F>
@@ -730,11 +715,8 @@ Status Model<F>::forward_head(Activations& a, ForwardResult* out) {
       cpu::embedding_forward(m.e, m.tokens.data(), s.w.embed, T, C);
       cpu::rmsnorm_forward(m.en, m.en_rstd, m.e, mp.enorm, T, C, eps);
       cpu::rmsnorm_forward(m.hp, m.hp_rstd, h_prev, mp.hnorm, T, C, eps);
-#pragma omp parallel for schedule(static) if (T * C > kParallelMin)
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(m.cat + t * 2 * C, m.en + t * C, C * sizeof(F));
-        std::memcpy(m.cat + t * 2 * C + C, m.hp + t * C, C * sizeof(F));
-      }
+      cpu::copy_strided(m.cat, m.en, T, C, 2 * C, C);
+      cpu::copy_strided(m.cat + C, m.hp, T, C, 2 * C, C);
       cpu::linear_forward(m.x0, m.cat, mp.eh_proj, T, 2 * C, C);
     }
     run_block(a, L + k, m.x0, m.out);
@@ -802,7 +784,7 @@ void Model<F>::block_backward(Activations& a, int64_t l, const F* h_in, F* dh_in
   mla_backward(sc.dn1, b.attn_g, sc.mla_sc, sc.dx, v.attn_s, v.n1, a.pos.data(), a.doc_start.data(),
                s.inv_freq.data(), b.attn, md);
   cpu::rmsnorm_backward(dh_in, b.g_in, sc.dn1, h_in, b.w_in, v.rstd1, T, C);
-  add_inplace(dh_in, sc.dx, T * C);
+  cpu::add_inplace(dh_in, sc.dx, T * C);
 }
 
 template <typename F>
@@ -842,11 +824,8 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
     ScopedTimer tm(s.profile, "MTP input bwd");
     std::fill_n(sc.dcat, T * 2 * C, F(0));
     cpu::linear_backward(sc.dcat, mp.g_eh_proj, sc.dmtp_block, m.cat, mp.eh_proj, T, 2 * C, C);
-#pragma omp parallel for schedule(static) if (T * C > kParallelMin)
-    for (int64_t t = 0; t < T; ++t) {
-      std::memcpy(sc.dtmp + t * C, sc.dcat + t * 2 * C, C * sizeof(F));
-      std::memcpy(sc.dn1 + t * C, sc.dcat + t * 2 * C + C, C * sizeof(F));
-    }
+    cpu::copy_strided(sc.dtmp, sc.dcat, T, C, C, 2 * C);
+    cpu::copy_strided(sc.dn1, sc.dcat + C, T, C, C, 2 * C);
     std::fill_n(sc.de, T * C, F(0));
     cpu::rmsnorm_backward(sc.de, mp.g_enorm, sc.dtmp, m.e, mp.enorm, m.en_rstd, T, C);
     cpu::embedding_backward(g_embed, sc.de, m.tokens.data(), T, C);
@@ -861,8 +840,8 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
   std::fill_n(sc.dloss, T, scale);
   std::fill_n(sc.dlogits, T * V, F(0));
   cpu::cross_entropy_backward(sc.dlogits, sc.dloss, a.logits, a.lse, a.targets.data(), T, V);
-  if (extra_dlogits != nullptr) add_inplace(sc.dlogits, extra_dlogits, T * V);
-  if (extra_dhidden != nullptr) add_inplace(sc.dhn, extra_dhidden, T * C);
+  if (extra_dlogits != nullptr) cpu::add_inplace(sc.dlogits, extra_dlogits, T * V);
+  if (extra_dhidden != nullptr) cpu::add_inplace(sc.dhn, extra_dhidden, T * C);
   cpu::linear_backward(sc.dhn, g_lm_head, sc.dlogits, a.hn, lm_head, T, C, V);
   std::fill_n(a.dh, T * C, F(0));
   cpu::rmsnorm_backward(a.dh, s.g.norm, sc.dhn, a.h[L], s.w.norm, a.hn_rstd, T, C);

@@ -2,8 +2,6 @@
 #include "model/moe.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -53,38 +51,23 @@ void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* 
 
 namespace {
 
-// Below this many elements a loop runs on one thread: a parallel region costs more.
-constexpr int64_t kParallelMin = 1 << 15;
-
-// Gate weights for selections already in s.indices (routing held fixed).
+// The gate's rules in the kernel API's form (route_scale rounded to F, as the gate applies it).
 template <typename F>
-void gate_weights_for_fixed_selection(const MoeSaved<F>& s, const MoeDims& d) {
-  const int64_t T = d.T, E = d.E, K = d.K;
-#pragma omp parallel for schedule(static) if (T * E > kParallelMin)
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t e = 0; e < E; ++e) s.scores[t * E + e] = F(1) / (F(1) + std::exp(-s.logits[t * E + e]));
-    F sum = 0;
-    for (int64_t k = 0; k < K; ++k) sum += s.scores[t * E + s.indices[t * K + k]];
-    for (int64_t k = 0; k < K; ++k) {
-      const F v = s.scores[t * E + s.indices[t * K + k]];
-      s.weights[t * K + k] = (d.norm_topk_prob ? v / sum : v) * static_cast<F>(d.route_scale);
-    }
-  }
+MoeGateDims gate_dims(const MoeDims& d) {
+  return MoeGateDims{.T = d.T,
+                     .E = d.E,
+                     .K = d.K,
+                     .n_group = d.n_group,
+                     .topk_group = d.topk_group,
+                     .n_nodes = d.n_nodes,
+                     .max_nodes = d.max_nodes,
+                     .route_scale = static_cast<double>(static_cast<F>(d.route_scale)),
+                     .norm_topk_prob = d.norm_topk_prob};
 }
-
 
 // ---- Expert parallelism (float) ----
 // The ep group's rank r holds experts [r·El, (r+1)·El), El = E/P. x_perm is grouped by expert, so
 // its rows are already grouped by destination rank.
-
-// Copies rows of C floats: dst[map[i]] = src[i] (scatter) or dst[i] = src[map[i]] (gather).
-void copy_rows(float* dst, const float* src, const int32_t* map, int64_t n, int64_t C, bool scatter) {
-#pragma omp parallel for schedule(static) if (n * C > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t to = scatter ? map[i] : i, from = scatter ? i : map[i];
-    std::memcpy(dst + to * C, src + from * C, static_cast<size_t>(C) * sizeof(float));
-  }
-}
 
 // all_to_all_v of rows of C floats; records the first failure in the group.
 bool exchange_rows(MoeExpertGroup& ep, const float* in, const std::vector<int64_t>& send_rows, float* out,
@@ -154,7 +137,7 @@ void ep_experts_forward(const MoeSaved<float>& s, const MoeParams<float>& p, con
   reserve_at_least(e.u, N * Fm);
   reserve_at_least(e.a, N * Fm);
   if (!exchange_rows(ep, s.x_perm, e.send_rows, e.wire.data(), e.recv_rows, C)) return;
-  copy_rows(e.x_loc.data(), e.wire.data(), e.loc_row.data(), N, C, /*scatter=*/true);
+  cpu::moe_scatter_rows(e.x_loc.data(), e.wire.data(), e.loc_row.data(), N, C);
   for (int64_t j = 0; j < El; ++j) {
     const int64_t n = e.loc_counts[j];
     if (n == 0) continue;
@@ -162,7 +145,7 @@ void ep_experts_forward(const MoeSaved<float>& s, const MoeParams<float>& p, con
     const MlpSaved<float> es{e.g.data() + o * Fm, e.u.data() + o * Fm, e.a.data() + o * Fm};
     mlp_forward(e.y_loc.data() + o * C, es, e.x_loc.data() + o * C, p.experts[r * El + j], MlpDims{n, C, Fm});
   }
-  copy_rows(e.wire.data(), e.y_loc.data(), e.loc_row.data(), N, C, /*scatter=*/false);
+  cpu::moe_gather_rows(e.wire.data(), e.y_loc.data(), e.loc_row.data(), N, C);
   exchange_rows(ep, e.wire.data(), e.recv_rows, s.y_perm, e.send_rows, C);
 }
 
@@ -179,7 +162,7 @@ void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* 
   reserve_at_least(e.dg, N * Fm);
   reserve_at_least(e.du, N * Fm);
   if (!exchange_rows(ep, dy_perm, e.send_rows, e.wire.data(), e.recv_rows, C)) return;
-  copy_rows(e.dy_loc.data(), e.wire.data(), e.loc_row.data(), N, C, /*scatter=*/true);
+  cpu::moe_scatter_rows(e.dy_loc.data(), e.wire.data(), e.loc_row.data(), N, C);
   std::fill_n(e.dx_loc.data(), N * C, 0.0f);
   for (int64_t j = 0; j < El; ++j) {
     const int64_t n = e.loc_counts[j];
@@ -190,7 +173,7 @@ void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* 
     mlp_backward(e.dx_loc.data() + o * C, g.experts[r * El + j], ss, e.dy_loc.data() + o * C, es,
                  e.x_loc.data() + o * C, p.experts[r * El + j], MlpDims{n, C, Fm});
   }
-  copy_rows(e.wire.data(), e.dx_loc.data(), e.loc_row.data(), N, C, /*scatter=*/false);
+  cpu::moe_gather_rows(e.wire.data(), e.dx_loc.data(), e.loc_row.data(), N, C);
   exchange_rows(ep, e.wire.data(), e.recv_rows, dx_perm, e.send_rows, C);
 }
 
@@ -200,19 +183,10 @@ template <typename F>
 void moe_route(const MoeSaved<F>& s, const F* x, const MoeParams<F>& p, const MoeDims& d, bool reuse_routing) {
   const int64_t T = d.T, C = d.C, E = d.E, K = d.K;
   cpu::linear_forward(s.logits, x, p.gate, T, C, E);
+  const MoeGateDims gd = gate_dims<F>(d);
   if (reuse_routing) {
-    gate_weights_for_fixed_selection(s, d);
+    cpu::moe_gate_weights(s.weights, s.scores, s.logits, s.indices, gd);  // routing held fixed
   } else {
-    MoeGateDims gd;
-    gd.T = T;
-    gd.E = E;
-    gd.K = K;
-    gd.n_group = d.n_group;
-    gd.topk_group = d.topk_group;
-    gd.n_nodes = d.n_nodes;
-    gd.max_nodes = d.max_nodes;
-    gd.route_scale = static_cast<double>(static_cast<F>(d.route_scale));
-    gd.norm_topk_prob = d.norm_topk_prob;
     cpu::moe_gate_forward(s.weights, s.indices, s.scores, s.logits, p.bias, gd);
   }
   cpu::moe_plan(s.counts, s.offsets, s.row_of, s.indices, T, E, K);
@@ -241,26 +215,9 @@ double moe_combine(F* out, const MoeSaved<F>& s, const F* x, const MoeParams<F>&
   }
   cpu::moe_unpermute_forward(out, s.y_perm, s.weights, s.row_of, T, K, C);
 
-  // Sequence-wise balance loss (Eqs. 17–20): f_i = E/(K·S)·#{t : i ∈ TopK(t)},
-  // P_i = (1/S)·Σ_t s_{i,t}/Σ_j s_{j,t}; per sequence Σ_i f_i·P_i.
+  // Sequence-wise balance loss (Eqs. 17–20): per sequence Σ_i f_i·P_i, summed over sequences.
   double total = 0;
-  for (int64_t b = 0; b < d.B; ++b) {
-    F* f = s.balance_f + b * E;
-    std::fill_n(f, E, F(0));
-    std::vector<double> P(static_cast<size_t>(E), 0.0);
-    for (int64_t t = b * d.S; t < (b + 1) * d.S; ++t) {
-      for (int64_t k = 0; k < K; ++k) f[s.indices[t * K + k]] += F(1);
-      double denom = 0;
-      for (int64_t e = 0; e < E; ++e) denom += s.scores[t * E + e];
-      for (int64_t e = 0; e < E; ++e) P[e] += s.scores[t * E + e] / denom;
-    }
-    double lb = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      f[e] *= static_cast<F>(static_cast<double>(E) / static_cast<double>(K * d.S));
-      lb += static_cast<double>(f[e]) * P[e] / static_cast<double>(d.S);
-    }
-    total += lb;
-  }
+  cpu::moe_balance_forward(s.balance_f, &total, s.scores, s.indices, d.B, d.S, E, K);
   return total / static_cast<double>(d.balance_rows > 0 ? d.balance_rows : d.B);
 }
 
@@ -319,18 +276,7 @@ void moe_route_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, con
     // L = coef/B · Σ_b Σ_i f_i·P_i,  P_i = (1/S) Σ_t s'_{i,t},  s'_{i,t} = s_{i,t} / Σ_j s_{j,t}:
     // dL/ds_{j,t} = coef/(B·S·Σs_t) · (f_j − Σ_i f_i·s'_{i,t});  ds/dlogit = s·(1 − s).
     const double c0 = balance_coef / static_cast<double>((d.balance_rows > 0 ? d.balance_rows : d.B) * d.S);
-#pragma omp parallel for schedule(static) if (T * E > kParallelMin)
-    for (int64_t t = 0; t < T; ++t) {
-      const F* f = sv.balance_f + (t / d.S) * E;
-      const F* st = sv.scores + t * E;
-      double denom = 0, fs = 0;
-      for (int64_t e = 0; e < E; ++e) denom += st[e];
-      for (int64_t e = 0; e < E; ++e) fs += static_cast<double>(f[e]) * st[e] / denom;
-      for (int64_t e = 0; e < E; ++e) {
-        const double ds = c0 / denom * (static_cast<double>(f[e]) - fs);
-        s.dlogits[t * E + e] += static_cast<F>(ds * st[e] * (1.0 - st[e]));
-      }
-    }
+    cpu::moe_balance_backward(s.dlogits, sv.balance_f, sv.scores, T, d.S, E, c0);
   }
   cpu::linear_backward(dx, g.gate, s.dlogits, x, p.gate, T, C, E);
 }

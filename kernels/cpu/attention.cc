@@ -4,11 +4,13 @@
 // as fast as 96 or 128 and faster than 32 or 256 at S = 512). Scores and each product are one gemm
 // per block (single-threaded OpenBLAS inside the OpenMP region). Scratch: one std::vector per
 // call holding a kRowBlock × S slice per thread (P and the row sums in the forward, P and dS in
-// the backward), allocated before the parallel loop; nothing is allocated inside it.
+// the backward), allocated before the parallel loop; nothing is allocated inside it. Also MLA's
+// assembly of per-head keys and values from the latent projection (mla_kv_split_*).
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -134,6 +136,41 @@ void attention_backward_impl(T* dq, T* dk, T* dv, const T* dout, const T* out, c
   }
 }
 
+// k = [k_nope ; k_pe] and v per (token, head); parallel over tokens.
+template <typename T>
+void mla_kv_split_forward_impl(T* k, T* v, const T* kv, const T* k_pe, const MlaKvDims& d) {
+  const int64_t H = d.H, dn = d.dn, dr = d.dr, dv = d.dv, dqk = dn + dr;
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(d.T * H * (dqk + dv)))
+  for (int64_t t = 0; t < d.T; ++t) {
+    const T* kpe = k_pe + t * d.kpe_stride;
+    for (int64_t h = 0; h < H; ++h) {
+      const T* kvh = kv + (t * H + h) * (dn + dv);
+      T* kh = k + (t * H + h) * dqk;
+      std::memcpy(kh, kvh, dn * sizeof(T));
+      std::memcpy(kh + dn, kpe, dr * sizeof(T));
+      std::memcpy(v + (t * H + h) * dv, kvh + dn, dv * sizeof(T));
+    }
+  }
+}
+
+// dkv = [dk_nope ; dv] per head, and dk_pe summed over heads in order; parallel over tokens.
+template <typename T>
+void mla_kv_split_backward_impl(T* dkv, T* dk_pe, const T* dk, const T* dv, const MlaKvDims& d) {
+  const int64_t H = d.H, dn = d.dn, dr = d.dr, Dv = d.dv, dqk = dn + dr;
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(d.T * H * (dqk + Dv)))
+  for (int64_t t = 0; t < d.T; ++t) {
+    T* dkpe = dk_pe + t * d.kpe_stride;
+    for (int64_t h = 0; h < H; ++h) {
+      T* dkvh = dkv + (t * H + h) * (dn + Dv);
+      const T* dkh = dk + (t * H + h) * dqk;
+      const T* dvh = dv + (t * H + h) * Dv;
+      for (int64_t i = 0; i < dn; ++i) dkvh[i] += dkh[i];
+      for (int64_t i = 0; i < Dv; ++i) dkvh[dn + i] += dvh[i];
+      for (int64_t i = 0; i < dr; ++i) dkpe[i] += dkh[dn + i];
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -158,6 +195,20 @@ void attention_backward(double* dq, double* dk, double* dv, const double* dout, 
                         const int32_t* doc_start, int64_t B, int64_t S, int64_t H, int64_t Dqk, int64_t Dv,
                         double scale) {
   attention_backward_impl(dq, dk, dv, dout, out, lse, q, k, v, doc_start, B, S, H, Dqk, Dv, scale);
+}
+
+void mla_kv_split_forward(float* k, float* v, const float* kv, const float* k_pe, const MlaKvDims& d) {
+  mla_kv_split_forward_impl(k, v, kv, k_pe, d);
+}
+void mla_kv_split_forward(double* k, double* v, const double* kv, const double* k_pe, const MlaKvDims& d) {
+  mla_kv_split_forward_impl(k, v, kv, k_pe, d);
+}
+
+void mla_kv_split_backward(float* dkv, float* dk_pe, const float* dk, const float* dv, const MlaKvDims& d) {
+  mla_kv_split_backward_impl(dkv, dk_pe, dk, dv, d);
+}
+void mla_kv_split_backward(double* dkv, double* dk_pe, const double* dk, const double* dv, const MlaKvDims& d) {
+  mla_kv_split_backward_impl(dkv, dk_pe, dk, dv, d);
 }
 
 }  // namespace mariana::cpu

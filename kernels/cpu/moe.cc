@@ -1,10 +1,13 @@
 // CPU MoE routing (docs/numerics.md#deepseekmoe-routing): the sigmoid gate with group-limited
-// top-k, the deterministic routing plan, and the permute/unpermute between token order and
-// expert-sorted order. Parallel over tokens; every output row is written by exactly one token, so
-// no atomics and no races.
+// top-k (and its weights for a fixed selection), the sequence-wise balance loss, the deterministic
+// routing plan, the permute/unpermute between token order and expert-sorted order, and the row
+// gather/scatter of expert parallelism. Parallel over tokens (rows); every output row is written by
+// exactly one token, so no atomics and no races; the balance loss's sums run in order on one thread.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -217,6 +220,86 @@ void moe_unpermute_backward_impl(T* dy_perm, T* dweights, const T* dout, const T
   }
 }
 
+// Sigmoid through std::exp (not the vectorised exp of moe_gate_forward), then the weights of the
+// given selection.
+template <typename T>
+void moe_gate_weights_impl(T* weights, T* scores, const T* logits, const int32_t* indices, const MoeGateDims& d) {
+  const int64_t T_ = d.T, E = d.E, K = d.K;
+  const T route_scale = static_cast<T>(d.route_scale);
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * E))
+  for (int64_t t = 0; t < T_; ++t) {
+    for (int64_t e = 0; e < E; ++e) scores[t * E + e] = T(1) / (T(1) + std::exp(-logits[t * E + e]));
+    T sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += scores[t * E + indices[t * K + k]];
+    for (int64_t k = 0; k < K; ++k) {
+      const T v = scores[t * E + indices[t * K + k]];
+      weights[t * K + k] = (d.norm_topk_prob ? v / sum : v) * route_scale;
+    }
+  }
+}
+
+// P_i is accumulated for kBalanceChunk experts at a time in a stack buffer (no allocation); with
+// more experts than that, a token's Σ_j s_j is recomputed per chunk, the same sum in the same order.
+constexpr int64_t kBalanceChunk = 256;
+
+template <typename T>
+void moe_balance_forward_impl(T* f_all, double* loss, const T* scores, const int32_t* indices, int64_t B,
+                              int64_t S, int64_t E, int64_t K) {
+  const T f_scale = static_cast<T>(static_cast<double>(E) / static_cast<double>(K * S));
+  double total = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    T* f = f_all + b * E;
+    const int64_t t0 = b * S, t1 = (b + 1) * S;
+    std::fill_n(f, E, T(0));
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t k = 0; k < K; ++k) f[indices[t * K + k]] += T(1);
+    double lb = 0;
+    for (int64_t e0 = 0; e0 < E; e0 += kBalanceChunk) {
+      const int64_t ne = std::min(kBalanceChunk, E - e0);
+      double P[kBalanceChunk] = {};
+      for (int64_t t = t0; t < t1; ++t) {
+        const T* st = scores + t * E;
+        double denom = 0;
+        for (int64_t e = 0; e < E; ++e) denom += st[e];
+        for (int64_t j = 0; j < ne; ++j) P[j] += st[e0 + j] / denom;
+      }
+      for (int64_t j = 0; j < ne; ++j) {
+        f[e0 + j] *= f_scale;
+        lb += static_cast<double>(f[e0 + j]) * P[j] / static_cast<double>(S);
+      }
+    }
+    total += lb;
+  }
+  *loss = total;
+}
+
+template <typename T>
+void moe_balance_backward_impl(T* dlogits, const T* f_all, const T* scores, int64_t T_, int64_t S, int64_t E,
+                               double scale) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * E))
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* f = f_all + (t / S) * E;
+    const T* st = scores + t * E;
+    double denom = 0, fs = 0;
+    for (int64_t e = 0; e < E; ++e) denom += st[e];
+    for (int64_t e = 0; e < E; ++e) fs += static_cast<double>(f[e]) * st[e] / denom;
+    for (int64_t e = 0; e < E; ++e) {
+      const double ds = scale / denom * (static_cast<double>(f[e]) - fs);
+      dlogits[t * E + e] += static_cast<T>(ds * st[e] * (1.0 - st[e]));
+    }
+  }
+}
+
+// dst[to(i)] = src[from(i)] for rows of C elements.
+template <typename T>
+void move_rows(T* dst, const T* src, const int32_t* map, int64_t n, int64_t C, bool scatter) {
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(n * C))
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t to = scatter ? map[i] : i, from = scatter ? i : map[i];
+    std::memcpy(dst + to * C, src + from * C, static_cast<size_t>(C) * sizeof(T));
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -302,6 +385,46 @@ void moe_unpermute_backward(float* dy_perm, float* dweights, const float* dout, 
 void moe_unpermute_backward(double* dy_perm, double* dweights, const double* dout, const double* y_perm,
                             const double* weights, const int32_t* row_of, int64_t T, int64_t K, int64_t C) {
   moe_unpermute_backward_impl(dy_perm, dweights, dout, y_perm, weights, row_of, T, K, C);
+}
+
+void moe_gate_weights(float* weights, float* scores, const float* logits, const int32_t* indices,
+                      const MoeGateDims& d) {
+  moe_gate_weights_impl(weights, scores, logits, indices, d);
+}
+void moe_gate_weights(double* weights, double* scores, const double* logits, const int32_t* indices,
+                      const MoeGateDims& d) {
+  moe_gate_weights_impl(weights, scores, logits, indices, d);
+}
+
+void moe_balance_forward(float* f, double* loss, const float* scores, const int32_t* indices, int64_t B, int64_t S,
+                         int64_t E, int64_t K) {
+  moe_balance_forward_impl(f, loss, scores, indices, B, S, E, K);
+}
+void moe_balance_forward(double* f, double* loss, const double* scores, const int32_t* indices, int64_t B,
+                         int64_t S, int64_t E, int64_t K) {
+  moe_balance_forward_impl(f, loss, scores, indices, B, S, E, K);
+}
+
+void moe_balance_backward(float* dlogits, const float* f, const float* scores, int64_t T, int64_t S, int64_t E,
+                          double scale) {
+  moe_balance_backward_impl(dlogits, f, scores, T, S, E, scale);
+}
+void moe_balance_backward(double* dlogits, const double* f, const double* scores, int64_t T, int64_t S, int64_t E,
+                          double scale) {
+  moe_balance_backward_impl(dlogits, f, scores, T, S, E, scale);
+}
+
+void moe_gather_rows(float* dst, const float* src, const int32_t* map, int64_t n, int64_t C) {
+  move_rows(dst, src, map, n, C, /*scatter=*/false);
+}
+void moe_gather_rows(double* dst, const double* src, const int32_t* map, int64_t n, int64_t C) {
+  move_rows(dst, src, map, n, C, /*scatter=*/false);
+}
+void moe_scatter_rows(float* dst, const float* src, const int32_t* map, int64_t n, int64_t C) {
+  move_rows(dst, src, map, n, C, /*scatter=*/true);
+}
+void moe_scatter_rows(double* dst, const double* src, const int32_t* map, int64_t n, int64_t C) {
+  move_rows(dst, src, map, n, C, /*scatter=*/true);
 }
 
 }  // namespace mariana::cpu

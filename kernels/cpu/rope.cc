@@ -1,5 +1,6 @@
 // CPU rotary embeddings (docs/numerics.md#rope-and-yarn): the YaRN-blended inverse frequencies and
-// the in-place rotation of interleaved pairs. Angles pos·inv_freq and their cos/sin are computed in
+// the in-place rotation of interleaved pairs, and the in-place scaling of the RoPE part by YaRN's
+// mscale. Angles pos·inv_freq and their cos/sin are computed in
 // double for both element types (positions reach 1e5, where a float angle would be off by ~1e-2 rad).
 #include <cmath>
 #include <numbers>
@@ -59,6 +60,18 @@ void rope_rotate(T* x, const int32_t* pos, const T* inv_freq, int64_t T_, int64_
   }
 }
 
+template <typename T>
+void rope_scale_impl(T* x, int64_t T_, int64_t H, int64_t rope_dim, int64_t token_stride, int64_t head_stride,
+                     T scale) {
+  if (scale == T(1)) return;
+#pragma omp parallel for schedule(static) if (detail::worth_parallel(T_ * H * rope_dim))
+  for (int64_t t = 0; t < T_; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      T* p = x + t * token_stride + h * head_stride;
+      for (int64_t i = 0; i < rope_dim; ++i) p[i] *= scale;
+    }
+}
+
 }  // namespace
 
 void rope_inv_freq(float* inv_freq, const RopeParams& p) { rope_inv_freq_impl(inv_freq, p); }
@@ -81,6 +94,15 @@ void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int64_t
 void rope_backward(double* dx, const int32_t* pos, const double* inv_freq, int64_t T, int64_t H,
                    int64_t rope_dim, int64_t token_stride, int64_t head_stride) {
   rope_rotate(dx, pos, inv_freq, T, H, rope_dim, token_stride, head_stride, -1.0);
+}
+
+void rope_scale(float* x, int64_t T, int64_t H, int64_t rope_dim, int64_t token_stride, int64_t head_stride,
+                float scale) {
+  rope_scale_impl(x, T, H, rope_dim, token_stride, head_stride, scale);
+}
+void rope_scale(double* x, int64_t T, int64_t H, int64_t rope_dim, int64_t token_stride, int64_t head_stride,
+                double scale) {
+  rope_scale_impl(x, T, H, rope_dim, token_stride, head_stride, scale);
 }
 
 }  // namespace mariana::cpu
