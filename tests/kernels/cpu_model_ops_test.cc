@@ -242,16 +242,19 @@ TEST(CpuMoeRows, ScatterThenGatherRoundTrips) {
   EXPECT_EQ(scattered, (Vec{3, 4, 5, 6, 1, 2}));  // row i lands at map[i]
   cpu::moe_gather_rows(back.data(), scattered.data(), map.data(), 3, 2);
   EXPECT_EQ(back, src);
-  // Float, above the parallel threshold.
+  // Float, above the parallel threshold, with a permutation that is not its own inverse.
   const int64_t n = 512, C = 96;
   std::vector<int32_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::reverse(perm.begin(), perm.end());
+  for (int64_t i = 0; i < n; ++i) perm[i] = static_cast<int32_t>((5 * i + 3) % n);
   const FVec fs = to_f(randn(size_t(n * C), 17));
-  FVec g(fs.size());
+  FVec g(fs.size()), sc(fs.size());
   cpu::moe_gather_rows(g.data(), fs.data(), perm.data(), n, C);
+  cpu::moe_scatter_rows(sc.data(), fs.data(), perm.data(), n, C);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < C; ++c) ASSERT_EQ(g[i * C + c], fs[(n - 1 - i) * C + c]);
+    for (int64_t c = 0; c < C; ++c) {
+      ASSERT_EQ(g[i * C + c], fs[perm[i] * C + c]);
+      ASSERT_EQ(sc[perm[i] * C + c], fs[i * C + c]);
+    }
 }
 
 }  // namespace
