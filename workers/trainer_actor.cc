@@ -9,6 +9,7 @@
 // the gang's groups through the controller's key-value table (keys under gang/<job>/<generation>/)
 // on its training thread, then trains its rows; rank 0 reports the steps, checkpoints and the end,
 // and any rank reports its failure. The controller restarts the whole gang when one rank dies.
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,46 @@ namespace mariana::workers {
 namespace {
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+// Each rank publishes its node; rank 0 prints where every rank runs and warns when the ep ranks'
+// real nodes do not follow [parallel] nodes (node-limited routing limits tokens by the declared
+// layout: ep / nodes consecutive ep ranks per node). The groups are joined, so every rank has
+// published before rank 0 looks; a key still missing is reported, not waited for.
+void report_gang_layout(comm::Store& store, const JobSpec& spec, int64_t rank, const std::string& node) {
+  if (!store.set("node/" + std::to_string(rank), node).ok() || rank != 0) return;
+  std::string layout;
+  std::vector<std::string> nodes(static_cast<size_t>(spec.world()));
+  for (int64_t r = 0; r < spec.world(); ++r) {
+    for (int tries = 0; tries < 50 && nodes[r].empty(); ++tries) {
+      auto v = store.try_get("node/" + std::to_string(r));
+      if (v.ok() && v.value().has_value()) nodes[r] = *v.value();
+      else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    layout += (r ? ", " : "") + std::to_string(r) + "@" + (nodes[r].empty() ? "?" : nodes[r]);
+  }
+  std::printf("trainer: gang layout (rank@node): %s\n", layout.c_str());
+  if (spec.ep > 1) {
+    const int64_t per_node = spec.ep / spec.nodes;
+    for (int64_t d = 0; d < spec.dp; ++d)
+      for (int64_t e = 0; e < spec.ep; ++e) {
+        const std::string& mine = nodes[d * spec.ep + e];
+        const std::string& lead_of_node = nodes[d * spec.ep + e / per_node * per_node];
+        for (int64_t f = 0; f < spec.ep; ++f) {
+          const bool same_declared = f / per_node == e / per_node;
+          const bool same_real = nodes[d * spec.ep + f] == mine;
+          if (same_declared != same_real || mine != lead_of_node) {
+            std::printf("trainer: warning: parallel.nodes = %lld declares ep ranks %lld and %lld on %s nodes, but they "
+                        "run on %s and %s; node-limited routing follows the declared layout\n",
+                        (long long)spec.nodes, (long long)e, (long long)f, same_declared ? "the same" : "different",
+                        mine.c_str(), nodes[d * spec.ep + f].c_str());
+            std::fflush(stdout);
+            return;
+          }
+        }
+      }
+  }
+  std::fflush(stdout);
+}
 
 class Trainer final : public Actor {
  public:
@@ -64,11 +105,12 @@ class Trainer final : public Actor {
       return InvalidArgument("trainer.start: the gang has " + std::to_string(world) + " rank(s), the job's [parallel] " +
                              std::to_string(opt.spec.world()));
     if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
-    std::string controller, token;
+    std::string controller, token, node;
     if (world > 1) {
       const WorkerOptions* w = this_worker();
       if (w == nullptr) return FailedPrecondition("trainer.start: a gang rank needs its worker's controller");
       controller = w->controller;
+      node = w->node_id;
       token = w->token;
     }
     const bool lead = rank == 0;  // reports for the gang
@@ -106,7 +148,7 @@ class Trainer final : public Actor {
                 (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
                 opt.resume_from.c_str());
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, lead]() mutable {
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, lead]() mutable {
       std::unique_ptr<ParallelGroups> groups;
       if (world > 1) {  // the rendezvous waits for every rank: on this thread, not the worker's
         auto kv = std::make_shared<ControllerKvStore>(controller, token);
@@ -120,6 +162,7 @@ class Trainer final : public Actor {
           return;
         }
         groups = std::move(g).value();
+        report_gang_layout(*store, opt.spec, rank, node);
         opt.parallel = groups.get();
         std::printf("trainer: rank %lld of %lld joined gang generation %llu\n", (long long)rank, (long long)world,
                     (unsigned long long)generation);

@@ -27,6 +27,15 @@ std::string parallel_sets() {
          "/configs/models/tiny.json";
 }
 
+// Every worker log of the two agents, concatenated.
+std::string worker_logs(Cluster& c) {
+  std::string logs;
+  for (const char* n : {"/logs-n1", "/logs-n2"})
+    for (auto& e : std::filesystem::directory_iterator(c.dir() + n))
+      if (auto t = read_file(e.path().string()); t.ok()) logs += t.value();
+  return logs;
+}
+
 TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
   Cluster c;
   const std::string ref_dir = c.dir() + "/ref";
@@ -42,7 +51,7 @@ TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
   const std::string job = c.submit(parallel_job_file(), parallel_sets());
   ASSERT_FALSE(job.empty());
 
-  // Four ALIVE ranks, one per bundle, packed two per node.
+  // Four ALIVE ranks, one per bundle, two per node.
   std::map<std::string, std::string> node_of;  // actor id -> node
   ASSERT_TRUE(Cluster::wait_for(
       [&] {
@@ -98,6 +107,30 @@ TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
   }
   EXPECT_EQ(restarted, 4);
   expect_job_equals_reference(c, job, ref_dir, kSteps);
+
+  // Rank 0 printed where the ranks ran: spread over the two nodes, each replica's ep ranks 0 and 1
+  // on different nodes, as the job's nodes = 2 declares (so no warning).
+  const std::string logs = worker_logs(c);
+  EXPECT_NE(logs.find("gang layout (rank@node): 0@n1, 1@n2, 2@n1, 3@n2"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("warning: parallel.nodes"), std::string::npos) << logs;
+}
+
+// Packed two per node, each replica's ep ranks share a node against the declared nodes = 2: the job
+// runs (the routing follows the declared layout) and rank 0 warns, naming the ranks and nodes.
+TEST(GangJob, APlacementThatDoesNotMatchTheDeclaredNodesIsReported) {
+  Cluster c;
+  c.start_controller();
+  c.start_agent("n1", 2);
+  c.start_agent("n2", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(2));
+  const std::string job = c.submit(parallel_job_file(), parallel_sets() + " --set parallel.placement=pack --set train.steps=2");
+  ASSERT_FALSE(job.empty());
+  EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
+  const std::string logs = worker_logs(c);
+  EXPECT_NE(logs.find("gang layout (rank@node): 0@n1, 1@n1, 2@n2, 3@n2"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("warning: parallel.nodes = 2 declares ep ranks 0 and 1 on different nodes, but they run on n1 and n1"),
+            std::string::npos)
+      << logs;
 }
 
 TEST(GangJob, ABadParallelSpecIsRefusedAtSubmit) {
