@@ -663,6 +663,13 @@ void Controller::handle_kv_get(const std::string& peer, uint64_t rid, proto::KvG
   queue(peer, out.bytes());
 }
 
+void Controller::kv_erase_prefix(const std::string& prefix) {
+  for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
+    store_->erase(Table::kKv, it->first);
+    it = kv_.erase(it);
+  }
+}
+
 // ---------------------------------------------------------------- timers
 
 void Controller::note_progress(const JobRecord& j, int64_t now) {

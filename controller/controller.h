@@ -137,6 +137,8 @@ class Controller {
   void handle_actor_return(uint64_t rid, proto::ActorReturn::Reader m);
   void handle_kv_put(const std::string& peer, uint64_t rid, proto::KvPut::Reader m);
   void handle_kv_get(const std::string& peer, uint64_t rid, proto::KvGet::Reader m);
+  // Drops every key-value entry under `prefix` (a finished gang's rendezvous keys).
+  void kv_erase_prefix(const std::string& prefix);
   void handle_actor_report(const std::string& peer, uint64_t rid, proto::ActorReport::Reader m);
 
   // Replies and orders (queued until flush()).

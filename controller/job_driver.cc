@@ -79,6 +79,7 @@ void Controller::job_finish(JobRecord& j, JobState state, const std::string& mes
   if (pg != pgs_.end()) remove_placement_group(pg->second, std::string("job ") + j.id + " ended");
   job_runs_.erase(j.id);
   job_specs_.erase(j.id);
+  kv_erase_prefix("gang/" + j.id + "/");  // a gang's rendezvous keys (workers/trainer_actor.cc)
   for (auto it = pending_calls_.begin(); it != pending_calls_.end();)
     it = it->second.job_id == j.id ? pending_calls_.erase(it) : std::next(it);
   if (state != JobState::kSucceeded) record_failure("job " + j.id + " " + job_state_name(state) + ": " + message);

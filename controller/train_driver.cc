@@ -129,6 +129,7 @@ void Controller::train_gang_restart(JobRecord& j, JobRun& run, const std::string
   }
   run.gang.clear();
   run.failed_rank = -1;  // a failure reported by the broken gang was its symptom
+  kv_erase_prefix("gang/" + j.id + "/");  // the broken gang's rendezvous keys; the next start has its own
   if (job_state_terminal(j.state)) return;
   j.message = "gang restart: " + cause;
   persist(j);

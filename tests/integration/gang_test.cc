@@ -11,6 +11,7 @@
 #include <random>
 
 #include "tests/integration/train_job_util.h"
+#include "workers/controller_kv_store.h"
 
 namespace mariana::integration {
 namespace {
@@ -91,6 +92,17 @@ TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
   std::fprintf(stderr, "killed rank 2 (pid %d) at step %d\n", victim, killed_at);
 
   EXPECT_EQ(c.wait_end(job, 240), "SUCCEEDED") << c.job(job).dump();
+  // The gangs' rendezvous keys are gone from the controller's key-value table: the first gang's
+  // (generation 0) and the restarted one's (every rank's incarnation 1: generation 4).
+  {
+    workers::ControllerKvStore kv(trim(read_file(c.state_dir() + "/controller.addr").value()),
+                                  trim(read_file(c.state_dir() + "/cluster.token").value()));
+    for (const char* key : {"/0/node/0", "/4/node/0", "/4/node/3"}) {
+      auto v = kv.try_get("gang/" + job + key);
+      ASSERT_TRUE(v.ok()) << v.status().to_string();
+      EXPECT_FALSE(v.value().has_value()) << "gang/" << job << key << " is still stored";
+    }
+  }
   auto r = ref.get();
   ASSERT_EQ(r.exit_code, 0) << r.out;
 
