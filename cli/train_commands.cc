@@ -97,6 +97,10 @@ int rl_main(const std::string& path, const std::vector<std::string>& sets, std::
   return kExitOk;
 }
 
+// Exit code of a run stopped by Ctrl-C / SIGTERM after its checkpoint, as a shell reports a process
+// ended by SIGINT.
+constexpr int kExitInterrupted = 130;
+
 // Runs the job in this process (one rank, or rank `opt.parallel`'s) and prints how it ended.
 int run_and_report(const TrainOptions& opt) {
   auto res = opt.spec.phase == "sft" ? sft_train_run(opt) : opt.spec.phase == "rm" ? rm_train_run(opt) : train_run(opt);
@@ -106,7 +110,7 @@ int run_and_report(const TrainOptions& opt) {
   if (s.interrupted) {
     std::fprintf(stderr, "\ntrain: interrupted at step %lld; checkpoint %s; continue with --resume\n",
                  (long long)s.steps_done, s.final_checkpoint.c_str());
-    return 130;  // as a shell reports a process ended by SIGINT
+    return kExitInterrupted;
   }
   if (s.final_checkpoint.empty() && opt.resume && s.resumed_from > 0) {  // nothing left to run
     auto last = latest_valid_checkpoint(opt.run_dir);
@@ -169,6 +173,10 @@ int run_local_ranks(TrainOptions opt, int64_t n) {
     if (pid < 0) break;
     const size_t r = static_cast<size_t>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
     const int c = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (c == kExitInterrupted) {  // rank 0 after an interrupt every rank agreed on: the others end too
+      if (code == kExitOk) code = c;
+      continue;
+    }
     if (c != kExitOk && failed_rank < 0) {
       failed_rank = static_cast<int>(r);
       code = c;

@@ -100,3 +100,44 @@ TEST_F(ParallelCli, CheckpointExportWritesAPlainHfDirectory) {
 
 }  // namespace
 }  // namespace mariana
+
+namespace mariana {
+namespace {
+
+// Ctrl-C (here SIGTERM to the process group, as a terminal sends SIGINT to it) reaches every rank;
+// they agree on it at the next step, write one checkpoint together and exit 130; --resume goes on
+// from it with the same ranks.
+TEST_F(ParallelCli, AnInterruptCheckpointsEveryRankTogetherAndResumes) {
+  write("dp2.toml", job_text("dp = 2\n"));
+  const std::string bin = std::string(MARIANA_BINARY_DIR) + "/cli/mariana";
+  const std::string train = bin + " train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("run") +
+                            " --quiet --set train.steps=3000 --set train.checkpoint_every=100000";  // ends by itself if the signal misses
+  const std::string script = "setsid " + train + " > " + p("out") + " 2>&1 & pid=$!; for i in $(seq 600); do [ -s " +
+                             p("run/metrics.jsonl") + " ] && break; sleep 0.1; done; kill -TERM -$pid; wait $pid; "
+                             "echo rc=$?";
+  FILE* sh = popen(script.c_str(), "r");
+  ASSERT_NE(sh, nullptr);
+  char buf[256] = {0};
+  std::string rc;
+  while (std::fgets(buf, sizeof buf, sh)) rc += buf;
+  pclose(sh);
+  std::ifstream in(p("out"));
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(rc, "rc=130\n") << out;
+  EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+  EXPECT_EQ(out.find("stopping the other ranks"), std::string::npos) << out;  // not a failure
+  std::vector<std::string> cks;
+  for (const auto& e : fs::directory_iterator(p("run/checkpoints"))) cks.push_back(e.path().filename().string());
+  ASSERT_EQ(cks.size(), 1u) << out;
+  const int step = std::atoi(cks[0].c_str() + 5);
+  EXPECT_GT(step, 0);
+  EXPECT_EQ(losses("run").size(), static_cast<size_t>(step));
+  const CmdResult again = testing::run_mariana("train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("run") +
+                                               " --quiet --resume --set train.steps=" + std::to_string(step + 2) +
+                                               " --set train.checkpoint_every=100000");
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("done: step " + std::to_string(step + 2)), std::string::npos) << again.out;
+}
+
+}  // namespace
+}  // namespace mariana
