@@ -7,6 +7,8 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -32,6 +34,29 @@ inline CmdResult run_mariana(const std::string& args, bool stderr_too = true) {
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
   const int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Runs `mariana <train_args>` in the background with its output in out_file, waits (up to 60 s)
+// until `wait_for_file` has content, sends SIGTERM — to the process, or with `group` to its whole
+// process group (the command runs under setsid, as a terminal's Ctrl-C reaches every process of
+// the foreground group) — and returns the exit status and the output.
+inline CmdResult interrupt_mariana(const std::string& train_args, const std::string& out_file,
+                                   const std::string& wait_for_file, bool group = false) {
+  const std::string bin = std::string(MARIANA_BINARY_DIR) + "/cli/mariana";
+  const std::string script = std::string(group ? "setsid " : "") + bin + " " + train_args + " > " + out_file +
+                             " 2>&1 & pid=$!; for i in $(seq 600); do [ -s " + wait_for_file +
+                             " ] && break; sleep 0.1; done; kill -TERM " + (group ? "-" : "") + "$pid; wait $pid; echo $?";
+  CmdResult r;
+  FILE* sh = popen(script.c_str(), "r");
+  if (!sh) return r;
+  char buf[256] = {0};
+  std::string rc;
+  while (std::fgets(buf, sizeof buf, sh)) rc += buf;
+  pclose(sh);
+  r.code = std::atoi(rc.c_str());
+  std::ifstream in(out_file);
+  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   return r;
 }
 

@@ -79,20 +79,11 @@ TEST_F(CliTraps, ResumeOfAFinishedRunSaysSo) {
 // SIGINT until the program installs its handler, so without one the test would run to the end.)
 TEST_F(CliTraps, InterruptCheckpointsAndSaysWhere) {
   write("job.toml", job_text(src("configs/models/tiny.json")));
-  const std::string bin = std::string(MARIANA_BINARY_DIR) + "/cli/mariana";
-  const std::string script = bin + " train " + p("job.toml") + " --run-dir " + p("run") +
-                             " --quiet --set train.steps=100000 --set train.checkpoint_every=100000 > " + p("out") +
-                             " 2>&1 & pid=$!; for i in $(seq 600); do [ -s " + p("run/metrics.jsonl") +
-                             " ] && break; sleep 0.1; done; kill -TERM $pid; wait $pid; echo rc=$?";
-  FILE* sh = popen(script.c_str(), "r");
-  ASSERT_NE(sh, nullptr);
-  char buf[256] = {0};
-  std::string rc;
-  while (std::fgets(buf, sizeof buf, sh)) rc += buf;
-  pclose(sh);
-  std::ifstream in(p("out"));
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(rc, "rc=130\n") << out;
+  const CmdResult r = testing::interrupt_mariana("train " + p("job.toml") + " --run-dir " + p("run") +
+                                                     " --quiet --set train.steps=100000 --set train.checkpoint_every=100000",
+                                                 p("out"), p("run/metrics.jsonl"));
+  const std::string& out = r.out;
+  EXPECT_EQ(r.code, 130) << out;
   EXPECT_TRUE(out.find("interrupted at step") != std::string::npos && out.find("--resume") != std::string::npos) << out;
   ASSERT_TRUE(fs::exists(p("run/checkpoints"))) << out;
   const auto cks = checkpoints("run");

@@ -109,21 +109,12 @@ namespace {
 // from it with the same ranks.
 TEST_F(ParallelCli, AnInterruptCheckpointsEveryRankTogetherAndResumes) {
   write("dp2.toml", job_text("dp = 2\n"));
-  const std::string bin = std::string(MARIANA_BINARY_DIR) + "/cli/mariana";
-  const std::string train = bin + " train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("run") +
-                            " --quiet --set train.steps=3000 --set train.checkpoint_every=100000";  // ends by itself if the signal misses
-  const std::string script = "setsid " + train + " > " + p("out") + " 2>&1 & pid=$!; for i in $(seq 600); do [ -s " +
-                             p("run/metrics.jsonl") + " ] && break; sleep 0.1; done; kill -TERM -$pid; wait $pid; "
-                             "echo rc=$?";
-  FILE* sh = popen(script.c_str(), "r");
-  ASSERT_NE(sh, nullptr);
-  char buf[256] = {0};
-  std::string rc;
-  while (std::fgets(buf, sizeof buf, sh)) rc += buf;
-  pclose(sh);
-  std::ifstream in(p("out"));
-  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(rc, "rc=130\n") << out;
+  // 3000 steps: the run ends by itself should the signal miss.
+  const CmdResult r = testing::interrupt_mariana("train " + p("dp2.toml") + " --nproc 2 --run-dir " + p("run") +
+                                                     " --quiet --set train.steps=3000 --set train.checkpoint_every=100000",
+                                                 p("out"), p("run/metrics.jsonl"), /*group=*/true);
+  const std::string& out = r.out;
+  EXPECT_EQ(r.code, 130) << out;
   EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
   EXPECT_EQ(out.find("stopping the other ranks"), std::string::npos) << out;  // not a failure
   std::vector<std::string> cks;
