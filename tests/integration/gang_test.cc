@@ -127,6 +127,63 @@ TEST(GangJob, Kill9OfOneRankRestartsTheGangAndEndsBitForBit) {
   EXPECT_EQ(logs.find("warning: parallel.nodes"), std::string::npos) << logs;
 }
 
+// A node failure and a controller failure in one gang run: kill -9 of an agent hosting two ranks
+// (the node's ranks move to the other nodes, the rest of the gang restarts with them), then kill -9
+// of the controller, restarted on the same state dir (the running gang goes on; the driver
+// recomputes the same generation). The job ends byte-identical to the uninterrupted run.
+TEST(GangJob, Kill9OfAnAgentAndOfTheControllerStillEndBitForBit) {
+  Cluster c;
+  const int steps = 120, every = 10;
+  const std::string sets = parallel_sets() + " --set train.steps=" + std::to_string(steps) +
+                           " --set train.checkpoint_every=" + std::to_string(every);
+  const std::string ref_dir = c.dir() + "/ref";
+  std::future<CommandResult> ref = std::async(std::launch::async, [&] {
+    return run_mariana("train " + parallel_job_file() + " " + sets + " --nproc 4 --run-dir " + ref_dir + " --quiet", 300);
+  });
+  c.start_controller();
+  for (const char* n : {"n1", "n2", "n3"}) c.start_agent(n, 2);
+  ASSERT_TRUE(c.wait_nodes_alive(3));
+  const std::string job = c.submit(parallel_job_file(), sets);
+  ASSERT_FALSE(job.empty());
+  std::string victim_node;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("last_checkpoint_step", 0) < every) return false;
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE" && a.value("name", "").ends_with("/1"))
+            victim_node = a.value("node_id", "");
+        return !victim_node.empty();
+      },
+      120))
+      << c.job(job).dump();
+  const int killed_at = c.job(job).value("step", 0);
+  c.kill9_agent(victim_node);
+  // The gang restarts without the dead node and makes progress past a later checkpoint.
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object()) return false;
+        if (j.value("state", "") != "RUNNING") return true;
+        bool off_victim = true;
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("node_id", "") == victim_node) off_victim = false;
+        return off_victim && j.value("step", 0) >= killed_at + 3;
+      },
+      120))
+      << c.job(job).dump();
+  auto before = c.job(job);
+  ASSERT_EQ(before.value("state", ""), "RUNNING") << "the job ended before the controller was killed";
+  std::fprintf(stderr, "agent %s killed at step %d; controller killed at step %d\n", victim_node.c_str(), killed_at,
+               before.value("step", 0));
+  c.kill9_controller();
+  c.start_controller();
+  EXPECT_EQ(c.wait_end(job, 240), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  expect_job_equals_reference(c, job, ref_dir, steps);
+}
+
 // Packed two per node, each replica's ep ranks share a node against the declared nodes = 2: the job
 // runs (the routing follows the declared layout) and rank 0 warns, naming the ranks and nodes.
 TEST(GangJob, APlacementThatDoesNotMatchTheDeclaredNodesIsReported) {
