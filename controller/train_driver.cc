@@ -26,6 +26,14 @@ namespace {
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 
+// A gang rank's failure report ("rank R: <Code>: <message>") that a lost or stuck peer explains:
+// a collective that timed out, could not reach a peer, or ran on a group already broken by one.
+bool gang_failure_is_communication(const std::string& cause) {
+  for (const char* code : {": DeadlineExceeded: ", ": Unavailable: ", ": FailedPrecondition: comm group "})
+    if (cause.find(code) != std::string::npos) return true;
+  return false;
+}
+
 // The step of a "<job>/<12 digits>" key.
 int64_t key_step(const std::string& key) {
   const size_t slash = key.rfind('/');
@@ -54,9 +62,12 @@ void Controller::train_tick(JobRecord& j, JobRun& run) {
     }
   }
   if (run.failed_rank >= 0 && clock_->now_ms() >= run.failed_deadline_ms) {
-    // A reported failure no peer's death explains: it counts against that rank's budget.
-    ActorRecord& a = actors_[j.actor_ids[static_cast<size_t>(run.failed_rank)]];
     const std::string cause = run.failed_cause;
+    // The rank's own error, not a collective that lost a peer: it would fail again the same way
+    // (a diverged loss, bad data or config), so the job fails, as a one-process job does.
+    if (!gang_failure_is_communication(cause)) return job_finish(j, JobState::kFailed, "trainer: " + cause);
+    // A collective failure no peer's death explains: it counts against that rank's budget.
+    ActorRecord& a = actors_[j.actor_ids[static_cast<size_t>(run.failed_rank)]];
     if (a.incarnation == run.failed_incarnation && a.state == ActorState::kAlive) {
       if (!a.node_id.empty()) send_stop_worker(a.node_id, a.id, a.incarnation);
       actor_died(a, cause, true, /*failure=*/true);
@@ -206,11 +217,15 @@ void Controller::handle_actor_report(const std::string& peer, uint64_t rid, prot
       // the controller knew. Acted on after the grace period (train_tick), unless a peer's
       // restart breaks the gang first.
       JobRun& run = job_runs_[j.id];
-      if (run.failed_rank < 0) {
+      const std::string cause = "rank " + std::to_string(rank) + " failed: " + text(m.getMessage());
+      // The first report opens the grace period; a rank's own error replaces a communication
+      // failure reported before it (the others' collectives fail because of it).
+      if (run.failed_rank < 0 ||
+          (gang_failure_is_communication(run.failed_cause) && !gang_failure_is_communication(cause))) {
+        if (run.failed_rank < 0) run.failed_deadline_ms = clock_->now_ms() + options_.node_timeout_ms;
         run.failed_rank = static_cast<int64_t>(rank);
         run.failed_incarnation = inc;
-        run.failed_deadline_ms = clock_->now_ms() + options_.node_timeout_ms;
-        run.failed_cause = "rank " + std::to_string(rank) + " failed: " + text(m.getMessage());
+        run.failed_cause = cause;
       }
       return reply_ok(peer, rid);
     }

@@ -498,6 +498,8 @@ int32_t mtp_target_at(const int32_t* targets, const int32_t* doc_start, int64_t 
 
 }  // namespace
 
+Status batch_validate(const Batch& batch, const ModelConfig& config) { return validate_batch(batch, config); }
+
 void set_global_denominators(const Batch& global, int64_t mtp_modules, LossWeights* w) {
   const int64_t T = global.B * global.S;
   w->global_rows = global.B;

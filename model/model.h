@@ -39,6 +39,11 @@ struct LossWeights {
   std::vector<int64_t> global_mtp_targets;  // [D] MTP module k's positions with a target
   int64_t global_rows = -1;                 // the balance loss's mean over sequences
 };
+// InvalidArgument naming the row and position when a batch does not fit the model (token or
+// target out of range, inconsistent doc_start, a position past max_position_embeddings): what
+// forward() checks first. A parallel step checks the whole global batch, so every rank agrees.
+Status batch_validate(const Batch& batch, const ModelConfig& config);
+
 // Sets w's global denominators to the counts of `global` (the whole batch of a step) for a model
 // with `mtp_modules` MTP modules.
 void set_global_denominators(const Batch& global, int64_t mtp_modules, LossWeights* w);

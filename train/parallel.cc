@@ -66,6 +66,14 @@ Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values) {
   return Status::Ok();
 }
 
+Status agree_status(comm::Communicator& world, const Status& mine, const std::string& what) {
+  std::vector<float> failed = {mine.ok() ? 0.0f : 1.0f};
+  MARIANA_RETURN_IF_ERROR(world.allreduce_sum(failed));
+  if (failed[0] == 0.0f) return Status::Ok();
+  if (!mine.ok()) return mine;
+  return Unavailable(what + " failed on another rank (see rank 0's log)");
+}
+
 Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world) {
   const int64_t rows = global.B / world, S = global.S;
   const auto from = static_cast<std::ptrdiff_t>(rank * rows * S), to = static_cast<std::ptrdiff_t>((rank + 1) * rows * S);

@@ -60,8 +60,14 @@ class ParallelGroups {
 int64_t process_bytes_written();
 
 // Sums doubles over a group through fp32 collectives: each value as a float and its rounding
-// error, summed apart (about 48 bits of each sum survive).
+// error, summed apart. The float sum of the high parts rounds too, so a sum keeps about float
+// precision relative to itself (integers below 2^24 stay exact); enough for losses and norms.
 Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values);
+
+// Every rank learns whether any rank failed a step only some ranks run (rank 0 writing a
+// checkpoint, preparing the data): `mine` where this rank failed, else Unavailable naming `what` and
+// pointing at the other ranks' logs, else OK. Collective.
+Status agree_status(comm::Communicator& world, const Status& mine, const std::string& what);
 
 // A rank's rows of a global batch: rows [rank·B/world, (rank+1)·B/world).
 struct Batch;

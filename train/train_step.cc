@@ -107,6 +107,7 @@ Result<StepMetrics> train_step(StepContext& ctx, int64_t step, const Batch& glob
   w.balance_alpha = spec.alpha;
   Batch local;
   if (par) {  // this rank's rows; the means over the whole batch's counts
+    MARIANA_RETURN_IF_ERROR(batch_validate(global, cfg));  // every rank alike, before any collective
     local = batch_rows_of_rank(global, ctx.parallel->layout().rank, ctx.parallel->layout().world);
     set_global_denominators(global, cfg.num_nextn_predict_layers, &w);
   }

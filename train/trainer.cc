@@ -419,7 +419,9 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     // Rank 0 prepares the tokenizer and shards; the others read them once it has.
     Result<DataSetup> setup = lead ? setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer)
                                    : Result<DataSetup>(Unavailable("rank 0 has not prepared the data"));
-    if (par) MARIANA_RETURN_IF_ERROR(o.parallel->world().barrier());
+    if (par)
+      MARIANA_RETURN_IF_ERROR(
+          agree_status(o.parallel->world(), lead ? setup.status() : Status::Ok(), "preparing the data on rank 0"));
     if (!lead) setup = setup_data(spec, o.run_dir, cfg.vocab_size, inherited_tokenizer);
     MARIANA_ASSIGN_OR_RETURN(DataSetup data, std::move(setup));
     LoaderOptions lo;
@@ -499,7 +501,20 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     MARIANA_RETURN_IF_ERROR(write_file_atomic(metrics_path.string(), ""));
   }
   if (o.objective) MARIANA_RETURN_IF_ERROR(o.objective->start(*model, source_dir, resume_dir));
-  if (par) MARIANA_RETURN_IF_ERROR(o.parallel->world().barrier());  // metrics.jsonl exists
+  if (par) {
+    // Every rank resumed from the same checkpoint (each resolves it alone: a rank that fell back
+    // to another one would train on a different state), and metrics.jsonl exists.
+    std::vector<float> at = {static_cast<float>(step), static_cast<float>(optimizer_steps)};
+    std::vector<float> lead_at = at;
+    MARIANA_RETURN_IF_ERROR(o.parallel->world().broadcast(lead_at, 0));
+    MARIANA_RETURN_IF_ERROR(agree_status(
+        o.parallel->world(),
+        at == lead_at ? Status::Ok()
+                      : DataLoss("rank " + std::to_string(rank) + " resumed at step " + std::to_string(step) +
+                                 ", rank 0 at step " + std::to_string(static_cast<int64_t>(lead_at[0])) +
+                                 ": the ranks' checkpoints differ"),
+        "agreeing on the resumed step"));
+  }
   // Rank 0 alone writes the run's metrics.
   std::FILE* metrics = lead ? std::fopen(metrics_path.c_str(), "a") : nullptr;
   if (lead && metrics == nullptr) return Unavailable(metrics_path.string() + ": cannot open for appending");
@@ -635,9 +650,8 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       if (st.ok() && lead)
         st = write_training_checkpoint(o.run_dir, step, *model, exp_avg, exp_avg_sq, o.objective.get(), state,
                                        spec.keep_last, &summary.final_checkpoint);
-      // The checkpoint is published before any rank goes on (a rank failing to write it fails
-      // the barrier for all).
-      if (st.ok() && par) st = o.parallel->world().barrier();
+      // The checkpoint is published before any rank goes on; a failure to write it fails every rank.
+      if (par) st = agree_status(o.parallel->world(), st, "writing checkpoint step " + std::to_string(step));
       if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();
       if (!st.ok()) {
         failure = st;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -34,12 +35,12 @@ namespace {
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 
-// Each rank publishes its node; rank 0 prints where every rank runs and warns when the ep ranks'
+// Each rank has published its node; rank 0 prints where every rank runs and warns when the ep ranks'
 // real nodes do not follow [parallel] nodes (node-limited routing limits tokens by the declared
 // layout: ep / nodes consecutive ep ranks per node). The groups are joined, so every rank has
-// published before rank 0 looks; a key still missing is reported, not waited for.
-void report_gang_layout(comm::Store& store, const JobSpec& spec, int64_t rank, const std::string& node) {
-  if (!store.set("node/" + std::to_string(rank), node).ok() || rank != 0) return;
+// published (before joining) when rank 0 looks; a key still missing is reported, not waited for.
+void report_gang_layout(comm::Store& store, const JobSpec& spec, int64_t rank) {
+  if (rank != 0) return;
   std::string layout;
   std::vector<std::string> nodes(static_cast<size_t>(spec.world()));
   for (int64_t r = 0; r < spec.world(); ++r) {
@@ -85,7 +86,12 @@ class Trainer final : public Actor {
     MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::TrainerStart>::decode(args, "trainer.start args"));
     const std::string job_id = text(a.get().getJobId());
     if (thread_.joinable()) {
-      if (job_id == job_id_) return std::string();  // already running this job (a repeated start)
+      if (job_id == job_id_) {  // a repeated start (the controller restarted): already running this job
+        // Its end may have been reported to the old controller and lost with it: report it again.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (terminal_.has_value()) events_.push_back(*terminal_);
+        return std::string();
+      }
       return FailedPrecondition("trainer: already running job " + job_id_ + ", cannot start " + job_id);
     }
     const std::string path = text(a.get().getSpecPath());
@@ -154,6 +160,7 @@ class Trainer final : public Actor {
         auto kv = std::make_shared<ControllerKvStore>(controller, token);
         auto store = std::make_shared<comm::PrefixStore>(
             kv, "gang/" + job_id_ + "/" + std::to_string(generation) + "/");
+        (void)store->set("node/" + std::to_string(rank), node);  // before the rendezvous: rank 0 reads it after
         auto g = ParallelGroups::connect(store, opt.spec, rank);
         if (!g.ok()) {
           std::fprintf(stderr, "trainer: job %s rank %lld: %s\n", job_id_.c_str(), (long long)rank,
@@ -162,7 +169,7 @@ class Trainer final : public Actor {
           return;
         }
         groups = std::move(g).value();
-        report_gang_layout(*store, opt.spec, rank, node);
+        report_gang_layout(*store, opt.spec, rank);
         opt.parallel = groups.get();
         std::printf("trainer: rank %lld of %lld joined gang generation %llu\n", (long long)rank, (long long)world,
                     (unsigned long long)generation);
@@ -200,11 +207,13 @@ class Trainer final : public Actor {
  private:
   void push(ActorEvent e) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (e.event == "done" || e.event == "failed") terminal_ = e;
     events_.push_back(std::move(e));
   }
 
   std::mutex mu_;
   std::vector<ActorEvent> events_;  // guarded by mu_
+  std::optional<ActorEvent> terminal_;  // guarded by mu_: the run's end, once it has ended
   std::string job_id_;              // set before the thread starts
   std::thread thread_;
 };

@@ -71,6 +71,7 @@ void moe_gate_forward_impl(T* weights, int32_t* indices, T* scores, const T* log
         int64_t best = -1;
         for (int64_t n = 0; n < n_nodes; ++n)
           if (nscore[n] != std::numeric_limits<T>::infinity() && (best < 0 || nscore[n] > nscore[best])) best = n;
+        if (best < 0) break;  // only NaN scores left (a diverged model): keep the nodes chosen so far
         nscore[best] = std::numeric_limits<T>::infinity();
       }
       for (int64_t n = 0; n < n_nodes; ++n)

@@ -184,6 +184,22 @@ TEST(GangJob, Kill9OfAnAgentAndOfTheControllerStillEndBitForBit) {
   expect_job_equals_reference(c, job, ref_dir, steps);
 }
 
+// A failure every rank hits on its own (here the loss diverges: lr 1e9) is the job's end, as in a
+// one-process job, not a reason to restart the gang until the budgets run out.
+TEST(GangJob, ARankFailureThatIsNotCommunicationFailsTheJob) {
+  Cluster c;
+  c.start_controller();
+  c.start_agent("n1", 4);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(parallel_job_file(), parallel_sets() + " --set optimizer.lr=1e9 --set optimizer.warmup_steps=0");
+  ASSERT_FALSE(job.empty());
+  EXPECT_EQ(c.wait_end(job, 120), "FAILED") << c.job(job).dump();
+  const auto j = c.job(job);
+  EXPECT_NE(j.value("message", "").find("OutOfRange"), std::string::npos) << j.dump();
+  for (auto& a : c.query("actors list"))
+    if (a.value("job_id", "") == job) EXPECT_EQ(a.value("num_restarts", 0), 0) << a.dump();
+}
+
 // Packed two per node, each replica's ep ranks share a node against the declared nodes = 2: the job
 // runs (the routing follows the declared layout) and rank 0 warns, naming the ranks and nodes.
 TEST(GangJob, APlacementThatDoesNotMatchTheDeclaredNodesIsReported) {
