@@ -364,7 +364,7 @@ F* Model<F>::hidden_grad(Activations& a) {
 namespace {
 
 template <typename F>
-void allocate_block(BlockSaved<F>& b, bool moe, BufferPool<F>& pool, BufferPool<int32_t>& ipool,
+void allocate_block(BlockSaved<F>& b, bool moe, bool expert_parallel, BufferPool<F>& pool, BufferPool<int32_t>& ipool,
                     const ModelConfig& c, int64_t B, int64_t T) {
   const int64_t C = c.hidden_size, H = c.num_attention_heads, r = c.kv_lora_rank;
   const int64_t dqk = c.qk_head_dim(), dr = c.qk_rope_head_dim, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
@@ -407,7 +407,8 @@ void allocate_block(BlockSaved<F>& b, bool moe, BufferPool<F>& pool, BufferPool<
   m.offsets = ipool.take(E + 1);
   m.row_of = ipool.take(T * K);
   m.x_perm = pool.take(T * K * C);
-  m.expert = {pool.take(T * K * Fm), pool.take(T * K * Fm), pool.take(T * K * Fm)};
+  // Expert parallelism runs the experts on the rows it receives, in MoeEpSaved's buffers.
+  if (!expert_parallel) m.expert = {pool.take(T * K * Fm), pool.take(T * K * Fm), pool.take(T * K * Fm)};
   m.y_perm = pool.take(T * K * C);
   if (Fs > 0) m.shared = {pool.take(T * Fs), pool.take(T * Fs), pool.take(T * Fs)};
   m.shared_out = pool.take(T * C);
@@ -525,7 +526,7 @@ void Model<F>::allocate(Activations& a, int64_t B, int64_t S) const {
   a.mtp.resize(st_->mtp.size());
   a.ep_saved.clear();
   for (size_t l = 0; l < a.blocks.size(); ++l) {
-    allocate_block(a.blocks[l], st_->blocks[l].moe, a.pool, a.ipool, c, B, T);
+    allocate_block(a.blocks[l], st_->blocks[l].moe, st_->parallel.ep != nullptr, a.pool, a.ipool, c, B, T);
     if (st_->blocks[l].moe && st_->parallel.ep != nullptr) {
       a.ep_saved.push_back(std::make_unique<MoeEpSaved>());
       a.blocks[l].moe_s.ep = a.ep_saved.back().get();
@@ -559,7 +560,7 @@ void Model<F>::allocate(Activations& a, int64_t B, int64_t S) const {
 
 // Backward scratch for T tokens (shared by all blocks and micro-batches).
 template <typename F>
-void allocate_scratch(BackwardScratch<F>& s, const ModelConfig& c, int64_t T) {
+void allocate_scratch(BackwardScratch<F>& s, const ModelConfig& c, int64_t T, bool expert_parallel) {
   const int64_t C = c.hidden_size, V = c.vocab_size, D = c.num_nextn_predict_layers;
   s.pool.clear();
   s.T = T;
@@ -576,7 +577,8 @@ void allocate_scratch(BackwardScratch<F>& s, const ModelConfig& c, int64_t T) {
   s.moe_sc.dx_perm = s.pool.take(T * K * C);
   s.moe_sc.dweights = s.pool.take(T * K);
   s.moe_sc.dlogits = s.pool.take(T * E);
-  s.moe_sc.expert = {s.pool.take(T * K * Fm), s.pool.take(T * K * Fm), s.pool.take(T * K * Fm)};
+  if (!expert_parallel)
+    s.moe_sc.expert = {s.pool.take(T * K * Fm), s.pool.take(T * K * Fm), s.pool.take(T * K * Fm)};
   s.moe_sc.shared = {s.pool.take(T * Fs), s.pool.take(T * Fs), s.pool.take(T * Fs)};
   s.mlp_sc = {s.pool.take(T * I), s.pool.take(T * I), s.pool.take(T * I)};
   s.dx = s.pool.take(T * C);
@@ -601,8 +603,16 @@ int64_t Model<F>::activation_bytes(int64_t B, int64_t S) const {
   allocate(a, B, S);
   BackwardScratch<F> sc;
   sc.pool = BufferPool<F>(true);
-  allocate_scratch(sc, config_, B * S);
-  return a.pool.bytes() + a.ipool.bytes() + sc.pool.bytes();
+  allocate_scratch(sc, config_, B * S, st_->parallel.ep != nullptr);
+  int64_t ep_bytes = 0;
+  if (st_->parallel.ep != nullptr) {
+    // MoeEpSaved grows with the rows a rank receives: counted at the balanced load (T·K rows per
+    // MoE layer; a skewed routing takes more): wire, x, y, dy, dx [N, C] and g, u, a, da, dg, du [N, Fm].
+    const int64_t N = B * S * config_.num_experts_per_tok;
+    const int64_t per_layer = (5 * config_.hidden_size + 6 * config_.moe_intermediate_size) * N;
+    ep_bytes = static_cast<int64_t>(a.ep_saved.size()) * per_layer * static_cast<int64_t>(sizeof(float));
+  }
+  return a.pool.bytes() + a.ipool.bytes() + sc.pool.bytes() + ep_bytes;
 }
 
 template <typename F>
@@ -626,7 +636,8 @@ Status Model<F>::forward_begin(Activations& a, const Batch& batch, const LossWei
   if (reuse_routing && (B != a.B || S != a.S || !a.have_forward)) {
     return FailedPrecondition("reuse_routing needs a previous forward on a batch of the same shape");
   }
-  if (B != a.B || S != a.S) allocate(a, B, S);
+  // Sized for this shape and for the model's parallel layout (set_parallel after make_activations).
+  if (B != a.B || S != a.S || (st_->parallel.ep != nullptr) == a.ep_saved.empty()) allocate(a, B, S);
   a.weights = w;
   a.reuse_routing = reuse_routing;
   a.tokens = batch.tokens;
@@ -793,7 +804,7 @@ template <typename F>
 void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* extra_dhidden) {
   State& s = *st_;
   MARIANA_CHECK(a.have_forward);
-  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T);
+  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T, s.parallel.ep != nullptr);
   BackwardScratch<F>& sc = s.scratch;
   const ModelConfig& c = config_;
   const int64_t T = a.T, C = c.hidden_size, V = c.vocab_size;
@@ -852,7 +863,7 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
 template <typename F>
 void Model<F>::backward_blocks(Activations& a, int64_t begin, int64_t end) {
   State& s = *st_;
-  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T);
+  if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T, s.parallel.ep != nullptr);
   const int64_t T = a.T, C = config_.hidden_size;
   for (int64_t l = end - 1; l >= begin; --l) {
     std::fill_n(a.dh_next, T * C, F(0));
