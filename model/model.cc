@@ -194,8 +194,8 @@ struct Model<F>::State {
 };
 
 template <typename F>
-Model<F>::Model(ModelConfig config)
-    : config_(std::move(config)), table_(config_), st_(std::make_unique<State>()) {
+Model<F>::Model(ModelConfig config, const ShardFilter& shard)
+    : config_(std::move(config)), table_(config_, shard), st_(std::make_unique<State>()) {
   params_.assign(static_cast<size_t>(table_.arena_size()), F(0));
   grads_.assign(static_cast<size_t>(table_.arena_size()), F(0));
   const ModelConfig& c = config_;
@@ -270,14 +270,14 @@ Model<F>& Model<F>::operator=(Model&&) noexcept = default;
 
 template <typename F>
 void Model<F>::init_weights(uint64_t seed) {
-  const auto& specs = table_.specs();
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const ParamSpec& s = specs[i];
+  for (const ParamSpec& s : table_.specs()) {
     F* p = params_.data() + s.offset;
     switch (s.kind) {
       case ParamKind::kMatrix:
       case ParamKind::kEmbedding:
-        philox_fill_normal(p, s.numel(), seed, /*stream=*/i, F(0), static_cast<F>(config_.initializer_range));
+        // One stream per tensor of the full table: a shard draws exactly the full model's values.
+        philox_fill_normal(p, s.numel(), seed, /*stream=*/static_cast<uint64_t>(s.index), F(0),
+                           static_cast<F>(config_.initializer_range));
         break;
       case ParamKind::kNorm:
         std::fill_n(p, s.numel(), F(1));

@@ -80,7 +80,9 @@ struct StepProfile {
 template <typename F>
 class Model {
  public:
-  explicit Model(ModelConfig config);
+  // The full model, or the part `shard` selects (ParamTable): an expert-parallel rank holds only
+  // its routed experts; the others' views are null and must never be used.
+  explicit Model(ModelConfig config, const ShardFilter& shard = {});
   ~Model();
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

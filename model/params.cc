@@ -16,7 +16,8 @@ std::string layer_prefix(int64_t hf_layer) { return "model.layers." + std::to_st
 
 void ParamTable::add(std::string name, std::vector<int64_t> shape, ParamKind kind, ParamSlot slot, int64_t layer,
                      int64_t expert) {
-  ParamSpec s{std::move(name), std::move(shape), kind, slot, layer, expert, 0};
+  ParamSpec s{std::move(name), std::move(shape), kind, slot, layer, expert, 0, added_++};
+  if (!shard_.selects(s, num_hidden_layers_, num_blocks_)) return;
   constexpr int64_t kAlign = 16;  // elements: 64 bytes in fp32
   s.offset = (arena_size_ + kAlign - 1) / kAlign * kAlign;
   arena_size_ = s.offset + s.numel();
@@ -25,8 +26,8 @@ void ParamTable::add(std::string name, std::vector<int64_t> shape, ParamKind kin
   specs_.push_back(std::move(s));
 }
 
-ParamTable::ParamTable(const ModelConfig& c)
-    : num_hidden_layers_(c.num_hidden_layers), num_blocks_(c.num_hidden_layers + c.num_nextn_predict_layers) {
+ParamTable::ParamTable(const ModelConfig& c, const ShardFilter& shard)
+    : shard_(shard), num_hidden_layers_(c.num_hidden_layers), num_blocks_(c.num_hidden_layers + c.num_nextn_predict_layers) {
   using S = ParamSlot;
   const int64_t C = c.hidden_size, H = c.num_attention_heads;
   const int64_t r = c.kv_lora_rank, dr = c.qk_rope_head_dim, dn = c.qk_nope_head_dim, dv = c.v_head_dim;

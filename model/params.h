@@ -41,6 +41,7 @@ struct ParamSpec {
   int64_t layer = -1;           // HF layer index (MTP module k: L + k); −1 for the model-wide tensors
   int64_t expert = -1;          // routed expert index; −1 for every other tensor
   int64_t offset = 0;           // into the arena, in elements (64-byte aligned)
+  int64_t index = 0;            // position in the full model's table (a shard's table keeps it)
   int64_t numel() const;
 };
 
@@ -59,7 +60,9 @@ struct ShardFilter {
 
 class ParamTable {
  public:
-  explicit ParamTable(const ModelConfig& config);
+  // The table of the tensors `shard` selects, laid out in one arena in the full table's order (the
+  // default: the full model). A rank that holds a shard allocates only its tensors.
+  explicit ParamTable(const ModelConfig& config, const ShardFilter& shard = {});
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const ParamSpec* find(const std::string& name) const;  // nullptr if absent
   const ParamSpec& at(const std::string& name) const;     // aborts if absent (a bug)
@@ -75,6 +78,8 @@ class ParamTable {
            int64_t expert = -1);
   std::vector<ParamSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
+  ShardFilter shard_;
+  int64_t added_ = 0;  // tensors of the full table seen so far
   int64_t arena_size_ = 0;
   int64_t num_params_ = 0;
   int64_t num_hidden_layers_ = 0, num_blocks_ = 0;

@@ -86,16 +86,31 @@ Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world) {
   return b;
 }
 
-ZeroOptimizer::ZeroOptimizer(const ParamTable& table, int64_t n_routed_experts, AdamWConfig cfg, ParallelGroups& groups)
-    : table_(table), E_(n_routed_experts), cfg_(cfg), groups_(groups) {
+ShardFilter shard_filter_of_rank(const ParallelRank& layout, int64_t n_routed_experts) {
+  ShardFilter f;
+  if (layout.ep > 1) {
+    const int64_t per = n_routed_experts / layout.ep;
+    f.expert_begin = layout.ep_rank() * per;
+    f.expert_end = f.expert_begin + per;
+  }
+  return f;
+}
+
+ZeroOptimizer::ZeroOptimizer(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, AdamWConfig cfg,
+                             ParallelGroups& groups)
+    : table_(table), full_(full), E_(n_routed_experts), cfg_(cfg), groups_(groups) {
   for (const ParamSpec& s : table.specs()) {
     if (s.kind == ParamKind::kGateBias || s.expert >= 0) continue;
     const bool decay = s.kind == ParamKind::kMatrix || s.kind == ParamKind::kEmbedding;
-    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay});
+    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay, full.at(s.name).offset});
     dense_.n += s.numel();
   }
-  experts_.segments = expert_segments(groups.layout().ep_rank());
-  for (const Segment& s : experts_.segments) experts_.n += s.n;
+  // This rank's experts in its own arena (and where they go in the full one).
+  for (const ParamSpec& s : table.specs()) {
+    if (s.expert < 0) continue;
+    experts_.segments.push_back({s.offset, s.numel(), experts_.n, true, full.at(s.name).offset});
+    experts_.n += s.numel();
+  }
   dense_.group = &groups.world();
   experts_.group = &groups.edp();
   for (Flat* f : {&dense_, &experts_}) {
@@ -111,12 +126,14 @@ ZeroOptimizer::ZeroOptimizer(const ParamTable& table, int64_t n_routed_experts, 
 }
 
 std::vector<ZeroOptimizer::Segment> ZeroOptimizer::expert_segments(int64_t ep_rank) const {
+  // Rank ep_rank's experts as it packs them (its table keeps the full table's order), placed in
+  // the full arena.
   const int64_t per = E_ / groups_.layout().ep;
   std::vector<Segment> v;
   int64_t flat = 0;
-  for (const ParamSpec& s : table_.specs()) {
+  for (const ParamSpec& s : full_.specs()) {
     if (s.expert < ep_rank * per || s.expert >= (ep_rank + 1) * per) continue;
-    v.push_back({s.offset, s.numel(), flat, true});  // expert matrices are weight-decayed
+    v.push_back({-1, s.numel(), flat, true, s.offset});  // expert matrices are weight-decayed
     flat += s.numel();
   }
   return v;
@@ -127,8 +144,9 @@ void ZeroOptimizer::gather_flat(const Flat& f, const float* arena, float* flat) 
   std::fill(flat + f.n, flat + f.padded, 0.0f);
 }
 
-void ZeroOptimizer::scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const {
-  for (const Segment& s : segments) std::memcpy(arena + s.offset, flat + s.flat, static_cast<size_t>(s.n) * sizeof(float));
+void ZeroOptimizer::scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena, bool full) const {
+  for (const Segment& s : segments)
+    std::memcpy(arena + (full ? s.full_offset : s.offset), flat + s.flat, static_cast<size_t>(s.n) * sizeof(float));
 }
 
 Status ZeroOptimizer::reduce(Flat& f, const float* grads) {
@@ -162,7 +180,7 @@ Status ZeroOptimizer::apply(Flat& f, float* params, float scale, double lr) {
     adamw_update(f.p_slice.data() + i, f.grad_slice.data() + i, f.m.data() + i, f.v.data() + i, b - a, c, s.decay);
   }
   MARIANA_RETURN_IF_ERROR(f.group->all_gather(f.p_slice, f.buf));
-  scatter_flat(f.segments, f.buf.data(), params);
+  scatter_flat(f.segments, f.buf.data(), params, /*full=*/false);
   return Status::Ok();
 }
 
@@ -173,15 +191,22 @@ Status ZeroOptimizer::update(float* params, double norm, double max_norm, double
   return apply(experts_, params, scale, lr);
 }
 
-Status ZeroOptimizer::gather_full(float* params, std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq) {
-  exp_avg->assign(static_cast<size_t>(table_.arena_size()), 0.0f);
-  exp_avg_sq->assign(static_cast<size_t>(table_.arena_size()), 0.0f);
-  // This rank's moments in full arena layout: all-gather each flat over its group.
+Status ZeroOptimizer::gather_full(const float* params, float* full_params, float* full_m, float* full_v) {
+  const bool fill = full_params != nullptr;
+  // Both moments of each flat buffer, whole, from its group's slices.
+  std::vector<float> expert_m, expert_v;
   for (Flat* f : {&dense_, &experts_}) {
-    MARIANA_RETURN_IF_ERROR(f->group->all_gather(f->m, f->buf));
-    scatter_flat(f->segments, f->buf.data(), exp_avg->data());
-    MARIANA_RETURN_IF_ERROR(f->group->all_gather(f->v, f->buf));
-    scatter_flat(f->segments, f->buf.data(), exp_avg_sq->data());
+    for (int which = 0; which < 2; ++which) {
+      MARIANA_RETURN_IF_ERROR(f->group->all_gather(which == 0 ? f->m : f->v, f->buf));
+      if (fill) scatter_flat(f->segments, f->buf.data(), which == 0 ? full_m : full_v, /*full=*/true);
+      if (f == &experts_) (which == 0 ? expert_m : expert_v) = f->buf;
+    }
+  }
+  if (fill) {
+    // Every parameter this rank holds (the replicated ones are current on every rank), the gate
+    // biases (set by the bias update, identical everywhere) included.
+    for (const ParamSpec& s : table_.specs())
+      std::memcpy(full_params + full_.at(s.name).offset, params + s.offset, static_cast<size_t>(s.numel()) * sizeof(float));
   }
   // The other ep ranks' experts: parameters and both moments, gathered over the ep group.
   comm::Communicator& ep = groups_.ep();
@@ -189,10 +214,15 @@ Status ZeroOptimizer::gather_full(float* params, std::vector<float>* exp_avg, st
   const int64_t n = experts_.padded;
   std::vector<float> mine(static_cast<size_t>(n)), all(static_cast<size_t>(n * ep.size()));
   for (int which = 0; which < 3; ++which) {
-    float* arena = which == 0 ? params : which == 1 ? exp_avg->data() : exp_avg_sq->data();
-    gather_flat(experts_, arena, mine.data());
+    if (which == 0) {
+      gather_flat(experts_, params, mine.data());
+    } else {
+      mine = which == 1 ? expert_m : expert_v;
+    }
     MARIANA_RETURN_IF_ERROR(ep.all_gather(mine, all));
-    for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(expert_segments(r), all.data() + r * n, arena);
+    float* dst = which == 0 ? full_params : which == 1 ? full_m : full_v;
+    if (fill)
+      for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(expert_segments(r), all.data() + r * n, dst, /*full=*/true);
   }
   return Status::Ok();
 }
@@ -206,14 +236,18 @@ int64_t ZeroOptimizer::step_bytes_analytic() const {
   return bytes;
 }
 
-void ZeroOptimizer::load_moments(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps) {
+void ZeroOptimizer::load_moments(const float* full_m, const float* full_v, int64_t steps) {
   t_ = steps;
   for (Flat* f : {&dense_, &experts_}) {
     const int64_t begin = f->group->rank() * f->slice;
-    gather_flat(*f, exp_avg.data(), f->buf.data());
-    std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, f->m.begin());
-    gather_flat(*f, exp_avg_sq.data(), f->buf.data());
-    std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, f->v.begin());
+    for (int which = 0; which < 2; ++which) {
+      const float* src = which == 0 ? full_m : full_v;
+      for (const Segment& s : f->segments)
+        std::memcpy(f->buf.data() + s.flat, src + s.full_offset, static_cast<size_t>(s.n) * sizeof(float));
+      std::fill(f->buf.begin() + f->n, f->buf.end(), 0.0f);
+      std::vector<float>& dst = which == 0 ? f->m : f->v;
+      std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, dst.begin());
+    }
   }
 }
 

@@ -12,9 +12,11 @@
 //   every MoE layer and the tokens of the replica move between them by all-to-all-v (model/moe.h).
 // - "edp<e>": the dp replicas of ep rank e; its experts' gradients are reduced over it and their
 //   ZeRO-1 slices are 1/dp each.
-// Every rank keeps the full parameter arena (the experts it does not hold are stale between
-// checkpoints; gather_full() refreshes them), so checkpoints keep the single-process layout and any
-// layout resumes from any other.
+// With ep > 1 a rank's model holds only its routed experts (a ParamTable of its ShardFilter,
+// shard_filter_of_rank): the others' parameters, gradients and moments are not in its memory. At a
+// checkpoint every rank takes part in gather_full, which assembles the full model's parameters and
+// moments on rank 0, so checkpoints keep the single-process layout and any layout resumes from any
+// other.
 #pragma once
 
 #include <cstdint>
@@ -69,6 +71,9 @@ Status allreduce_doubles(comm::Communicator& c, std::vector<double>* values);
 // pointing at the other ranks' logs, else OK. Collective.
 Status agree_status(comm::Communicator& world, const Status& mine, const std::string& what);
 
+// The part of the model rank `rank` holds: every tensor but the routed experts of other ep ranks.
+ShardFilter shard_filter_of_rank(const ParallelRank& layout, int64_t n_routed_experts);
+
 // A rank's rows of a global batch: rows [rank·B/world, (rank+1)·B/world).
 struct Batch;
 Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world);
@@ -77,7 +82,10 @@ Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world);
 // parameters (the bias update sets them, identically on every rank).
 class ZeroOptimizer {
  public:
-  ZeroOptimizer(const ParamTable& table, int64_t n_routed_experts, AdamWConfig cfg, ParallelGroups& groups);
+  // table: this rank's model's (a shard's with ep > 1); full: the full model's, the layout of
+  // checkpoints and of the moments load_moments takes.
+  ZeroOptimizer(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, AdamWConfig cfg,
+                ParallelGroups& groups);
 
   // Sums the gradients over the ranks that share each parameter (reduce-scatter: this rank keeps
   // the sum of its slice) and returns the global L2 norm of all gradients (fp64 partial sums).
@@ -88,9 +96,12 @@ class ZeroOptimizer {
   Status update(float* params, double norm, double max_norm, double lr);
   // Every parameter and both moments in the full arena layout, on every rank (collective): the
   // experts of the other ep ranks included. For checkpoints.
-  Status gather_full(float* params, std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq);
+  // Collective: every rank calls it; where full_params is not null (rank 0), fills the full
+  // model's parameters and both moments (full table layout, every tensor but the gate biases for
+  // the moments; the gate biases are copied with the parameters) from every rank's part.
+  Status gather_full(const float* params, float* full_params, float* full_exp_avg, float* full_exp_avg_sq);
   // Takes this rank's slices of full-layout moments (resume, with any earlier layout).
-  void load_moments(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq, int64_t steps);
+  void load_moments(const float* full_exp_avg, const float* full_exp_avg_sq, int64_t steps);
   int64_t steps() const { return t_; }
   // Elements in this rank's flat buffers (dense: over the world; experts: this ep rank's, over
   // edp), padded to their groups: what a step's reduce-scatter and all-gather move.
@@ -105,6 +116,7 @@ class ZeroOptimizer {
     int64_t offset = 0, n = 0;  // arena offset and length
     int64_t flat = 0;           // position in the flat buffer
     bool decay = false;
+    int64_t full_offset = 0;    // offset in the full model's arena
   };
 
  private:
@@ -117,10 +129,12 @@ class ZeroOptimizer {
   Status reduce(Flat& f, const float* grads);
   Status apply(Flat& f, float* params, float scale, double lr);
   void gather_flat(const Flat& f, const float* arena, float* flat) const;
-  void scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const;
+  // Each segment's run of `flat` into `arena` at its offset in this rank's arena, or in the full one.
+  void scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena, bool full) const;
   std::vector<Segment> expert_segments(int64_t ep_rank) const;
 
   const ParamTable& table_;
+  const ParamTable& full_;
   int64_t E_;
   AdamWConfig cfg_;
   ParallelGroups& groups_;

@@ -19,7 +19,7 @@ class LocalAdamW final : public StepOptimizer {
     return Status::Ok();
   }
   int64_t steps() const override { return opt_.steps(); }
-  Status full_state(float*, const float** exp_avg, const float** exp_avg_sq) override {
+  Status full_state(const float*, float*, const float** exp_avg, const float** exp_avg_sq) override {
     *exp_avg = opt_.exp_avg().data();
     *exp_avg_sq = opt_.exp_avg_sq().data();
     return Status::Ok();
@@ -37,27 +37,31 @@ class LocalAdamW final : public StepOptimizer {
 
 class Zero1AdamW final : public StepOptimizer {
  public:
-  Zero1AdamW(const ParamTable& table, int64_t n_routed_experts, const AdamWConfig& cfg, ParallelGroups& groups)
-      : table_(table), opt_(table, n_routed_experts, cfg, groups) {}
+  Zero1AdamW(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, const AdamWConfig& cfg,
+             ParallelGroups& groups)
+      : full_(full), opt_(table, full, n_routed_experts, cfg, groups) {}
   Result<double> reduce_gradients(float* grads) override { return opt_.reduce_gradients(grads); }
   Status update(float* params, float*, double norm, double max_norm, double lr) override {
     return opt_.update(params, norm, max_norm, lr);
   }
   int64_t steps() const override { return opt_.steps(); }
-  Status full_state(float* params, const float** exp_avg, const float** exp_avg_sq) override {
-    MARIANA_RETURN_IF_ERROR(opt_.gather_full(params, &m_, &v_));
-    *exp_avg = m_.data();
-    *exp_avg_sq = v_.data();
+  Status full_state(const float* params, float* full_params, const float** exp_avg,
+                    const float** exp_avg_sq) override {
+    const bool fill = full_params != nullptr;
+    m_.assign(fill ? static_cast<size_t>(full_.arena_size()) : 0, 0.0f);
+    v_.assign(m_.size(), 0.0f);
+    MARIANA_RETURN_IF_ERROR(opt_.gather_full(params, full_params, fill ? m_.data() : nullptr, fill ? v_.data() : nullptr));
+    *exp_avg = fill ? m_.data() : nullptr;
+    *exp_avg_sq = fill ? v_.data() : nullptr;
     return Status::Ok();
   }
   int64_t step_bytes_analytic() const override { return opt_.step_bytes_analytic(); }
   void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) override {
-    const size_t n = static_cast<size_t>(table_.arena_size());
-    opt_.load_moments(std::vector<float>(exp_avg, exp_avg + n), std::vector<float>(exp_avg_sq, exp_avg_sq + n), steps);
+    opt_.load_moments(exp_avg, exp_avg_sq, steps);
   }
 
  private:
-  const ParamTable& table_;
+  const ParamTable& full_;
   ZeroOptimizer opt_;
   std::vector<float> m_, v_;  // the last full_state
 };
@@ -92,9 +96,9 @@ std::unique_ptr<StepOptimizer> local_adamw(const ParamTable& table, const AdamWC
   return std::make_unique<LocalAdamW>(table, cfg);
 }
 
-std::unique_ptr<StepOptimizer> zero1_adamw(const ParamTable& table, int64_t n_routed_experts, const AdamWConfig& cfg,
-                                           ParallelGroups& groups) {
-  return std::make_unique<Zero1AdamW>(table, n_routed_experts, cfg, groups);
+std::unique_ptr<StepOptimizer> zero1_adamw(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts,
+                                           const AdamWConfig& cfg, ParallelGroups& groups) {
+  return std::make_unique<Zero1AdamW>(table, full, n_routed_experts, cfg, groups);
 }
 
 Result<StepMetrics> train_step(StepContext& ctx, int64_t step, const Batch& global) {

@@ -32,11 +32,13 @@ class StepOptimizer {
   // update at lr, and leaves every rank's parameters whole.
   virtual Status update(float* params, float* grads, double norm, double max_norm, double lr) = 0;
   virtual int64_t steps() const = 0;
-  // Both moments in the full arena layout, and the parameters made whole (the experts of other ep
-  // ranks too): what a checkpoint holds. Collective for ZeRO-1. The pointers stay valid until
-  // the next call.
-  virtual Status full_state(float* params, const float** exp_avg, const float** exp_avg_sq) = 0;
-  // Restores the moments (full arena layout) and the update count.
+  // What a checkpoint holds, in the full model's layout: both moments (*exp_avg, *exp_avg_sq,
+  // valid until the next call) and, where full_params is not null, every parameter (ZeRO-1: the
+  // experts of other ep ranks too). Collective for ZeRO-1; ranks other than the writer pass null
+  // and get null moments. One process: full_params is null (the model is whole).
+  virtual Status full_state(const float* params, float* full_params, const float** exp_avg,
+                            const float** exp_avg_sq) = 0;
+  // Restores the moments (full model layout) and the update count.
   virtual void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) = 0;
   // The bytes this rank sends in one step's gradient reduction and parameter gathering, by the
   // algorithms' count (0 for one process).
@@ -45,9 +47,10 @@ class StepOptimizer {
 
 // One process: AdamW over the whole arena, clipping as clip_grad_norm does.
 std::unique_ptr<StepOptimizer> local_adamw(const ParamTable& table, const AdamWConfig& cfg);
-// A rank of a parallel job: ZeRO-1 over its groups (train/parallel.h).
-std::unique_ptr<StepOptimizer> zero1_adamw(const ParamTable& table, int64_t n_routed_experts, const AdamWConfig& cfg,
-                                           ParallelGroups& groups);
+// A rank of a parallel job: ZeRO-1 over its groups (train/parallel.h); table: its model's (a
+// shard's), full: the full model's.
+std::unique_ptr<StepOptimizer> zero1_adamw(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts,
+                                           const AdamWConfig& cfg, ParallelGroups& groups);
 
 struct StepContext {
   Model<float>* model = nullptr;

@@ -364,7 +364,18 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
     source_dir = src;
     if (fs::exists(fs::path(src) / kTokenizerFile)) inherited_tokenizer = (fs::path(src) / kTokenizerFile).string();
   }
+  // Expert parallelism: this rank keeps only its routed experts (the model was drawn or loaded
+  // whole; the other ranks' experts are dropped here, before anything else is allocated).
+  if (o.parallel != nullptr && o.parallel->layout().world > 1 && spec.ep > 1) {
+    const ModelConfig& whole = model->config();
+    if (whole.n_routed_experts > 0 && whole.n_routed_experts % spec.ep == 0) {  // else refused below
+      auto mine = std::make_unique<Model<float>>(whole, shard_filter_of_rank(o.parallel->layout(), whole.n_routed_experts));
+      for (const ParamSpec& s : mine->table().specs()) std::copy_n(model->param(s.name), s.numel(), mine->param(s.name));
+      model = std::move(mine);
+    }
+  }
   const ModelConfig& cfg = model->config();
+  const ParamTable full_table(cfg);  // the whole model's layout: checkpoints and their moments
   if (spec.seq_len > cfg.max_position_embeddings) {
     return InvalidArgument(spec.source + ": field 'train.seq_len': " + std::to_string(spec.seq_len) +
                            " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
@@ -459,7 +470,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   ac.eps = spec.eps;
   ac.weight_decay = spec.weight_decay;
   // One process: AdamW over the whole arena. Parallel: ZeRO-1 over this rank's slices.
-  std::unique_ptr<StepOptimizer> opt = par ? zero1_adamw(model->table(), cfg.n_routed_experts, ac, *o.parallel)
+  std::unique_ptr<StepOptimizer> opt = par ? zero1_adamw(model->table(), full_table, cfg.n_routed_experts, ac, *o.parallel)
                                            : local_adamw(model->table(), ac);
   int64_t optimizer_steps = 0;
   const auto run_start = std::chrono::steady_clock::now();
@@ -490,8 +501,8 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       return DataLoss(resume_dir + "/" + kTrainerStateFile + ": " + e.what());
     }
     {
-      std::vector<float> m(static_cast<size_t>(model->table().arena_size()), 0.0f), v(m.size(), 0.0f);
-      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, model->table(), m.data(), v.data()));
+      std::vector<float> m(static_cast<size_t>(full_table.arena_size()), 0.0f), v(m.size(), 0.0f);
+      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, full_table, m.data(), v.data()));
       opt->load(m.data(), v.data(), optimizer_steps);
     }
     summary.resumed_from = step;
@@ -646,10 +657,13 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       // the checkpoint in the single-process layout.
       const float* exp_avg = nullptr;
       const float* exp_avg_sq = nullptr;
-      st = opt->full_state(model->params(), &exp_avg, &exp_avg_sq);
+      std::unique_ptr<Model<float>> whole;  // parallel: rank 0 assembles the whole model to write it
+      if (par && lead) whole = std::make_unique<Model<float>>(cfg);
+      st = opt->full_state(model->params(), whole ? whole->params() : nullptr, &exp_avg, &exp_avg_sq);
       if (st.ok() && lead)
-        st = write_training_checkpoint(o.run_dir, step, *model, exp_avg, exp_avg_sq, o.objective.get(), state,
-                                       spec.keep_last, &summary.final_checkpoint);
+        st = write_training_checkpoint(o.run_dir, step, whole ? *whole : *model, exp_avg, exp_avg_sq, o.objective.get(),
+                                       state, spec.keep_last, &summary.final_checkpoint);
+      whole.reset();
       // The checkpoint is published before any rank goes on; a failure to write it fails every rank.
       if (par) st = agree_status(o.parallel->world(), st, "writing checkpoint step " + std::to_string(step));
       if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();

@@ -2,6 +2,7 @@
 // range select, and that a shard's views alias the full model's arena (no copies).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
 
@@ -92,6 +93,36 @@ TEST_F(ShardFilterTest, ShardViewsAliasTheFullModel) {
   // A write through the shard's view is a write to the model's own tensor.
   shard.blocks[2].experts[6].gate_proj[0] = 42.f;
   EXPECT_EQ(m.param("model.layers.2.mlp.experts.6.gate_proj.weight")[0], 42.f);
+}
+
+// A model built for a shard allocates only its tensors, in the full table's order, and draws for
+// each exactly the values the full model draws (one Philox stream per tensor of the full table).
+TEST_F(ShardFilterTest, AShardModelHoldsOnlyItsTensorsWithTheFullModelsValues) {
+  ShardFilter f;
+  f.expert_begin = 4;
+  f.expert_end = 8;  // ep rank 1 of 2
+  Model<float> shard(testing::load_config("configs/models/tiny.json"), f);
+  m.init_weights(11);
+  shard.init_weights(11);
+  const ParamTable& st = shard.table();
+  EXPECT_EQ(st.specs().size(), t.select(f).size());
+  int64_t dropped = 0;
+  for (const ParamSpec& s : t.specs())
+    if (s.expert >= 0 && s.expert < 4) dropped += s.numel();
+  EXPECT_GT(dropped, 0);
+  EXPECT_LE(st.arena_size(), t.arena_size() - dropped + 16 * static_cast<int64_t>(t.specs().size()));
+  EXPECT_EQ(st.find("model.layers.1.mlp.experts.0.up_proj.weight"), nullptr);
+  int64_t last_index = -1;
+  for (const ParamSpec& s : st.specs()) {
+    EXPECT_GT(s.index, last_index) << s.name;  // the full table's order
+    last_index = s.index;
+    EXPECT_EQ(s.index, t.at(s.name).index);
+    EXPECT_TRUE(std::equal(shard.param(s.name), shard.param(s.name) + s.numel(), m.param(s.name))) << s.name;
+  }
+  // The views of the experts it does not hold are null.
+  const ModelWeights<const float*> w = model_weights<const float*>(st, shard.params());
+  EXPECT_EQ(w.blocks[1].experts[0].up_proj, nullptr);
+  EXPECT_NE(w.blocks[1].experts[5].up_proj, nullptr);
 }
 
 }  // namespace

@@ -259,7 +259,8 @@ TEST_F(ParallelTrainTest, OneStepGradientsEqualOneProcess) {
       if (!store.ok()) return store.status().to_string();
       auto groups = ParallelGroups::connect(std::shared_ptr<comm::Store>(std::move(store).value()), spec, rank);
       if (!groups.ok()) return groups.status().to_string();
-      Model<float> m(cfg.value());
+      // An ep rank holds only its experts, as the trainer's ranks do.
+      Model<float> m(cfg.value(), shard_filter_of_rank(groups.value()->layout(), cfg.value().n_routed_experts));
       m.init_weights(3);
       ModelParallel mp;
       if (spec.ep > 1) mp.ep = &groups.value()->ep();
@@ -270,12 +271,15 @@ TEST_F(ParallelTrainTest, OneStepGradientsEqualOneProcess) {
       Status st = m.forward(batch_rows_of_rank(global, rank, world), lw, &r);
       if (!st.ok()) return st.to_string();
       m.backward();
-      // Gradients of tensors every rank computes are partial: sum them over the world. Experts
-      // (ep2) are complete on their owner and zero elsewhere, so the sum is the owner's.
-      std::span<float> g(m.grads(), static_cast<size_t>(n));
-      if (Status s = groups.value()->world().allreduce_sum(g); !s.ok()) return s.to_string();
+      // Gradients of tensors every rank computes are partial: sum them over the world, in the full
+      // model's layout. Experts are complete on the ranks that hold them (each dp replica's for its
+      // rows) and absent elsewhere.
+      std::vector<float> full(static_cast<size_t>(n), 0.0f);
+      for (const ParamSpec& s : m.table().specs())
+        std::copy_n(m.grad(s.name), s.numel(), full.data() + ref.table().at(s.name).offset);
+      if (Status s = groups.value()->world().allreduce_sum(full); !s.ok()) return s.to_string();
       if (rank == 0) {
-        std::ofstream(dir + "/grads", std::ios::binary).write(reinterpret_cast<const char*>(m.grads()), n * 4);
+        std::ofstream(dir + "/grads", std::ios::binary).write(reinterpret_cast<const char*>(full.data()), n * 4);
       }
       return "";
     }, std::chrono::seconds(60));
