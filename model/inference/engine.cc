@@ -29,11 +29,6 @@ struct BlockView {
   MoeParams<F> moe_p;
 };
 
-template <typename F>
-void add_rows(F* out, const F* a, const F* b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 }  // namespace
 
 template <typename F>
@@ -145,12 +140,9 @@ struct InferenceEngine<F>::Impl {
     std::vector<F> ckv(static_cast<size_t>(T * r));
     cpu::linear_forward(kva.data(), n1, b.kv_a, T, C, r + dr);
     cpu::rope_forward(kva.data() + r, pos.data(), inv_freq.data(), T, 1, dr, r + dr, 0);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = 0; i < dr; ++i) q[(t * H + h) * dqk + dn + i] *= mscale;
-      for (int64_t i = 0; i < dr; ++i) kva[t * (r + dr) + r + i] *= mscale;
-      std::memcpy(ckv_in.data() + t * r, kva.data() + t * (r + dr), r * sizeof(F));
-    }
+    cpu::rope_scale(q.data() + dn, T, H, dr, H * dqk, dqk, mscale);
+    cpu::rope_scale(kva.data() + r, T, 1, dr, r + dr, 0, mscale);
+    cpu::copy_strided(ckv_in.data(), kva.data(), T, r, r, r + dr);
     cpu::rmsnorm_forward(ckv.data(), rstd.data(), ckv_in.data(), b.kv_a_norm, T, r, eps);
 
     // Append the cache entries (in row order: a sequence's rows are consecutive and in order).
@@ -251,7 +243,7 @@ struct InferenceEngine<F>::Impl {
     std::vector<F> rstd(static_cast<size_t>(T));
     cpu::rmsnorm_forward(n.data(), rstd.data(), h, b.w_in, T, C, eps);
     attention(b, rows, pos, n.data(), a.data());
-    add_rows(x.data(), h, a.data(), T * C);
+    cpu::add(x.data(), h, a.data(), T * C);
     cpu::rmsnorm_forward(n.data(), rstd.data(), x.data(), b.w_post, T, C, eps);
     if (!b.moe) {
       const int64_t I = c.intermediate_size;
@@ -260,7 +252,7 @@ struct InferenceEngine<F>::Impl {
     } else {
       moe(b, T, n.data(), a.data());
     }
-    add_rows(h, x.data(), a.data(), T * C);
+    cpu::add(h, x.data(), a.data(), T * C);
   }
 
   void moe(const BlockView<F>& b, int64_t T, const F* x, F* out) {
@@ -450,10 +442,8 @@ Status InferenceEngine<F>::mtp_extend(const std::vector<int64_t>& seqs,
   cpu::embedding_forward(e.data(), flat.data(), m.embed, T, C);
   cpu::rmsnorm_forward(en.data(), rstd.data(), e.data(), m.enorm, T, C, eps);
   cpu::rmsnorm_forward(hn.data(), rstd.data(), hp.data(), m.hnorm, T, C, eps);
-  for (int64_t t = 0; t < T; ++t) {
-    std::memcpy(cat.data() + t * 2 * C, en.data() + t * C, C * sizeof(F));
-    std::memcpy(cat.data() + t * 2 * C + C, hn.data() + t * C, C * sizeof(F));
-  }
+  cpu::copy_strided(cat.data(), en.data(), T, C, 2 * C, C);
+  cpu::copy_strided(cat.data() + C, hn.data(), T, C, 2 * C, C);
   cpu::linear_forward(x.data(), cat.data(), m.eh_proj, T, 2 * C, C);
   m.block(m.blocks[c.num_hidden_layers], rows, pos, x.data());
   for (size_t i = 0; i < seqs.size(); ++i) m.find(seqs[i])->mtp_len += static_cast<int64_t>(next_tokens[i].size());
