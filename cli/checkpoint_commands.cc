@@ -44,9 +44,8 @@ int checkpoint_export(int argc, char** argv) {
   if (r["max-shard-bytes"].as<int64_t>() <= 0)
     return report(InvalidArgument("checkpoint export: --max-shard-bytes: expected a positive size"));
   const std::string out = r["out"].as<std::string>();
+  if (Status st = check_out_dir(out, r.count("overwrite") > 0, "checkpoint export"); !st.ok()) return report(st);
   std::error_code ec;
-  if (!r.count("overwrite") && fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
-    return report(AlreadyExists("checkpoint export: " + out + " already exists; pass --overwrite to replace it"));
   auto src = resolve_checkpoint(r["source"].as<std::string>());
   if (!src.ok()) return report(src.status());
   auto ck = checkpoint_load<float>(src.value());  // verifies the manifest and every tensor

@@ -20,6 +20,9 @@ constexpr const char* kNoVerifyHelp =
 
 // Prints "mariana: <status>" to stderr and returns the exit code for it.
 int report(const Status& st);
+// AlreadyExists "<what>: <out> already exists; pass --overwrite to replace it" when `out` exists and
+// is not an empty directory, unless overwrite (commands that write a directory of their own).
+Status check_out_dir(const std::string& out, bool overwrite, const std::string& what);
 
 // Token ids from a flag's text ("3 17 42" or "3,17,42"), each in [0, vocab). InvalidArgument naming
 // the flag and the offending word otherwise. An empty text gives an empty list.

@@ -1,6 +1,7 @@
 // The `mariana` binary: dispatches to the verb's entry point.
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <string>
 
@@ -23,6 +24,14 @@ int report(const Status& st) {
     default:
       return kExitFailure;
   }
+}
+
+Status check_out_dir(const std::string& out, bool overwrite, const std::string& what) {
+  std::error_code ec;
+  if (overwrite || !std::filesystem::exists(out, ec) ||
+      (std::filesystem::is_directory(out, ec) && std::filesystem::is_empty(out, ec)))
+    return Status::Ok();
+  return AlreadyExists(what + ": " + out + " already exists; pass --overwrite to replace it");
 }
 
 Result<std::vector<int32_t>> parse_token_ids(const std::string& flag, const std::string& text, int64_t vocab) {

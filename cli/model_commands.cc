@@ -59,10 +59,7 @@ int model_init(int argc, char** argv) {
   const std::string dt = r["dtype"].as<std::string>();
   if (dt != "f32" && dt != "bf16") return report(InvalidArgument("model init: --dtype: expected f32 or bf16, got '" + dt + "'"));
   const std::string out = r["out"].as<std::string>();
-  std::error_code ec;
-  if (!r.count("overwrite") && std::filesystem::exists(out, ec) &&
-      !(std::filesystem::is_directory(out, ec) && std::filesystem::is_empty(out, ec)))
-    return report(AlreadyExists("model init: " + out + " already exists; pass --overwrite to replace it"));
+  if (Status st = check_out_dir(out, r.count("overwrite") > 0, "model init"); !st.ok()) return report(st);
   auto cfg = model_config_load(r["config"].as<std::string>());
   if (!cfg.ok()) return report(cfg.status());
   const ModelStats stats = model_stats(cfg.value(), cfg.value().max_position_embeddings);

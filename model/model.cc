@@ -747,8 +747,8 @@ Status Model<F>::forward_head(Activations& a, ForwardResult* out) {
   }
   res.loss_balance = a.balance;
   res.loss = res.loss_main + w.mtp_weight * res.loss_mtp + w.balance_alpha * res.loss_balance;
-  res.moe_layers = a.moe_layers;
-  res.expert_counts = a.expert_counts;
+  res.moe_layers = std::move(a.moe_layers);  // the forward's own record; forward_begin starts the next
+  res.expert_counts = std::move(a.expert_counts);
   a.have_forward = true;
   MARIANA_RETURN_IF_ERROR(s.ep_group.status);
   if (out != nullptr) *out = std::move(res);

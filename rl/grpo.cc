@@ -95,17 +95,13 @@ std::string iter_dir_name(int64_t it) {
 Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model,
                            const std::string& tokenizer_json, const nlohmann::json& state, int64_t keep_last,
                            std::string* written) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  fs::create_directories(root);
-  const fs::path final_dir = root / iter_dir_name(it);
-  const fs::path tmp = root / ("." + iter_dir_name(it) + ".tmp-" + std::to_string(::getpid()));
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  const CheckpointStaging where = checkpoint_staging(run_dir, iter_dir_name(it));
+  const fs::path tmp = where.tmp;
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "rl_state.json").string(), state.dump(2) + "\n"));
-  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, tmp.string(), final_dir.string(), it, keep_last));
-  *written = final_dir.string();
+  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last));
+  *written = where.final_dir;
   return Status::Ok();
 }
 

@@ -213,6 +213,9 @@ Status ZeroOptimizer::gather_full(const float* params, float* full_params, float
   if (ep.size() == 1) return Status::Ok();
   const int64_t n = experts_.padded;
   std::vector<float> mine(static_cast<size_t>(n)), all(static_cast<size_t>(n * ep.size()));
+  std::vector<std::vector<Segment>> placed;  // each ep rank's experts in the full arena
+  if (fill)
+    for (int64_t r = 0; r < ep.size(); ++r) placed.push_back(expert_segments(r));
   for (int which = 0; which < 3; ++which) {
     if (which == 0) {
       gather_flat(experts_, params, mine.data());
@@ -222,7 +225,7 @@ Status ZeroOptimizer::gather_full(const float* params, float* full_params, float
     MARIANA_RETURN_IF_ERROR(ep.all_gather(mine, all));
     float* dst = which == 0 ? full_params : which == 1 ? full_m : full_v;
     if (fill)
-      for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(expert_segments(r), all.data() + r * n, dst, /*full=*/true);
+      for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(placed[r], all.data() + r * n, dst, /*full=*/true);
   }
   return Status::Ok();
 }

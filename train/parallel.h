@@ -103,10 +103,6 @@ class ZeroOptimizer {
   // Takes this rank's slices of full-layout moments (resume, with any earlier layout).
   void load_moments(const float* full_exp_avg, const float* full_exp_avg_sq, int64_t steps);
   int64_t steps() const { return t_; }
-  // Elements in this rank's flat buffers (dense: over the world; experts: this ep rank's, over
-  // edp), padded to their groups: what a step's reduce-scatter and all-gather move.
-  int64_t dense_elements() const { return dense_.padded; }
-  int64_t expert_elements() const { return experts_.padded; }
   // The bytes this rank sends in one step's reduce-scatter and all-gather, by the algorithms'
   // count: (G − 1)/G of each flat buffer, twice, over its group of G (bench: against measured).
   int64_t step_bytes_analytic() const;

@@ -48,12 +48,8 @@ std::string step_dir_name(int64_t step) {
 Status write_training_checkpoint(const std::string& run_dir, int64_t step, const Model<float>& model,
                                  const float* exp_avg, const float* exp_avg_sq, const TrainObjective* objective,
                                  const nlohmann::ordered_json& state, int64_t keep_last, std::string* written) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  fs::create_directories(root);
-  const fs::path final_dir = root / step_dir_name(step);
-  const fs::path tmp = root / ("." + step_dir_name(step) + ".tmp-" + std::to_string(::getpid()));
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  const CheckpointStaging where = checkpoint_staging(run_dir, step_dir_name(step));
+  const fs::path tmp = where.tmp;
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
   std::vector<std::pair<std::string, Tensor>> moments;
   for (const ParamSpec& s : model.table().specs()) {
@@ -66,9 +62,18 @@ Status write_training_checkpoint(const std::string& run_dir, int64_t step, const
   MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
   if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
-  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, tmp.string(), final_dir.string(), step, keep_last));
-  *written = final_dir.string();
+  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, step, keep_last));
+  *written = where.final_dir;
   return Status::Ok();
+}
+
+CheckpointStaging checkpoint_staging(const std::string& run_dir, const std::string& name) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  const fs::path tmp = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp, ec);
+  return {tmp.string(), (root / name).string()};
 }
 
 Status training_moments_load(const std::string& checkpoint_dir, const ParamTable& table, float* exp_avg,

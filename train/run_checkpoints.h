@@ -24,6 +24,13 @@ constexpr const char* kTokenizerFile = "tokenizer.json";
 // "step-00000042": a training checkpoint's directory name (zero-padded, so name order is age order).
 std::string step_dir_name(int64_t step);
 
+// Where a checkpoint named `name` (step-N, iter-N) of a run is written before checkpoint_publish
+// moves it into place: run_dir/checkpoints/.<name>.tmp-<pid> (emptied), and its final directory.
+struct CheckpointStaging {
+  std::string tmp, final_dir;
+};
+CheckpointStaging checkpoint_staging(const std::string& run_dir, const std::string& name);
+
 // Publishes a checkpoint written into `tmp` (a sibling of final_dir under run_dir/checkpoints):
 // writes tmp/manifest.json (the step or RL iteration, and the size and XXH64 of every other
 // file), renames tmp to final_dir in one step, then keeps only the newest keep_last checkpoints of
