@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -85,56 +86,117 @@ std::string unique_suffix() {
 
 }  // namespace
 
+namespace {
+
+// The table's tensor a stored name holds: lm_head for an MTP module's shared head (a copy of it).
+const ParamSpec* stored_spec(const ParamTable& table, const std::string& name) {
+  static const std::string kHead = "shared_head.head.weight";
+  const bool copy = name.size() > kHead.size() && name.compare(name.size() - kHead.size(), kHead.size(), kHead) == 0;
+  return table.find(copy ? std::string("lm_head.weight") : name);
+}
+
+int64_t stored_bytes(const ParamSpec& s, DType dtype) {
+  return s.numel() * static_cast<int64_t>(dtype_size(s.kind == ParamKind::kGateBias ? DType::kF32 : dtype));
+}
+
+}  // namespace
+
+std::vector<std::string> checkpoint_tensor_names(const ModelConfig& c, const ParamTable& table, const ShardFilter& shard) {
+  std::vector<std::string> order;
+  for (const ParamSpec* s : table.select(shard)) {
+    order.push_back(s->name);
+    if (s->slot == ParamSlot::kLmHead)
+      for (const std::string& n : shared_head_names(c, shard)) order.push_back(n);
+  }
+  return order;
+}
+
+Status checkpoint_layout_check(const std::string& dir, const ModelConfig& config, const ParamTable& table,
+                               const CheckpointLayout& layout, const ShardFilter& shard) {
+  if (layout.dtype != DType::kF32 && layout.dtype != DType::kBF16)
+    return InvalidArgument("checkpoint " + dir + ": dtype must be F32 or BF16, got " + dtype_name(layout.dtype));
+  const std::vector<std::string> names = checkpoint_tensor_names(config, table, shard);
+  std::set<std::string> expected(names.begin(), names.end()), seen;
+  for (const auto& sh : layout.shards) {
+    for (const auto& n : sh) {
+      if (!expected.count(n)) return InvalidArgument("checkpoint " + dir + ": layout names unknown tensor '" + n + "'");
+      if (!seen.insert(n).second) return InvalidArgument("checkpoint " + dir + ": layout names tensor '" + n + "' twice");
+    }
+  }
+  if (seen.size() != expected.size()) return InvalidArgument("checkpoint " + dir + ": layout does not cover every tensor");
+  return Status::Ok();
+}
+
+template <typename F>
+Status checkpoint_write_files(const std::string& dir, const Model<F>& model, const CheckpointLayout& layout,
+                              const std::vector<size_t>& files, const std::string& what) {
+  const ParamTable& table = model.table();
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  for (size_t i : files) {
+    std::vector<std::pair<std::string, Tensor>> items;
+    for (const std::string& n : layout.shards.at(i)) {
+      const ParamSpec* s = stored_spec(table, n);
+      if (s == nullptr) return InvalidArgument(what + ": tensor '" + n + "' is not held by this process");
+      const Status finite = check_weights_finite(what, s->name, model.params() + s->offset, s->numel());
+      if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
+      const DType dt = s->kind == ParamKind::kGateBias ? DType::kF32 : layout.dtype;
+      items.emplace_back(n, encode_tensor(model.params() + s->offset, s->shape, dt));
+    }
+    const size_t count = layout.shards.size();
+    const std::string fname = count == 1 ? kSingleFile : shard_name(i, count);
+    MARIANA_RETURN_IF_ERROR(safetensors_write((fs::path(dir) / fname).string(), items, meta));
+  }
+  return Status::Ok();
+}
+
+Status checkpoint_write_index(const std::string& dir, const ModelConfig& config, const ParamTable& table,
+                              const CheckpointLayout& layout) {
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(dir) / "config.json").string(), model_config_hf_json(config)));
+  if (layout.shards.size() <= 1) return Status::Ok();
+  std::map<std::string, std::string> sorted;  // weight_map sorted by name, as HF writes it
+  int64_t total = 0;
+  for (size_t i = 0; i < layout.shards.size(); ++i) {
+    for (const std::string& n : layout.shards[i]) {
+      sorted[n] = shard_name(i, layout.shards.size());
+      const ParamSpec* s = stored_spec(table, n);
+      if (s == nullptr) return InvalidArgument("checkpoint " + dir + ": layout names unknown tensor '" + n + "'");
+      total += stored_bytes(*s, layout.dtype);
+    }
+  }
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (const auto& [n, f] : sorted) weight_map[n] = f;
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", total}};
+  index["weight_map"] = weight_map;
+  return write_file_atomic((fs::path(dir) / kIndexFile).string(), index.dump(2) + "\n");
+}
+
 template <typename F>
 Status checkpoint_save(const std::string& dir, const Model<F>& model, const CheckpointOptions& opt) {
-  const ModelConfig& c = model.config();
-  const DType dtype = opt.layout ? opt.layout->dtype : opt.dtype;
-  if (dtype != DType::kF32 && dtype != DType::kBF16) {
-    return InvalidArgument("checkpoint " + dir + ": dtype must be F32 or BF16, got " + dtype_name(dtype));
-  }
-  // Every tensor, by name; a model with a non-finite or absurd weight is never written.
-  std::map<std::string, Tensor> tensors;
-  const std::vector<const ParamSpec*> selected = model.table().select(opt.shard);
-  for (const ParamSpec* sp : selected) {
-    const ParamSpec& s = *sp;
-    const Status finite = check_weights_finite("checkpoint " + dir, s.name, model.params() + s.offset, s.numel());
-    if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
-    const DType dt = s.kind == ParamKind::kGateBias ? DType::kF32 : dtype;
-    tensors.emplace(s.name, encode_tensor(model.params() + s.offset, s.shape, dt));
-  }
-  const ParamSpec& head = model.table().at("lm_head.weight");
-  for (const std::string& n : shared_head_names(c, opt.shard))
-    tensors.emplace(n, encode_tensor(model.params() + head.offset, head.shape, dtype));
-
+  const ParamTable& table = model.table();
   // Shard assignment: the imported layout, or greedy in table order under max_shard_bytes.
-  std::vector<std::vector<std::string>> shards;
+  CheckpointLayout layout;
+  layout.dtype = opt.layout ? opt.layout->dtype : opt.dtype;
   if (opt.layout && !opt.layout->shards.empty()) {
-    shards = opt.layout->shards;
-    size_t count = 0;
-    for (const auto& sh : shards) {
-      for (const auto& n : sh)
-        if (!tensors.count(n)) return InvalidArgument("checkpoint " + dir + ": layout names unknown tensor '" + n + "'");
-      count += sh.size();
-    }
-    if (count != tensors.size()) return InvalidArgument("checkpoint " + dir + ": layout does not cover every tensor");
-  } else {
-    std::vector<std::string> order;
-    for (const ParamSpec* s : selected) {
-      order.push_back(s->name);
-      if (s->slot == ParamSlot::kLmHead)
-        for (const std::string& n : shared_head_names(c, opt.shard)) order.push_back(n);
-    }
-    shards.emplace_back();
+    layout.shards = opt.layout->shards;
+  } else if (layout.dtype == DType::kF32 || layout.dtype == DType::kBF16) {
+    layout.shards.emplace_back();
     int64_t bytes = 0;
-    for (const std::string& n : order) {
-      const int64_t b = static_cast<int64_t>(tensors.at(n).nbytes());
-      if (!shards.back().empty() && bytes + b > opt.max_shard_bytes) {
-        shards.emplace_back();
+    for (const std::string& n : checkpoint_tensor_names(model.config(), table, opt.shard)) {
+      const int64_t b = stored_bytes(*stored_spec(table, n), layout.dtype);
+      if (!layout.shards.back().empty() && bytes + b > opt.max_shard_bytes) {
+        layout.shards.emplace_back();
         bytes = 0;
       }
-      shards.back().push_back(n);
+      layout.shards.back().push_back(n);
       bytes += b;
     }
+  }
+  MARIANA_RETURN_IF_ERROR(checkpoint_layout_check(dir, model.config(), table, layout, opt.shard));
+  // A model with a non-finite or absurd weight is never written.
+  for (const ParamSpec* s : table.select(opt.shard)) {
+    const Status finite = check_weights_finite("checkpoint " + dir, s->name, model.params() + s->offset, s->numel());
+    if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
   }
 
   // Write into a fresh sibling directory, then swap it in.
@@ -151,30 +213,11 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
     return st;
   };
 
-  Status st = write_file_atomic((tmp / "config.json").string(), model_config_hf_json(c));
+  std::vector<size_t> all(layout.shards.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  Status st = checkpoint_write_index(tmp.string(), model.config(), table, layout);
+  if (st.ok()) st = checkpoint_write_files(tmp.string(), model, layout, all, "checkpoint " + dir);
   if (!st.ok()) return fail(st);
-  const std::map<std::string, std::string> meta = {{"format", "pt"}};
-  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
-  int64_t total = 0;
-  for (size_t i = 0; i < shards.size(); ++i) {
-    std::vector<std::pair<std::string, Tensor>> items;
-    for (const std::string& n : shards[i]) items.emplace_back(n, tensors.at(n));
-    const std::string fname = shards.size() == 1 ? kSingleFile : shard_name(i, shards.size());
-    st = safetensors_write((tmp / fname).string(), items, meta);
-    if (!st.ok()) return fail(st);
-    for (const auto& [n, t] : items) total += static_cast<int64_t>(t.nbytes());
-  }
-  if (shards.size() > 1) {
-    std::map<std::string, std::string> sorted;  // weight_map sorted by name, as HF writes it
-    for (size_t i = 0; i < shards.size(); ++i)
-      for (const std::string& n : shards[i]) sorted[n] = shard_name(i, shards.size());
-    for (const auto& [n, f] : sorted) weight_map[n] = f;
-    nlohmann::ordered_json index;
-    index["metadata"] = {{"total_size", total}};
-    index["weight_map"] = weight_map;
-    st = write_file_atomic((tmp / kIndexFile).string(), index.dump(2) + "\n");
-    if (!st.ok()) return fail(st);
-  }
   // Swap: move an existing checkpoint aside, rename the new one into place, then delete the old.
   fs::path old;
   if (fs::exists(target)) {
@@ -364,6 +407,8 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
 
 template Status checkpoint_save<float>(const std::string&, const Model<float>&, const CheckpointOptions&);
 template Status checkpoint_save<double>(const std::string&, const Model<double>&, const CheckpointOptions&);
+template Status checkpoint_write_files<float>(const std::string&, const Model<float>&, const CheckpointLayout&,
+                                              const std::vector<size_t>&, const std::string&);
 template Result<LoadedCheckpoint<float>> checkpoint_load<float>(const std::string&, const CheckpointLoadOptions&);
 template Result<LoadedCheckpoint<double>> checkpoint_load<double>(const std::string&, const CheckpointLoadOptions&);
 template Status check_weights_finite<float>(const std::string&, const std::string&, const float*, int64_t, double);

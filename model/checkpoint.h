@@ -39,6 +39,27 @@ struct CheckpointOptions {
 template <typename F>
 Status checkpoint_save(const std::string& dir, const Model<F>& model, const CheckpointOptions& opt);
 
+// A checkpoint written by several processes into one directory (a parallel job's ranks, each
+// writing the tensors it holds). Every tensor of the full model, and each MTP shared head, in the
+// order checkpoint_save would write them; a shard's (its table and filter) when given.
+std::vector<std::string> checkpoint_tensor_names(const ModelConfig& config, const ParamTable& table,
+                                                 const ShardFilter& shard = {});
+// InvalidArgument unless `layout` names every tensor of checkpoint_tensor_names exactly once, in
+// F32 or BF16.
+Status checkpoint_layout_check(const std::string& dir, const ModelConfig& config, const ParamTable& table,
+                               const CheckpointLayout& layout, const ShardFilter& shard = {});
+// Writes the safetensors files `files` (indices into layout.shards; one file: model.safetensors,
+// else model-0000i-of-0000n.safetensors) of `layout` into the existing directory dir, each atomic,
+// from `model`, which must hold their tensors. `what` names the checkpoint in errors (OutOfRange
+// for a weight check_weights_finite rejects).
+template <typename F>
+Status checkpoint_write_files(const std::string& dir, const Model<F>& model, const CheckpointLayout& layout,
+                              const std::vector<size_t>& files, const std::string& what);
+// Writes dir/config.json and, for more than one file, model.safetensors.index.json of `layout`
+// (table: the full model's, for the sizes).
+Status checkpoint_write_index(const std::string& dir, const ModelConfig& config, const ParamTable& table,
+                              const CheckpointLayout& layout);
+
 template <typename F>
 struct LoadedCheckpoint {
   Model<F> model;

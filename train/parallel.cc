@@ -5,12 +5,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "comm/gloo_communicator.h"
+#include "model/checkpoint.h"
 #include "model/model.h"
 
 namespace mariana {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -96,19 +100,69 @@ ShardFilter shard_filter_of_rank(const ParallelRank& layout, int64_t n_routed_ex
   return f;
 }
 
+CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const ParamTable& full, const ParallelRank& layout) {
+  CheckpointLayout out;
+  out.shards.assign(static_cast<size_t>(layout.world), {});
+  std::vector<int64_t> elems(static_cast<size_t>(layout.world), 0);
+  const int64_t per = config.n_routed_experts / layout.ep;
+  for (const std::string& name : checkpoint_tensor_names(config, full)) {
+    const ParamSpec* s = full.find(name);
+    const int64_t numel = s != nullptr ? s->numel() : full.at("lm_head.weight").numel();  // else a shared head
+    int64_t best = -1;
+    for (int64_t r = 0; r < layout.world; ++r) {
+      if (s != nullptr && s->expert >= 0 && r % layout.ep != s->expert / per) continue;  // not holding it
+      if (best < 0 || elems[r] < elems[best]) best = r;
+    }
+    out.shards[best].push_back(name);
+    elems[best] += numel;
+  }
+  return out;
+}
+
+Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir, int64_t step,
+                             const Model<float>& model, const ParamTable& full, const std::vector<MomentRun>& moments,
+                             const TrainObjective* objective, const nlohmann::ordered_json& state, int64_t keep_last,
+                             std::string* written) {
+  comm::Communicator& world = groups.world();
+  const ParallelRank& at = groups.layout();
+  const std::string what = "writing checkpoint step " + std::to_string(step);
+  const CheckpointStaging where = checkpoint_staging_path(run_dir, step_dir_name(step), "ranks");
+  Status st;
+  if (at.rank == 0) {  // a staging directory left by a gang that died is emptied first
+    std::error_code ec;
+    fs::remove_all(where.tmp, ec);
+    fs::create_directories(where.tmp, ec);
+    if (ec) st = Unavailable("checkpoint " + where.tmp + ": cannot create: " + ec.message());
+  }
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
+  const CheckpointLayout layout = checkpoint_layout_of_ranks(model.config(), full, at);
+  st = checkpoint_write_files(where.tmp, model, layout, {static_cast<size_t>(at.rank)}, "checkpoint " + where.final_dir);
+  if (st.ok()) st = write_moments((fs::path(where.tmp) / moments_file_name(at.rank, at.world)).string(), moments);
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
+  // Every rank's files are written: rank 0 completes the checkpoint and publishes its manifest.
+  if (at.rank == 0) {
+    st = checkpoint_write_index(where.tmp, model.config(), full, layout);
+    if (st.ok()) st = write_trainer_files(where.tmp, run_dir, state, objective);
+    if (st.ok()) st = checkpoint_publish(run_dir, where.tmp, where.final_dir, step, keep_last);
+  }
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
+  *written = where.final_dir;
+  return Status::Ok();
+}
+
 ZeroOptimizer::ZeroOptimizer(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, AdamWConfig cfg,
                              ParallelGroups& groups)
     : table_(table), full_(full), E_(n_routed_experts), cfg_(cfg), groups_(groups) {
   for (const ParamSpec& s : table.specs()) {
     if (s.kind == ParamKind::kGateBias || s.expert >= 0) continue;
     const bool decay = s.kind == ParamKind::kMatrix || s.kind == ParamKind::kEmbedding;
-    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay, full.at(s.name).offset});
+    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay, full.at(s.name).offset, &full.at(s.name)});
     dense_.n += s.numel();
   }
   // This rank's experts in its own arena (and where they go in the full one).
   for (const ParamSpec& s : table.specs()) {
     if (s.expert < 0) continue;
-    experts_.segments.push_back({s.offset, s.numel(), experts_.n, true, full.at(s.name).offset});
+    experts_.segments.push_back({s.offset, s.numel(), experts_.n, true, full.at(s.name).offset, &full.at(s.name)});
     experts_.n += s.numel();
   }
   dense_.group = &groups.world();
@@ -125,28 +179,14 @@ ZeroOptimizer::ZeroOptimizer(const ParamTable& table, const ParamTable& full, in
   }
 }
 
-std::vector<ZeroOptimizer::Segment> ZeroOptimizer::expert_segments(int64_t ep_rank) const {
-  // Rank ep_rank's experts as it packs them (its table keeps the full table's order), placed in
-  // the full arena.
-  const int64_t per = E_ / groups_.layout().ep;
-  std::vector<Segment> v;
-  int64_t flat = 0;
-  for (const ParamSpec& s : full_.specs()) {
-    if (s.expert < ep_rank * per || s.expert >= (ep_rank + 1) * per) continue;
-    v.push_back({-1, s.numel(), flat, true, s.offset});  // expert matrices are weight-decayed
-    flat += s.numel();
-  }
-  return v;
-}
-
 void ZeroOptimizer::gather_flat(const Flat& f, const float* arena, float* flat) const {
   for (const Segment& s : f.segments) std::memcpy(flat + s.flat, arena + s.offset, static_cast<size_t>(s.n) * sizeof(float));
   std::fill(flat + f.n, flat + f.padded, 0.0f);
 }
 
-void ZeroOptimizer::scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena, bool full) const {
+void ZeroOptimizer::scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const {
   for (const Segment& s : segments)
-    std::memcpy(arena + (full ? s.full_offset : s.offset), flat + s.flat, static_cast<size_t>(s.n) * sizeof(float));
+    std::memcpy(arena + s.offset, flat + s.flat, static_cast<size_t>(s.n) * sizeof(float));
 }
 
 Status ZeroOptimizer::reduce(Flat& f, const float* grads) {
@@ -180,7 +220,7 @@ Status ZeroOptimizer::apply(Flat& f, float* params, float scale, double lr) {
     adamw_update(f.p_slice.data() + i, f.grad_slice.data() + i, f.m.data() + i, f.v.data() + i, b - a, c, s.decay);
   }
   MARIANA_RETURN_IF_ERROR(f.group->all_gather(f.p_slice, f.buf));
-  scatter_flat(f.segments, f.buf.data(), params, /*full=*/false);
+  scatter_flat(f.segments, f.buf.data(), params);
   return Status::Ok();
 }
 
@@ -191,43 +231,17 @@ Status ZeroOptimizer::update(float* params, double norm, double max_norm, double
   return apply(experts_, params, scale, lr);
 }
 
-Status ZeroOptimizer::gather_full(const float* params, float* full_params, float* full_m, float* full_v) {
-  const bool fill = full_params != nullptr;
-  // Both moments of each flat buffer, whole, from its group's slices.
-  std::vector<float> expert_m, expert_v;
-  for (Flat* f : {&dense_, &experts_}) {
-    for (int which = 0; which < 2; ++which) {
-      MARIANA_RETURN_IF_ERROR(f->group->all_gather(which == 0 ? f->m : f->v, f->buf));
-      if (fill) scatter_flat(f->segments, f->buf.data(), which == 0 ? full_m : full_v, /*full=*/true);
-      if (f == &experts_) (which == 0 ? expert_m : expert_v) = f->buf;
+std::vector<MomentRun> ZeroOptimizer::moment_runs() const {
+  std::vector<MomentRun> runs;
+  for (const Flat* f : {&dense_, &experts_}) {
+    const int64_t begin = f->group->rank() * f->slice, end = begin + f->slice;
+    for (const Segment& s : f->segments) {
+      const int64_t a = std::max(begin, s.flat), b = std::min(end, s.flat + s.n);
+      if (a >= b) continue;
+      runs.push_back({s.full_spec, a - s.flat, b - a, f->m.data() + (a - begin), f->v.data() + (a - begin)});
     }
   }
-  if (fill) {
-    // Every parameter this rank holds (the replicated ones are current on every rank), the gate
-    // biases (set by the bias update, identical everywhere) included.
-    for (const ParamSpec& s : table_.specs())
-      std::memcpy(full_params + full_.at(s.name).offset, params + s.offset, static_cast<size_t>(s.numel()) * sizeof(float));
-  }
-  // The other ep ranks' experts: parameters and both moments, gathered over the ep group.
-  comm::Communicator& ep = groups_.ep();
-  if (ep.size() == 1) return Status::Ok();
-  const int64_t n = experts_.padded;
-  std::vector<float> mine(static_cast<size_t>(n)), all(static_cast<size_t>(n * ep.size()));
-  std::vector<std::vector<Segment>> placed;  // each ep rank's experts in the full arena
-  if (fill)
-    for (int64_t r = 0; r < ep.size(); ++r) placed.push_back(expert_segments(r));
-  for (int which = 0; which < 3; ++which) {
-    if (which == 0) {
-      gather_flat(experts_, params, mine.data());
-    } else {
-      mine = which == 1 ? expert_m : expert_v;
-    }
-    MARIANA_RETURN_IF_ERROR(ep.all_gather(mine, all));
-    float* dst = which == 0 ? full_params : which == 1 ? full_m : full_v;
-    if (fill)
-      for (int64_t r = 0; r < ep.size(); ++r) scatter_flat(placed[r], all.data() + r * n, dst, /*full=*/true);
-  }
-  return Status::Ok();
+  return runs;
 }
 
 int64_t ZeroOptimizer::step_bytes_analytic() const {

@@ -13,10 +13,14 @@
 // - "edp<e>": the dp replicas of ep rank e; its experts' gradients are reduced over it and their
 //   ZeRO-1 slices are 1/dp each.
 // With ep > 1 a rank's model holds only its routed experts (a ParamTable of its ShardFilter,
-// shard_filter_of_rank): the others' parameters, gradients and moments are not in its memory. At a
-// checkpoint every rank takes part in gather_full, which assembles the full model's parameters and
-// moments on rank 0, so checkpoints keep the single-process layout and any layout resumes from any
-// other.
+// shard_filter_of_rank): the others' parameters, gradients and moments are not in its memory.
+//
+// Checkpoints are sharded: every rank writes the tensors checkpoint_layout_of_ranks gives it
+// (model-0000r-of-0000W.safetensors, the HF sharded layout) and its ZeRO-1 slices of the moments
+// (optimizer-0000r-of-0000W.safetensors); rank 0 then writes the index and the trainer's files and
+// publishes the manifest once every rank has written (write_rank_checkpoint). Nothing is gathered.
+// Any layout resumes from any other: the model loads through the index and the moments by their
+// runs (training_moments_load).
 #pragma once
 
 #include <cstdint>
@@ -27,9 +31,11 @@
 #include "comm/communicator.h"
 #include "comm/store.h"
 #include "core/status.h"
+#include "model/checkpoint.h"
 #include "model/params.h"
 #include "train/job_spec.h"
 #include "train/optimizer.h"
+#include "train/run_checkpoints.h"
 
 namespace mariana {
 
@@ -74,6 +80,22 @@ Status agree_status(comm::Communicator& world, const Status& mine, const std::st
 // The part of the model rank `rank` holds: every tensor but the routed experts of other ep ranks.
 ShardFilter shard_filter_of_rank(const ParallelRank& layout, int64_t n_routed_experts);
 
+// Which rank writes which tensor of a checkpoint: one file per rank; a routed expert goes to one of
+// the dp replicas of the ep rank that holds it, every other tensor (and each MTP shared head) to any
+// rank; in table order, each to the candidate with the fewest elements so far (ties: the lowest rank).
+CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const ParamTable& full, const ParallelRank& layout);
+
+class TrainObjective;
+// Writes run_dir/checkpoints/step-N with every rank of the job (collective): rank 0 empties the
+// shared staging directory; each rank writes its model file (checkpoint_layout_of_ranks) from
+// `model` and its moments file from `moments`; once every rank has, rank 0 writes config.json, the
+// index and the trainer's files (write_trainer_files) and publishes. A failure on any rank fails
+// every rank, and nothing is published. *written: the checkpoint's directory, on every rank.
+Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir, int64_t step,
+                             const Model<float>& model, const ParamTable& full, const std::vector<MomentRun>& moments,
+                             const TrainObjective* objective, const nlohmann::ordered_json& state, int64_t keep_last,
+                             std::string* written);
+
 // A rank's rows of a global batch: rows [rank·B/world, (rank+1)·B/world).
 struct Batch;
 Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world);
@@ -94,12 +116,9 @@ class ZeroOptimizer {
   // this rank's slice at lr and all-gathers the updated slices into `params` (every rank's arena
   // ends identical in the parameters it uses).
   Status update(float* params, double norm, double max_norm, double lr);
-  // Every parameter and both moments in the full arena layout, on every rank (collective): the
-  // experts of the other ep ranks included. For checkpoints.
-  // Collective: every rank calls it; where full_params is not null (rank 0), fills the full
-  // model's parameters and both moments (full table layout, every tensor but the gate biases for
-  // the moments; the gate biases are copied with the parameters) from every rank's part.
-  Status gather_full(const float* params, float* full_params, float* full_exp_avg, float* full_exp_avg_sq);
+  // This rank's slices of both moments as runs of the full model's tensors (for its checkpoint
+  // file); valid until the next update.
+  std::vector<MomentRun> moment_runs() const;
   // Takes this rank's slices of full-layout moments (resume, with any earlier layout).
   void load_moments(const float* full_exp_avg, const float* full_exp_avg_sq, int64_t steps);
   int64_t steps() const { return t_; }
@@ -113,6 +132,7 @@ class ZeroOptimizer {
     int64_t flat = 0;           // position in the flat buffer
     bool decay = false;
     int64_t full_offset = 0;    // offset in the full model's arena
+    const ParamSpec* full_spec = nullptr;  // the tensor, in the full model's table
   };
 
  private:
@@ -125,9 +145,8 @@ class ZeroOptimizer {
   Status reduce(Flat& f, const float* grads);
   Status apply(Flat& f, float* params, float scale, double lr);
   void gather_flat(const Flat& f, const float* arena, float* flat) const;
-  // Each segment's run of `flat` into `arena` at its offset in this rank's arena, or in the full one.
-  void scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena, bool full) const;
-  std::vector<Segment> expert_segments(int64_t ep_rank) const;
+  // Each segment's run of `flat` into `arena` at its offset in this rank's arena.
+  void scatter_flat(const std::vector<Segment>& segments, const float* flat, float* arena) const;
 
   const ParamTable& table_;
   const ParamTable& full_;

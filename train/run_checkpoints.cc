@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -45,50 +47,129 @@ std::string step_dir_name(int64_t step) {
   return buf;
 }
 
+std::string moments_file_name(int64_t rank, int64_t count) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "optimizer-%05lld-of-%05lld.safetensors", static_cast<long long>(rank + 1),
+                static_cast<long long>(count));
+  return buf;
+}
+
+Status write_moments(const std::string& path, const std::vector<MomentRun>& runs) {
+  std::vector<std::pair<std::string, Tensor>> items;
+  std::map<std::string, std::string> meta;
+  for (const MomentRun& r : runs) {
+    const bool whole = r.start == 0 && r.n == r.spec->numel();
+    const std::vector<int64_t> shape = whole ? r.spec->shape : std::vector<int64_t>{r.n};
+    if (!whole) meta["start." + r.spec->name] = std::to_string(r.start);
+    items.emplace_back("exp_avg." + r.spec->name, f32_view(r.exp_avg, shape));
+    items.emplace_back("exp_avg_sq." + r.spec->name, f32_view(r.exp_avg_sq, shape));
+  }
+  return safetensors_write(path, items, meta);
+}
+
+Status write_trainer_files(const std::string& tmp, const std::string& run_dir, const nlohmann::ordered_json& state,
+                           const TrainObjective* objective) {
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / kTrainerStateFile).string(), state.dump(2) + "\n"));
+  MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / kTokenizerFile).string(), tok));
+  if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp));
+  return Status::Ok();
+}
+
 Status write_training_checkpoint(const std::string& run_dir, int64_t step, const Model<float>& model,
-                                 const float* exp_avg, const float* exp_avg_sq, const TrainObjective* objective,
+                                 const std::vector<MomentRun>& moments, const TrainObjective* objective,
                                  const nlohmann::ordered_json& state, int64_t keep_last, std::string* written) {
   const CheckpointStaging where = checkpoint_staging(run_dir, step_dir_name(step));
   const fs::path tmp = where.tmp;
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
-  std::vector<std::pair<std::string, Tensor>> moments;
-  for (const ParamSpec& s : model.table().specs()) {
-    if (s.kind == ParamKind::kGateBias) continue;
-    moments.emplace_back("exp_avg." + s.name, f32_view(exp_avg + s.offset, s.shape));
-    moments.emplace_back("exp_avg_sq." + s.name, f32_view(exp_avg_sq + s.offset, s.shape));
-  }
-  MARIANA_RETURN_IF_ERROR(safetensors_write((tmp / kOptimizerFile).string(), moments));
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTrainerStateFile).string(), state.dump(2) + "\n"));
-  MARIANA_ASSIGN_OR_RETURN(std::string tok, read_file((fs::path(run_dir) / kTokenizerFile).string()));
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kTokenizerFile).string(), tok));
-  if (objective != nullptr) MARIANA_RETURN_IF_ERROR(objective->save(tmp.string()));
+  MARIANA_RETURN_IF_ERROR(write_moments((tmp / kOptimizerFile).string(), moments));
+  MARIANA_RETURN_IF_ERROR(write_trainer_files(tmp.string(), run_dir, state, objective));
   MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, step, keep_last));
   *written = where.final_dir;
   return Status::Ok();
 }
 
-CheckpointStaging checkpoint_staging(const std::string& run_dir, const std::string& name) {
+CheckpointStaging checkpoint_staging_path(const std::string& run_dir, const std::string& name, const std::string& tag) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
+  return {(root / ("." + name + ".tmp-" + tag)).string(), (root / name).string()};
+}
+
+CheckpointStaging checkpoint_staging(const std::string& run_dir, const std::string& name) {
   std::error_code ec;
-  fs::create_directories(root, ec);
-  const fs::path tmp = root / ("." + name + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(tmp, ec);
-  return {tmp.string(), (root / name).string()};
+  fs::create_directories(fs::path(run_dir) / "checkpoints", ec);
+  CheckpointStaging where = checkpoint_staging_path(run_dir, name, std::to_string(::getpid()));
+  fs::remove_all(where.tmp, ec);
+  return where;
 }
 
 Status training_moments_load(const std::string& checkpoint_dir, const ParamTable& table, float* exp_avg,
                              float* exp_avg_sq) {
-  MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open((fs::path(checkpoint_dir) / kOptimizerFile).string()));
+  // The files: one process's, or every rank's of a parallel job (all of optimizer-*-of-N).
+  std::vector<std::string> files;
+  const fs::path dir(checkpoint_dir);
+  if (fs::exists(dir / kOptimizerFile)) {
+    files.push_back((dir / kOptimizerFile).string());
+  } else {
+    long long count = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      long long i = 0, n = 0;
+      if (std::sscanf(e.path().filename().c_str(), "optimizer-%lld-of-%lld.safetensors", &i, &n) == 2) count = n;
+    }
+    if (count <= 0) return DataLoss(checkpoint_dir + ": no " + kOptimizerFile + " and no optimizer-*-of-*.safetensors");
+    for (long long r = 0; r < count; ++r) {
+      const fs::path f = dir / moments_file_name(r, count);
+      if (!fs::exists(f)) return DataLoss(f.string() + ": missing (the checkpoint's other moments files name " +
+                                          std::to_string(count) + " ranks)");
+      files.push_back(f.string());
+    }
+  }
+  // Runs of each tensor of `table`, to check that they cover it exactly once.
+  std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> covered;
+  for (const std::string& path : files) {
+    MARIANA_ASSIGN_OR_RETURN(SafetensorsFile sf, SafetensorsFile::open(path));
+    for (const SafetensorsEntry& e : sf.entries()) {
+      const bool first = e.name.rfind("exp_avg.", 0) == 0;
+      if (!first && e.name.rfind("exp_avg_sq.", 0) != 0)
+        return DataLoss(path + ": tensor '" + e.name + "' is not a moment (exp_avg.* or exp_avg_sq.*)");
+      const std::string name = e.name.substr(first ? 8 : 11);
+      const ParamSpec* s = table.find(name);
+      if (s == nullptr) continue;  // a tensor this shard does not hold (or not the model's: see below)
+      if (s->kind == ParamKind::kGateBias) return DataLoss(path + ": tensor '" + e.name + "': gate biases have no moments");
+      int64_t start = 0;
+      std::vector<int64_t> expect = s->shape;
+      if (auto it = sf.metadata().find("start." + name); it != sf.metadata().end()) {
+        char* end = nullptr;
+        start = std::strtoll(it->second.c_str(), &end, 10);
+        if (end == it->second.c_str() || *end != '\0' || start < 0 || e.shape.size() != 1 ||
+            start + e.shape[0] > s->numel())
+          return DataLoss(path + ": tensor '" + e.name + "': run start '" + it->second + "' and shape " +
+                          Tensor::shape_string(e.shape) + " do not fit a tensor of " + std::to_string(s->numel()) +
+                          " elements");
+        expect = e.shape;
+      }
+      if (e.shape != expect || e.dtype != DType::kF32)
+        return DataLoss(path + ": tensor '" + e.name + "': expected F32 of shape " + Tensor::shape_string(expect));
+      const Tensor v = sf.view(e);
+      const int64_t n = v.numel();
+      MARIANA_RETURN_IF_ERROR(check_weights_finite(path, e.name, v.data_as<float>(), n, INFINITY));
+      std::copy(v.data_as<float>(), v.data_as<float>() + n, (first ? exp_avg : exp_avg_sq) + s->offset + start);
+      covered[e.name].push_back({start, n});
+    }
+  }
   for (const ParamSpec& s : table.specs()) {
     if (s.kind == ParamKind::kGateBias) continue;
-    for (int which = 0; which < 2; ++which) {
-      const std::string name = (which == 0 ? "exp_avg." : "exp_avg_sq.") + s.name;
-      const SafetensorsEntry* e = sf.find(name);
-      if (e == nullptr || e->shape != s.shape || e->dtype != DType::kF32)
-        return DataLoss(sf.path() + ": tensor '" + name + "' missing or malformed");
-      const Tensor v = sf.view(*e);
-      MARIANA_RETURN_IF_ERROR(check_weights_finite(sf.path(), name, v.data_as<float>(), s.numel(), INFINITY));
-      std::copy(v.data_as<float>(), v.data_as<float>() + s.numel(), (which == 0 ? exp_avg : exp_avg_sq) + s.offset);
+    for (const char* moment : {"exp_avg.", "exp_avg_sq."}) {
+      auto runs = covered[moment + s.name];
+      std::sort(runs.begin(), runs.end());
+      int64_t at = 0;
+      for (const auto& [start, n] : runs) {
+        if (start != at) break;
+        at += n;
+      }
+      if (at != s.numel())
+        return DataLoss(checkpoint_dir + ": moment '" + moment + s.name + "' is " +
+                        (runs.empty() ? "missing" : "not covered exactly once by the moments files"));
     }
   }
   return Status::Ok();

@@ -19,10 +19,12 @@ class LocalAdamW final : public StepOptimizer {
     return Status::Ok();
   }
   int64_t steps() const override { return opt_.steps(); }
-  Status full_state(const float*, float*, const float** exp_avg, const float** exp_avg_sq) override {
-    *exp_avg = opt_.exp_avg().data();
-    *exp_avg_sq = opt_.exp_avg_sq().data();
-    return Status::Ok();
+  std::vector<MomentRun> moment_runs() const override {
+    std::vector<MomentRun> runs;
+    for (const ParamSpec& s : table_.specs())
+      if (s.kind != ParamKind::kGateBias)
+        runs.push_back({&s, 0, s.numel(), opt_.exp_avg().data() + s.offset, opt_.exp_avg_sq().data() + s.offset});
+    return runs;
   }
   void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) override {
     std::copy(exp_avg, exp_avg + opt_.exp_avg().size(), opt_.exp_avg().begin());
@@ -39,31 +41,20 @@ class Zero1AdamW final : public StepOptimizer {
  public:
   Zero1AdamW(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, const AdamWConfig& cfg,
              ParallelGroups& groups)
-      : full_(full), opt_(table, full, n_routed_experts, cfg, groups) {}
+      : opt_(table, full, n_routed_experts, cfg, groups) {}
   Result<double> reduce_gradients(float* grads) override { return opt_.reduce_gradients(grads); }
   Status update(float* params, float*, double norm, double max_norm, double lr) override {
     return opt_.update(params, norm, max_norm, lr);
   }
   int64_t steps() const override { return opt_.steps(); }
-  Status full_state(const float* params, float* full_params, const float** exp_avg,
-                    const float** exp_avg_sq) override {
-    const bool fill = full_params != nullptr;
-    m_.assign(fill ? static_cast<size_t>(full_.arena_size()) : 0, 0.0f);
-    v_.assign(m_.size(), 0.0f);
-    MARIANA_RETURN_IF_ERROR(opt_.gather_full(params, full_params, fill ? m_.data() : nullptr, fill ? v_.data() : nullptr));
-    *exp_avg = fill ? m_.data() : nullptr;
-    *exp_avg_sq = fill ? v_.data() : nullptr;
-    return Status::Ok();
-  }
+  std::vector<MomentRun> moment_runs() const override { return opt_.moment_runs(); }
   int64_t step_bytes_analytic() const override { return opt_.step_bytes_analytic(); }
   void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) override {
     opt_.load_moments(exp_avg, exp_avg_sq, steps);
   }
 
  private:
-  const ParamTable& full_;
   ZeroOptimizer opt_;
-  std::vector<float> m_, v_;  // the last full_state
 };
 
 // Parallel: sums the ranks' partial losses (each rank's means are over the global batch's counts,

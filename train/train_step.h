@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "train/job_spec.h"
 #include "train/optimizer.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 
 namespace mariana {
@@ -32,12 +33,9 @@ class StepOptimizer {
   // update at lr, and leaves every rank's parameters whole.
   virtual Status update(float* params, float* grads, double norm, double max_norm, double lr) = 0;
   virtual int64_t steps() const = 0;
-  // What a checkpoint holds, in the full model's layout: both moments (*exp_avg, *exp_avg_sq,
-  // valid until the next call) and, where full_params is not null, every parameter (ZeRO-1: the
-  // experts of other ep ranks too). Collective for ZeRO-1; ranks other than the writer pass null
-  // and get null moments. One process: full_params is null (the model is whole).
-  virtual Status full_state(const float* params, float* full_params, const float** exp_avg,
-                            const float** exp_avg_sq) = 0;
+  // This rank's moments for its checkpoint file, as runs of the full model's tensors (one
+  // process: every tensor but the gate biases, whole; ZeRO-1: its slices). Valid until the next update.
+  virtual std::vector<MomentRun> moment_runs() const = 0;
   // Restores the moments (full model layout) and the update count.
   virtual void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) = 0;
   // The bytes this rank sends in one step's gradient reduction and parameter gathering, by the

@@ -653,20 +653,15 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
         failure = Unavailable(metrics_path.string() + ": fsync failed");
         break;
       }
-      // Every rank gathers (parallel: the moments and the other ep ranks' experts); rank 0 writes
-      // the checkpoint in the single-process layout.
-      const float* exp_avg = nullptr;
-      const float* exp_avg_sq = nullptr;
-      std::unique_ptr<Model<float>> whole;  // parallel: rank 0 assembles the whole model to write it
-      if (par && lead) whole = std::make_unique<Model<float>>(cfg);
-      st = opt->full_state(model->params(), whole ? whole->params() : nullptr, &exp_avg, &exp_avg_sq);
-      if (st.ok() && lead)
-        st = write_training_checkpoint(o.run_dir, step, whole ? *whole : *model, exp_avg, exp_avg_sq, o.objective.get(),
-                                       state, spec.keep_last, &summary.final_checkpoint);
-      whole.reset();
-      // The checkpoint is published before any rank goes on; a failure to write it fails every rank.
-      if (par) st = agree_status(o.parallel->world(), st, "writing checkpoint step " + std::to_string(step));
-      if (st.ok() && !lead) summary.final_checkpoint = (fs::path(o.run_dir) / "checkpoints" / step_dir_name(step)).string();
+      // One process writes the whole checkpoint; every rank of a parallel job writes its part
+      // (train/parallel.h), and the checkpoint is published before any rank goes on.
+      if (par) {
+        st = write_rank_checkpoint(*o.parallel, o.run_dir, step, *model, full_table, opt->moment_runs(),
+                                   o.objective.get(), state, spec.keep_last, &summary.final_checkpoint);
+      } else {
+        st = write_training_checkpoint(o.run_dir, step, *model, opt->moment_runs(), o.objective.get(), state,
+                                       spec.keep_last, &summary.final_checkpoint);
+      }
       if (!st.ok()) {
         failure = st;
         break;

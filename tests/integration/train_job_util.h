@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tests/integration/cluster_fixture.h"
+#include "tests/train/checkpoint_files.h"
 
 namespace mariana::integration {
 
@@ -86,12 +87,12 @@ inline void expect_job_equals_reference(Cluster& c, const std::string& job, cons
   EXPECT_EQ(want.size(), static_cast<size_t>(steps));
   EXPECT_EQ(got, want);
   const std::string run_dir = c.state_dir() + "/runs/" + job;
-  auto mine = read_file(run_dir + "/checkpoints/" + step_dir(steps) + "/model.safetensors");
-  auto theirs = read_file(ref_dir + "/checkpoints/" + step_dir(steps) + "/model.safetensors");
-  ASSERT_TRUE(mine.ok()) << mine.status().to_string();
-  ASSERT_TRUE(theirs.ok()) << theirs.status().to_string();
-  EXPECT_GT(mine.value().size(), 1000u);
-  EXPECT_TRUE(mine.value() == theirs.value()) << "final weights differ from the uninterrupted run";
+  // Every file of the final checkpoint: the model (one file, or a parallel job's per-rank files),
+  // the moments and the trainer's state.
+  EXPECT_EQ(testing_util::checkpoint_difference(run_dir + "/checkpoints/" + step_dir(steps),
+                                                ref_dir + "/checkpoints/" + step_dir(steps)),
+            "")
+      << "the final checkpoint differs from the uninterrupted run's";
 }
 
 }  // namespace mariana::integration

@@ -19,10 +19,13 @@
 #include "comm/store.h"
 #include "core/file_util.h"
 #include "kernels/ops.h"
+#include "core/safetensors.h"
 #include "model/checkpoint.h"
 #include "tests/comm/process_group.h"
+#include "tests/train/checkpoint_files.h"
 #include "tests/train/trainer_test_util.h"
 #include "train/parallel.h"
+#include "train/run_checkpoints.h"
 #include "train/trainer.h"
 
 namespace mariana {
@@ -177,11 +180,65 @@ TEST_F(ParallelTrainTest, TheSameLayoutTwiceIsBitwiseEqual) {
   const std::string a = run_parallel(spec, "a"), b = run_parallel(spec, "b");
   ASSERT_FALSE(a.empty());
   ASSERT_FALSE(b.empty());
-  EXPECT_EQ(read_file(a + "/checkpoints/step-00000006/model.safetensors").value(),
-            read_file(b + "/checkpoints/step-00000006/model.safetensors").value());
-  EXPECT_EQ(read_file(a + "/checkpoints/step-00000006/optimizer.safetensors").value(),
-            read_file(b + "/checkpoints/step-00000006/optimizer.safetensors").value());
+  EXPECT_EQ(testing_util::checkpoint_difference(a + "/checkpoints/step-00000006", b + "/checkpoints/step-00000006"), "");
   EXPECT_EQ(losses_of(a), losses_of(b));
+}
+
+// A dp2×ep2 checkpoint is sharded: each rank wrote its model file and its moments slices (the HF
+// sharded layout plus optimizer-0000r-of-00004), nothing whole. The model loads through the index;
+// the moments reassemble exactly once each and equal one process's within rounding; a missing
+// rank's moments file or a run listed twice is refused by name.
+TEST_F(ParallelTrainTest, CheckpointsAreWrittenPerRankAndReassemble) {
+  const std::vector<std::string> steps = {"train.steps=4", "train.checkpoint_every=4"};
+  std::vector<std::string> sets = steps;
+  sets.insert(sets.end(), {"parallel.dp=2", "parallel.ep=2"});
+  const std::string ref = run_single(layout_job(steps), "single"), par = run_parallel(layout_job(sets), "ranks");
+  ASSERT_FALSE(par.empty());
+  const std::string ck = par + "/checkpoints/step-00000004";
+  for (int r = 1; r <= 4; ++r) {
+    char model[64], opt[64];
+    std::snprintf(model, sizeof(model), "/model-%05d-of-00004.safetensors", r);
+    std::snprintf(opt, sizeof(opt), "/optimizer-%05d-of-00004.safetensors", r);
+    EXPECT_TRUE(fs::exists(ck + model)) << model;
+    EXPECT_TRUE(fs::exists(ck + opt)) << opt;
+  }
+  EXPECT_TRUE(fs::exists(ck + "/model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(ck + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(ck + "/optimizer.safetensors"));
+  // Rank 2 (dp 1, ep 0) holds only ep rank 0's experts (0-3 of 8), so its file has none of the others.
+  auto rank2 = SafetensorsFile::open(ck + "/model-00003-of-00004.safetensors");
+  ASSERT_TRUE(rank2.ok());
+  EXPECT_FALSE(rank2.value().entries().empty());
+  for (const SafetensorsEntry& e : rank2.value().entries())
+    for (int x = 4; x < 8; ++x) EXPECT_EQ(e.name.find(".experts." + std::to_string(x) + "."), std::string::npos) << e.name;
+
+  auto cfg = model_config_load(ck + "/config.json");
+  ASSERT_TRUE(cfg.ok());
+  const ParamTable table(cfg.value());
+  std::vector<float> m1(table.arena_size()), v1(m1.size()), m2(m1.size()), v2(m1.size());
+  ASSERT_TRUE(training_moments_load(ref + "/checkpoints/step-00000004", table, m1.data(), v1.data()).ok());
+  const Status loaded = training_moments_load(ck, table, m2.data(), v2.data());
+  ASSERT_TRUE(loaded.ok()) << loaded.to_string();
+  double worst = 0, largest = 0;
+  for (size_t i = 0; i < m1.size(); ++i) {
+    worst = std::max(worst, static_cast<double>(std::abs(m1[i] - m2[i])));
+    largest = std::max(largest, static_cast<double>(std::abs(m1[i])));
+  }
+  EXPECT_GT(largest, 0.0);
+  EXPECT_LE(worst, 1e-4 * largest) << "first moments differ beyond rounding";
+
+  // A rank's moments file missing.
+  const std::string broken = p("broken");
+  fs::copy(ck, broken, fs::copy_options::recursive);
+  fs::remove(broken + "/optimizer-00002-of-00004.safetensors");
+  Status st = training_moments_load(broken, table, m2.data(), v2.data());
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("optimizer-00002-of-00004.safetensors: missing"), std::string::npos) << st.to_string();
+  // Rank 1's file standing in for rank 2's: rank 1's runs twice, rank 2's never.
+  fs::copy_file(broken + "/optimizer-00001-of-00004.safetensors", broken + "/optimizer-00002-of-00004.safetensors");
+  st = training_moments_load(broken, table, m2.data(), v2.data());
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("not covered exactly once"), std::string::npos) << st.to_string();
 }
 
 // A dp2 checkpoint resumed at dp1 and at ep2 continues like the dp2 run.
