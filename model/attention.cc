@@ -53,7 +53,7 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
                   const F* inv_freq, const MlaParams<F>& p, const MlaDims& d) {
   const int64_t T = d.T, C = d.C, H = d.H, dqk = d.dqk(), r = d.r, dr = d.dr, dn = d.dn, dv = d.dv;
   std::fill_n(s.d_o, T * H * dv, F(0));
-  cpu::linear_backward(s.d_o, g.o_proj, dout, sv.o, p.o_proj, T, H * dv, C);
+  linear_backward_or_defer(s.defer, s.d_o, g.o_proj, dout, sv.o, p.o_proj, T, H * dv, C);
   std::fill_n(s.dq, T * H * dqk, F(0));
   std::fill_n(s.dk, T * H * dqk, F(0));
   std::fill_n(s.dv, T * H * dv, F(0));
@@ -72,21 +72,21 @@ void mla_backward(F* dx, const MlaGrads<F>& g, const MlaScratch<F>& s, const F* 
   cpu::rope_backward(s.dq + dn, pos, inv_freq, T, H, dr, H * dqk, dqk);
   // Latent path.
   std::fill_n(s.dckv, T * r, F(0));
-  cpu::linear_backward(s.dckv, g.kv_b_proj, s.dkv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
+  linear_backward_or_defer(s.defer, s.dckv, g.kv_b_proj, s.dkv, sv.ckv, p.kv_b_proj, T, r, H * (dn + dv));
   std::fill_n(s.dckv_in, T * r, F(0));
   cpu::rmsnorm_backward(s.dckv_in, g.kv_a_layernorm, s.dckv, sv.ckv_in, p.kv_a_layernorm, sv.ckv_rstd,
                         T, r);
   cpu::copy_strided(s.dkva, s.dckv_in, T, r, r + dr, r);
-  cpu::linear_backward(dx, g.kv_a_proj, s.dkva, x, p.kv_a_proj, T, C, r + dr);
+  linear_backward_or_defer(s.defer, dx, g.kv_a_proj, s.dkva, x, p.kv_a_proj, T, C, r + dr);
   // Query path.
   if (d.qr > 0) {
     std::fill_n(s.dqan, T * d.qr, F(0));
-    cpu::linear_backward(s.dqan, g.q_b_proj, s.dq, sv.qan, p.q_b_proj, T, d.qr, H * dqk);
+    linear_backward_or_defer(s.defer, s.dqan, g.q_b_proj, s.dq, sv.qan, p.q_b_proj, T, d.qr, H * dqk);
     std::fill_n(s.dqa, T * d.qr, F(0));
     cpu::rmsnorm_backward(s.dqa, g.q_a_layernorm, s.dqan, sv.qa, p.q_a_layernorm, sv.qa_rstd, T, d.qr);
-    cpu::linear_backward(dx, g.q_a_proj, s.dqa, x, p.q_a_proj, T, C, d.qr);
+    linear_backward_or_defer(s.defer, dx, g.q_a_proj, s.dqa, x, p.q_a_proj, T, C, d.qr);
   } else {
-    cpu::linear_backward(dx, g.q_proj, s.dq, x, p.q_proj, T, C, H * dqk);
+    linear_backward_or_defer(s.defer, dx, g.q_proj, s.dq, x, p.q_proj, T, C, H * dqk);
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "model/weight_grads.h"
+
 namespace mariana {
 
 // Letters: T tokens (= B·S), C hidden_size, H num_attention_heads, qr q_lora_rank,
@@ -67,6 +69,7 @@ struct MlaScratch {
   F* dk = nullptr;    // [T, H, dqk]
   F* dv = nullptr;    // [T, H, dv]
   F* d_o = nullptr;   // [T, H, dv]
+  WeightGradQueue<F>* defer = nullptr;  // set: linear weight gradients wait for W (weight_grads.h)
 };
 
 // out[T, C] = MLA(x[T, C]). pos[T]: RoPE positions; doc_start[T]: see kernels attention_forward.

@@ -164,6 +164,9 @@ class Model<F>::Activations {
   double balance = 0;
   std::vector<int64_t> moe_layers;
   std::vector<std::vector<int32_t>> expert_counts;
+  // The B/W split: while defer_weight_grads, backward passes leave linear weight gradients here.
+  bool defer_weight_grads = false;
+  WeightGradQueue<F> weight_grads;
 };
 
 // Backward scratch shared by every micro-batch's backward (sized for the largest T seen).
@@ -175,9 +178,22 @@ struct BackwardScratch {
   MoeScratch<F> moe_sc;
   MlpScratch<F> mlp_sc;
   F *dx = nullptr, *dn1 = nullptr, *dn2 = nullptr, *dlogits = nullptr;
+  WeightGradQueue<F>* defer = nullptr;  // the micro-batch's queue while its weight gradients wait
   F *dloss = nullptr, *dhn = nullptr, *dcat = nullptr, *dtmp = nullptr, *de = nullptr, *dmtp_block = nullptr;
   std::vector<F*> dmtp_out;  // [D] [T, C]
 };
+
+// Points every scratch of `sc` at a's weight-gradient queue when it defers them, else at none.
+template <typename F>
+void bind_weight_grads(BackwardScratch<F>& sc, typename Model<F>::Activations& a) {
+  WeightGradQueue<F>* q = a.defer_weight_grads ? &a.weight_grads : nullptr;
+  sc.defer = q;
+  sc.mla_sc.defer = q;
+  sc.mlp_sc.defer = q;
+  sc.moe_sc.defer = q;
+  sc.moe_sc.expert.defer = q;
+  sc.moe_sc.shared.defer = q;
+}
 
 template <typename F>
 struct Model<F>::State {
@@ -805,6 +821,7 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
   State& s = *st_;
   MARIANA_CHECK(a.have_forward);
   if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T, s.parallel.ep != nullptr);
+  bind_weight_grads(s.scratch, a);
   BackwardScratch<F>& sc = s.scratch;
   const ModelConfig& c = config_;
   const int64_t T = a.T, C = c.hidden_size, V = c.vocab_size;
@@ -829,14 +846,14 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
       std::fill_n(sc.dlogits, T * V, F(0));
       cpu::cross_entropy_backward(sc.dlogits, sc.dloss, m.logits, m.lse, m.targets.data(), T, V);
       std::fill_n(sc.dtmp, T * C, F(0));
-      cpu::linear_backward(sc.dtmp, g_lm_head, sc.dlogits, m.sn, lm_head, T, C, V);
+      linear_backward_or_defer(sc.defer, sc.dtmp, g_lm_head, sc.dlogits, m.sn, lm_head, T, C, V);
       cpu::rmsnorm_backward(sc.dmtp_out[k], mp.g_head_norm, sc.dtmp, m.out, mp.head_norm, m.sn_rstd, T, C);
     }
     std::fill_n(sc.dmtp_block, T * C, F(0));
     block_backward(a, L + k, m.x0, sc.dmtp_block, sc.dmtp_out[k]);
     ScopedTimer tm(s.profile, "MTP input bwd");
     std::fill_n(sc.dcat, T * 2 * C, F(0));
-    cpu::linear_backward(sc.dcat, mp.g_eh_proj, sc.dmtp_block, m.cat, mp.eh_proj, T, 2 * C, C);
+    linear_backward_or_defer(sc.defer, sc.dcat, mp.g_eh_proj, sc.dmtp_block, m.cat, mp.eh_proj, T, 2 * C, C);
     cpu::copy_strided(sc.dtmp, sc.dcat, T, C, C, 2 * C);
     cpu::copy_strided(sc.dn1, sc.dcat + C, T, C, C, 2 * C);
     std::fill_n(sc.de, T * C, F(0));
@@ -855,7 +872,7 @@ void Model<F>::backward_head(Activations& a, const F* extra_dlogits, const F* ex
   cpu::cross_entropy_backward(sc.dlogits, sc.dloss, a.logits, a.lse, a.targets.data(), T, V);
   if (extra_dlogits != nullptr) cpu::add_inplace(sc.dlogits, extra_dlogits, T * V);
   if (extra_dhidden != nullptr) cpu::add_inplace(sc.dhn, extra_dhidden, T * C);
-  cpu::linear_backward(sc.dhn, g_lm_head, sc.dlogits, a.hn, lm_head, T, C, V);
+  linear_backward_or_defer(sc.defer, sc.dhn, g_lm_head, sc.dlogits, a.hn, lm_head, T, C, V);
   std::fill_n(a.dh, T * C, F(0));
   cpu::rmsnorm_backward(a.dh, s.g.norm, sc.dhn, a.h[L], s.w.norm, a.hn_rstd, T, C);
 }
@@ -864,12 +881,29 @@ template <typename F>
 void Model<F>::backward_blocks(Activations& a, int64_t begin, int64_t end) {
   State& s = *st_;
   if (s.scratch.T < a.T) allocate_scratch(s.scratch, config_, a.T, s.parallel.ep != nullptr);
+  bind_weight_grads(s.scratch, a);
   const int64_t T = a.T, C = config_.hidden_size;
   for (int64_t l = end - 1; l >= begin; --l) {
     std::fill_n(a.dh_next, T * C, F(0));
     block_backward(a, l, a.h[l], a.dh_next, a.dh);
     std::swap(a.dh, a.dh_next);
   }
+}
+
+template <typename F>
+void Model<F>::set_defer_weight_grads(Activations& a, bool defer) {
+  a.defer_weight_grads = defer;
+}
+
+template <typename F>
+void Model<F>::backward_weights(Activations& a) {
+  ScopedTimer tm(st_->profile, "weight gradients (W)");
+  a.weight_grads.run();
+}
+
+template <typename F>
+int64_t Model<F>::pending_weight_grads(const Activations& a) const {
+  return a.weight_grads.pending();
 }
 
 template <typename F>

@@ -161,6 +161,13 @@ class Model {
   // d/d(hidden(a, begin)) there.
   void backward_blocks(Activations& a, int64_t begin, int64_t end);
   void backward_embed(Activations& a);  // hidden_grad(a) into the embedding's gradient
+  // The B/W split (model/weight_grads.h): while deferring, the backward passes on `a` compute the
+  // input gradients and the norms' and embedding's gradients (B) but leave every linear layer's
+  // weight gradient queued in `a`; backward_weights(a) computes the queued ones (W) in the order
+  // they were left, so B then W accumulates what the fused passes would, bit for bit.
+  void set_defer_weight_grads(Activations& a, bool defer);
+  void backward_weights(Activations& a);
+  int64_t pending_weight_grads(const Activations& a) const;
   // The residual stream entering main layer l (l = L: after the last) [T, C], and the gradient
   // the backward passes hand down it [T, C]: what pipeline stages send and receive.
   F* hidden(Activations& a, int64_t l);

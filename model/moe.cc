@@ -41,12 +41,12 @@ void mlp_backward(F* dx, const MlpGrads<F>& g, const MlpScratch<F>& s, const F* 
                   const MlpSaved<F>& sv, const F* x, const MlpParams<F>& p, const MlpDims& d) {
   const int64_t n = d.T * d.I;
   std::fill_n(s.da, n, F(0));
-  cpu::linear_backward(s.da, g.down_proj, dout, sv.a, p.down_proj, d.T, d.I, d.C);
+  linear_backward_or_defer(s.defer, s.da, g.down_proj, dout, sv.a, p.down_proj, d.T, d.I, d.C);
   std::fill_n(s.dg, n, F(0));
   std::fill_n(s.du, n, F(0));
   cpu::swiglu_backward(s.dg, s.du, s.da, sv.g, sv.u, n);
-  cpu::linear_backward(dx, g.gate_proj, s.dg, x, p.gate_proj, d.T, d.C, d.I);
-  cpu::linear_backward(dx, g.up_proj, s.du, x, p.up_proj, d.T, d.C, d.I);
+  linear_backward_or_defer(s.defer, dx, g.gate_proj, s.dg, x, p.gate_proj, d.T, d.C, d.I);
+  linear_backward_or_defer(s.defer, dx, g.up_proj, s.du, x, p.up_proj, d.T, d.C, d.I);
 }
 
 namespace {
@@ -150,7 +150,7 @@ void ep_experts_forward(const MoeSaved<float>& s, const MoeParams<float>& p, con
 }
 
 void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* dy_perm, const MoeSaved<float>& sv,
-                         const MoeParams<float>& p, const MoeDims& d) {
+                         const MoeParams<float>& p, const MoeDims& d, WeightGradQueue<float>* defer) {
   MoeExpertGroup& ep = *d.ep;
   MoeEpSaved& e = *sv.ep;
   if (!ep.status.ok()) return;
@@ -169,7 +169,7 @@ void ep_experts_backward(float* dx_perm, const MoeGrads<float>& g, const float* 
     if (n == 0) continue;
     const int64_t o = e.loc_offsets[j];
     const MlpSaved<float> es{e.g.data() + o * Fm, e.u.data() + o * Fm, e.a.data() + o * Fm};
-    const MlpScratch<float> ss{e.da.data() + o * Fm, e.dg.data() + o * Fm, e.du.data() + o * Fm};
+    const MlpScratch<float> ss{e.da.data() + o * Fm, e.dg.data() + o * Fm, e.du.data() + o * Fm, defer};
     mlp_backward(e.dx_loc.data() + o * C, g.experts[r * El + j], ss, e.dy_loc.data() + o * C, es,
                  e.x_loc.data() + o * C, p.experts[r * El + j], MlpDims{n, C, Fm});
   }
@@ -257,7 +257,7 @@ void moe_experts_backward(const MoeGrads<F>& g, const MoeScratch<F>& s, const Mo
     if (n == 0) continue;
     const int64_t o = sv.offsets[e];
     const MlpSaved<F> es{sv.expert.g + o * d.Fm, sv.expert.u + o * d.Fm, sv.expert.a + o * d.Fm};
-    const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm};
+    const MlpScratch<F> ss{s.expert.da + o * d.Fm, s.expert.dg + o * d.Fm, s.expert.du + o * d.Fm, s.expert.defer};
     mlp_backward(s.dx_perm + o * C, g.experts[e], ss, s.dy_perm + o * C, es, sv.x_perm + o * C, p.experts[e],
                  MlpDims{n, C, d.Fm});
   }
@@ -278,7 +278,7 @@ void moe_route_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, con
     const double c0 = balance_coef / static_cast<double>((d.balance_rows > 0 ? d.balance_rows : d.B) * d.S);
     cpu::moe_balance_backward(s.dlogits, sv.balance_f, sv.scores, T, d.S, E, c0);
   }
-  cpu::linear_backward(dx, g.gate, s.dlogits, x, p.gate, T, C, E);
+  linear_backward_or_defer(s.defer, dx, g.gate, s.dlogits, x, p.gate, T, C, E);
 }
 
 template <typename F>
@@ -288,7 +288,7 @@ void moe_backward(F* dx, const MoeGrads<F>& g, const MoeScratch<F>& s, const F* 
   moe_combine_backward(dx, g, s, dout, sv, x, p, d);
   if (d.ep != nullptr) {
     if constexpr (std::is_same_v<F, float>) {
-      ep_experts_backward(s.dx_perm, g, s.dy_perm, sv, p, d);
+      ep_experts_backward(s.dx_perm, g, s.dy_perm, sv, p, d, s.expert.defer);
     } else {
       MARIANA_CHECK(false && "expert parallelism runs in float only");
     }

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "model/config.h"
+#include "model/weight_grads.h"
 
 namespace mariana {
 
@@ -42,6 +43,7 @@ struct MlpScratch {
   F* da = nullptr;  // [T, I]
   F* dg = nullptr;  // [T, I]
   F* du = nullptr;  // [T, I]
+  WeightGradQueue<F>* defer = nullptr;  // set: linear weight gradients wait for W (weight_grads.h)
 };
 // out[T, C] = MLP(x[T, C]) (overwritten).
 template <typename F>
@@ -132,6 +134,7 @@ struct MoeScratch {
   F* dlogits = nullptr;   // [T, E]
   MlpScratch<F> expert;   // [T·K, Fm]
   MlpScratch<F> shared;   // [T, Fs]
+  WeightGradQueue<F>* defer = nullptr;  // the router's; expert and shared carry their own
 };
 
 // out[T, C] = Σ_k w_k·expert_k(x) + shared(x). With reuse_routing, the indices already in

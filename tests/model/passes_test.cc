@@ -3,7 +3,9 @@
 // disturb each other.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "model/model.h"
@@ -76,6 +78,59 @@ TEST(ModelPasses, InterleavedMicroBatchesKeepTheirOwnActivations) {
   EXPECT_EQ(r2.loss, s2.loss);
   EXPECT_EQ(sequential, grads_of(m));
   EXPECT_NE(r1.loss, r2.loss);  // the two micro-batches differ, so a mix-up would show
+}
+
+// The B/W split: with weight gradients deferred, backward (B) leaves the linear layers' weight
+// gradients undone (the norms' are done), and backward_weights (W) completes them; two
+// micro-batches B2 B1 W2 W1 end bit for bit where the fused backward 2, backward 1 ends.
+TEST(ModelPasses, DeferredWeightGradientsEqualTheFusedBackward) {
+  Model<float> m(testing::load_config("configs/models/tiny.json"));
+  m.init_weights(7);
+  const Batch b1 = test_batch(2, 16, 1), b2 = test_batch(2, 16, 2);
+  LossWeights w;
+  ForwardResult r1, r2;
+  auto a1 = m.make_activations(), a2 = m.make_activations();
+  m.zero_grads();
+  ASSERT_TRUE(m.forward(*a1, b1, w, &r1).ok());
+  ASSERT_TRUE(m.forward(*a2, b2, w, &r2).ok());
+  m.backward(*a2);
+  m.backward(*a1);
+  const std::vector<float> fused = grads_of(m);
+
+  m.zero_grads();
+  ASSERT_TRUE(m.forward(*a1, b1, w, &r1).ok());
+  ASSERT_TRUE(m.forward(*a2, b2, w, &r2).ok());
+  m.set_defer_weight_grads(*a1, true);
+  m.set_defer_weight_grads(*a2, true);
+  m.backward(*a2);
+  m.backward(*a1);
+  EXPECT_GT(m.pending_weight_grads(*a1), 0);
+  EXPECT_EQ(m.pending_weight_grads(*a1), m.pending_weight_grads(*a2));
+  auto tensor_abs_sum = [&](const std::string& name) {
+    const ParamSpec& s = m.table().at(name);
+    double sum = 0;
+    for (int64_t i = 0; i < s.numel(); ++i) sum += std::abs(m.grads()[s.offset + i]);
+    return sum;
+  };
+  // After B only: no linear weight has a gradient yet, the norms and the embedding have theirs.
+  for (const char* name : {"model.layers.0.self_attn.o_proj.weight", "model.layers.0.self_attn.kv_a_proj_with_mqa.weight",
+                           "model.layers.1.mlp.experts.0.down_proj.weight", "model.layers.1.mlp.gate.weight",
+                           "lm_head.weight"})
+    EXPECT_EQ(tensor_abs_sum(name), 0.0) << name;
+  EXPECT_GT(tensor_abs_sum("model.layers.0.input_layernorm.weight"), 0.0);
+  EXPECT_GT(tensor_abs_sum("model.embed_tokens.weight"), 0.0);
+  m.backward_weights(*a2);
+  m.backward_weights(*a1);
+  EXPECT_EQ(m.pending_weight_grads(*a1), 0);
+  EXPECT_EQ(fused, grads_of(m));
+
+  // Deferral off again: the fused backward, with nothing left queued.
+  m.zero_grads();
+  m.set_defer_weight_grads(*a1, false);
+  ASSERT_TRUE(m.forward(*a1, b1, w, &r1).ok());
+  m.backward(*a1);
+  EXPECT_EQ(m.pending_weight_grads(*a1), 0);
+  EXPECT_GT(tensor_abs_sum("model.layers.0.self_attn.o_proj.weight"), 0.0);
 }
 
 // Gradient accumulation: two half batches with the whole batch's denominators give the whole

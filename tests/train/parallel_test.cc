@@ -316,6 +316,7 @@ namespace {
 
 // One forward/backward of the same global batch: the ranks' gradients, summed over the ranks that
 // share each tensor, equal the single process's to rounding (relative to each tensor's largest).
+// (Each rank also checks the B/W split: deferred weight gradients equal its fused backward's.)
 TEST_F(ParallelTrainTest, OneStepGradientsEqualOneProcess) {
   cpu::set_num_threads(1);  // before forking: a child inherits no OpenMP pool
   auto cfg = model_config_load(std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json");
@@ -354,6 +355,19 @@ TEST_F(ParallelTrainTest, OneStepGradientsEqualOneProcess) {
       Status st = m.forward(batch_rows_of_rank(global, rank, world), lw, &r);
       if (!st.ok()) return st.to_string();
       m.backward();
+      // The B/W split through the expert all-to-alls: backward with the weight gradients deferred,
+      // then W, ends bit for bit where the fused backward did.
+      const std::vector<float> fused(m.grads(), m.grads() + m.table().arena_size());
+      m.zero_grads();
+      auto act = m.make_activations();
+      st = m.forward(*act, batch_rows_of_rank(global, rank, world), lw, &r);
+      if (!st.ok()) return st.to_string();
+      m.set_defer_weight_grads(*act, true);
+      m.backward(*act);
+      m.backward_weights(*act);
+      if (!m.parallel_status().ok()) return m.parallel_status().to_string();
+      if (std::vector<float>(m.grads(), m.grads() + m.table().arena_size()) != fused)
+        return "rank " + std::to_string(rank) + ": deferred weight gradients differ from the fused backward's";
       // Gradients of tensors every rank computes are partial: sum them over the world, in the full
       // model's layout. Experts are complete on the ranks that hold them (each dp replica's for its
       // rows) and absent elsewhere.
