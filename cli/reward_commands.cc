@@ -19,32 +19,6 @@
 namespace mariana::cli {
 namespace {
 
-// One JSONL line as a sample. `where` is "file:line".
-Result<rl::RewardSample> parse_sample(const std::string& text, const std::string& where) {
-  MARIANA_ASSIGN_OR_RETURN(const JsonFields f, JsonFields::parse_object(text, where));
-  rl::RewardSample s;
-  MARIANA_ASSIGN_OR_RETURN(s.prompt, f.get_string_or("prompt", ""));
-  MARIANA_ASSIGN_OR_RETURN(s.response, f.get_string("response"));
-  if (auto a = f.find("answer")) {
-    if (a->is_string())
-      s.answer = a->get<std::string>();
-    else if (a->is_number())
-      s.answer = a->dump();
-    else
-      return InvalidArgument(where + ": field 'answer': expected a string or a number, got " + json_describe(*a));
-  }
-  if (f.has("tests")) {
-    MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> tests, f.get_object_array("tests"));
-    for (const JsonFields& t : tests) {
-      rl::CodeTest ct;
-      MARIANA_ASSIGN_OR_RETURN(ct.stdin_text, t.get_string_or("stdin", ""));
-      MARIANA_ASSIGN_OR_RETURN(ct.expected_stdout, t.get_string("stdout"));
-      s.tests.push_back(std::move(ct));
-    }
-  }
-  return s;
-}
-
 int reward_score_cmd(int argc, char** argv) {
   cxxopts::Options o("mariana reward score",
                      "Score JSONL samples with one reward scorer and print one JSON result per line:\n"
@@ -132,7 +106,7 @@ int reward_score_cmd(int argc, char** argv) {
   for (int64_t n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = label + ":" + std::to_string(n);
-    auto s = parse_sample(line, where);
+    auto s = rl::reward_sample_parse(line, where);
     if (!s.ok()) return report(s.status());
     Status st = (*scorer)->validate(*s);
     if (!st.ok()) return report(Status(st.code(), where + ": " + st.message()));

@@ -76,6 +76,10 @@ Status prepare_run_dir(const std::string& run_dir, bool resume, bool overwrite) 
   return Status::Ok();
 }
 
+// Exit code of a run stopped by Ctrl-C / SIGTERM after its checkpoint, as a shell reports a process
+// ended by SIGINT.
+constexpr int kExitInterrupted = 130;
+
 int rl_main(const std::string& path, const std::vector<std::string>& sets, std::string run_dir, bool quiet,
             bool resume, bool overwrite) {
   auto spec = rl::rl_spec_load(path, sets);
@@ -84,22 +88,30 @@ int rl_main(const std::string& path, const std::vector<std::string>& sets, std::
   opt.spec = spec.value();
   opt.run_dir = run_dir.empty() ? "runs/" + opt.spec.name : run_dir;
   opt.quiet = quiet;
-  if (resume) return report(InvalidArgument("train: an rl job does not resume; pass --overwrite to start it again"));
-  if (Status st = prepare_run_dir(opt.run_dir, false, overwrite); !st.ok()) return report(st);
+  opt.resume = resume;
+  if (Status st = prepare_run_dir(opt.run_dir, resume, overwrite); !st.ok()) return report(st);
   std::printf("train %s: phase rl (GRPO), %lld iterations of %lld prompts x %lld samples, run dir %s\n",
               opt.spec.name.c_str(), (long long)opt.spec.iterations, (long long)opt.spec.prompts,
               (long long)opt.spec.group_size, opt.run_dir.c_str());
+  opt.interrupt = &g_interrupt;
+  watch_interrupts();
   auto res = rl::grpo_run(opt);
   if (!res.ok()) return report(res.status());
-  std::printf("done: %lld iterations, held-out accuracy %.3f -> %.3f, final checkpoint %s\n",
-              (long long)res.value().iterations, res.value().eval_before, res.value().eval_after,
-              res.value().final_checkpoint.c_str());
+  const rl::RlSummary& s = res.value();
+  if (s.interrupted) {
+    std::fprintf(stderr, "\ntrain: interrupted at iteration %lld; checkpoint %s; continue with --resume\n",
+                 (long long)s.iterations, s.final_checkpoint.c_str());
+    return kExitInterrupted;
+  }
+  if (s.iterations == 0 && s.resumed_from > 0) {
+    std::printf("run already finished at iteration %lld, checkpoint %s\n", (long long)s.resumed_from,
+                s.final_checkpoint.c_str());
+    return kExitOk;
+  }
+  std::printf("done: %lld iterations, held-out accuracy %.3f -> %.3f, final checkpoint %s\n", (long long)s.iterations,
+              s.eval_before, s.eval_after, s.final_checkpoint.c_str());
   return kExitOk;
 }
-
-// Exit code of a run stopped by Ctrl-C / SIGTERM after its checkpoint, as a shell reports a process
-// ended by SIGINT.
-constexpr int kExitInterrupted = 130;
 
 // Runs the job in this process (one rank, or rank `opt.parallel`'s) and prints how it ended.
 int run_and_report(const TrainOptions& opt) {

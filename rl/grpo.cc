@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/inference/generate.h"
+#include "rl/prompts.h"
 #include "rl/rewards/reward.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
@@ -28,6 +30,8 @@ namespace mariana::rl {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr const char* kRlStateFile = "rl_state.json";
 
 // Every field an RL job may set, with its default. Keep in sync with RlSpec.
 constexpr const char* kRlSchema = R"(
@@ -45,6 +49,8 @@ arithmetic_max_digits = 2
 arithmetic_ops = "+-"
 prompt_format = "chat"
 prompt_pool = 0
+dataset = ""
+eval_dataset = ""
 [rollout]
 prompts = 8
 group_size = 8
@@ -71,6 +77,9 @@ beta1 = 0.9
 beta2 = 0.95
 adam_eps = 1e-8
 seed = 0
+[rl]
+dynamic_sampling = false
+max_sample_rounds = 4
 [train]
 threads = 0
 checkpoint_every = 10
@@ -90,32 +99,64 @@ std::string iter_dir_name(int64_t it) {
   return buf;
 }
 
-// checkpoint_save into a temporary sibling, plus the tokenizer and rl_state.json, then
-// checkpoint_publish (manifest, one rename, keep the last keep_last).
-Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model,
+// checkpoint_save into a temporary sibling, plus AdamW's moments (optimizer.safetensors), the
+// tokenizer and rl_state.json, then checkpoint_publish (manifest, one rename, keep the last keep_last).
+Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model, const AdamW& adam,
                            const std::string& tokenizer_json, const nlohmann::json& state, int64_t keep_last,
                            std::string* written) {
   const CheckpointStaging where = checkpoint_staging(run_dir, iter_dir_name(it));
   const fs::path tmp = where.tmp;
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
+  MARIANA_RETURN_IF_ERROR(write_moments((tmp / kOptimizerFile).string(),
+                                        whole_moment_runs(model.table(), adam.exp_avg().data(), adam.exp_avg_sq().data())));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "rl_state.json").string(), state.dump(2) + "\n"));
+  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kRlStateFile).string(), state.dump(2) + "\n"));
   MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last));
   *written = where.final_dir;
   return Status::Ok();
 }
 
+// Where a resumed run continues: rl_state.json of its checkpoint.
+struct RlResumeState {
+  int64_t iteration = 0, policy_version = 0, optimizer_steps = 0, prompt_position = 0;
+  double eval_before = 0;
+  std::string init_from, reference;
+};
+
+Result<RlResumeState> rl_state_read(const std::string& checkpoint_dir) {
+  const std::string path = (fs::path(checkpoint_dir) / kRlStateFile).string();
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  RlResumeState r;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    if (!j.contains("optimizer_steps"))
+      return DataLoss(path + ": no field 'optimizer_steps': written before RL checkpoints carried the optimizer's "
+                             "state, so it cannot resume exactly; start the job again with --overwrite");
+    r.iteration = j.at("iteration").get<int64_t>();
+    r.policy_version = j.at("policy_version").get<int64_t>();
+    r.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    r.prompt_position = j.at("prompt_position").get<int64_t>();
+    r.eval_before = j.at("eval_before").get<double>();
+    r.init_from = j.at("init_from").get<std::string>();
+    r.reference = j.at("reference").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    return DataLoss(path + ": " + e.what());
+  }
+  return r;
+}
+
 // One rollout batch: P prompts × G responses, stamped with the policy version that sampled it.
 struct Rollout {
   int64_t policy_version = 0;
-  std::vector<ArithmeticProblem> problems;        // [P]
+  std::vector<RlProblem> problems;                // [P]
   std::vector<std::vector<int32_t>> prompts;      // [P·G] (each prompt repeated G times)
   std::vector<std::vector<int32_t>> responses;    // [P·G] including the EOS when generation stopped
-  std::vector<std::string> texts;                 // [P·G] decoded responses
+  std::vector<double> rewards;                    // [P·G]
 };
 
 nlohmann::json metrics_json(const RlIterationMetrics& m) {
   nlohmann::json j = {{"iteration", m.iteration},
+                      {"step", m.iteration},
                       {"policy_version", m.policy_version},
                       {"reward", m.reward},
                       {"reward_parts", m.reward_parts},
@@ -127,6 +168,9 @@ nlohmann::json metrics_json(const RlIterationMetrics& m) {
                       {"grad_norm", m.grad_norm},
                       {"response_len", m.response_len},
                       {"zero_variance_groups", m.zero_variance_groups},
+                      {"prompts_sampled", m.prompts_sampled},
+                      {"dropped_groups", m.dropped_groups},
+                      {"sample_rounds", m.sample_rounds},
                       {"responses", m.responses},
                       {"tokens", m.tokens},
                       {"rollout_s", m.rollout_s},
@@ -143,7 +187,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   TomlFields f(std::move(merged), source);
   auto sec = [&](const char* n) { return f.get_object(n).value(); };
   const TomlFields job = sec("job"), model = sec("model"), task = sec("task"), ro = sec("rollout"),
-                   rw = sec("reward"), g = sec("grpo"), tr = sec("train"), ev = sec("eval");
+                   rw = sec("reward"), g = sec("grpo"), tr = sec("train"), ev = sec("eval"), rl = sec("rl");
   RlSpec s;
   s.source = source;
   s.name = job.get_string("name").value();
@@ -154,6 +198,10 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.init_from = model.get_string("init_from").value();
   s.reference = model.get_string("reference").value();
   if (task.get_string("builtin").value() != "arithmetic") return bad("task.builtin", "expected \"arithmetic\"");
+  s.dataset = task.get_string("dataset").value();
+  s.eval_dataset = task.get_string("eval_dataset").value();
+  s.dynamic_sampling = rl.get_bool("dynamic_sampling").value();
+  s.max_sample_rounds = rl.get_int("max_sample_rounds").value();
   s.task_seed = static_cast<uint64_t>(task.get_int("seed").value());
   s.arithmetic.min_digits = static_cast<int>(task.get_int("arithmetic_min_digits").value());
   s.arithmetic.max_digits = static_cast<int>(task.get_int("arithmetic_max_digits").value());
@@ -203,6 +251,11 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
     return bad("task.arithmetic_min_digits", "expected 1 <= arithmetic_min_digits <= arithmetic_max_digits <= 9");
   if (s.arithmetic.ops.empty() || s.arithmetic.ops.find_first_not_of("+-*") != std::string::npos)
     return bad("task.arithmetic_ops", "expected operators from \"+-*\"");
+  if (!s.dataset.empty() && s.eval_dataset.empty())
+    return bad("task.eval_dataset", "a job with task.dataset needs a held-out set of the same format to evaluate on");
+  if (s.dataset.empty() && !s.eval_dataset.empty())
+    return bad("task.eval_dataset", "only with task.dataset (the built-in task evaluates on its own held-out split)");
+  if (s.max_sample_rounds < 1 || s.max_sample_rounds > 64) return bad("rl.max_sample_rounds", "expected 1 .. 64");
   if (s.prompts <= 0) return bad("rollout.prompts", "expected > 0");
   if (s.group_size < 2) return bad("rollout.group_size", "expected >= 2 (advantages compare a group's samples)");
   if (s.max_new_tokens <= 0) return bad("rollout.max_new_tokens", "expected > 0");
@@ -238,7 +291,10 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
 
 Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::string>& overrides) {
   MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  return rl_spec_parse(text, path, overrides);
+  MARIANA_ASSIGN_OR_RETURN(RlSpec s, rl_spec_parse(text, path, overrides));
+  MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, "task.dataset", "task.dataset", s.dataset));
+  MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, "task.eval_dataset", "task.eval_dataset", s.eval_dataset));
+  return s;
 }
 
 Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& b,
@@ -317,14 +373,30 @@ Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, A
 Result<RlSummary> grpo_run(const RlOptions& o) {
   const RlSpec& s = o.spec;
   cpu::set_num_threads(s.threads);
-  MARIANA_ASSIGN_OR_RETURN(std::string init_dir, resolve_checkpoint(s.init_from));
-  MARIANA_ASSIGN_OR_RETURN(std::string ref_dir, resolve_checkpoint(s.reference.empty() ? s.init_from : s.reference));
-  MARIANA_ASSIGN_OR_RETURN(LoadedCheckpoint<float> pol_ck, checkpoint_load<float>(init_dir));
+  // --resume: the newest valid checkpoint of the run, if any (none: a fresh start).
+  std::string resume_dir;
+  RlResumeState at;
+  if (o.resume) {
+    auto last = latest_valid_checkpoint(o.run_dir);
+    if (last.ok()) {
+      resume_dir = last.value();
+      MARIANA_ASSIGN_OR_RETURN(at, rl_state_read(resume_dir));
+    } else if (last.status().code() != StatusCode::kNotFound) {
+      return last.status();
+    }
+  }
+  std::string init_dir = at.init_from, ref_dir = at.reference;
+  if (resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(init_dir, resolve_checkpoint(s.init_from));
+    MARIANA_ASSIGN_OR_RETURN(ref_dir, resolve_checkpoint(s.reference.empty() ? s.init_from : s.reference));
+  }
+  const std::string policy_dir = resume_dir.empty() ? init_dir : resume_dir;
+  MARIANA_ASSIGN_OR_RETURN(LoadedCheckpoint<float> pol_ck, checkpoint_load<float>(policy_dir));
   MARIANA_ASSIGN_OR_RETURN(LoadedCheckpoint<float> ref_ck, checkpoint_load<float>(ref_dir));
   Model<float>& policy = pol_ck.model;
   Model<float>& reference = ref_ck.model;
   if (reference.table().arena_size() != policy.table().arena_size())
-    return InvalidArgument(ref_dir + ": the reference model's shape differs from the policy's (" + init_dir + ")");
+    return InvalidArgument(ref_dir + ": the reference model's shape differs from the policy's (" + policy_dir + ")");
   // The learner's batch: prompts × group_size samples of at least max_new_tokens + 1 tokens, through
   // the policy and the reference; parameters, gradients of both, AdamW's two moments.
   MARIANA_RETURN_IF_ERROR(check_step_memory(
@@ -332,21 +404,41 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       s.source + ": fields 'rollout.prompts' x 'rollout.group_size' x 'rollout.max_new_tokens': " +
           std::to_string(s.prompts) + " x " + std::to_string(s.group_size) + " samples of " +
           std::to_string(s.max_new_tokens + 1) + "+ tokens"));
-  const std::string tok_path = (fs::path(init_dir) / "tokenizer.json").string();
+  const std::string tok_path = (fs::path(policy_dir) / "tokenizer.json").string();
   MARIANA_ASSIGN_OR_RETURN(std::string tok_json, read_file(tok_path));
   MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(tok_path));
   nlohmann::json parts = nlohmann::json::array();
   for (size_t i = 0; i < s.scorers.size(); ++i) parts.push_back({{"scorer", s.scorers[i]}, {"weight", s.weights[i]}});
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, make_scorer("composite", {{"parts", parts}}));
-  // Accuracy: the rule-based math scorer's verdict, else math_verify's.
+  // Accuracy: the rule-based math scorer's verdict, else math_verify's, else the code scorer's.
   std::string accuracy_part;
-  for (const char* n : {"math_verify", "math"})
+  for (const char* n : {"code", "math_verify", "math"})
     if (std::find(s.scorers.begin(), s.scorers.end(), n) != s.scorers.end()) accuracy_part = n;
+  // The prompts, and the held-out problems of a dataset (validated against the scorers up front).
+  PromptSet prompts = PromptSet::arithmetic(s.task_seed, s.arithmetic, s.prompt_pool);
+  std::optional<PromptSet> held_out;
+  std::unique_ptr<RewardScorer> eval_scorer;
+  if (!s.dataset.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(prompts, PromptSet::jsonl(s.dataset, s.task_seed));
+    MARIANA_ASSIGN_OR_RETURN(held_out, PromptSet::jsonl(s.eval_dataset, s.task_seed));
+    if (accuracy_part.empty())
+      return InvalidArgument(s.source + ": field 'reward.scorers': a dataset's held-out accuracy needs a math, "
+                                        "math_verify or code scorer");
+    MARIANA_ASSIGN_OR_RETURN(eval_scorer, make_scorer(accuracy_part, nlohmann::json::object()));
+    for (const auto* set : {&prompts, &*held_out}) {
+      const std::string file = set == &prompts ? s.dataset : s.eval_dataset;
+      for (int64_t i = 0; i < set->size(); ++i) {
+        const Status st = scorer->validate(rl_reward_sample(set->row(i), ""));
+        if (!st.ok()) return InvalidArgument(file + ": problem " + std::to_string(i + 1) + ": " + st.message());
+      }
+    }
+  }
 
   fs::create_directories(o.run_dir);
   MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
   const fs::path metrics_path = fs::path(o.run_dir) / "metrics.jsonl";
-  std::ofstream metrics(metrics_path, std::ios::trunc);
+  if (!resume_dir.empty()) MARIANA_RETURN_IF_ERROR(metrics_truncate(metrics_path.string(), at.iteration, "iteration"));
+  std::ofstream metrics(metrics_path, resume_dir.empty() ? std::ios::trunc : std::ios::app);
   if (!metrics) return Unavailable(metrics_path.string() + ": cannot open for writing");
 
   LearnerParams learner;
@@ -362,98 +454,147 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   acfg.eps = s.adam_eps;
   acfg.weight_decay = s.weight_decay;
   AdamW adam(policy.table(), acfg);
+  if (!resume_dir.empty()) {
+    MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, policy.table(), adam.exp_avg().data(),
+                                                  adam.exp_avg_sq().data()));
+    adam.set_steps(at.optimizer_steps);
+  }
   ArithmeticEvalOptions eo;
   eo.problems = s.eval_problems;
   eo.arithmetic = s.arithmetic;
   eo.format = s.format;
   eo.max_new_tokens = s.eval_max_new_tokens;
+  auto held_out_accuracy = [&]() -> Result<double> {
+    if (!held_out) {
+      MARIANA_ASSIGN_OR_RETURN(ArithmeticEvalResult ev, eval_arithmetic(policy, tok, eo));
+      return ev.accuracy;
+    }
+    PromptEvalOptions pe;
+    pe.problems = s.eval_problems;
+    pe.format = s.format;
+    pe.max_new_tokens = s.eval_max_new_tokens;
+    MARIANA_ASSIGN_OR_RETURN(PromptEvalResult ev, eval_prompt_set(policy, tok, *held_out, *eval_scorer, pe));
+    return ev.accuracy;
+  };
   RlSummary sum;
-  MARIANA_ASSIGN_OR_RETURN(ArithmeticEvalResult ev0, eval_arithmetic(policy, tok, eo));
-  sum.eval_before = ev0.accuracy;
-  if (!o.quiet)
-    std::printf("rl %s: start from %s, held-out accuracy %.3f (%lld problems)\n", s.name.c_str(), init_dir.c_str(),
-                ev0.accuracy, (long long)ev0.problems);
+  sum.resumed_from = at.iteration;
+  if (resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(sum.eval_before, held_out_accuracy());
+    if (!o.quiet)
+      std::printf("rl %s: start from %s, held-out accuracy %.3f\n", s.name.c_str(), init_dir.c_str(), sum.eval_before);
+  } else {
+    sum.eval_before = at.eval_before;
+    if (!o.quiet)
+      std::printf("rl %s: resumed from %s (iteration %lld)\n", s.name.c_str(), resume_dir.c_str(),
+                  (long long)at.iteration);
+  }
 
-  int64_t policy_version = 0;
+  int64_t policy_version = at.policy_version;
+  int64_t prompt_position = at.prompt_position;  // prompts of the stream drawn so far
   InferenceEngine<float> engine(policy);
-  for (int64_t it = 0; it < s.iterations; ++it) {
+  for (int64_t it = at.iteration; it < s.iterations; ++it) {
     RlIterationMetrics m;
     m.iteration = it + 1;
-    // ---- Rollout ----
+    // ---- Rollout: rounds of P prompts × G samples; with dynamic sampling, groups whose rewards
+    // are all equal are dropped and another round is drawn until P groups carry signal.
     const auto t_roll = Clock::now();
     Rollout ro;
     ro.policy_version = policy_version;
-    std::vector<GenerateRequest> reqs;
-    for (int64_t j = 0; j < s.prompts; ++j) {
-      int64_t index = it * s.prompts + j;
-      if (s.prompt_pool > 0) index %= s.prompt_pool;
-      ro.problems.push_back(arithmetic_chat_problem(s.task_seed, index, s.arithmetic));
-      const std::vector<int32_t> prompt = arithmetic_prompt(tok, ro.problems.back(), s.format);
-      for (int64_t k = 0; k < s.group_size; ++k) {
-        GenerateRequest r;
-        r.prompt = prompt;
-        r.max_new_tokens = s.max_new_tokens;
-        r.sampling.temperature = s.temperature;
-        r.sampling.top_p = s.top_p;
-        r.sampling.top_k = s.top_k;
-        r.sampling.seed = s.seed * 1000003ULL + static_cast<uint64_t>(it);
-        r.stop_tokens = {tok.eos_id()};
-        reqs.push_back(std::move(r));
-        ro.prompts.push_back(prompt);
+    std::vector<RewardResult> results;  // every response's over all rounds, for the means
+    std::vector<double> lens;
+    m.sample_rounds = 0;
+    const int64_t G = s.group_size;
+    for (int64_t round = 0; round < (s.dynamic_sampling ? s.max_sample_rounds : 1); ++round) {
+      ++m.sample_rounds;
+      std::vector<GenerateRequest> reqs;
+      std::vector<RlProblem> drawn;
+      std::vector<std::vector<int32_t>> drawn_prompts;
+      for (int64_t j = 0; j < s.prompts; ++j) {
+        drawn.push_back(prompts.at(prompt_position + j));
+        drawn_prompts.push_back(rl_prompt_tokens(tok, drawn.back(), s.format));
+        for (int64_t k = 0; k < G; ++k) {
+          GenerateRequest r;
+          r.prompt = drawn_prompts.back();
+          r.max_new_tokens = s.max_new_tokens;
+          r.sampling.temperature = s.temperature;
+          r.sampling.top_p = s.top_p;
+          r.sampling.top_k = s.top_k;
+          // Keyed by (iteration, prompt slot, sample): the same draws whatever else is generated.
+          r.sampling.seed = s.seed * 1000003ULL + static_cast<uint64_t>(it);
+          r.sampling.stream = (round * s.prompts + j) * G + k;
+          r.stop_tokens = {tok.eos_id()};
+          reqs.push_back(std::move(r));
+        }
       }
+      prompt_position += s.prompts;
+      m.prompts_sampled += s.prompts;
+      MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, generate(engine, reqs, GenerateOptions{}));
+      std::vector<double> rewards;  // [P·G] of this round
+      std::vector<std::vector<int32_t>> responses;
+      for (size_t i = 0; i < gen.size(); ++i) {
+        std::vector<int32_t> resp = gen[i].tokens;
+        const std::string text = tok.decode(resp);
+        if (gen[i].finish == "stop") resp.push_back(tok.eos_id());
+        MARIANA_ASSIGN_OR_RETURN(RewardResult rr, scorer->score(rl_reward_sample(drawn[i / G], text)));
+        rewards.push_back(rr.reward);
+        lens.push_back(static_cast<double>(resp.size()));
+        results.push_back(std::move(rr));
+        responses.push_back(std::move(resp));
+      }
+      const int64_t room = s.prompts - static_cast<int64_t>(ro.problems.size());
+      for (int64_t j : select_groups(rewards, G, s.dynamic_sampling, room, &m.dropped_groups)) {
+        ro.problems.push_back(drawn[j]);
+        for (int64_t k = 0; k < G; ++k) {
+          ro.prompts.push_back(drawn_prompts[j]);
+          ro.responses.push_back(std::move(responses[j * G + k]));
+          ro.rewards.push_back(rewards[j * G + k]);
+        }
+      }
+      if (static_cast<int64_t>(ro.problems.size()) == s.prompts) break;
     }
-    MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, generate(engine, reqs, GenerateOptions{}));
-    const int64_t N = static_cast<int64_t>(gen.size());
-    std::vector<double> rewards(static_cast<size_t>(N));
-    for (int64_t i = 0; i < N; ++i) {
-      std::vector<int32_t> resp = gen[i].tokens;
-      ro.texts.push_back(tok.decode(resp));
-      if (gen[i].finish == "stop") resp.push_back(tok.eos_id());
-      ro.responses.push_back(std::move(resp));
-      RewardSample rs;
-      const ArithmeticProblem& p = ro.problems[static_cast<size_t>(i / s.group_size)];
-      rs.prompt = arithmetic_chat_question(p);
-      rs.response = ro.texts.back();
-      rs.answer = std::to_string(p.answer);
-      MARIANA_ASSIGN_OR_RETURN(RewardResult rr, scorer->score(rs));
-      rewards[i] = rr.reward;
-      m.reward += rr.reward / static_cast<double>(N);
-      for (const auto& [k, v] : rr.parts) m.reward_parts[k] += v / static_cast<double>(N);
+    const double n_sampled = static_cast<double>(results.size());
+    for (size_t i = 0; i < results.size(); ++i) {
+      const RewardResult& rr = results[i];
+      m.reward += rr.reward / n_sampled;
+      for (const auto& [name, v] : rr.parts) m.reward_parts[name] += v / n_sampled;
       if (!accuracy_part.empty() && rr.parts.count(accuracy_part))
-        m.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / static_cast<double>(N);
-      m.response_len += static_cast<double>(ro.responses.back().size()) / static_cast<double>(N);
+        m.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / n_sampled;
+      m.response_len += lens[i] / n_sampled;
     }
     m.rollout_s = since(t_roll);
-    const Advantages adv = group_advantages(rewards, s.group_size, s.advantages);
-    m.zero_variance_groups = adv.zero_variance_groups;
+    const int64_t N = static_cast<int64_t>(ro.rewards.size());
     m.responses = N;
 
     // ---- Learner ----
     const auto t_learn = Clock::now();
-    LearnerBatch lb;
-    lb.policy_version = ro.policy_version;
-    lb.prompts = std::move(ro.prompts);
-    lb.responses = std::move(ro.responses);
-    lb.advantages = adv.values;
-    auto learned = grpo_learn(policy, reference, adam, lb, learner, policy_version);
-    if (!learned.ok())
-      return Status(learned.status().code(), s.source + ": iteration " + std::to_string(it + 1) + ": " + learned.status().message());
-    const LearnerStats& ls = learned.value();
-    m.kl = ls.kl;
-    m.entropy = ls.entropy;
-    m.loss = ls.loss;
-    m.grad_norm = ls.grad_norm;
-    m.clip_frac = ls.clip_frac;
-    m.tokens = ls.tokens;
-    ++policy_version;
+    if (N > 0) {
+      const Advantages adv = group_advantages(ro.rewards, G, s.advantages);
+      m.zero_variance_groups = adv.zero_variance_groups;
+      LearnerBatch lb;
+      lb.policy_version = ro.policy_version;
+      lb.prompts = std::move(ro.prompts);
+      lb.responses = std::move(ro.responses);
+      lb.advantages = adv.values;
+      auto learned = grpo_learn(policy, reference, adam, lb, learner, policy_version);
+      if (!learned.ok())
+        return Status(learned.status().code(),
+                      s.source + ": iteration " + std::to_string(it + 1) + ": " + learned.status().message());
+      const LearnerStats& ls = learned.value();
+      m.kl = ls.kl;
+      m.entropy = ls.entropy;
+      m.loss = ls.loss;
+      m.grad_norm = ls.grad_norm;
+      m.clip_frac = ls.clip_frac;
+      m.tokens = ls.tokens;
+      ++policy_version;
+    }
     m.policy_version = policy_version;
     m.learn_s = since(t_learn);
 
     const bool last = it + 1 == s.iterations;
     if (last || (s.eval_every > 0 && (it + 1) % s.eval_every == 0)) {
-      MARIANA_ASSIGN_OR_RETURN(ArithmeticEvalResult ev, eval_arithmetic(policy, tok, eo));
-      m.eval_accuracy = ev.accuracy;
-      if (last) sum.eval_after = ev.accuracy;
+      MARIANA_ASSIGN_OR_RETURN(m.eval_accuracy, held_out_accuracy());
+      if (last) sum.eval_after = m.eval_accuracy;
     }
     metrics << metrics_json(m).dump() << "\n";
     metrics.flush();
@@ -461,24 +602,37 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       std::string ps;
       for (const auto& [k, v] : m.reward_parts) ps += (ps.empty() ? "" : ", ") + k + " " + std::to_string(v).substr(0, 5);
       std::printf("iter %lld (policy v%lld): reward %.3f (%s) acc %.3f kl %.4f clip %.3f entropy %.3f len %.1f "
-                  "zero-var %lld/%lld rollout %.1fs learn %.1fs%s\n",
+                  "zero-var %lld/%lld%s rollout %.1fs learn %.1fs%s\n",
                   (long long)m.iteration, (long long)m.policy_version, m.reward, ps.c_str(), m.accuracy, m.kl,
-                  m.clip_frac, m.entropy, m.response_len, (long long)m.zero_variance_groups, (long long)s.prompts,
+                  m.clip_frac, m.entropy, m.response_len,
+                  (long long)(s.dynamic_sampling ? m.dropped_groups : m.zero_variance_groups),
+                  (long long)m.prompts_sampled,
+                  s.dynamic_sampling ? (" dropped, " + std::to_string(m.responses / G) + " kept").c_str() : "",
                   m.rollout_s, m.learn_s,
                   m.eval_accuracy >= 0 ? (" | held-out accuracy " + std::to_string(m.eval_accuracy).substr(0, 5)).c_str()
                                        : "");
       std::fflush(stdout);
     }
     if (o.on_iteration) o.on_iteration(m);
-    if (last || (it + 1) % s.checkpoint_every == 0) {
-      nlohmann::json state = {{"phase", "rl"}, {"iteration", it + 1}, {"policy_version", policy_version},
-                              {"init_from", init_dir}, {"reference", ref_dir}, {"job", s.source}};
-      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, tok_json, state, s.keep_last,
-                                                  &sum.final_checkpoint));
-    }
     sum.last = m;
     sum.iterations = it + 1;
+    sum.interrupted = !last && o.interrupt != nullptr && o.interrupt->load();
+    if (last || (it + 1) % s.checkpoint_every == 0 || sum.interrupted) {
+      nlohmann::json state = {{"phase", "rl"},
+                              {"iteration", it + 1},
+                              {"policy_version", policy_version},
+                              {"optimizer_steps", adam.steps()},
+                              {"prompt_position", prompt_position},
+                              {"eval_before", sum.eval_before},
+                              {"init_from", init_dir},
+                              {"reference", ref_dir},
+                              {"job", s.source}};
+      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, adam, tok_json, state, s.keep_last,
+                                                  &sum.final_checkpoint));
+    }
+    if (sum.interrupted) break;
   }
+  if (sum.final_checkpoint.empty() && !resume_dir.empty()) sum.final_checkpoint = resume_dir;  // nothing left to run
   return sum;
 }
 

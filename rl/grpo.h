@@ -8,6 +8,7 @@
 // layout + tokenizer + rl_state.json) to run_dir/checkpoints/iter-N, written atomically.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -31,6 +32,9 @@ struct RlSpec {
   ArithmeticOptions arithmetic;
   PromptFormat format = PromptFormat::kChat;
   int64_t prompt_pool = 0;  // > 0: cycle over the first prompt_pool problems; 0: a fresh stream
+  // A JSONL prompt set replacing the built-in task (rl/prompts.h), and its held-out set for the
+  // accuracy evaluation (required with it); paths resolved as job files resolve them.
+  std::string dataset, eval_dataset;
   // [rollout]
   int64_t prompts = 8, group_size = 8, max_new_tokens = 128;
   double temperature = 1.0, top_p = 1.0;
@@ -44,6 +48,11 @@ struct RlSpec {
   AdvantageOptions advantages;  // grpo.std, grpo.scale_rewards, grpo.adv_eps
   double lr = 1e-4, grad_clip = 1.0, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8;
   uint64_t seed = 0;
+  // [rl] dynamic sampling (DAPO): a group whose rewards are all equal teaches nothing; it is
+  // dropped and more prompts are sampled, up to max_sample_rounds rollouts per iteration, until
+  // `prompts` groups with signal are found (fewer when the rounds run out).
+  bool dynamic_sampling = false;
+  int64_t max_sample_rounds = 4;
   // [train]
   int threads = 0;
   int64_t checkpoint_every = 10, keep_last = 2;
@@ -63,6 +72,8 @@ struct RlIterationMetrics {
   double accuracy = 0;                     // fraction of responses the math (else math_verify) scorer accepts
   double kl = 0, clip_frac = 0, entropy = 0, loss = 0, grad_norm = 0, response_len = 0;
   int64_t zero_variance_groups = 0, responses = 0, tokens = 0;
+  // Dynamic sampling: prompts drawn this iteration, groups dropped for zero variance, rollouts run.
+  int64_t prompts_sampled = 0, dropped_groups = 0, sample_rounds = 1;
   double rollout_s = 0, learn_s = 0;
   double eval_accuracy = -1;               // held-out accuracy when evaluated this iteration
 };
@@ -71,11 +82,21 @@ struct RlOptions {
   RlSpec spec;
   std::string run_dir;
   bool quiet = false;
+  // Continue from the newest valid checkpoint (iter-N) of run_dir: the policy, AdamW's moments and
+  // step count, the reference, the prompt position and the version are restored and metrics.jsonl
+  // is cut back to iteration N, so the run goes on exactly as if never stopped (bit for bit). With
+  // no checkpoint it starts fresh.
+  bool resume = false;
+  // Set (by a signal handler): the iteration in progress finishes, a checkpoint is written, the run
+  // returns with RlSummary::interrupted.
+  const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const RlIterationMetrics&)> on_iteration;
 };
 
 struct RlSummary {
   int64_t iterations = 0;
+  int64_t resumed_from = 0;                 // the iteration of the checkpoint resumed from (0: fresh)
+  bool interrupted = false;
   double eval_before = 0, eval_after = 0;   // held-out accuracy of the initial and final policy
   std::string final_checkpoint;
   RlIterationMetrics last;

@@ -155,4 +155,24 @@ template GrpoLossStats grpo_token_loss<float>(const float*, int64_t, int64_t, co
 template GrpoLossStats grpo_token_loss<double>(const double*, int64_t, int64_t, const int32_t*, const double*,
                                                const double*, const double*, const GrpoLossParams&, double*, double*);
 
+std::vector<int64_t> select_groups(const std::vector<double>& rewards, int64_t group, bool dynamic, int64_t room,
+                                   int64_t* dropped) {
+  std::vector<int64_t> keep;
+  const int64_t n = static_cast<int64_t>(rewards.size()) / group;
+  for (int64_t j = 0; j < n; ++j) {
+    if (!dynamic) {
+      keep.push_back(j);
+      continue;
+    }
+    if (static_cast<int64_t>(keep.size()) == room) break;
+    const double* r = rewards.data() + j * group;
+    if (std::all_of(r, r + group, [&](double v) { return v == r[0]; })) {
+      ++*dropped;
+    } else {
+      keep.push_back(j);
+    }
+  }
+  return keep;
+}
+
 }  // namespace mariana::rl

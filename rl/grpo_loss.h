@@ -38,6 +38,13 @@ struct Advantages {
 };
 Advantages group_advantages(const std::vector<double>& rewards, int64_t group, const AdvantageOptions& o = {});
 
+// Dynamic sampling (DAPO) over one round of rollouts: rewards [n·group], group by group. Returns
+// the groups to train on, in order: with `dynamic`, those whose rewards are not all equal, at most
+// `room` of them (*dropped counts the all-equal ones; groups past `room` are neither kept nor
+// counted); without it, every group (room is ignored).
+std::vector<int64_t> select_groups(const std::vector<double>& rewards, int64_t group, bool dynamic, int64_t room,
+                                   int64_t* dropped);
+
 struct GrpoLossParams {
   double clip_eps = 0.2;        // ε: ratio clipped to [1 − ε, 1 + ε_high]
   double clip_eps_high = -1;    // ε_high; < 0: same as ε

@@ -370,9 +370,10 @@ bool overridden(const std::vector<std::string>& overrides, const std::string& fi
   return false;
 }
 
-// `value` of `field` resolved as job_spec_load documents, checked to exist.
-Status resolve_input(const std::string& job_path, const std::vector<std::string>& overrides, const std::string& field,
-                     const std::string& key, std::string& value) {
+}  // namespace
+
+Status resolve_job_input(const std::string& job_path, const std::vector<std::string>& overrides,
+                         const std::string& field, const std::string& key, std::string& value) {
   if (value.empty()) return Status::Ok();
   const fs::path job_dir = fs::path(job_path).parent_path();
   std::string how = "a relative path given by --set resolves against the current directory";
@@ -388,8 +389,6 @@ Status resolve_input(const std::string& job_path, const std::vector<std::string>
   return Status::Ok();
 }
 
-}  // namespace
-
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides) {
   MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
   MARIANA_ASSIGN_OR_RETURN(JobSpec s, job_spec_parse(text, path, overrides));
@@ -398,10 +397,10 @@ Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::st
                               {"tokenizer.path", &s.tokenizer},
                               {"data.chat", &s.data_chat},
                               {"data.preferences", &s.data_preferences}})
-    MARIANA_RETURN_IF_ERROR(resolve_input(path, overrides, field, field, *value));
+    MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, field, field, *value));
   for (size_t i = 0; i < s.data_inputs.size(); ++i)
     MARIANA_RETURN_IF_ERROR(
-        resolve_input(path, overrides, "data.inputs", "data.inputs[" + std::to_string(i) + "]", s.data_inputs[i]));
+        resolve_job_input(path, overrides, "data.inputs", "data.inputs[" + std::to_string(i) + "]", s.data_inputs[i]));
   return s;
 }
 

@@ -123,6 +123,12 @@ ArithmeticOptions job_arithmetic_options(const JobSpec& spec);
 // output, found where `train` writes run directories), against the current directory. Every
 // input path must exist: else InvalidArgument naming the field and how it was resolved.
 Result<JobSpec> job_spec_load(const std::string& path, const std::vector<std::string>& overrides);
+// A path field of a job file resolved as job_spec_load does (a relative path in the file against
+// the file's directory; one given by --set, and model.init_from, against the current directory),
+// then checked to exist: InvalidArgument "<job>: field '<key>': <path> does not exist (...)".
+// Empty stays empty.
+Status resolve_job_input(const std::string& job_path, const std::vector<std::string>& overrides,
+                         const std::string& field, const std::string& key, std::string& value);
 // The machinery under job_spec_parse, for other job kinds (rl/grpo.cc): `text` merged over the
 // defaults of `schema_text` (TOML), then the overrides; a field the schema lacks or of the wrong
 // type is an InvalidArgument naming the file, line and field.

@@ -47,6 +47,13 @@ std::string step_dir_name(int64_t step) {
   return buf;
 }
 
+std::vector<MomentRun> whole_moment_runs(const ParamTable& table, const float* exp_avg, const float* exp_avg_sq) {
+  std::vector<MomentRun> runs;
+  for (const ParamSpec& s : table.specs())
+    if (s.kind != ParamKind::kGateBias) runs.push_back({&s, 0, s.numel(), exp_avg + s.offset, exp_avg_sq + s.offset});
+  return runs;
+}
+
 std::string moments_file_name(int64_t rank, int64_t count) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "optimizer-%05lld-of-%05lld.safetensors", static_cast<long long>(rank + 1),

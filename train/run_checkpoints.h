@@ -56,6 +56,9 @@ struct MomentRun {
   const float* exp_avg_sq = nullptr;
 };
 
+// Every tensor of `table` but the gate biases, whole, from arena-layout moments (one process's).
+std::vector<MomentRun> whole_moment_runs(const ParamTable& table, const float* exp_avg, const float* exp_avg_sq);
+
 // The moments file of rank `rank` of `count` in a parallel job's checkpoint:
 // "optimizer-00001-of-00004.safetensors" (1-based, as HF numbers model shards).
 std::string moments_file_name(int64_t rank, int64_t count);

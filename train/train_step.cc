@@ -20,11 +20,7 @@ class LocalAdamW final : public StepOptimizer {
   }
   int64_t steps() const override { return opt_.steps(); }
   std::vector<MomentRun> moment_runs() const override {
-    std::vector<MomentRun> runs;
-    for (const ParamSpec& s : table_.specs())
-      if (s.kind != ParamKind::kGateBias)
-        runs.push_back({&s, 0, s.numel(), opt_.exp_avg().data() + s.offset, opt_.exp_avg_sq().data() + s.offset});
-    return runs;
+    return whole_moment_runs(table_, opt_.exp_avg().data(), opt_.exp_avg_sq().data());
   }
   void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) override {
     std::copy(exp_avg, exp_avg + opt_.exp_avg().size(), opt_.exp_avg().begin());

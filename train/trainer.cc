@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -185,13 +186,6 @@ Result<DataSetup> setup_data(const JobSpec& spec, const std::string& run_dir, in
 
 
 // Rewrites metrics.jsonl keeping only the lines of steps <= step (after a resume).
-Status truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return Status::Ok();
-  MARIANA_ASSIGN_OR_RETURN(auto lines, metrics_lines_read(path.string(), 0, step));
-  std::string kept;
-  for (auto& [s, line] : lines) kept += line + "\n";
-  return write_file_atomic(path.string(), kept);
-}
 
 // The pretraining data: the shard DataLoader as a BatchSource.
 class ShardBatchSource : public BatchSource {
@@ -289,8 +283,16 @@ Status check_finite_step(const std::string& where, double loss, double grad_norm
 
 
 
+Status metrics_truncate(const std::string& path, int64_t upto, const char* key) {
+  if (!fs::exists(path)) return Status::Ok();
+  MARIANA_ASSIGN_OR_RETURN(auto lines, metrics_lines_read(path, std::numeric_limits<int64_t>::min(), upto, key));
+  std::string kept;
+  for (auto& [s, line] : lines) kept += line + "\n";
+  return write_file_atomic(path, kept);
+}
+
 Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
-                                                                         int64_t upto) {
+                                                                         int64_t upto, const char* key) {
   MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
   std::vector<std::pair<int64_t, std::string>> out;
   size_t start = 0;
@@ -300,8 +302,8 @@ Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const st
     std::string line = text.substr(start, end - start);
     start = end + 1;
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
-    const int64_t step = j["step"].get<int64_t>();
+    if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer()) continue;
+    const int64_t step = j[key].get<int64_t>();
     if (step > after && step <= upto) out.emplace_back(step, std::move(line));
   }
   return out;
@@ -506,7 +508,7 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       opt->load(m.data(), v.data(), optimizer_steps);
     }
     summary.resumed_from = step;
-    if (lead) MARIANA_RETURN_IF_ERROR(truncate_metrics(metrics_path, step));
+    if (lead) MARIANA_RETURN_IF_ERROR(metrics_truncate(metrics_path.string(), step));
     if (lead) std::fprintf(stderr, "resumed from %s (step %lld)\n", resume_dir.c_str(), (long long)step);
   } else if (lead) {
     MARIANA_RETURN_IF_ERROR(write_file_atomic(metrics_path.string(), ""));

@@ -142,10 +142,14 @@ std::string train_summary_text(const TrainSummary& s);
 
 Result<TrainSummary> train_run(const TrainOptions& opt);
 
-// The lines of a run's metrics.jsonl whose step is in (after, upto], in file order, as written
-// (one JSON object each, no newline); a torn or unparsable line is skipped.
+// The lines of a run's metrics.jsonl whose `key` (the training step, an RL job's "iteration") is
+// in (after, upto], in file order, as written (one JSON object each, no newline); a torn or
+// unparsable line is skipped.
 Result<std::vector<std::pair<int64_t, std::string>>> metrics_lines_read(const std::string& path, int64_t after,
-                                                                         int64_t upto);
+                                                                         int64_t upto, const char* key = "step");
+// Keeps only the lines of metrics.jsonl up to `upto` (by `key`), atomically: a resumed run
+// rewrites the lines after its checkpoint. A missing file is left missing.
+Status metrics_truncate(const std::string& path, int64_t upto, const char* key = "step");
 // Refuses a step that cannot fit the machine: at least `arena_copies` copies of the model's
 // parameter arena (parameters, gradients, optimizer moments, ...) plus `models` × the activations
 // of rows × seq_len tokens (Model::activation_bytes) and the batch's token arrays, against the

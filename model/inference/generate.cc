@@ -16,8 +16,8 @@ using Clock = std::chrono::steady_clock;
 
 // The uniform for a draw at sequence position `pos`, slot 0 (the token), 1 (a draft), 2 (an
 // acceptance test).
-double uniform_at(const SamplingParams& p, uint64_t stream, int64_t pos, int slot) {
-  PhiloxStream rng(p.seed, stream);
+double uniform_at(const SamplingParams& p, uint64_t request_index, int64_t pos, int slot) {
+  PhiloxStream rng(p.seed, p.stream >= 0 ? static_cast<uint64_t>(p.stream) : request_index);
   rng.seek(2 * (static_cast<uint64_t>(pos) * 4 + static_cast<uint64_t>(slot)));
   return rng.next_uniform();
 }

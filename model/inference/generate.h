@@ -5,9 +5,10 @@
 // sampling, the draft is accepted with probability min(1, p(d)/q(d)) and a rejection resamples
 // from norm(max(0, p − q)), so the output distribution is the main model's.
 //
-// Reproducibility: the uniform behind each draw is Philox(seed, stream = request index) at a
-// counter fixed by the token's position, so the same seed gives the same text on any thread
-// count and in any batch.
+// Reproducibility: the uniform behind each draw is Philox(seed, stream) at a counter fixed by the
+// token's position, the stream being the request's index in the call unless SamplingParams::stream
+// names one, so the same seed gives the same text on any thread count and in any batch (and, with
+// an explicit stream, whichever call or process draws it).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,7 @@ struct SamplingParams {
   int64_t top_k = 0;       // 0: off
   double top_p = 1.0;      // 1: off
   uint64_t seed = 0;
+  int64_t stream = -1;     // the Philox stream; −1: the request's index in the generate() call
 };
 
 // The distribution a draw uses: softmax(logits / temperature) restricted to the top_k most likely

@@ -149,4 +149,33 @@ Result<std::unique_ptr<RewardScorer>> make_scorer(const std::string& name, const
   return ScorerRegistry::with_builtins().make(name, options);
 }
 
+Result<RewardSample> reward_sample_parse(const std::string& text, const std::string& where, bool response_required) {
+  MARIANA_ASSIGN_OR_RETURN(const JsonFields f, JsonFields::parse_object(text, where));
+  RewardSample s;
+  MARIANA_ASSIGN_OR_RETURN(s.prompt, f.get_string_or("prompt", ""));
+  if (response_required) {
+    MARIANA_ASSIGN_OR_RETURN(s.response, f.get_string("response"));
+  } else {
+    MARIANA_ASSIGN_OR_RETURN(s.response, f.get_string_or("response", ""));
+  }
+  if (auto a = f.find("answer")) {
+    if (a->is_string())
+      s.answer = a->get<std::string>();
+    else if (a->is_number())
+      s.answer = a->dump();
+    else
+      return InvalidArgument(where + ": field 'answer': expected a string or a number, got " + json_describe(*a));
+  }
+  if (f.has("tests")) {
+    MARIANA_ASSIGN_OR_RETURN(std::vector<JsonFields> tests, f.get_object_array("tests"));
+    for (const JsonFields& t : tests) {
+      CodeTest ct;
+      MARIANA_ASSIGN_OR_RETURN(ct.stdin_text, t.get_string_or("stdin", ""));
+      MARIANA_ASSIGN_OR_RETURN(ct.expected_stdout, t.get_string("stdout"));
+      s.tests.push_back(std::move(ct));
+    }
+  }
+  return s;
+}
+
 }  // namespace mariana::rl

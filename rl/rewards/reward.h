@@ -52,6 +52,13 @@ struct RewardResult {
 // {"reward", "ok", "reason", "detail"} plus "parts" when not empty.
 nlohmann::json reward_result_to_json(const RewardResult& r);
 
+// One JSONL line as a sample: {"prompt", "response", "answer"} (math; the answer a string or a
+// number) or {"prompt", "response", "tests": [{"stdin", "stdout"}]} (code); other fields ignored.
+// `where` ("file:line") prefixes the errors, which name the field. Without response_required (a
+// prompt set for RL, whose responses are generated) "response" may be absent.
+Result<RewardSample> reward_sample_parse(const std::string& text, const std::string& where,
+                                         bool response_required = true);
+
 class RewardScorer {
  public:
   virtual ~RewardScorer();

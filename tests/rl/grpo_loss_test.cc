@@ -70,6 +70,22 @@ TEST(GrpoAdvantages, MatchTrlFormulasForEverySetting) {
   EXPECT_NEAR(none.values[15], 0.0 - 0.825, 1e-12);
 }
 
+// Dynamic sampling keeps groups with signal, up to the room left, and counts the flat ones.
+TEST(GrpoAdvantages, SelectGroupsDropsFlatGroups) {
+  const std::vector<double> r = {1, 1, 1, 0, 1, 0, 2, 2, 2, 0, 0, 1, 3, 4, 5};  // 5 groups of 3
+  int64_t dropped = 0;
+  EXPECT_EQ(select_groups(r, 3, false, 0, &dropped), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(dropped, 0);
+  EXPECT_EQ(select_groups(r, 3, true, 10, &dropped), (std::vector<int64_t>{1, 3, 4}));
+  EXPECT_EQ(dropped, 2);
+  dropped = 0;
+  EXPECT_EQ(select_groups(r, 3, true, 2, &dropped), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(dropped, 2);  // groups 0 and 2; group 4 is past the room and not looked at
+  dropped = 0;
+  EXPECT_TRUE(select_groups(r, 3, true, 0, &dropped).empty());
+  EXPECT_EQ(dropped, 0);
+}
+
 TEST(GrpoLoss, HandComputedCases) {
   // V = 2, uniform logits: lp = log ½. On-policy (ρ = 1), A = 2, reference = policy (k3 = 0):
   // loss = −2; d/dlp = −2; dlogits = −2·(onehot − ½) = [−1, 1].

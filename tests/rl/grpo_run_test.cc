@@ -3,6 +3,7 @@
 // leaves the weights alone when every group has zero variance, and writes a loadable checkpoint; prompts take the documented forms.
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -14,6 +15,7 @@
 #include "model/checkpoint.h"
 #include "rl/arithmetic_task.h"
 #include "rl/grpo.h"
+#include "rl/prompts.h"
 #include "train/corpora.h"
 #include "train/run_checkpoints.h"
 #include "train/trainer.h"
@@ -35,12 +37,12 @@ class GrpoRun : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // A tiny random model with a tokenizer trained on arithmetic text, as a checkpoint directory.
-  std::string make_checkpoint() {
+  std::string make_checkpoint(uint64_t seed = 5, const std::string& name = "init") {
     auto cfg = model_config_load(std::string(MARIANA_SOURCE_DIR) + "/configs/models/tiny.json");
     EXPECT_TRUE(cfg.ok());
     Model<float> m(cfg.value());
-    m.init_weights(5);
-    const std::string ck = (dir_ / "init").string();
+    m.init_weights(seed);
+    const std::string ck = (dir_ / name).string();
     EXPECT_TRUE(checkpoint_save(ck, m, CheckpointOptions{}).ok());
     std::vector<std::string> texts;
     ArithmeticOptions ao;
@@ -51,6 +53,17 @@ class GrpoRun : public ::testing::Test {
     EXPECT_TRUE(tok.ok());
     EXPECT_TRUE(tok.value().save(ck + "/tokenizer.json").ok());
     return ck;
+  }
+  // Options of a quiet run in dir_/run of the job starting from `ck`, with `sets` applied.
+  RlOptions run_options(const std::string& ck, const std::vector<std::string>& sets) {
+    auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck + "\"\n",
+                              "rl.toml", sets);
+    EXPECT_TRUE(spec.ok()) << spec.status().to_string();
+    RlOptions o;
+    if (spec.ok()) o.spec = spec.value();
+    o.run_dir = (dir_ / "run").string();
+    o.quiet = true;
+    return o;
   }
   fs::path dir_;
 };
@@ -102,15 +115,9 @@ TEST_F(GrpoRun, AdvantageSettingsParseWithDocumentedDefaults) {
 
 TEST_F(GrpoRun, ShortRunLogsEveryIterationAndWritesACheckpoint) {
   const std::string ck = make_checkpoint();
-  auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck + "\"\n", "rl.toml",
-                            {"rollout.prompts=2", "rollout.group_size=3", "rollout.max_new_tokens=10",
-                             "grpo.iterations=3", "grpo.inner_updates=2", "grpo.lr=1e-2", "eval.problems=4",
-                             "eval.max_new_tokens=6", "train.checkpoint_every=2", "train.threads=1"});
-  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
-  RlOptions o;
-  o.spec = spec.value();
-  o.run_dir = (dir_ / "run").string();
-  o.quiet = true;
+  RlOptions o = run_options(ck, {"rollout.prompts=2", "rollout.group_size=3", "rollout.max_new_tokens=10",
+                                 "grpo.iterations=3", "grpo.inner_updates=2", "grpo.lr=1e-2", "eval.problems=4",
+                                 "eval.max_new_tokens=6", "train.checkpoint_every=2", "train.threads=1"});
   std::vector<RlIterationMetrics> seen;
   o.on_iteration = [&](const RlIterationMetrics& m) { seen.push_back(m); };
   auto res = grpo_run(o);
@@ -264,6 +271,148 @@ TEST_F(GrpoRun, EvalSamplesSeveralResponsesPerProblem) {
   EXPECT_NE(c.value().examples, r.examples);
   eo.temperature = 0;
   EXPECT_FALSE(eval_arithmetic(loaded.value().model, tok.value(), eo).ok());  // K > 1 needs sampling
+}
+
+// The metrics lines of a run without their timings (wall-clock seconds differ between runs).
+std::vector<std::string> metrics_without_timings(const fs::path& run_dir) {
+  std::vector<std::string> out;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("rollout_s");
+    j.erase("learn_s");
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// An RL run stopped after iteration 2 (its interrupt) and resumed ends bit for bit where the
+// uninterrupted run does: weights, AdamW moments and every metric. The reference differs from the
+// policy, so the KL term moves the weights and the moments are not trivial.
+TEST_F(GrpoRun, ResumeContinuesBitForBit) {
+  const std::string ck = make_checkpoint();
+  const std::string ref = make_checkpoint(6, "ref");
+  const std::vector<std::string> sets = {"rollout.prompts=2", "rollout.group_size=3", "rollout.max_new_tokens=8",
+                                         "grpo.iterations=4", "grpo.inner_updates=2", "grpo.lr=1e-2",
+                                         "grpo.kl_beta=0.5", "eval.problems=2", "eval.max_new_tokens=4",
+                                         "train.checkpoint_every=10", "train.threads=1"};
+  auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck +
+                                "\"\nreference = \"" + ref + "\"\n",
+                            "rl.toml", sets);
+  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+  RlOptions whole;
+  whole.spec = spec.value();
+  whole.run_dir = (dir_ / "whole").string();
+  whole.quiet = true;
+  auto a = grpo_run(whole);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+
+  RlOptions part = whole;
+  part.run_dir = (dir_ / "parts").string();
+  std::atomic<bool> stop{false};
+  part.interrupt = &stop;
+  part.on_iteration = [&](const RlIterationMetrics& m) { stop = m.iteration == 2; };
+  auto b1 = grpo_run(part);
+  ASSERT_TRUE(b1.ok()) << b1.status().to_string();
+  EXPECT_TRUE(b1.value().interrupted);
+  EXPECT_EQ(b1.value().iterations, 2);
+  EXPECT_EQ(fs::path(b1.value().final_checkpoint).filename(), "iter-000002");
+  part.interrupt = nullptr;
+  part.on_iteration = nullptr;
+  part.resume = true;
+  auto b2 = grpo_run(part);
+  ASSERT_TRUE(b2.ok()) << b2.status().to_string();
+  EXPECT_EQ(b2.value().resumed_from, 2);
+  EXPECT_EQ(b2.value().eval_before, a.value().eval_before);
+  EXPECT_EQ(b2.value().eval_after, a.value().eval_after);
+
+  const fs::path fa = a.value().final_checkpoint, fb = b2.value().final_checkpoint;
+  EXPECT_EQ(fa.filename(), fb.filename());
+  for (const char* f : {"model.safetensors", "optimizer.safetensors", "rl_state.json"})
+    EXPECT_TRUE(file_bytes(fa / f) == file_bytes(fb / f)) << f << " differs from the uninterrupted run's";
+  EXPECT_EQ(metrics_without_timings(dir_ / "whole"), metrics_without_timings(dir_ / "parts"));
+  EXPECT_EQ(metrics_without_timings(dir_ / "parts").size(), 4u);
+  // Not a trivial equality: the KL term moved the weights.
+  EXPECT_FALSE(file_bytes(fa / "model.safetensors") == file_bytes(fs::path(ck) / "model.safetensors"));
+
+  // A checkpoint without the optimizer's state (written before RL checkpoints carried it) is refused.
+  const fs::path iter2 = dir_ / "parts" / "checkpoints" / "iter-000004";
+  auto state = nlohmann::json::parse(file_bytes(iter2 / "rl_state.json"));
+  state.erase("optimizer_steps");
+  std::ofstream(iter2 / "rl_state.json") << state.dump(2) << "\n";
+  ASSERT_TRUE(checkpoint_manifest_write(iter2.string(), 4).ok());
+  auto refused = grpo_run(part);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("cannot resume exactly"), std::string::npos) << refused.status().to_string();
+}
+
+// Dynamic sampling on a random model, whose groups all earn 0: every group is dropped, every round
+// is drawn, nothing is trained on and the policy version stays.
+TEST_F(GrpoRun, DynamicSamplingDropsGroupsWithoutSignal) {
+  const std::string ck = make_checkpoint();
+  RlOptions o = run_options(ck, {"rollout.prompts=2", "rollout.group_size=3", "rollout.max_new_tokens=6",
+                                 "grpo.iterations=2", "rl.dynamic_sampling=true", "rl.max_sample_rounds=3",
+                                 "eval.problems=2", "eval.max_new_tokens=4", "train.threads=1"});
+  std::vector<RlIterationMetrics> seen;
+  o.on_iteration = [&](const RlIterationMetrics& m) { seen.push_back(m); };
+  auto res = grpo_run(o);
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  ASSERT_EQ(seen.size(), 2u);
+  for (const RlIterationMetrics& m : seen) {
+    EXPECT_EQ(m.sample_rounds, 3);
+    EXPECT_EQ(m.prompts_sampled, 6);
+    EXPECT_EQ(m.dropped_groups, 6);
+    EXPECT_EQ(m.responses, 0);
+    EXPECT_EQ(m.policy_version, 0);
+  }
+  // The second iteration drew the prompts after the first one's three rounds.
+  auto state = nlohmann::json::parse(file_bytes(fs::path(res.value().final_checkpoint) / "rl_state.json"));
+  EXPECT_EQ(state.at("prompt_position").get<int64_t>(), 12);
+}
+
+// A JSONL prompt set (math problems) and its held-out set: the run trains on the file's prompts,
+// evaluates on the held-out file, and a malformed line is refused by file, line and field.
+TEST_F(GrpoRun, JsonlPromptSets) {
+  const std::string ck = make_checkpoint();
+  const fs::path train = dir_ / "train.jsonl", held = dir_ / "held.jsonl";
+  std::ofstream(train) << "{\"prompt\": \"1 + 1 = ?\", \"answer\": 2}\n\n{\"prompt\": \"2 + 5 = ?\", \"answer\": \"7\"}\n";
+  std::ofstream(held) << "{\"prompt\": \"3 + 4 = ?\", \"answer\": 7}\n";
+  const std::string head = "[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck + "\"\n";
+  const std::vector<std::string> sets = {"task.dataset=" + train.string(), "task.eval_dataset=" + held.string(),
+                                         "rollout.prompts=2", "rollout.group_size=2", "rollout.max_new_tokens=4",
+                                         "grpo.iterations=1", "eval.max_new_tokens=4", "train.threads=1"};
+  RlOptions o = run_options(ck, sets);
+  auto res = grpo_run(o);
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  EXPECT_EQ(res.value().last.prompts_sampled, 2);
+  EXPECT_GE(res.value().eval_after, 0.0);
+
+  // Each epoch visits every line once, in an order fixed by the seed.
+  auto set = PromptSet::jsonl(train.string(), 7);
+  ASSERT_TRUE(set.ok());
+  ASSERT_EQ(set.value().size(), 2);
+  std::multiset<std::string> epoch0 = {set.value().at(0).question, set.value().at(1).question};
+  EXPECT_EQ(epoch0, (std::multiset<std::string>{"1 + 1 = ?", "2 + 5 = ?"}));
+  EXPECT_EQ(set.value().at(3).question, PromptSet::jsonl(train.string(), 7).value().at(3).question);
+  EXPECT_EQ(set.value().row(0).answer.value(), "2");
+
+  // Malformed input: named by file and line.
+  std::ofstream(held) << "{\"prompt\": \"3 + 4 = ?\"}\n";
+  auto missing = grpo_run(o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find(held.string() + ":1: expected either field 'answer'"), std::string::npos)
+      << missing.status().to_string();
+  // A dataset without its held-out set is refused at parse time.
+  auto no_eval = rl_spec_parse(head, "rl.toml", {"task.dataset=" + train.string()});
+  ASSERT_FALSE(no_eval.ok());
+  EXPECT_NE(no_eval.status().message().find("task.eval_dataset"), std::string::npos);
 }
 
 }  // namespace
