@@ -12,6 +12,7 @@
 #include "core/file_util.h"
 #include "controller/job_spec.h"
 #include "core/toml_util.h"
+#include "rl/grpo.h"
 #include "train/job_spec.h"
 
 namespace mariana::cli {
@@ -93,6 +94,19 @@ Result<std::string> input_path(const std::string& job_path, const std::string& f
   return std::filesystem::absolute(p).lexically_normal().string();
 }
 
+// Writes each non-empty (field, path) of `paths` into `tbl` as input_path makes it.
+Status set_input_paths(toml::table& tbl, const std::string& job_path,
+                       const std::vector<std::pair<std::string, std::string>>& paths) {
+  for (const auto& [field, value] : paths) {
+    if (value.empty()) continue;
+    MARIANA_ASSIGN_OR_RETURN(auto p, input_path(job_path, field, value));
+    const std::string table = field.substr(0, field.find('.')), key = field.substr(field.find('.') + 1);
+    if (!tbl.contains(table)) tbl.insert_or_assign(table, toml::table{});
+    tbl[table].as_table()->insert_or_assign(key, p);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets) {
@@ -102,30 +116,32 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
   out.training = !tbl.contains("kind") && tbl.contains("job");
   MARIANA_ASSIGN_OR_RETURN(tbl, apply_sets(std::move(tbl), sets));
   if (out.training) {
-    if (auto* phase = tbl["job"]["phase"].as_string(); phase && phase->get() == "rl")
-      return Unimplemented(path + ": field 'job.phase': rl (GRPO) jobs do not run on the cluster yet; use `mariana train`");
-    MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
-    out.ranks = spec.world();
-    const std::pair<std::string, std::string> paths[] = {{"model.config", spec.model_config},
-                                                         {"model.init_from", spec.init_from},
-                                                         {"tokenizer.path", spec.tokenizer},
-                                                         {"data.chat", spec.data_chat},
-                                                         {"data.preferences", spec.data_preferences}};
-    for (const auto& [field, value] : paths) {
-      if (value.empty()) continue;
-      MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, field, value));
-      const std::string table = field.substr(0, field.find('.')), key = field.substr(field.find('.') + 1);
-      if (!tbl.contains(table)) tbl.insert_or_assign(table, toml::table{});
-      tbl[table].as_table()->insert_or_assign(key, p);
-    }
-    if (!spec.data_inputs.empty()) {
-      toml::array inputs;
-      for (size_t i = 0; i < spec.data_inputs.size(); ++i) {
-        MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "data.inputs[" + std::to_string(i) + "]", spec.data_inputs[i]));
-        inputs.push_back(p);
+    if (auto* phase = tbl["job"]["phase"].as_string(); phase && phase->get() == "rl") {
+      // GRPO: one trainer actor; its input paths made absolute for the worker.
+      MARIANA_ASSIGN_OR_RETURN(rl::RlSpec spec, rl::rl_spec_load(path, sets));
+      MARIANA_RETURN_IF_ERROR(set_input_paths(tbl, path,
+                                              {{"model.init_from", spec.init_from},
+                                               {"model.reference", spec.reference},
+                                               {"task.dataset", spec.dataset},
+                                               {"task.eval_dataset", spec.eval_dataset}}));
+    } else {
+      MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
+      out.ranks = spec.world();
+      MARIANA_RETURN_IF_ERROR(set_input_paths(tbl, path,
+                                              {{"model.config", spec.model_config},
+                                               {"model.init_from", spec.init_from},
+                                               {"tokenizer.path", spec.tokenizer},
+                                               {"data.chat", spec.data_chat},
+                                               {"data.preferences", spec.data_preferences}}));
+      if (!spec.data_inputs.empty()) {
+        toml::array inputs;
+        for (size_t i = 0; i < spec.data_inputs.size(); ++i) {
+          MARIANA_ASSIGN_OR_RETURN(auto p, input_path(path, "data.inputs[" + std::to_string(i) + "]", spec.data_inputs[i]));
+          inputs.push_back(p);
+        }
+        if (!tbl.contains("data")) tbl.insert_or_assign("data", toml::table{});
+        tbl["data"].as_table()->insert_or_assign("inputs", inputs);
       }
-      if (!tbl.contains("data")) tbl.insert_or_assign("data", toml::table{});
-      tbl["data"].as_table()->insert_or_assign("inputs", inputs);
     }
   }
   std::ostringstream text;

@@ -588,7 +588,7 @@ int jobs(int argc, char** argv) {
     if (!doc.ok()) return report(doc.status());
     return print_or(r.value(), doc.value(), [&] {
       auto& j = doc.value();
-      if (sub == "metrics" && str(j, "kind") != "actors") {  // a training job: pretrain, extend, sft, rm
+      if (sub == "metrics" && str(j, "kind") != "actors") {  // a training job: pretrain, extend, sft, rm, rl
         std::vector<std::vector<std::string>> rows;
         auto num = [](const nlohmann::json& p, const char* k, const char* f) {
           char buf[32];

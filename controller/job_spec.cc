@@ -30,14 +30,19 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   ActorJobSpec s;
   MARIANA_ASSIGN_OR_RETURN(auto job, f.get_object("job"));
   MARIANA_ASSIGN_OR_RETURN(s.kind, job.get_string_or("phase", "pretrain"));
-  if (s.kind == "rl")
-    return Unimplemented(path + ": field 'job.phase': phase \"rl\" does not run on the cluster yet (use mariana train)");
   if (!job_kind_training(s.kind))
     return InvalidArgument(path + ": field 'job.phase': unknown phase \"" + s.kind +
-                           "\" (known: pretrain, extend, sft, rm)");
+                           "\" (known: pretrain, extend, sft, rm, rl)");
   MARIANA_ASSIGN_OR_RETURN(s.name, job.get_string_or("name", ""));
   s.steps = kTrainDefaultSteps;
-  if (f.has("train")) {
+  if (s.kind == "rl") {  // steps: GRPO iterations (rl/grpo.cc's default 40)
+    s.steps = 40;
+    if (f.has("grpo")) {
+      MARIANA_ASSIGN_OR_RETURN(auto grpo, f.get_object("grpo"));
+      MARIANA_ASSIGN_OR_RETURN(s.steps, grpo.get_int_or("iterations", 40));
+    }
+    if (s.steps < 1) return InvalidArgument(path + ": field 'grpo.iterations': expected a positive count");
+  } else if (f.has("train")) {
     MARIANA_ASSIGN_OR_RETURN(auto train, f.get_object("train"));
     MARIANA_ASSIGN_OR_RETURN(s.steps, train.get_int_or("steps", kTrainDefaultSteps));
   }
@@ -73,7 +78,7 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   if (!f.has("kind") && f.has("job")) return training_spec_parse(f, path);
   if (!f.has("kind"))
     return InvalidArgument(path + ": field 'kind': missing (an actor job sets kind = \"actors\"; a training job "
-                                  "sets [job] phase = \"pretrain\", \"extend\", \"sft\" or \"rm\")");
+                                  "sets [job] phase = \"pretrain\", \"extend\", \"sft\", \"rm\" or \"rl\")");
   MARIANA_ASSIGN_OR_RETURN(s.kind, f.get_string("kind"));
   if (s.kind == "pretrain" || s.kind == "extend" || s.kind == "sft" || s.kind == "rl")
     return InvalidArgument(path + ": field 'kind': a training job names its phase in [job] phase = \"" + s.kind +

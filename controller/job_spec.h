@@ -50,14 +50,15 @@
 
 namespace mariana::controller {
 
-// The kinds one trainer actor runs (train_run, sft_train_run, rm_train_run).
+// The kinds one trainer actor runs (train_run, sft_train_run, rm_train_run, grpo_run). An rl job's
+// "steps" are its GRPO iterations.
 inline bool job_kind_training(const std::string& kind) {
-  return kind == "pretrain" || kind == "extend" || kind == "sft" || kind == "rm";
+  return kind == "pretrain" || kind == "extend" || kind == "sft" || kind == "rm" || kind == "rl";
 }
 
 struct ActorJobSpec {
   std::string name;
-  std::string kind;  // "actors", "pretrain", "extend", "sft", "rm"
+  std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl"
   bool training() const { return job_kind_training(kind); }
   std::string actor_class;
   int64_t count = 1;

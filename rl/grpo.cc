@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -376,7 +377,13 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   // --resume: the newest valid checkpoint of the run, if any (none: a fresh start).
   std::string resume_dir;
   RlResumeState at;
-  if (o.resume) {
+  if (o.resume && !o.resume_from.empty() && checkpoint_manifest_verify(o.resume_from).ok()) {
+    resume_dir = o.resume_from;
+    MARIANA_ASSIGN_OR_RETURN(at, rl_state_read(resume_dir));
+  } else if (o.resume) {
+    if (!o.resume_from.empty())
+      std::fprintf(stderr, "warning: %s does not verify; resuming from the newest valid checkpoint\n",
+                   o.resume_from.c_str());
     auto last = latest_valid_checkpoint(o.run_dir);
     if (last.ok()) {
       resume_dir = last.value();
@@ -438,7 +445,8 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
   const fs::path metrics_path = fs::path(o.run_dir) / "metrics.jsonl";
   if (!resume_dir.empty()) MARIANA_RETURN_IF_ERROR(metrics_truncate(metrics_path.string(), at.iteration, "iteration"));
-  std::ofstream metrics(metrics_path, resume_dir.empty() ? std::ios::trunc : std::ios::app);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(
+      std::fopen(metrics_path.c_str(), resume_dir.empty() ? "w" : "a"), &std::fclose);
   if (!metrics) return Unavailable(metrics_path.string() + ": cannot open for writing");
 
   LearnerParams learner;
@@ -489,6 +497,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                   (long long)at.iteration);
   }
 
+  if (o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
   int64_t policy_version = at.policy_version;
   int64_t prompt_position = at.prompt_position;  // prompts of the stream drawn so far
   InferenceEngine<float> engine(policy);
@@ -596,8 +605,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       MARIANA_ASSIGN_OR_RETURN(m.eval_accuracy, held_out_accuracy());
       if (last) sum.eval_after = m.eval_accuracy;
     }
-    metrics << metrics_json(m).dump() << "\n";
-    metrics.flush();
+    const std::string line = metrics_json(m).dump();
+    std::fputs((line + "\n").c_str(), metrics.get());
+    std::fflush(metrics.get());
+    if (o.on_metrics_line) o.on_metrics_line(line);
     if (!o.quiet) {
       std::string ps;
       for (const auto& [k, v] : m.reward_parts) ps += (ps.empty() ? "" : ", ") + k + " " + std::to_string(v).substr(0, 5);
@@ -627,8 +638,11 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                               {"init_from", init_dir},
                               {"reference", ref_dir},
                               {"job", s.source}};
+      // Every iteration up to the checkpoint is on disk before it (a resumed run re-reports them).
+      if (::fsync(::fileno(metrics.get())) != 0) return Unavailable(metrics_path.string() + ": fsync failed");
       MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, adam, tok_json, state, s.keep_last,
                                                   &sum.final_checkpoint));
+      if (o.on_checkpoint) o.on_checkpoint(it + 1, sum.final_checkpoint);
     }
     if (sum.interrupted) break;
   }

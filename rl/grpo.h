@@ -87,6 +87,15 @@ struct RlOptions {
   // is cut back to iteration N, so the run goes on exactly as if never stopped (bit for bit). With
   // no checkpoint it starts fresh.
   bool resume = false;
+  // With resume: this checkpoint (the controller's last registered one) when its manifest
+  // verifies, else the newest valid one, as TrainOptions::resume_from.
+  std::string resume_from;
+  // Before the first iteration: the iteration resumed from (0 fresh), its checkpoint, the total.
+  std::function<void(int64_t iteration, const std::string& checkpoint, int64_t total)> on_start;
+  // Each iteration's metrics.jsonl line (one JSON object, no newline), just before on_iteration.
+  std::function<void(const std::string& line)> on_metrics_line;
+  // After each checkpoint is written (atomically, manifest included).
+  std::function<void(int64_t iteration, const std::string& checkpoint)> on_checkpoint;
   // Set (by a signal handler): the iteration in progress finishes, a checkpoint is written, the run
   // returns with RlSummary::interrupted.
   const std::atomic<bool>* interrupt = nullptr;

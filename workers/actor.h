@@ -81,7 +81,7 @@ class ActorRegistry {
 // "counter": step(StepArgs) sleeps sleepMs and returns the number of steps done (Int64Value);
 //            add(Int64Value) / get() on a running total; fail() returns an error.
 // "echo":    echo(any bytes) returns them; noop() returns nothing.
-// "trainer": start(TrainerStart) runs a pretrain, extend, sft or rm job on a thread of its own, reporting
+// "trainer": start(TrainerStart) runs a pretrain, extend, sft, rm or rl job on a thread of its own, reporting
 //            started / step / checkpoint / done / failed events (trainer_actor.cc).
 const ActorRegistry& builtin_actor_registry();
 

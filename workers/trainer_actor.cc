@@ -1,5 +1,5 @@
 // The "trainer" actor class: runs a `pretrain`, `extend`, `sft` or `rm` job (train/trainer.h,
-// sft/) inside a worker.
+// sft/) or an `rl` job (GRPO, rl/grpo.h; its iterations are the job's steps) inside a worker.
 // start(TrainerStart) parses the spec and runs train_run on a thread of its own, so the worker's
 // thread keeps heartbeating and serving calls; every step's metrics, every checkpoint written, and
 // the end (done or failed) become ActorEvents the worker reports to the controller. A restarted
@@ -19,7 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/store.h"
+#include "core/toml_util.h"
 #include "proto/wire.h"
+#include "rl/grpo.h"
 #include "sft/reward_model.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
@@ -34,6 +36,14 @@ namespace mariana::workers {
 namespace {
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+// [job] phase of a job file's text ("" when it has none or does not parse: the parser then says why).
+std::string job_phase_of(const std::string& toml_text) {
+  auto tbl = toml_parse(toml_text, "job");
+  if (!tbl.ok()) return "";
+  auto* phase = tbl.value()["job"]["phase"].as_string();
+  return phase ? phase->get() : "";
+}
 
 // Each rank has published its node; rank 0 prints where every rank runs and warns when the ep ranks'
 // real nodes do not follow [parallel] nodes (node-limited routing limits tokens by the declared
@@ -94,6 +104,10 @@ class Trainer final : public Actor {
       return FailedPrecondition("trainer: already running job " + job_id_ + ", cannot start " + job_id);
     }
     const std::string path = text(a.get().getSpecPath());
+    if (job_phase_of(text(a.get().getSpecToml())) == "rl") {
+      MARIANA_RETURN_IF_ERROR(start_rl(a.get(), job_id, path));
+      return std::string();
+    }
     MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_parse(text(a.get().getSpecToml()), path, {}));
     if (text(a.get().getRunDir()).empty()) return InvalidArgument("trainer.start: empty run directory");
     TrainOptions opt;
@@ -120,25 +134,7 @@ class Trainer final : public Actor {
     }
     const bool lead = rank == 0;  // reports for the gang
     if (!lead) opt.quiet = true;
-    // Resuming past the last step the controller holds (its registered checkpoint was pruned while
-    // it was down, then this worker's predecessor died with the reports it had queued): re-report
-    // the steps in between from metrics.jsonl first, so every step reaches the controller.
-    const int64_t recorded = a.get().getRecordedStep();
-    opt.on_start = [this, recorded, run_dir = opt.run_dir](int64_t step, const std::string& ckpt, int64_t total) {
-      if (step > recorded) {
-        auto lines = metrics_lines_read(run_dir + "/metrics.jsonl", recorded, step);
-        const size_t n = lines.ok() ? lines.value().size() : 0;
-        if (n != static_cast<size_t>(step - recorded))
-          std::fprintf(stderr, "trainer: warning: metrics.jsonl has %zu of the %lld steps %lld..%lld to re-report\n", n,
-                       (long long)(step - recorded), (long long)recorded + 1, (long long)step);
-        else if (n > 0)
-          std::printf("trainer: re-reporting steps %lld..%lld from metrics.jsonl\n", (long long)recorded + 1,
-                      (long long)step);
-        if (lines.ok())
-          for (auto& [s, line] : lines.value()) push({"step", s, line, "", ""});
-      }
-      push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
-    };
+    opt.on_start = started_reporter(a.get().getRecordedStep(), opt.run_dir);
     // The step's metrics: its metrics.jsonl line (written on the training thread, just before on_step).
     auto line = std::make_shared<std::string>();
     opt.on_metrics_line = [line](const std::string& l) { *line = l; };
@@ -194,6 +190,70 @@ class Trainer final : public Actor {
       push({"done", s.steps_done, summary.dump(), s.final_checkpoint, ""});
     });
     return std::string();
+  }
+
+  // An rl job: grpo_run on the training thread, its iterations reported as steps.
+  Status start_rl(proto::TrainerStart::Reader a, const std::string& job_id, const std::string& path) {
+    MARIANA_ASSIGN_OR_RETURN(rl::RlSpec spec, rl::rl_spec_parse(text(a.getSpecToml()), path, {}));
+    if (std::max<int64_t>(1, a.getWorld()) != 1) return InvalidArgument("trainer.start: an rl job runs on one rank");
+    if (text(a.getRunDir()).empty()) return InvalidArgument("trainer.start: empty run directory");
+    rl::RlOptions opt;
+    opt.spec = std::move(spec);
+    opt.run_dir = text(a.getRunDir());
+    opt.resume_from = text(a.getResumeFrom());
+    opt.resume = !opt.resume_from.empty();
+    opt.on_start = started_reporter(a.getRecordedStep(), opt.run_dir);
+    auto line = std::make_shared<std::string>();
+    opt.on_metrics_line = [line](const std::string& l) { *line = l; };
+    opt.on_iteration = [this, line](const rl::RlIterationMetrics& m) { push({"step", m.iteration, *line, "", ""}); };
+    opt.on_checkpoint = [this](int64_t it, const std::string& dir) { push({"checkpoint", it, "", dir, ""}); };
+    job_id_ = job_id;
+    std::printf("trainer: job %s, phase rl, %lld iterations, run dir %s%s%s\n", job_id.c_str(),
+                (long long)opt.spec.iterations, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
+                opt.resume_from.c_str());
+    std::fflush(stdout);
+    thread_ = std::thread([this, opt = std::move(opt)]() {
+      auto res = rl::grpo_run(opt);
+      if (!res.ok()) {
+        std::fprintf(stderr, "trainer: job %s failed: %s\n", job_id_.c_str(), res.status().to_string().c_str());
+        push({"failed", 0, "", "", res.status().to_string()});
+        return;
+      }
+      const rl::RlSummary& s = res.value();
+      const int64_t done = std::max(s.iterations, s.resumed_from);
+      nlohmann::ordered_json summary = {{"iterations", done},
+                                        {"resumed_from", s.resumed_from},
+                                        {"eval_before", s.eval_before},
+                                        {"eval_after", s.eval_after},
+                                        {"final_checkpoint", s.final_checkpoint}};
+      std::printf("trainer: job %s done at iteration %lld, final checkpoint %s\n", job_id_.c_str(), (long long)done,
+                  s.final_checkpoint.c_str());
+      std::fflush(stdout);
+      push({"done", done, summary.dump(), s.final_checkpoint, ""});
+    });
+    return Status::Ok();
+  }
+
+  // The started event, after re-reporting the steps between the last one the controller holds
+  // (`recorded`) and the one the run resumes from, from the run's metrics.jsonl: a checkpoint
+  // registered while the controller was down, then a predecessor that died with its reports
+  // queued, would otherwise leave a gap in the job's metrics.
+  std::function<void(int64_t, const std::string&, int64_t)> started_reporter(int64_t recorded, std::string run_dir) {
+    return [this, recorded, run_dir = std::move(run_dir)](int64_t step, const std::string& ckpt, int64_t total) {
+      if (step > recorded) {
+        auto lines = metrics_lines_read(run_dir + "/metrics.jsonl", recorded, step);
+        const size_t n = lines.ok() ? lines.value().size() : 0;
+        if (n != static_cast<size_t>(step - recorded))
+          std::fprintf(stderr, "trainer: warning: metrics.jsonl has %zu of the %lld steps %lld..%lld to re-report\n", n,
+                       (long long)(step - recorded), (long long)recorded + 1, (long long)step);
+        else if (n > 0)
+          std::printf("trainer: re-reporting steps %lld..%lld from metrics.jsonl\n", (long long)recorded + 1,
+                      (long long)step);
+        if (lines.ok())
+          for (auto& [s, line] : lines.value()) push({"step", s, line, "", ""});
+      }
+      push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
+    };
   }
 
   std::vector<ActorEvent> take_events() override {

@@ -73,8 +73,12 @@ TEST(JobSpec, ErrorsNameTheField) {
   EXPECT_NE(train.status().message().find("[job] phase"), std::string::npos) << train.status().message();
   auto missing = job_spec_parse("name = \"x\"\n", "j.toml");
   EXPECT_NE(missing.status().message().find("field 'kind': missing"), std::string::npos);
-  auto rl = job_spec_parse("[job]\nphase = \"rl\"\n", "j.toml");
-  EXPECT_EQ(rl.status().code(), StatusCode::kUnimplemented);
+  auto rl = job_spec_parse("[job]\nphase = \"rl\"\n[grpo]\niterations = 7\n", "j.toml");
+  ASSERT_TRUE(rl.ok()) << rl.status().to_string();
+  EXPECT_TRUE(rl.value().training());
+  EXPECT_EQ(rl.value().steps, 7);  // an rl job's steps are its GRPO iterations
+  auto rl_bad = job_spec_parse("[job]\nphase = \"rl\"\n[grpo]\niterations = 0\n", "j.toml");
+  EXPECT_NE(rl_bad.status().message().find("grpo.iterations"), std::string::npos) << rl_bad.status().to_string();
   auto sft = job_spec_parse("[job]\nphase = \"sft\"\n", "j.toml");
   EXPECT_TRUE(sft.ok() && sft.value().training());
   auto phase = job_spec_parse("[job]\nphase = \"pretrian\"\n", "j.toml");

@@ -209,9 +209,14 @@ TEST(TrainJob, BadTrainingSpecsAreRefusedAtSubmitNamingTheField) {
   auto phase = run_mariana("submit " + c.write_job("p", "[job]\nphase = \"pretrian\"\n") + " " + c.client());
   EXPECT_EQ(phase.exit_code, 2) << phase.out;
   EXPECT_NE(phase.out.find("job.phase"), std::string::npos) << phase.out;
-  auto rl = run_mariana("submit " + std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml " + c.client());
-  EXPECT_NE(rl.exit_code, 0) << rl.out;
-  EXPECT_NE(rl.out.find("do not run on the cluster yet"), std::string::npos) << rl.out;
+  auto rl = run_mariana("submit " + std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml " +
+                        "--set model.init_from=/nonexistent/run --set rl.max_sample_rounds=0 " + c.client());
+  EXPECT_EQ(rl.exit_code, 2) << rl.out;
+  EXPECT_NE(rl.out.find("rl.max_sample_rounds"), std::string::npos) << rl.out;
+  auto rl_path = run_mariana("submit " + std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml " +
+                             "--set model.init_from=/nonexistent/run " + c.client());
+  EXPECT_EQ(rl_path.exit_code, 2) << rl_path.out;
+  EXPECT_NE(rl_path.out.find("model.init_from"), std::string::npos) << rl_path.out;
 }
 
 }  // namespace

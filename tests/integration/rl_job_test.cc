@@ -1,0 +1,119 @@
+// A GRPO (rl) job on a real loopback cluster: configs/jobs/rl-tiny.toml, made short with --set,
+// runs inside a trainer actor whose worker is kill -9ed at a random iteration; the actor restarts,
+// resumes from the last registered iter-N checkpoint (policy, AdamW moments, prompt position,
+// version), and the job ends bit for bit where an uninterrupted `mariana train` run of the same
+// spec ends: final weights, moments and every iteration's metrics (timings aside), each iteration
+// on the controller once.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <future>
+#include <random>
+#include <sstream>
+
+#include "tests/integration/train_job_util.h"
+#include "tests/train/checkpoint_files.h"
+
+namespace mariana::integration {
+namespace {
+
+constexpr int kIterations = 40;
+
+// The metrics lines of a run directory without their wall-clock timings.
+std::vector<std::string> rl_metrics(const std::string& run_dir) {
+  std::vector<std::string> out;
+  auto text = read_file(run_dir + "/metrics.jsonl");
+  if (!text.ok()) return out;
+  std::istringstream in(text.value());
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object()) continue;
+    j.erase("rollout_s");
+    j.erase("learn_s");
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
+TEST(RlJob, Kill9OfTheLearnerResumesBitForBit) {
+  Cluster c;
+  // The policy and a different reference (the KL term then moves the weights): two checkpoints of
+  // a 4-step pretraining run.
+  const std::string pre = c.dir() + "/pre";
+  auto made = run_mariana("train " + pretrain_job_file() + " " + pretrain_sets(4, 2) + " --run-dir " + pre + " --quiet",
+                          60);
+  ASSERT_EQ(made.exit_code, 0) << made.out;
+  const std::string sets = "--set model.init_from=" + pre + "/checkpoints/" + step_dir(4) +
+                           " --set model.reference=" + pre + "/checkpoints/" + step_dir(2) +
+                           " --set rollout.prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=48"
+                           " --set grpo.iterations=" + std::to_string(kIterations) +
+                           " --set grpo.kl_beta=0.5 --set grpo.lr=1e-2 --set train.checkpoint_every=3"
+                           " --set train.keep_last=2 --set eval.problems=2 --set eval.max_new_tokens=4"
+                           " --set train.threads=1";
+  const std::string job_file = std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml";
+  const std::string ref_dir = c.dir() + "/ref";
+  auto ref = std::async(std::launch::async,
+                        [&] { return run_mariana("train " + job_file + " " + sets + " --run-dir " + ref_dir + " --quiet", 120); });
+  c.start_controller();
+  c.start_agent("n1", 2);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(job_file, sets);
+  ASSERT_EQ(job, "job-1");
+
+  std::mt19937 rng(std::random_device{}());
+  const int kill_at = std::uniform_int_distribution<int>(1, kIterations / 2)(rng);
+  std::fprintf(stderr, "killing the learner's worker at iteration >= %d\n", kill_at);
+  int victim = 0, killed_at = -1, registered_at_kill = 0;
+  std::string actor_id;
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("state", "") != "RUNNING" || j.value("step", 0) < kill_at) return false;
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") {
+            victim = a.value("pid", 0);
+            actor_id = a.value("id", "");
+            killed_at = j.value("step", 0);
+            registered_at_kill = j.value("last_checkpoint_step", 0);
+          }
+        return victim > 0;
+      },
+      90))
+      << "the job did not reach iteration " << kill_at << ": " << c.job(job).dump();
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  ASSERT_LT(killed_at, kIterations) << "the job ended before the kill";
+  std::fprintf(stderr, "killed pid %d at iteration %d\n", victim, killed_at);
+
+  EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto a = c.query("actors show " + actor_id);
+  ASSERT_TRUE(a.is_object());
+  EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
+
+  // The controller: kind rl, one metric point per iteration, the final iteration's checkpoint.
+  auto j = c.job(job);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.value("kind", ""), "rl");
+  EXPECT_EQ(j.value("metric_points", 0), kIterations) << j.dump();
+  EXPECT_EQ(j["last_metrics"].value("step", 0), kIterations) << j.dump();
+  const std::string final_ckpt = j["checkpoint_paths"].back().get<std::string>();
+  EXPECT_EQ(std::filesystem::path(final_ckpt).filename().string(), "iter-000040");
+
+  // Bit for bit: weights and moments of the final checkpoint, and every iteration's metrics.
+  const std::string run_dir = c.state_dir() + "/runs/" + job;
+  EXPECT_EQ(testing_util::checkpoint_difference(final_ckpt, ref_dir + "/checkpoints/iter-000040"), "")
+      << "the final checkpoint differs from the uninterrupted run's";
+  const auto mine = rl_metrics(run_dir), theirs = rl_metrics(ref_dir);
+  EXPECT_EQ(mine.size(), static_cast<size_t>(kIterations));
+  EXPECT_EQ(mine, theirs);
+  // The new incarnation resumed from a registered checkpoint when there was one (else from scratch).
+  auto log = read_file(c.dir() + "/logs-n1/" + actor_id + "-1.out");
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  if (registered_at_kill > 0)
+    EXPECT_NE(log.value().find("resuming from " + run_dir + "/checkpoints/iter-"), std::string::npos) << log.value();
+}
+
+}  // namespace
+}  // namespace mariana::integration
