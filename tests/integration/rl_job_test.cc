@@ -64,26 +64,13 @@ TEST(RlJob, Kill9OfTheLearnerResumesBitForBit) {
   std::mt19937 rng(std::random_device{}());
   const int kill_at = std::uniform_int_distribution<int>(1, kIterations / 2)(rng);
   std::fprintf(stderr, "killing the learner's worker at iteration >= %d\n", kill_at);
-  int victim = 0, killed_at = -1, registered_at_kill = 0;
-  std::string actor_id;
-  ASSERT_TRUE(Cluster::wait_for(
-      [&] {
-        auto j = c.job(job);
-        if (!j.is_object() || j.value("state", "") != "RUNNING" || j.value("step", 0) < kill_at) return false;
-        for (auto& a : c.query("actors list"))
-          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") {
-            victim = a.value("pid", 0);
-            actor_id = a.value("id", "");
-            killed_at = j.value("step", 0);
-            registered_at_kill = j.value("last_checkpoint_step", 0);
-          }
-        return victim > 0;
-      },
-      90))
-      << "the job did not reach iteration " << kill_at << ": " << c.job(job).dump();
-  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  const RunningActor victim = wait_for_running_actor(c, job, kill_at);
+  ASSERT_GT(victim.pid, 0) << "the job did not reach iteration " << kill_at << ": " << c.job(job).dump();
+  const int killed_at = victim.step, registered_at_kill = victim.registered;
+  const std::string actor_id = victim.id;
+  ASSERT_EQ(::kill(victim.pid, SIGKILL), 0);
   ASSERT_LT(killed_at, kIterations) << "the job ended before the kill";
-  std::fprintf(stderr, "killed pid %d at iteration %d\n", victim, killed_at);
+  std::fprintf(stderr, "killed pid %d at iteration %d\n", victim.pid, killed_at);
 
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   auto r = ref.get();

@@ -71,6 +71,32 @@ inline int newest_checkpoint_on_disk(const std::string& run_dir) {
   return newest;
 }
 
+// A job's ALIVE actor found once the job is RUNNING at step `min_step` or later: its pid and id,
+// the job's step then and its last registered checkpoint step; pid 0 if not seen within `seconds`.
+struct RunningActor {
+  int pid = 0;
+  std::string id;
+  int step = -1, registered = 0;
+};
+inline RunningActor wait_for_running_actor(Cluster& c, const std::string& job, int min_step, double seconds = 90) {
+  RunningActor out;
+  Cluster::wait_for(
+      [&] {
+        auto j = c.job(job);
+        if (!j.is_object() || j.value("state", "") != "RUNNING" || j.value("step", 0) < min_step) return false;
+        for (auto& a : c.query("actors list"))
+          if (a.value("job_id", "") == job && a.value("state", "") == "ALIVE") {
+            out.pid = a.value("pid", 0);
+            out.id = a.value("id", "");
+            out.step = j.value("step", 0);
+            out.registered = j.value("last_checkpoint_step", 0);
+          }
+        return out.pid > 0;
+      },
+      seconds);
+  return out;
+}
+
 // The finished cluster job equals the reference run: its step, exactly one metric point per step
 // with the reference's loss, and byte-identical final weights.
 inline void expect_job_equals_reference(Cluster& c, const std::string& job, const std::string& ref_dir, int steps) {
