@@ -126,7 +126,7 @@ Result<Metrics> parse_metrics(const std::string& text, const std::string& path) 
       return parsed.status();
     }
     const nlohmann::json& j = parsed.value().json();
-    if (m.x_field.empty()) m.x_field = j.contains("iteration") && !j.contains("step") ? "iteration" : "step";
+    if (m.x_field.empty()) m.x_field = j.contains("iteration") ? "iteration" : "step";  // GRPO lines may hold a step too
     auto x = j.find(m.x_field);
     if (x == j.end())
       return InvalidArgument(where + ": missing field '" + m.x_field + "' (each line of a training run's metrics.jsonl " +

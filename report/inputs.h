@@ -30,7 +30,7 @@ struct Metrics {
 };
 
 // Parses the text of a metrics.jsonl; `path` names it in errors ("PATH:LINE: ..."). Each line must
-// be a JSON object with an integer "step" or, when the first line has one, "iteration"; the fields
+// be a JSON object with an integer "iteration" when the first line has one (GRPO), else "step"; the fields
 // that the report plots must be numbers or null, and max_vio / reward_parts objects of them. Blank
 // lines are skipped; a last line without its newline that is not JSON (a writer killed mid-line) is
 // dropped with a warning in `torn`.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 namespace mariana::report {
 
@@ -76,6 +77,13 @@ std::vector<std::string> run_row(const RunData& r) {
   return {r.label, phase, progress, last, eval, r.checkpoint.empty() ? "(none)" : r.checkpoint};
 }
 
+// The name of a run in its charts' titles: its directory's name with the phase, or the phase
+// alone when the directory is named after it ("pipeline-sft-clean (sft)", "pretrain").
+std::string run_name(const RunData& r) {
+  const std::string base = std::filesystem::path(r.label).filename().string();
+  return base.empty() || base == r.phase ? r.phase : base + " (" + r.phase + ")";
+}
+
 std::string figure(const std::string& svg, const std::string& caption = "") {
   return "<figure>\n" + svg + (caption.empty() ? "" : "<figcaption>" + esc(caption) + "</figcaption>\n") +
          "</figure>\n";
@@ -109,6 +117,7 @@ const std::vector<ChartSpec>& rl_charts() {
       {"entropy", "nats per token", YScale::kLinear, {"entropy"}, "", ""},
       {"response length", "tokens", YScale::kLinear, {"response_len"}, "", ""},
       {"zero-variance groups", "groups", YScale::kLinear, {"zero_variance_groups"}, "", ""},
+      {"dynamic sampling", "per iteration", YScale::kLinear, {"prompts_sampled", "dropped_groups", "sample_rounds"}, "", ""},
       {"staleness", "policy versions", YScale::kLinear, {}, "", "stale"},
   };
   return k;
@@ -205,7 +214,7 @@ std::string report_html(const ReportInput& in, int* charts) {
       std::vector<Series> series = chart_series(spec, r.metrics);
       if (series.empty()) continue;
       ChartOptions o;
-      o.title = r.phase + ": " + spec.title;
+      o.title = run_name(r) + ": " + spec.title;
       o.x_label = r.metrics.x_field;
       o.y_label = spec.y_label;
       o.y_scale = spec.scale;

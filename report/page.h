@@ -2,7 +2,8 @@
 // script, no URL) summarising run directories: a table of the runs, the accuracy table, the
 // training loss of every phase side by side, then per run its charts — loss, LR, gradient norm,
 // MaxVio per MoE layer and throughput for training; reward, accuracy, KL, clip fraction, entropy,
-// response length, zero-variance groups and staleness for GRPO — and the passkey heatmaps.
+// response length, zero-variance groups, dynamic sampling and staleness for GRPO — and the passkey
+// heatmaps.
 #pragma once
 
 #include <optional>

@@ -70,8 +70,8 @@ TEST_F(ReportCli, WritesOnePageWithEveryChart) {
   // Training: loss, LR, gradient norm, MaxVio, throughput; GRPO: reward, accuracy, KL, clip
   // fraction, entropy, response length, zero-variance groups (no staleness field); the heatmap.
   EXPECT_EQ(count_of(html, "<svg"), 5 + 7 + 1);  // one training run: no loss-by-phase overview
-  for (const char* title : {"extend: loss", "extend: learning rate", "extend: gradient norm",
-                            "extend: MaxVio per MoE layer", "extend: throughput", "rl: reward", "rl: accuracy",
+  for (const char* title : {"ext (extend): loss", "ext (extend): learning rate", "ext (extend): gradient norm",
+                            "ext (extend): MaxVio per MoE layer", "ext (extend): throughput", "rl: reward", "rl: accuracy",
                             "rl: KL to the reference", "rl: clip fraction", "rl: entropy", "rl: response length",
                             "rl: zero-variance groups", "passkey retrieval accuracy"})
     EXPECT_NE(html.find("<title>" + std::string(title) + "</title>"), std::string::npos) << title;
@@ -163,7 +163,7 @@ TEST_F(ReportCli, ReplacesAnOldReport) {
 }
 
 // A real run: 6 steps of the tiny model (well under a second), a passkey grid from `mariana eval`
-// saved beside it, then the report.
+// saved beside it (and its --svg heatmap), then the report.
 TEST_F(ReportCli, RealTrainingRun) {
   const auto t = run_mariana("train " + src("configs/jobs/pretrain-tiny.toml") + " --run-dir " + p("run") +
                              " --quiet --set train.steps=6 --set data.documents=150 --set train.seq_len=32"
@@ -171,15 +171,22 @@ TEST_F(ReportCli, RealTrainingRun) {
                              " --set optimizer.warmup_steps=2 --set eval.every=3 --set train.checkpoint_every=3");
   ASSERT_EQ(t.code, 0) << t.out;
   const auto e = run_mariana("eval --task passkey --checkpoint " + p("run") +
-                                 " --lengths 16,32 --depths 0,1 --samples 1 --threads 1 --json > " + p("run/passkey.json"),
+                                 " --lengths 16,32 --depths 0,1 --samples 1 --threads 1 --json --svg " + p("pk.svg") +
+                                 " > " + p("run/passkey.json"),
                              false);
   ASSERT_EQ(e.code, 0) << e.out;
+  // eval's own heatmap, a file of its own: the same drawing with the xmlns a .svg file needs.
+  const std::string svg = slurp(p("pk.svg"));
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u) << svg.substr(0, 200);
+  EXPECT_NE(svg.find(">passkey depth</text>"), std::string::npos);
+  EXPECT_EQ(count_of(svg, "<rect"), 1 + 2 * 2);
   const auto r = run_mariana("report " + p("run") + " --out " + p("out.html"));
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string html = slurp(p("out.html"));
   EXPECT_EQ(count_of(html, "<svg"), 5 + 1);
   EXPECT_NE(html.find("pretrain (from checkpoints/step-00000006/trainer_state.json)"), std::string::npos);
   EXPECT_NE(html.find("<td>6/6 steps</td>"), std::string::npos);
+  EXPECT_NE(html.find("<title>run (pretrain): loss</title>"), std::string::npos);
   EXPECT_NE(html.find(">val_loss</text>"), std::string::npos);  // the loss chart's legend
   EXPECT_NE(html.find(">layer 3</text>"), std::string::npos);   // tiny: MoE layers 1..3
   EXPECT_EQ(html.find("http://"), std::string::npos);

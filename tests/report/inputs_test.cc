@@ -77,6 +77,18 @@ TEST(ParseMetrics, GrpoLinesByIteration) {
   EXPECT_THAT(xs(*m, "eval_accuracy"), ElementsAre(2));
 }
 
+TEST(ParseMetrics, IterationWinsOverAStepInGrpoLines) {
+  auto m = parse_metrics(R"({"iteration":1,"step":1,"reward":0.5})"
+                         "\n"
+                         R"({"iteration":2,"step":1,"reward":0.7})"
+                         "\n",
+                         "rl/metrics.jsonl");
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->x_field, "iteration");
+  EXPECT_THAT(xs(*m, "reward"), ElementsAre(1, 2));
+  EXPECT_EQ(m->last_x, 2);
+}
+
 TEST(ParseMetrics, EmptyFileHasNoLines) {
   auto m = parse_metrics("", "run/metrics.jsonl");
   ASSERT_TRUE(m.ok());

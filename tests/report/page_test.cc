@@ -54,6 +54,11 @@ TEST(ChartSeries, FieldsThenGroupInNumericOrder) {
   EXPECT_THAT(names(chart_series(rl_charts()[1], rl.metrics)), ElementsAre("accuracy", "eval_accuracy"));
   EXPECT_THAT(names(chart_series(rl_charts().back(), rl.metrics)), ElementsAre("staleness"));
   EXPECT_TRUE(chart_series(rl_charts()[0], r.metrics).empty());
+  const RunData dyn = run("d", "rl", R"({"iteration":1,"step":1,"dropped_groups":5,"prompts_sampled":64,"sample_rounds":4})"
+                                     "\n");
+  const ChartSpec& sampling = rl_charts()[rl_charts().size() - 2];
+  EXPECT_EQ(sampling.title, "dynamic sampling");
+  EXPECT_THAT(names(chart_series(sampling, dyn.metrics)), ElementsAre("prompts_sampled", "dropped_groups", "sample_rounds"));
 }
 
 TEST(ReportHtml, ChartsOfEveryRunTablesAndHeatmaps) {
