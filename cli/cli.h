@@ -46,6 +46,7 @@ int bench_main(int argc, char** argv);  // mariana bench model
 int tokenizer_main(int argc, char** argv);  // mariana tokenizer train|encode|decode
 int train_main(int argc, char** argv);  // mariana train JOB.toml
 int eval_main(int argc, char** argv);   // mariana eval --task passkey|arithmetic
+int report_main(int argc, char** argv); // mariana report RUN... --out F.html (report_commands.cc)
 int generate_main(int argc, char** argv);  // mariana generate
 int data_main(int argc, char** argv);   // mariana data prepare|gen
 // Control plane (cluster_commands.cc, bench_actors.cc).

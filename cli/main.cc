@@ -105,6 +105,7 @@ constexpr UsageLine kUsage[] = {
     {"generate", "", "--checkpoint DIR (--prompt T | --input F.jsonl) [--chat] [--speculative] [--json]"},
     {"reward", "score", "--scorer math|math_verify|format|code|model [--input F.jsonl] [--timeout-s S --memory-mb M]"},
     {"eval", "", "--task passkey|arithmetic --checkpoint DIR [--lengths L,... --depths D,...] [--json] [--svg F]"},
+    {"report", "", "RUN... --out F.html [--accuracy F.txt] [--passkey F.json]... [--title T]   one HTML page of charts"},
     {"controller", "start", "--listen tcp://127.0.0.1:PORT --state-dir DIR [--metrics-port 7766] [--detach]"},
     {"controller", "stop", "--state-dir DIR [--timeout-s S]"},
     {"controller", "add-client", "--state-dir DIR --out CREDENTIALS [--name N]"},
@@ -172,6 +173,7 @@ int main(int argc, char** argv) {
   if (verb == "train") return mariana::cli::train_main(argc - 1, argv + 1);
   if (verb == "generate") return mariana::cli::generate_main(argc - 1, argv + 1);
   if (verb == "eval") return mariana::cli::eval_main(argc - 1, argv + 1);
+  if (verb == "report") return mariana::cli::report_main(argc - 1, argv + 1);
   if (verb == "controller") return mariana::cli::controller_main(argc - 1, argv + 1);
   if (verb == "agent") return mariana::cli::agent_main(argc - 1, argv + 1);
   if (verb == "worker") return mariana::cli::worker_main(argc - 1, argv + 1);

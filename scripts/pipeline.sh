@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: pretrain -> extend -> SFT -> GRPO on the tiny DeepSeek-V3 model, on the built-in
-# arithmetic task (1-2 digit + and -), then a table of held-out accuracy after each phase. The SFT
+# arithmetic task (1-2 digit + and -), then a table of held-out accuracy after each phase and an
+# HTML report of the runs (runs/pipeline-report.html, `mariana report`). The SFT
 # data comes from an imperfect teacher that forgets carries and borrows (configs/pipeline/3-sft.toml);
 # GRPO, rewarded by the true answer, undoes what SFT copied. A reference SFT run on a perfect
 # teacher ("sft-clean") shows what the slips cost.
@@ -34,3 +35,6 @@ last() { ls -d "$1"/checkpoints/*/ | sort | tail -1 | sed 's:/$::'; }
     printf "%-10s %-8s %-18s %s\n" "$name" "$fmt" "$acc" "$ck"
   done
 } | tee runs/pipeline-accuracy.txt
+# One HTML page of the five runs' curves and the table (inline SVG, opens offline).
+$BIN report runs/pipeline-pretrain runs/pipeline-extend runs/pipeline-sft-clean runs/pipeline-sft runs/pipeline-rl \
+  --accuracy runs/pipeline-accuracy.txt --title "Mariana pipeline" --out runs/pipeline-report.html

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "report/inputs.h"
 #include "train/corpora.h"
 
 namespace mariana {
@@ -149,50 +150,9 @@ nlohmann::ordered_json passkey_json(const PasskeyGrid& g) {
 }
 
 std::string passkey_svg(const PasskeyGrid& g, const std::string& title) {
-  const int cell = 48, left = 90, top = 50, nx = static_cast<int>(g.depths.size()), ny = static_cast<int>(g.lengths.size());
-  const int width = left + nx * cell + 30, height = top + ny * cell + 60;
-  std::string s;
-  char buf[512];
-  std::snprintf(buf, sizeof(buf),
-                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"14\">",
-                width, height, left);
-  s += buf;
-  for (char c : title) {
-    if (c == '<') s += "&lt;";
-    else if (c == '&') s += "&amp;";
-    else s += c;
-  }
-  s += "</text>\n";
-  for (int y = 0; y < ny; ++y) {
-    std::snprintf(buf, sizeof(buf), "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%lld</text>\n", left - 8,
-                  top + y * cell + cell / 2 + 4, (long long)g.lengths[y]);
-    s += buf;
-    for (int x = 0; x < nx; ++x) {
-      const double a = g.accuracy[y][x];
-      // Red (0) to green (1).
-      const int r = static_cast<int>(std::lround(220 * (1 - a) + 30 * a));
-      const int gg = static_cast<int>(std::lround(60 * (1 - a) + 170 * a));
-      const int b = static_cast<int>(std::lround(60 * (1 - a) + 80 * a));
-      std::snprintf(buf, sizeof(buf),
-                    "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,%d)\" stroke=\"white\"/>"
-                    "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"white\">%.2f</text>\n",
-                    left + x * cell, top + y * cell, cell, cell, r, gg, b, left + x * cell + cell / 2,
-                    top + y * cell + cell / 2 + 4, a);
-      s += buf;
-    }
-  }
-  for (int x = 0; x < nx; ++x) {
-    std::snprintf(buf, sizeof(buf), "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.2f</text>\n",
-                  left + x * cell + cell / 2, top + ny * cell + 18, g.depths[x]);
-    s += buf;
-  }
-  std::snprintf(buf, sizeof(buf),
-                "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">passkey depth</text>\n"
-                "<text x=\"14\" y=\"%d\" transform=\"rotate(-90 14 %d)\" text-anchor=\"middle\">context length (tokens)</text>\n</svg>\n",
-                left + nx * cell / 2, top + ny * cell + 40, top + ny * cell / 2, top + ny * cell / 2);
-  s += buf;
-  return s;
+  report::Heatmap h = report::passkey_heatmap(g.lengths, g.depths, g.accuracy, title);
+  h.standalone = true;  // a file of its own: with xmlns
+  return report::heatmap_svg(h);
 }
 
 }  // namespace mariana

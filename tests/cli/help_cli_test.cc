@@ -30,7 +30,7 @@ TEST(HelpCli, EveryListedCommandTakesHelp) {
     if (m[2].matched) commands.insert(m[1].str() + " " + m[2].str());
   }
   for (const char* expected : {"model init", "model info", "model logits", "tokenizer train", "data gen", "bench model",
-                               "bench decode", "bench actors", "bench comm", "train", "eval", "generate", "reward score",
+                               "bench decode", "bench actors", "bench comm", "train", "eval", "report", "generate", "reward score",
                                "controller start", "agent start", "submit", "jobs list", "status", "run", "top"})
     EXPECT_TRUE(commands.count(expected)) << "`mariana --help` does not list " << expected << "\n" << top.out;
   for (const std::string& c : commands) {
