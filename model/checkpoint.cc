@@ -337,9 +337,10 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
     config.num_nextn_predict_layers = 0;
   }
 
-  LoadedCheckpoint<F> out{Model<F>(config), CheckpointLayout{}};
+  LoadedCheckpoint<F> out{Model<F>(config, opt.shard), CheckpointLayout{}};
   Model<F>& model = out.model;
   const ParamTable& table = model.table();
+  const ParamTable full(config);  // names outside the shard are checked against it, then skipped
   const std::vector<std::string> heads = shared_head_names(config);
   std::map<std::string, bool> seen;
   bool dtype_known = false;
@@ -349,10 +350,12 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
     for (const SafetensorsEntry& e : sf.entries()) {
       const bool is_head_copy = std::find(heads.begin(), heads.end(), e.name) != heads.end();
       const ParamSpec* spec = is_head_copy ? &table.at("lm_head.weight") : table.find(e.name);
-      if (spec == nullptr) return InvalidArgument(path + ": tensor '" + e.name + "' is not a parameter of this config");
+      if (spec == nullptr && (is_head_copy || full.find(e.name) == nullptr))
+        return InvalidArgument(path + ": tensor '" + e.name + "' is not a parameter of this config");
       if (seen.count(e.name)) return InvalidArgument(path + ": tensor '" + e.name + "' appears twice");
       seen[e.name] = true;
       listed[fi].push_back(e.name);
+      if (spec == nullptr) continue;  // another shard's tensor: left unread
       if (e.shape != spec->shape) {
         return InvalidArgument(path + ": tensor '" + e.name + "': expected shape " + Tensor::shape_string(spec->shape) +
                                ", got " + Tensor::shape_string(e.shape));

@@ -70,6 +70,9 @@ struct CheckpointLoadOptions {
   // Verify manifest.json when the directory has one (a directory without one, e.g. an HF
   // download, loads unverified). Off: the checksums are skipped; finiteness is always checked.
   bool verify_manifest = true;
+  // The part of the model to load (a parallel rank's, shard_filter_of_rank): the model is built for
+  // it and only its tensors are read; the others' names are still checked against the full model.
+  ShardFilter shard;
 };
 
 // NotFound (no such directory / file), InvalidArgument (bad config, missing, unknown or

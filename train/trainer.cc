@@ -69,7 +69,7 @@ Result<ModelConfig> extended_config(const ModelConfig& src, const JobSpec& spec)
 // modules: with model.init_mtp, `model` becomes the full model, its MTP modules drawn from
 // model.init_seed (the values a fresh model of that seed has) and the rest copied; without it, an
 // error naming the key.
-Status init_missing_mtp(const JobSpec& spec, const std::string& src, Model<float>& model) {
+Status init_missing_mtp(const JobSpec& spec, const std::string& src, Model<float>& model, const ShardFilter& shard) {
   const ModelConfig& c = model.config();
   if (c.mtp_missing == 0) return Status::Ok();
   if (!spec.init_mtp) {
@@ -83,7 +83,7 @@ Status init_missing_mtp(const JobSpec& spec, const std::string& src, Model<float
   ModelConfig full = c;
   full.num_nextn_predict_layers = c.mtp_missing;
   full.mtp_missing = 0;
-  Model<float> m(std::move(full));
+  Model<float> m(std::move(full), shard);  // `model`'s part (a rank's shard) of the full model
   m.init_weights(spec.init_seed);
   for (const ParamSpec& s : model.table().specs()) {
     const ParamSpec& d = m.table().at(s.name);
@@ -342,39 +342,45 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
   }
   std::string inherited_tokenizer;
   std::string source_dir;  // the starting checkpoint of a fresh extend / sft / rm run
+  // Expert parallelism: this rank holds only its routed experts; its model is built, drawn or
+  // loaded for its shard, so no rank ever holds the whole model (a model whose experts do not
+  // split evenly is refused below).
+  auto shard_of = [&](const ModelConfig& c) {
+    const bool ep = o.parallel != nullptr && o.parallel->layout().world > 1 && spec.ep > 1;
+    return ep && c.n_routed_experts > 0 && c.n_routed_experts % spec.ep == 0
+               ? shard_filter_of_rank(o.parallel->layout(), c.n_routed_experts)
+               : ShardFilter{};
+  };
   std::unique_ptr<Model<float>> model;
   if (!resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig rc, model_config_load((fs::path(resume_dir) / "config.json").string()));
     CheckpointLoadOptions lo;
     lo.verify_manifest = false;  // verified just above
+    lo.shard = shard_of(rc);
     MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(resume_dir, lo));
     model = std::make_unique<Model<float>>(std::move(ck.model));
   } else if (spec.phase == "pretrain") {
     MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_load(spec.model_config));
-    model = std::make_unique<Model<float>>(std::move(cfg));
-    model->init_weights(spec.init_seed);
+    const ShardFilter shard = shard_of(cfg);
+    model = std::make_unique<Model<float>>(std::move(cfg), shard);
+    model->init_weights(spec.init_seed);  // a shard draws exactly the full model's values
   } else {
     MARIANA_ASSIGN_OR_RETURN(std::string src, resolve_checkpoint(spec.init_from));
-    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src));
-    MARIANA_RETURN_IF_ERROR(init_missing_mtp(spec, src, ck.model));
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig sc, model_config_load((fs::path(src) / "config.json").string()));
+    CheckpointLoadOptions lo;
+    lo.shard = shard_of(sc);
+    MARIANA_ASSIGN_OR_RETURN(auto ck, checkpoint_load<float>(src, lo));
+    MARIANA_RETURN_IF_ERROR(init_missing_mtp(spec, src, ck.model, lo.shard));
     if (spec.phase == "extend") {
       MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, extended_config(ck.model.config(), spec));
-      model = std::make_unique<Model<float>>(std::move(cfg));
-      std::copy(ck.model.params(), ck.model.params() + ck.model.table().arena_size(), model->params());
-    } else {  // sft, rm: the same model, trained on
+      const ShardFilter shard = shard_of(cfg);
+      model = std::make_unique<Model<float>>(std::move(cfg), shard);
+      for (const ParamSpec& s : model->table().specs()) std::copy_n(ck.model.param(s.name), s.numel(), model->param(s.name));
+    } else {  // sft, rm (one process): the same model, trained on
       model = std::make_unique<Model<float>>(std::move(ck.model));
     }
     source_dir = src;
     if (fs::exists(fs::path(src) / kTokenizerFile)) inherited_tokenizer = (fs::path(src) / kTokenizerFile).string();
-  }
-  // Expert parallelism: this rank keeps only its routed experts (the model was drawn or loaded
-  // whole; the other ranks' experts are dropped here, before anything else is allocated).
-  if (o.parallel != nullptr && o.parallel->layout().world > 1 && spec.ep > 1) {
-    const ModelConfig& whole = model->config();
-    if (whole.n_routed_experts > 0 && whole.n_routed_experts % spec.ep == 0) {  // else refused below
-      auto mine = std::make_unique<Model<float>>(whole, shard_filter_of_rank(o.parallel->layout(), whole.n_routed_experts));
-      for (const ParamSpec& s : mine->table().specs()) std::copy_n(model->param(s.name), s.numel(), mine->param(s.name));
-      model = std::move(mine);
-    }
   }
   const ModelConfig& cfg = model->config();
   const ParamTable full_table(cfg);  // the whole model's layout: checkpoints and their moments

@@ -2,10 +2,17 @@
 // range select, and that a shard's views alias the full model's arena (no copies).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
 #include <set>
 #include <string>
 
+#include "core/file_util.h"
+#include "core/safetensors.h"
+#include "model/checkpoint.h"
 #include "model/weights.h"
 #include "model_test_util.h"
 
@@ -123,6 +130,46 @@ TEST_F(ShardFilterTest, AShardModelHoldsOnlyItsTensorsWithTheFullModelsValues) {
   const ModelWeights<const float*> w = model_weights<const float*>(st, shard.params());
   EXPECT_EQ(w.blocks[1].experts[0].up_proj, nullptr);
   EXPECT_NE(w.blocks[1].experts[5].up_proj, nullptr);
+}
+
+// checkpoint_load with a shard reads only the shard's tensors, with the values a whole load has; a
+// name the model does not have is still refused.
+TEST_F(ShardFilterTest, ACheckpointLoadsIntoAShard) {
+  m.init_weights(12);
+  const std::string dir = ::testing::TempDir() + "/shard_load_" + std::to_string(::getpid());
+  ASSERT_TRUE(checkpoint_save(dir, m, CheckpointOptions{}).ok());
+  CheckpointLoadOptions lo;
+  lo.shard.expert_begin = 0;
+  lo.shard.expert_end = 4;
+  auto part = checkpoint_load<float>(dir, lo);
+  ASSERT_TRUE(part.ok()) << part.status().to_string();
+  const Model<float>& shard = part.value().model;
+  EXPECT_EQ(shard.table().specs().size(), t.select(lo.shard).size());
+  EXPECT_EQ(shard.table().find("model.layers.1.mlp.experts.5.up_proj.weight"), nullptr);
+  for (const ParamSpec& s : shard.table().specs())
+    EXPECT_TRUE(std::equal(shard.param(s.name), shard.param(s.name) + s.numel(), m.param(s.name))) << s.name;
+  // A tensor the model does not have (here, in place of one of another shard's experts) is refused.
+  {
+    auto sf = SafetensorsFile::open(dir + "/model.safetensors");
+    ASSERT_TRUE(sf.ok());
+    std::vector<std::pair<std::string, Tensor>> items;
+    for (const SafetensorsEntry& e : sf.value().entries()) {
+      const std::string name = e.name == "model.layers.1.mlp.experts.5.up_proj.weight"
+                                   ? "model.layers.1.mlp.experts.50.up_proj.weight"
+                                   : e.name;
+      const Tensor v = sf.value().view(e);
+      Tensor copy = Tensor::zeros(v.dtype(), v.shape());
+      std::memcpy(copy.data(), v.data(), v.nbytes());
+      items.emplace_back(name, std::move(copy));
+    }
+    ASSERT_TRUE(safetensors_write(dir + "/model.safetensors", items).ok());
+  }
+  auto refused = checkpoint_load<float>(dir, lo);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("experts.50.up_proj.weight' is not a parameter of this config"),
+            std::string::npos)
+      << refused.status().to_string();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
