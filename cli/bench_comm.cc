@@ -8,7 +8,8 @@
 // Gloo, the same collective called straight on the communicator's Gloo context (no argument
 // checks, no error mapping; reduce-scatter in place, without the copies), its calls alternating
 // with ours, and of_raw_gloo = raw time / our time (1.0: the communicator costs nothing); and a
-// memcpy of each size. Reported, never asserted.
+// memcpy of each size. Reported, never asserted. With --weights CONFIG it times the RL weight sync
+// instead (rl/weight_sync.h: header, buckets, checksum) against one plain broadcast of the same bytes.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -35,6 +36,9 @@
 
 #include "comm/gloo_communicator.h"
 #include "core/file_util.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "rl/weight_sync.h"
 
 namespace mariana::cli {
 
@@ -77,8 +81,34 @@ Result<std::pair<std::vector<double>, std::vector<double>>> time_pair(comm::Comm
 }
 
 // One rank's whole run; rank 0 returns the rows, the others an empty array.
+// Weight sync (rl/weight_sync.h) of a model of `config` from rank 0, against one communicator
+// broadcast of the same bytes as a single buffer, alternating; rank 0's row.
+Result<json> weight_sync_row(comm::Communicator& c, const ModelConfig& config, int64_t bucket_bytes, bool verify) {
+  Model<float> model(config);
+  if (c.rank() == 0) model.init_weights(1);
+  const int64_t n = model.table().arena_size(), bytes = n * static_cast<int64_t>(sizeof(float));
+  std::vector<float> flat(static_cast<size_t>(n), 0.5f);
+  rl::WeightSyncOptions o;
+  o.bucket_bytes = bucket_bytes;
+  o.verify = verify;
+  int64_t version = 0, buckets = 0;
+  MARIANA_ASSIGN_OR_RETURN(auto timed, time_pair(
+                                           c, bytes,
+                                           [&]() -> Status {
+                                             MARIANA_ASSIGN_OR_RETURN(auto r, rl::weight_sync(c, 0, model, ++version, o));
+                                             buckets = r.buckets;
+                                             return Status::Ok();
+                                           },
+                                           [&] { return c.broadcast(flat, 0); }));
+  const double s = timed.first[timed.first.size() / 2], b = timed.second[timed.second.size() / 2];
+  return json{{"op", "weight_sync"}, {"bytes", bytes}, {"buckets", buckets}, {"verify", verify}, {"us", s * 1e6},
+              {"max_us", timed.first.back() * 1e6}, {"broadcast_us", b * 1e6}, {"of_broadcast", s / b},
+              {"GBps", static_cast<double>(bytes) / s / 1e9}, {"reps", reps_for(bytes)}};
+}
+
 Result<json> rank_main(const std::string& dir, int rank, int n, const std::vector<int64_t>& byte_sizes,
-                       std::chrono::milliseconds timeout) {
+                       std::chrono::milliseconds timeout, const std::string& weights_config, int64_t bucket_bytes,
+                       bool verify) {
   MARIANA_ASSIGN_OR_RETURN(std::shared_ptr<comm::FileStore> store, comm::FileStore::open(dir + "/store"));
   comm::GlooOptions options;
   options.group = "bench";
@@ -87,6 +117,12 @@ Result<json> rank_main(const std::string& dir, int rank, int n, const std::vecto
   options.timeout = timeout;
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<comm::GlooCommunicator> c, comm::GlooCommunicator::connect(store, options));
   json rows = json::array();
+  if (!weights_config.empty()) {  // the weight-sync benchmark instead of the collectives
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig config, model_config_load(weights_config));
+    MARIANA_ASSIGN_OR_RETURN(json row, weight_sync_row(*c, config, bucket_bytes, verify));
+    if (rank == 0) rows.push_back(row);
+    return rows;
+  }
   uint32_t raw_tag = 1u << 30;  // raw Gloo's tags, apart from the communicator's
   for (int64_t bytes : byte_sizes) {
     const size_t floats = static_cast<size_t>(bytes) / sizeof(float);
@@ -183,6 +219,10 @@ int bench_comm_main(int argc, char** argv) {
       "min-bytes", "smallest size", cxxopts::value<int64_t>()->default_value("4096"))(
       "max-bytes", "largest size (sizes step ×4)", cxxopts::value<int64_t>()->default_value("67108864"))(
       "timeout-s", "limit of each collective, and ×10 of the whole run", cxxopts::value<int>()->default_value("30"))(
+      "weights", "instead: weight sync (rl/weight_sync.h) of a model of this config.json from rank 0 to the "
+                 "others, against one broadcast of the same bytes", cxxopts::value<std::string>())(
+      "bucket-bytes", "weight sync's bucket size", cxxopts::value<int64_t>()->default_value("33554432"))(
+      "verify", "weight sync with its checksum and agreement (WeightSyncOptions::verify)")(
       "json", "print one JSON object")("h,help", "help");
   cxxopts::ParseResult r;
   try {
@@ -198,6 +238,12 @@ int bench_comm_main(int argc, char** argv) {
         "bench comm: expected 2 <= --ranks <= 64, --timeout-s > 0, 256 <= --min-bytes <= --max-bytes <= 1 GiB"));
   }
   const std::vector<int64_t> byte_sizes = sizes(min_bytes, max_bytes);
+  const std::string weights = r.count("weights") ? r["weights"].as<std::string>() : "";
+  const int64_t bucket_bytes = r["bucket-bytes"].as<int64_t>();
+  if (bucket_bytes < 4) return report(InvalidArgument("bench comm: --bucket-bytes must be at least 4"));
+  if (!weights.empty()) {
+    if (auto c = model_config_load(weights); !c.ok()) return report(c.status());
+  }
 
   std::string tmpl = (std::filesystem::temp_directory_path() / "mariana-bench-comm.XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) return report(errno_status(errno, "bench comm: mkdtemp " + tmpl));
@@ -206,7 +252,8 @@ int bench_comm_main(int argc, char** argv) {
   for (int rank = 0; rank < n; ++rank) {
     const pid_t pid = ::fork();
     if (pid == 0) {
-      Result<json> rows = rank_main(dir, rank, n, byte_sizes, std::chrono::seconds(timeout_s));
+      Result<json> rows = rank_main(dir, rank, n, byte_sizes, std::chrono::seconds(timeout_s), weights, bucket_bytes,
+                                    r.count("verify") > 0);
       if (!rows.ok()) {
         std::fprintf(stderr, "mariana: bench comm: rank %d: %s\n", rank, rows.status().to_string().c_str());
         ::_exit(kExitFailure);
@@ -240,8 +287,24 @@ int bench_comm_main(int argc, char** argv) {
   json yard = json::array();
   for (int64_t bytes : byte_sizes) yard.push_back({{"bytes", bytes}, {"GBps", memcpy_gbps(bytes)}});
   out["yardstick_memcpy"] = yard;
+  if (!weights.empty()) {
+    out.erase("yardstick_memcpy");
+    out["weight_sync"] = out["collectives"][0];
+    out.erase("collectives");
+    out["model"] = weights;
+  }
   if (r.count("json")) {
     std::printf("%s\n", out.dump().c_str());
+    return kExitOk;
+  }
+  if (!weights.empty()) {
+    const json& w = out["weight_sync"];
+    std::printf("weight sync%s of %s (%lld bytes, %lld bucket(s)) to %d rank(s): median %.1f us (max %.1f), %.3f GB/s; "
+                "one broadcast of the same bytes %.1f us; sync / broadcast = %.2f\n",
+                w["verify"].get<bool>() ? " (verified)" : "", weights.c_str(), static_cast<long long>(w["bytes"].get<int64_t>()),
+                static_cast<long long>(w["buckets"].get<int64_t>()), n - 1, w["us"].get<double>(),
+                w["max_us"].get<double>(), w["GBps"].get<double>(), w["broadcast_us"].get<double>(),
+                w["of_broadcast"].get<double>());
     return kExitOk;
   }
   std::printf("%-16s %10s %11s %11s %11s %8s %11s %11s %12s\n", "op", "bytes", "median us", "max us",
