@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <algorithm>
 #include <optional>
 #include <sstream>
 
@@ -109,8 +110,78 @@ Status set_input_paths(toml::table& tbl, const std::string& job_path,
 
 }  // namespace
 
+// A pipeline file: kind = "pipeline", name, and [[stages]] {name, job (a job file, relative to the
+// pipeline file), from, after, sets}. Each stage is prepared as its job file would be for submit
+// (the command's --set applied to every stage after the stage's own sets); a stage with `from` is
+// checked with its model.init_from standing in for the run the controller gives it at start.
+Result<JobSubmission> pipeline_submission_prepare(const std::string& path, toml::table tbl,
+                                                  const std::vector<std::string>& sets) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  TomlFields f(tbl, path);
+  JobSubmission out;
+  out.path = path;
+  out.training = true;
+  toml::array stages;
+  MARIANA_ASSIGN_OR_RETURN(auto given, f.get_object_array("stages"));
+  if (given.empty()) return InvalidArgument(path + ": field 'stages': a pipeline needs at least one stage");
+  for (size_t i = 0; i < given.size(); ++i) {
+    const TomlFields& st = given[i];
+    const std::string field = "stages[" + std::to_string(i) + "]";
+    MARIANA_ASSIGN_OR_RETURN(std::string name, st.get_string("name"));
+    MARIANA_ASSIGN_OR_RETURN(std::string job, st.get_string("job"));
+    MARIANA_ASSIGN_OR_RETURN(std::string from, st.get_string_or("from", ""));
+    std::vector<std::string> after, stage_sets;
+    if (st.has("after")) {
+      MARIANA_ASSIGN_OR_RETURN(after, st.get_string_array("after"));
+    }
+    if (st.has("sets")) {
+      MARIANA_ASSIGN_OR_RETURN(stage_sets, st.get_string_array("sets"));
+    }
+    const std::string job_path =
+        std::filesystem::path(job).is_relative() && !dir.empty() ? (dir / job).lexically_normal().string() : job;
+    std::error_code ec;
+    if (!std::filesystem::exists(job_path, ec))
+      return InvalidArgument(path + ": field '" + field + ".job': " + job_path + " does not exist (relative to the "
+                             "pipeline file's directory)");
+    stage_sets.insert(stage_sets.end(), sets.begin(), sets.end());
+    if (!from.empty())  // any existing directory: only the path's existence is checked here
+      stage_sets.push_back("model.init_from=" + std::filesystem::absolute(dir.empty() ? "." : dir).string());
+    auto prepared = job_submission_prepare(job_path, stage_sets);
+    if (!prepared.ok())
+      return Status(prepared.status().code(), path + ": stage " + name + ": " + prepared.status().message());
+    if (!prepared.value().training)
+      return InvalidArgument(path + ": field '" + field + ".job': " + job_path + " is not a training job");
+    MARIANA_ASSIGN_OR_RETURN(toml::table stage_tbl, toml_parse(prepared.value().toml, job_path));
+    if (!from.empty()) stage_tbl["model"].as_table()->erase("init_from");  // the controller sets it
+    std::ostringstream text;
+    text << stage_tbl;
+    toml::table entry;
+    entry.insert_or_assign("name", name);
+    entry.insert_or_assign("from", from);
+    toml::array deps;
+    for (const std::string& a : after) deps.push_back(a);
+    entry.insert_or_assign("after", deps);
+    entry.insert_or_assign("spec_path", job_path);
+    entry.insert_or_assign("spec_toml", text.str());
+    stages.push_back(std::move(entry));
+    out.ranks = std::max(out.ranks, prepared.value().ranks);
+  }
+  toml::table doc;
+  doc.insert_or_assign("kind", "pipeline");
+  MARIANA_ASSIGN_OR_RETURN(std::string name, f.get_string_or("name", ""));
+  doc.insert_or_assign("name", name);
+  doc.insert_or_assign("stages", stages);
+  std::ostringstream text;
+  text << doc;
+  out.toml = text.str();
+  MARIANA_RETURN_IF_ERROR(controller::job_spec_parse(out.toml, path).status());
+  return out;
+}
+
 Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets) {
   MARIANA_ASSIGN_OR_RETURN(auto tbl, toml_load_file(path));
+  if (auto* kind = tbl["kind"].as_string(); kind && kind->get() == "pipeline")
+    return pipeline_submission_prepare(path, std::move(tbl), sets);
   JobSubmission out;
   out.path = path;
   out.training = !tbl.contains("kind") && tbl.contains("job");

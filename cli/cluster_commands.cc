@@ -550,7 +550,7 @@ int job_logs(ClusterClient& client, const std::string& id, bool follow, int time
 }
 
 int jobs(int argc, char** argv) {
-  cxxopts::Options o("mariana jobs", "jobs list | show ID | stop ID | metrics ID | logs ID [-f]");
+  cxxopts::Options o("mariana jobs", "jobs list | show ID | stop ID | resume ID | metrics ID | logs ID [-f]");
   add_client_options(o);
   o.add_options()("sub", "", cxxopts::value<std::string>())("id", "", cxxopts::value<std::string>())(
       "f,follow", "logs: keep printing what the job's workers write until the job ends");
@@ -570,6 +570,12 @@ int jobs(int argc, char** argv) {
     auto reply = client.rpc().call([&](proto::Envelope::Payload::Builder p) { p.initStopJob().setJobId(id); }, timeout);
     if (!reply.ok()) return report(reply.status());
     std::printf("%s stopped\n", id.c_str());
+    return kExitOk;
+  }
+  if (sub == "resume") {
+    auto reply = client.rpc().call([&](proto::Envelope::Payload::Builder p) { p.initResumeJob().setJobId(id); }, timeout);
+    if (!reply.ok()) return report(reply.status());
+    std::printf("%s resumed\n", id.c_str());
     return kExitOk;
   }
   if (sub == "list") {
@@ -612,12 +618,25 @@ int jobs(int argc, char** argv) {
                             "metric_points", "run_dir"})
         if (j.contains(k) && !(j[k].is_string() && j[k].get<std::string>().empty()))
           std::printf("%-14s %s\n", k, str(j, k).c_str());
+      if (j.contains("stages")) {  // a pipeline: its DAG, one line per stage
+        std::printf("stages\n");
+        std::vector<std::vector<std::string>> rows;
+        for (auto& st : j["stages"]) {
+          std::string deps;
+          for (auto& d : st["depends"]) deps += (deps.empty() ? "" : ", ") + d.get<std::string>();
+          const std::string steps = st.contains("step") ? str(st, "step") + "/" + str(st, "total_steps") : "-";
+          rows.push_back({"  " + str(st, "name"), deps.empty() ? "-" : "<- " + deps, str(st, "state"),
+                          str(st, "job_id").empty() ? "-" : str(st, "job_id"), steps, str(st, "message")});
+        }
+        print_table({"  STAGE", "AFTER", "STATE", "JOB_ID", "STEPS", "MESSAGE"}, rows);
+        return;
+      }
       std::printf("%-14s %s\n", "actors", j["actor_ids"].dump().c_str());
       std::printf("%-14s %s\n", "last_metrics", j["last_metrics"].dump().c_str());
       for (auto& p : j["checkpoint_paths"]) std::printf("%-14s %s\n", "checkpoint", p.get<std::string>().c_str());
     });
   }
-  return report(InvalidArgument("jobs: unknown subcommand \"" + sub + "\" (list, show, stop, metrics, logs)"));
+  return report(InvalidArgument("jobs: unknown subcommand \"" + sub + "\" (list, show, stop, resume, metrics, logs)"));
 }
 
 }  // namespace

@@ -114,7 +114,7 @@ constexpr UsageLine kUsage[] = {
     {"agent", "stop", "--state-dir DIR [--node-id N] [--timeout-s S]"},
     {"stop", "", "--state-dir DIR [--timeout-s S]      stop the cluster's agents, then its controller"},
     {"submit", "", "JOB.toml [--set key=value]... [--wait] [--json]"},
-    {"jobs", "list", "| show ID | stop ID | metrics ID | logs ID [-f] [--json]"},
+    {"jobs", "list", "| show ID | stop ID | resume ID | metrics ID | logs ID [-f] [--json]"},
     {"status", "", "[--json]                          nodes, resources, jobs and actors by state"},
     {"nodes", "", "[--json]"},
     {"actors", "list", "| show ID [--json]"},

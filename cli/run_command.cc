@@ -188,7 +188,8 @@ int run_main(int argc, char** argv) {
   if (auto jobs = client.query("jobs", "", 10000); jobs.ok()) {
     for (const auto& j : jobs.value()) {
       const std::string st = j.value("state", "");
-      if (!job_doc_terminal(st)) unfinished.push_back(j.value("id", ""));
+      // A pipeline's stages go with it: only top-level jobs count.
+      if (!job_doc_terminal(st) && j.value("parent", "").empty()) unfinished.push_back(j.value("id", ""));
     }
   }
   std::string listed;

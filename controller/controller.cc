@@ -119,6 +119,7 @@ void Controller::dispatch(const std::string& peer, const proto::Frame& frame) {
     case Payload::REMOVE_PLACEMENT_GROUP: handle_remove_placement_group(peer, rid, p.getRemovePlacementGroup()); return;
     case Payload::SUBMIT_JOB: handle_submit_job(peer, rid, p.getSubmitJob()); return;
     case Payload::STOP_JOB: handle_stop_job(peer, rid, p.getStopJob()); return;
+    case Payload::RESUME_JOB: handle_resume_job(peer, rid, p.getResumeJob()); return;
     case Payload::QUERY: handle_query(peer, rid, p.getQuery()); return;
     case Payload::ACTOR_RETURN: handle_actor_return(rid, p.getActorReturn()); return;
     case Payload::KV_PUT: handle_kv_put(peer, rid, p.getKvPut()); return;

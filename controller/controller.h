@@ -133,6 +133,7 @@ class Controller {
   void handle_remove_placement_group(const std::string& peer, uint64_t rid, proto::RemovePlacementGroup::Reader m);
   void handle_submit_job(const std::string& peer, uint64_t rid, proto::SubmitJob::Reader m);
   void handle_stop_job(const std::string& peer, uint64_t rid, proto::StopJob::Reader m);
+  void handle_resume_job(const std::string& peer, uint64_t rid, proto::ResumeJob::Reader m);
   void handle_query(const std::string& peer, uint64_t rid, proto::Query::Reader m);
   void handle_actor_return(uint64_t rid, proto::ActorReturn::Reader m);
   void handle_kv_put(const std::string& peer, uint64_t rid, proto::KvPut::Reader m);
@@ -181,6 +182,15 @@ class Controller {
   // Job drivers (job_driver.cc).
   Status job_validate(const ActorJobSpec& spec) const;
   void job_tick(JobRecord& j);
+  // A new job of `spec_text` (validated against the nodes), persisted PENDING, ticked once; a
+  // pipeline's stage names its pipeline as `parent`.
+  Result<JobRecord*> job_create(const std::string& spec_text, const std::string& path, const std::string& parent);
+  // Pipelines (job_driver.cc): starts each stage whose dependencies have succeeded, with
+  // model.init_from set to its `from` stage's run directory; ends the pipeline when every stage
+  // has succeeded or one has not.
+  void pipeline_tick(JobRecord& p, const ActorJobSpec& spec);
+  // A FAILED or STOPPED training job or pipeline back to PENDING (resume); FailedPrecondition else.
+  Status job_revive(JobRecord& j);
   void job_start_step(JobRecord& j, JobRun& run);
   void job_send_call(JobRecord& j, JobRun& run, size_t i, const ActorJobSpec& spec);
   void job_step_done(JobRecord& j, JobRun& run);

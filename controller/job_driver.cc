@@ -4,8 +4,13 @@
 // together; after a controller restart the driver re-issues the first uncommitted step.
 #include <cinttypes>
 #include <cstdio>
+#include <map>
+#include <sstream>
+
+#include <toml++/toml.h>
 
 #include "controller/controller.h"
+#include "core/toml_util.h"
 
 namespace mariana::controller {
 
@@ -16,6 +21,14 @@ std::string step_key(const std::string& job_id, int64_t step) {
 }
 
 Status Controller::job_validate(const ActorJobSpec& spec) const {
+  if (spec.kind == "pipeline") {  // each stage as the job it will be
+    for (const PipelineStage& st : spec.stages) {
+      MARIANA_ASSIGN_OR_RETURN(ActorJobSpec inner, job_spec_parse(st.spec_toml, st.spec_path));
+      const Status valid = job_validate(inner);
+      if (!valid.ok()) return Status(valid.code(), "stage " + st.name + ": " + valid.message());
+    }
+    return Status::Ok();
+  }
   bool any_node = false, offered = false;
   for (auto& [id, n] : nodes_) {
     if (n.state != NodeState::kAlive) continue;
@@ -28,26 +41,35 @@ Status Controller::job_validate(const ActorJobSpec& spec) const {
   return check_feasible(spec.strategy, bundles, node_views());
 }
 
-void Controller::handle_submit_job(const std::string& peer, uint64_t rid, proto::SubmitJob::Reader m) {
-  const std::string path = m.getSpecPath().size() ? std::string(m.getSpecPath().cStr()) : "<job spec>";
-  const std::string spec_text(m.getSpecToml().cStr(), m.getSpecToml().size());
-  auto spec = job_spec_parse(spec_text, path);
-  if (!spec.ok()) return reply_error(peer, rid, spec.status());
-  Status valid = job_validate(spec.value());
-  if (!valid.ok()) return reply_error(peer, rid, Status(valid.code(), path + ": " + valid.message()));
+Result<JobRecord*> Controller::job_create(const std::string& spec_text, const std::string& path,
+                                          const std::string& parent) {
+  MARIANA_ASSIGN_OR_RETURN(ActorJobSpec spec, job_spec_parse(spec_text, path));
+  Status valid = job_validate(spec);
+  if (!valid.ok()) return Status(valid.code(), path + ": " + valid.message());
   JobRecord j;
   j.id = next_id("job");
-  j.name = spec.value().name.empty() ? j.id : spec.value().name;
-  j.kind = spec.value().kind;
+  j.name = spec.name.empty() ? j.id : spec.name;
+  j.kind = spec.kind;
   j.spec_toml = spec_text;
   j.spec_path = path;
   j.state = JobState::kPending;
   j.submitted_wall_ms = wall_ms();
-  j.total_steps = spec.value().steps;
-  if (spec.value().training()) j.run_dir = options_.state_dir + "/runs/" + j.id;
-  job_specs_[j.id] = spec.value();
+  j.total_steps = spec.steps;
+  j.parent = parent;
+  if (spec.training()) j.run_dir = options_.state_dir + "/runs/" + j.id;
+  if (spec.kind == "pipeline") j.stage_jobs.assign(spec.stages.size(), "");
+  job_specs_[j.id] = std::move(spec);
   JobRecord& ref = jobs_[j.id] = std::move(j);
   persist(ref);
+  return &ref;
+}
+
+void Controller::handle_submit_job(const std::string& peer, uint64_t rid, proto::SubmitJob::Reader m) {
+  const std::string path = m.getSpecPath().size() ? std::string(m.getSpecPath().cStr()) : "<job spec>";
+  const std::string spec_text(m.getSpecToml().cStr(), m.getSpecToml().size());
+  auto created = job_create(spec_text, path, "");
+  if (!created.ok()) return reply_error(peer, rid, created.status());
+  JobRecord& ref = *created.value();
   auto out = message(rid);
   out.payload().initSubmitJobReply().setJobId(ref.id);
   queue(peer, out.bytes());
@@ -79,6 +101,12 @@ void Controller::job_finish(JobRecord& j, JobState state, const std::string& mes
   if (pg != pgs_.end()) remove_placement_group(pg->second, std::string("job ") + j.id + " ended");
   job_runs_.erase(j.id);
   job_specs_.erase(j.id);
+  if (state != JobState::kSucceeded)  // a pipeline's running stages stop with it (resume continues them)
+    for (const std::string& sid : j.stage_jobs) {
+      auto st = jobs_.find(sid);
+      if (st != jobs_.end() && !job_state_terminal(st->second.state))
+        job_finish(st->second, JobState::kStopped, "pipeline " + j.id + " " + job_state_name(state));
+    }
   kv_erase_prefix("gang/" + j.id + "/");  // a gang's rendezvous keys (workers/trainer_actor.cc)
   for (auto it = pending_calls_.begin(); it != pending_calls_.end();)
     it = it->second.job_id == j.id ? pending_calls_.erase(it) : std::next(it);
@@ -96,6 +124,7 @@ void Controller::job_tick(JobRecord& j) {
   auto spec_it = job_specs_.find(j.id);
   if (spec_it == job_specs_.end()) return job_finish(j, JobState::kFailed, "internal: job spec missing");
   const ActorJobSpec& spec = spec_it->second;
+  if (spec.kind == "pipeline") return pipeline_tick(j, spec);
   if (j.pg_id.empty()) {
     PgRecord p;
     p.name = j.id;
@@ -265,6 +294,100 @@ void Controller::job_step_done(JobRecord& j, JobRun& run) {
   persist(j);
   run.step = -1;
   job_tick(j);
+}
+
+void Controller::pipeline_tick(JobRecord& p, const ActorJobSpec& spec) {
+  p.stage_jobs.resize(spec.stages.size());
+  std::map<std::string, const JobRecord*> by_name;  // each stage's job, once started
+  for (size_t i = 0; i < spec.stages.size(); ++i) {
+    auto it = jobs_.find(p.stage_jobs[i]);
+    if (it != jobs_.end()) by_name[spec.stages[i].name] = &it->second;
+  }
+  int64_t succeeded = 0;
+  for (const PipelineStage& st : spec.stages) {
+    const JobRecord* c = by_name.count(st.name) ? by_name[st.name] : nullptr;
+    if (c == nullptr) continue;
+    if (c->state == JobState::kSucceeded) {
+      ++succeeded;
+    } else if (job_state_terminal(c->state)) {
+      return job_finish(p, JobState::kFailed,
+                        "stage " + st.name + " (" + c->id + ") " + job_state_name(c->state) + ": " + c->message +
+                            "; the stages after it did not start (`mariana jobs resume " + p.id + "` continues)");
+    }
+  }
+  if (succeeded != p.step) {
+    p.step = succeeded;
+    persist(p);
+  }
+  if (succeeded == static_cast<int64_t>(spec.stages.size()))
+    return job_finish(p, JobState::kSucceeded, "all " + std::to_string(succeeded) + " stages succeeded");
+  for (size_t i = 0; i < spec.stages.size(); ++i) {
+    const PipelineStage& st = spec.stages[i];
+    if (!p.stage_jobs[i].empty()) continue;
+    bool ready = true;
+    for (const std::string& d : st.depends())
+      ready = ready && by_name.count(d) && by_name[d]->state == JobState::kSucceeded;
+    if (!ready) continue;
+    std::string text = st.spec_toml;
+    if (!st.from.empty()) {  // the stage starts from its `from` stage's run (its newest checkpoint)
+      auto tbl = toml_parse(st.spec_toml, st.spec_path);
+      if (!tbl.ok()) return job_finish(p, JobState::kFailed, "stage " + st.name + ": " + tbl.status().message());
+      if (!tbl.value().contains("model")) tbl.value().insert_or_assign("model", toml::table{});
+      tbl.value()["model"].as_table()->insert_or_assign("init_from", by_name[st.from]->run_dir);
+      std::ostringstream out;
+      out << tbl.value();
+      text = out.str();
+    }
+    auto c = job_create(text, st.spec_path, p.id);
+    if (!c.ok()) return job_finish(p, JobState::kFailed, "stage " + st.name + ": " + c.status().message());
+    p.stage_jobs[i] = c.value()->id;
+    if (p.state == JobState::kPending) {
+      p.state = JobState::kRunning;
+      p.started_wall_ms = wall_ms();
+    }
+    p.message = "running stage " + st.name;
+    persist(p);
+    job_tick(*c.value());
+  }
+}
+
+Status Controller::job_revive(JobRecord& j) {
+  if (j.state != JobState::kFailed && j.state != JobState::kStopped)
+    return FailedPrecondition("job " + j.id + " is " + job_state_name(j.state) + "; only a FAILED or STOPPED job resumes");
+  MARIANA_ASSIGN_OR_RETURN(ActorJobSpec spec, job_spec_parse(j.spec_toml, j.spec_path));
+  if (!spec.training() && spec.kind != "pipeline")
+    return FailedPrecondition("job " + j.id + " is an actor job; only training jobs and pipelines resume");
+  if (!j.parent.empty()) {  // a stage resumes with its pipeline, which must not be running
+    auto p = jobs_.find(j.parent);
+    if (p != jobs_.end() && !job_state_terminal(p->second.state))
+      return FailedPrecondition("job " + j.id + " is a stage of running pipeline " + j.parent);
+  }
+  for (const std::string& sid : j.stage_jobs) {  // a pipeline: each stage that did not succeed
+    auto st = jobs_.find(sid);
+    if (st != jobs_.end() && st->second.state != JobState::kSucceeded) {
+      st->second.parent.clear();  // revived on its own first (its pipeline is terminal), then re-parented
+      MARIANA_RETURN_IF_ERROR(job_revive(st->second));
+      st->second.parent = j.id;
+      persist(st->second);
+    }
+  }
+  j.state = j.stage_jobs.empty() ? JobState::kPending : JobState::kRunning;
+  j.message = "resumed";
+  j.ended_wall_ms = 0;
+  j.pg_id.clear();
+  j.actor_ids.clear();
+  job_specs_[j.id] = std::move(spec);
+  persist(j);
+  return Status::Ok();
+}
+
+void Controller::handle_resume_job(const std::string& peer, uint64_t rid, proto::ResumeJob::Reader m) {
+  auto it = jobs_.find(std::string(m.getJobId().cStr()));
+  if (it == jobs_.end()) return reply_error(peer, rid, NotFound("no job " + std::string(m.getJobId().cStr())));
+  const Status st = job_revive(it->second);
+  if (!st.ok()) return reply_error(peer, rid, st);
+  reply_ok(peer, rid);
+  job_tick(it->second);
 }
 
 }  // namespace mariana::controller

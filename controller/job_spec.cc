@@ -1,7 +1,9 @@
 // Job spec parsing and validation (see job_spec.h).
 #include "controller/job_spec.h"
 
+#include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "core/toml_util.h"
 
@@ -69,7 +71,53 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   return s;
 }
 
+// kind = "pipeline": name, and [[stages]] {name, from, after, spec_toml, spec_path}, each stage a
+// training job of its own whose dependencies are earlier stages (so the graph has no cycle).
+Result<ActorJobSpec> pipeline_spec_parse(const TomlFields& f, const std::string& path) {
+  ActorJobSpec s;
+  s.kind = "pipeline";
+  MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));
+  MARIANA_ASSIGN_OR_RETURN(auto stages, f.get_object_array("stages"));
+  if (stages.empty()) return InvalidArgument(path + ": field 'stages': a pipeline needs at least one stage");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const TomlFields& t = stages[i];
+    const std::string field = "stages[" + std::to_string(i) + "]";
+    PipelineStage st;
+    MARIANA_ASSIGN_OR_RETURN(st.name, t.get_string("name"));
+    if (st.name.empty() || st.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
+      return InvalidArgument(path + ": field '" + field + ".name': expected lowercase letters, digits, '-' or '_', got \"" +
+                             st.name + "\"");
+    if (!seen.insert(st.name).second)
+      return InvalidArgument(path + ": field '" + field + ".name': stage \"" + st.name + "\" appears twice");
+    MARIANA_ASSIGN_OR_RETURN(st.from, t.get_string_or("from", ""));
+    if (t.has("after")) {
+      MARIANA_ASSIGN_OR_RETURN(st.after, t.get_string_array("after"));
+    }
+    for (const std::string& d : st.depends())
+      if (!seen.count(d) || d == st.name)
+        return InvalidArgument(path + ": field '" + field + "': stage \"" + st.name + "\" depends on \"" + d +
+                               "\", which is not an earlier stage");
+    MARIANA_ASSIGN_OR_RETURN(st.spec_toml, t.get_string("spec_toml"));
+    MARIANA_ASSIGN_OR_RETURN(st.spec_path, t.get_string_or("spec_path", path + ":" + st.name));
+    MARIANA_ASSIGN_OR_RETURN(ActorJobSpec inner, job_spec_parse(st.spec_toml, st.spec_path));
+    if (!inner.training())
+      return InvalidArgument(path + ": field '" + field + ".spec_toml': a stage is a training job, not kind \"" +
+                             inner.kind + "\"");
+    s.stages.push_back(std::move(st));
+  }
+  s.steps = static_cast<int64_t>(s.stages.size());  // a pipeline's steps: its stages
+  s.count = 0;
+  return s;
+}
+
 }  // namespace
+
+std::vector<std::string> PipelineStage::depends() const {
+  std::vector<std::string> d = after;
+  if (!from.empty() && std::find(d.begin(), d.end(), from) == d.end()) d.insert(d.begin(), from);
+  return d;
+}
 
 Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::string& path) {
   MARIANA_ASSIGN_OR_RETURN(auto table, toml_parse(toml_text, path));
@@ -80,11 +128,12 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
     return InvalidArgument(path + ": field 'kind': missing (an actor job sets kind = \"actors\"; a training job "
                                   "sets [job] phase = \"pretrain\", \"extend\", \"sft\", \"rm\" or \"rl\")");
   MARIANA_ASSIGN_OR_RETURN(s.kind, f.get_string("kind"));
+  if (s.kind == "pipeline") return pipeline_spec_parse(f, path);
   if (s.kind == "pretrain" || s.kind == "extend" || s.kind == "sft" || s.kind == "rl")
     return InvalidArgument(path + ": field 'kind': a training job names its phase in [job] phase = \"" + s.kind +
                            "\" (the job file `mariana train` takes), not in a top-level kind");
   if (s.kind != "actors")
-    return InvalidArgument(path + ": field 'kind': unknown job kind \"" + s.kind + "\" (known: actors)");
+    return InvalidArgument(path + ": field 'kind': unknown job kind \"" + s.kind + "\" (known: actors, pipeline)");
   MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));
   MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
   MARIANA_ASSIGN_OR_RETURN(s.actor_class, actors.get_string("class"));

@@ -56,9 +56,21 @@ inline bool job_kind_training(const std::string& kind) {
   return kind == "pretrain" || kind == "extend" || kind == "sft" || kind == "rm" || kind == "rl";
 }
 
+// A stage of a pipeline job: a training job (its file as `mariana submit` prepares it) that starts
+// once the stages it depends on have succeeded. `from` names the stage whose run directory becomes
+// this stage's model.init_from (its newest checkpoint); `after` names further stages to wait for.
+struct PipelineStage {
+  std::string name;
+  std::string from;
+  std::vector<std::string> after;
+  std::string spec_toml, spec_path;
+  // Every stage it waits for: `from` (when set) and `after`.
+  std::vector<std::string> depends() const;
+};
+
 struct ActorJobSpec {
   std::string name;
-  std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl"
+  std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl", "pipeline"
   bool training() const { return job_kind_training(kind); }
   std::string actor_class;
   int64_t count = 1;
@@ -70,6 +82,7 @@ struct ActorJobSpec {
   int64_t steps = 1;
   int64_t step_ms = 0;
   int64_t checkpoint_every = 0;
+  std::vector<PipelineStage> stages;  // kind "pipeline": in file order, each depending on earlier ones only
 };
 
 // Training jobs: the trainer actor's class and its default restart budget (job.max_restarts

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "controller/controller.h"
+#include "controller/job_spec.h"
 
 namespace mariana::controller {
 
@@ -76,6 +77,29 @@ nlohmann::json Controller::query(const std::string& what, const std::string& id)
         if (c.is_object()) paths.push_back(c.value("path", ""));
       }
     x["checkpoint_paths"] = paths;
+    if (it->second.kind == "pipeline") {  // the DAG: each stage, what it waits for, its job's state
+      auto spec = job_spec_parse(it->second.spec_toml, it->second.spec_path);
+      nlohmann::json stages = nlohmann::json::array();
+      if (spec.ok())
+        for (size_t i = 0; i < spec.value().stages.size(); ++i) {
+          const PipelineStage& st = spec.value().stages[i];
+          nlohmann::json s = {{"name", st.name}, {"from", st.from}, {"depends", st.depends()},
+                              {"job_id", ""}, {"state", "WAITING"}};
+          const std::string sid = i < it->second.stage_jobs.size() ? it->second.stage_jobs[i] : "";
+          auto c = jobs_.find(sid);
+          if (c != jobs_.end()) {
+            s["job_id"] = sid;
+            s["kind"] = c->second.kind;
+            s["state"] = job_state_name(c->second.state);
+            s["step"] = c->second.step;
+            s["total_steps"] = c->second.total_steps;
+            s["run_dir"] = c->second.run_dir;
+            s["message"] = c->second.message;
+          }
+          stages.push_back(s);
+        }
+      x["stages"] = stages;
+    }
     auto pg = pgs_.find(it->second.pg_id);
     if (pg != pgs_.end()) x["placement_group"] = to_json(pg->second);
     auto points = store_->scan(Table::kMetrics, id + "/");

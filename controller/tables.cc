@@ -175,7 +175,9 @@ nlohmann::json to_json(const JobRecord& r) {
           {"checkpoints", r.checkpoints},
           {"run_dir", r.run_dir},
           {"last_checkpoint", r.last_checkpoint},
-          {"last_checkpoint_step", r.last_checkpoint_step}};
+          {"last_checkpoint_step", r.last_checkpoint_step},
+          {"parent", r.parent},
+          {"stage_jobs", r.stage_jobs}};
 }
 
 Result<NodeRecord> node_from_json(const std::string& text, const std::string& what) {
@@ -274,6 +276,8 @@ Result<JobRecord> job_from_json(const std::string& text, const std::string& what
     r.run_dir = j.value("run_dir", "");
     r.last_checkpoint = j.value("last_checkpoint", "");
     r.last_checkpoint_step = j.value("last_checkpoint_step", int64_t{0});
+    r.parent = j.value("parent", "");
+    r.stage_jobs = j.value("stage_jobs", std::vector<std::string>{});
   }));
   MARIANA_ASSIGN_OR_RETURN(r.state, enum_from<JobState>(state, job_state_name, 5, what));
   return r;

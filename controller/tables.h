@@ -134,6 +134,10 @@ struct JobRecord {
   std::string run_dir;
   std::string last_checkpoint;
   int64_t last_checkpoint_step = 0;
+  // Pipelines: a stage's job names its pipeline; the pipeline holds each stage's current job ("" not
+  // started yet; a resumed stage's newest), in the spec's stage order.
+  std::string parent;
+  std::vector<std::string> stage_jobs;
 };
 
 nlohmann::json to_json(const NodeRecord& r);

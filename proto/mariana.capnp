@@ -160,6 +160,12 @@ struct StopJob {
 }
 
 # Monitoring reads return one JSON document (the CLI renders it as a table or prints it).
+# Restarts a FAILED or STOPPED training job (a new trainer resumes from its last registered
+# checkpoint, in its run directory) or pipeline (each stage that did not succeed, the same way).
+struct ResumeJob {
+  jobId @0 :Text;
+}
+
 struct Query {
   what @0 :Text;                 # status | nodes | actors | actor | jobs | job | metrics | counters
   id @1 :Text;
@@ -283,5 +289,6 @@ struct Envelope {
     shutdown @34 :Void;
     actorReport @35 :ActorReport;
     deregisterNode @36 :DeregisterNode;
+    resumeJob @37 :ResumeJob;
   }
 }
