@@ -479,8 +479,8 @@ int print_or(const cxxopts::ParseResult& r, const nlohmann::json& doc, const std
 }
 
 
-// `jobs logs ID [-f]`: the captured stdout/stderr of the job's workers, every incarnation of every
-// actor, read from the agents' log dirs (<log dir>/<actor>-<incarnation>.{out,err}): they must be
+// `jobs logs ID [-f]`: the captured stdout/stderr of the job's workers (a pipeline's: its stages'),
+// every incarnation of every actor, read from the agents' log dirs (<log dir>/<actor>-<incarnation>.{out,err}): they must be
 // readable from here (the same machine, or a shared file system). With -f, keeps printing what
 // they append (and new incarnations' files) until the job ends (or the deadline, or Ctrl-C).
 int job_logs(ClusterClient& client, const std::string& id, bool follow, int timeout, Clock::time_point deadline) {
@@ -496,7 +496,13 @@ int job_logs(ClusterClient& client, const std::string& id, bool follow, int time
     MARIANA_ASSIGN_OR_RETURN(auto actors, client.query("actors", "", timeout));
     const std::string state = job.value("state", "");
     *terminal = job_doc_terminal(state);
-    for (auto& aid : job["actor_ids"]) {
+    nlohmann::json actor_ids = job["actor_ids"];
+    for (auto& st : job.value("stages", nlohmann::json::array())) {  // a pipeline: its stages' workers
+      if (st.value("job_id", "").empty()) continue;
+      MARIANA_ASSIGN_OR_RETURN(auto stage_job, client.query("job", st.value("job_id", ""), timeout));
+      for (auto& aid : stage_job["actor_ids"]) actor_ids.push_back(aid);
+    }
+    for (auto& aid : actor_ids) {
       uint32_t incarnations = 0;
       for (auto& a : actors)
         if (a.value("id", "") == aid.get<std::string>()) incarnations = a.value("incarnation", 0u);

@@ -259,6 +259,10 @@ int run_main(int argc, char** argv) {
   std::printf("\n");
   if (!doc.value("message", "").empty()) std::printf("  %s\n", doc.value("message", "").c_str());
   if (!doc.value("run_dir", "").empty()) std::printf("  run dir %s\n", doc.value("run_dir", "").c_str());
+  if (doc.contains("stages"))  // a pipeline: each stage's end and where its run is
+    for (const auto& st : doc["stages"])
+      std::printf("  stage %-12s %-10s %-8s %s\n", st.value("name", "").c_str(), st.value("state", "").c_str(),
+                  st.value("job_id", "").c_str(), st.value("run_dir", "").c_str());
   std::printf("  worker logs in %s/logs/\n", state_dir.c_str());
   std::fflush(stdout);
   cluster.stop();

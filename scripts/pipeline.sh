@@ -5,8 +5,9 @@
 # data comes from an imperfect teacher that forgets carries and borrows (configs/pipeline/3-sft.toml);
 # GRPO, rewarded by the true answer, undoes what SFT copied. A reference SFT run on a perfect
 # teacher ("sft-clean") shows what the slips cost.
-# Expects a built tree (scripts/build.sh). Runs on one core (the OpenMP build is slower on two
-# busy cores); MARIANA_THREADS=2 to change. Job files: configs/pipeline/{1-pretrain,2-extend,3-sft,4-rl}.toml.
+# Expects a built tree (scripts/build.sh). Each stage trains on one thread (the OpenMP build is slower
+# on two busy cores; MARIANA_THREADS=2 to change); the two SFT stages run side by side. Pipeline:
+# configs/pipeline/arithmetic.toml over the job files configs/pipeline/{1-pretrain,2-extend,3-sft,4-rl}.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # OpenBLAS picks its GEMM kernels per CPU (AVX-512 SkylakeX kernels on one machine, Haswell ones on
@@ -17,13 +18,24 @@ export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 BIN=build/cli/mariana
 T=${MARIANA_THREADS:-1}
 PROBLEMS=${MARIANA_EVAL_PROBLEMS:-500}
-rm -rf runs/pipeline-pretrain runs/pipeline-extend runs/pipeline-sft runs/pipeline-sft-clean runs/pipeline-rl
-$BIN train configs/pipeline/1-pretrain.toml --run-dir runs/pipeline-pretrain --quiet --set train.threads=$T
-$BIN train configs/pipeline/2-extend.toml --run-dir runs/pipeline-extend --quiet --set train.threads=$T
-$BIN train configs/pipeline/3-sft.toml --run-dir runs/pipeline-sft --quiet --set train.threads=$T
-$BIN train configs/pipeline/3-sft.toml --run-dir runs/pipeline-sft-clean --quiet --set train.threads=$T \
-  --set data.arithmetic_teacher_slip=0
-$BIN train configs/pipeline/4-rl.toml --run-dir runs/pipeline-rl --set train.threads=$T
+# The four phases (and the clean-teacher SFT beside the SFT) as one pipeline job on an embedded
+# cluster (configs/pipeline/arithmetic.toml): each stage a training job the controller starts once
+# the stage it comes from has succeeded. Its state (RocksDB, worker logs, the stages' run
+# directories) goes to runs/pipeline-state; runs/pipeline-<stage> link to the stages' runs.
+rm -rf runs/pipeline-state runs/pipeline-pretrain runs/pipeline-extend runs/pipeline-sft runs/pipeline-sft-clean \
+  runs/pipeline-rl
+mkdir -p runs
+if ! $BIN run configs/pipeline/arithmetic.toml --state-dir runs/pipeline-state --set train.threads=$T \
+  2> runs/pipeline-run.err | tee runs/pipeline-run.txt; then
+  tail -20 runs/pipeline-run.err >&2
+  exit 1
+fi
+# "  stage NAME STATE JOB RUN_DIR" per stage: every stage must have succeeded.
+while read -r word name state job dir; do
+  [ "$word" = stage ] || continue
+  [ "$state" = SUCCEEDED ] || { echo "pipeline.sh: stage $name ended $state" >&2; exit 1; }
+  ln -s "$dir" "runs/pipeline-$name"
+done < runs/pipeline-run.txt
 last() { ls -d "$1"/checkpoints/*/ | sort | tail -1 | sed 's:/$::'; }
 {
   echo "phase      prompts  held-out accuracy  checkpoint"
