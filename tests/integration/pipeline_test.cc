@@ -2,8 +2,9 @@
 // a training job the controller starts once the stage it comes `from` has succeeded, with
 // model.init_from set to that stage's run directory. The extend stage, given no restart budget,
 // is killed with kill -9 mid-way: it fails, the pipeline fails and the GRPO stage never starts;
-// `mariana jobs resume` continues the extend stage from its last registered checkpoint, then the
-// GRPO stage runs from it, and the pipeline succeeds. `jobs show` draws the stages.
+// `mariana jobs resume` continues the extend stage from its last registered checkpoint (the
+// controller is killed and restarted meanwhile), then the GRPO stage runs from it, and the pipeline
+// succeeds. `jobs show` draws the stages.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -71,6 +72,12 @@ TEST(Pipeline, AFailedStageStopsItsDependentsAndResumeContinuesIt) {
 
   auto resumed = run_mariana("jobs resume " + id + " " + c.client());
   ASSERT_EQ(resumed.exit_code, 0) << resumed.out;
+  // The controller killed and restarted while the resumed stage runs: the pipeline carries on from
+  // its durable state (the stages' jobs, their parent, the registered checkpoints).
+  ASSERT_TRUE(Cluster::wait_for([&] { return c.job(extend_job).value("state", "") == "RUNNING"; }, 30))
+      << c.job(extend_job).dump();
+  c.kill9_controller();
+  c.start_controller();
   EXPECT_EQ(c.wait_end(id, 120), "SUCCEEDED") << c.job(id).dump();
   p = c.job(id);
   for (const char* s : {"pretrain", "extend", "rl"}) EXPECT_EQ(stage(p, s).value("state", ""), "SUCCEEDED") << s;

@@ -1,6 +1,7 @@
 // Every job file shipped in configs/jobs and configs/pipeline loads with the loader `mariana train`
 // uses for its phase (rl: the GRPO spec; the others: the training job spec), so a renamed or
-// mistyped key in a shipped file fails here rather than in a user's first run.
+// mistyped key in a shipped file fails here rather than in a user's first run; a pipeline file's
+// stages name job files that exist.
 #include <filesystem>
 #include <string>
 
@@ -23,6 +24,16 @@ TEST(ShippedConfigs, EveryJobFileLoadsForItsPhase) {
       const std::string path = e.path().string();
       toml::table t;
       ASSERT_NO_THROW(t = toml::parse_file(path)) << path;
+      if (t["kind"].value_or(std::string()) == "pipeline") {  // its stages' job files, beside it, load below
+        const toml::array* stages = t["stages"].as_array();
+        ASSERT_TRUE(stages != nullptr && !stages->empty()) << path;
+        for (const auto& st : *stages) {
+          const std::string job = (*st.as_table())["job"].value_or(std::string());
+          EXPECT_TRUE(fs::exists(e.path().parent_path() / job)) << path << ": stage job " << job;
+        }
+        ++files;
+        continue;
+      }
       const std::string phase = t["job"]["phase"].value_or(std::string());
       ASSERT_FALSE(phase.empty()) << path << ": no job.phase";
       if (phase == "rl") {
