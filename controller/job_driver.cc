@@ -5,6 +5,8 @@
 #include <cinttypes>
 #include <cstdio>
 #include <map>
+#include <utility>
+#include <vector>
 #include <sstream>
 
 #include <toml++/toml.h>
@@ -333,7 +335,9 @@ void Controller::pipeline_tick(JobRecord& p, const ActorJobSpec& spec) {
       auto tbl = toml_parse(st.spec_toml, st.spec_path);
       if (!tbl.ok()) return job_finish(p, JobState::kFailed, "stage " + st.name + ": " + tbl.status().message());
       if (!tbl.value().contains("model")) tbl.value().insert_or_assign("model", toml::table{});
-      tbl.value()["model"].as_table()->insert_or_assign("init_from", by_name[st.from]->run_dir);
+      toml::table* model = tbl.value()["model"].as_table();
+      if (model == nullptr) return job_finish(p, JobState::kFailed, "stage " + st.name + ": field 'model': expected a table");
+      model->insert_or_assign("init_from", by_name[st.from]->run_dir);
       std::ostringstream out;
       out << tbl.value();
       text = out.str();
@@ -352,32 +356,41 @@ void Controller::pipeline_tick(JobRecord& p, const ActorJobSpec& spec) {
 }
 
 Status Controller::job_revive(JobRecord& j) {
-  if (j.state != JobState::kFailed && j.state != JobState::kStopped)
-    return FailedPrecondition("job " + j.id + " is " + job_state_name(j.state) + "; only a FAILED or STOPPED job resumes");
+  auto resumable = [](const JobRecord& x) -> Status {
+    if (x.state != JobState::kFailed && x.state != JobState::kStopped)
+      return FailedPrecondition("job " + x.id + " is " + job_state_name(x.state) +
+                                "; only a FAILED or STOPPED job resumes");
+    return Status::Ok();
+  };
+  MARIANA_RETURN_IF_ERROR(resumable(j));
   MARIANA_ASSIGN_OR_RETURN(ActorJobSpec spec, job_spec_parse(j.spec_toml, j.spec_path));
   if (!spec.training() && spec.kind != "pipeline")
     return FailedPrecondition("job " + j.id + " is an actor job; only training jobs and pipelines resume");
-  if (!j.parent.empty()) {  // a stage resumes with its pipeline, which must not be running
+  if (!j.parent.empty()) {  // a stage resumes with its pipeline, or alone once the pipeline has ended
     auto p = jobs_.find(j.parent);
     if (p != jobs_.end() && !job_state_terminal(p->second.state))
       return FailedPrecondition("job " + j.id + " is a stage of running pipeline " + j.parent);
   }
-  for (const std::string& sid : j.stage_jobs) {  // a pipeline: each stage that did not succeed
+  // A pipeline: every stage that did not succeed resumes with it; all are checked before any changes.
+  std::vector<std::pair<JobRecord*, ActorJobSpec>> stages;
+  for (const std::string& sid : j.stage_jobs) {
     auto st = jobs_.find(sid);
-    if (st != jobs_.end() && st->second.state != JobState::kSucceeded) {
-      st->second.parent.clear();  // revived on its own first (its pipeline is terminal), then re-parented
-      MARIANA_RETURN_IF_ERROR(job_revive(st->second));
-      st->second.parent = j.id;
-      persist(st->second);
-    }
+    if (st == jobs_.end() || st->second.state == JobState::kSucceeded) continue;
+    MARIANA_RETURN_IF_ERROR(resumable(st->second));
+    MARIANA_ASSIGN_OR_RETURN(ActorJobSpec stage_spec, job_spec_parse(st->second.spec_toml, st->second.spec_path));
+    stages.emplace_back(&st->second, std::move(stage_spec));
   }
-  j.state = j.stage_jobs.empty() ? JobState::kPending : JobState::kRunning;
-  j.message = "resumed";
-  j.ended_wall_ms = 0;
-  j.pg_id.clear();
-  j.actor_ids.clear();
-  job_specs_[j.id] = std::move(spec);
-  persist(j);
+  auto reset = [&](JobRecord& x, ActorJobSpec x_spec, JobState state) {
+    x.state = state;
+    x.message = "resumed";
+    x.ended_wall_ms = 0;
+    x.pg_id.clear();  // a new placement group and new actors; a trainer resumes from last_checkpoint
+    x.actor_ids.clear();
+    job_specs_[x.id] = std::move(x_spec);
+    persist(x);
+  };
+  for (auto& [stage, stage_spec] : stages) reset(*stage, std::move(stage_spec), JobState::kPending);
+  reset(j, std::move(spec), j.stage_jobs.empty() ? JobState::kPending : JobState::kRunning);
   return Status::Ok();
 }
 

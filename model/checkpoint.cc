@@ -26,6 +26,17 @@ namespace {
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 constexpr const char* kSingleFile = "model.safetensors";
 
+}  // namespace
+
+std::string checkpoint_file_name(size_t i, size_t n) {
+  if (n == 1) return kSingleFile;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "model-%05zu-of-%05zu.safetensors", i + 1, n);
+  return buf;
+}
+
+namespace {
+
 std::string shard_name(size_t i, size_t n) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "model-%05zu-of-%05zu.safetensors", i + 1, n);
@@ -349,8 +360,8 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
     const std::string& path = sf.path();
     for (const SafetensorsEntry& e : sf.entries()) {
       const bool is_head_copy = std::find(heads.begin(), heads.end(), e.name) != heads.end();
-      const ParamSpec* spec = is_head_copy ? &table.at("lm_head.weight") : table.find(e.name);
-      if (spec == nullptr && (is_head_copy || full.find(e.name) == nullptr))
+      const ParamSpec* spec = table.find(is_head_copy ? std::string("lm_head.weight") : e.name);
+      if (spec == nullptr && full.find(is_head_copy ? std::string("lm_head.weight") : e.name) == nullptr)
         return InvalidArgument(path + ": tensor '" + e.name + "' is not a parameter of this config");
       if (seen.count(e.name)) return InvalidArgument(path + ": tensor '" + e.name + "' appears twice");
       seen[e.name] = true;
@@ -392,11 +403,13 @@ Result<LoadedCheckpoint<F>> checkpoint_load(const std::string& dir, const Checkp
                              ") is missing from the checkpoint");
     }
   }
-  // Shared heads must equal lm_head exactly (they are one tensor in the model).
-  const ParamSpec& head = table.at("lm_head.weight");
-  const Tensor head_enc = encode_tensor(model.params() + head.offset, head.shape, out.layout.dtype);
+  // Shared heads must equal lm_head exactly (they are one tensor in the model); a shard without
+  // the head (a layer range) has nothing to compare them with.
+  const ParamSpec* head = table.find("lm_head.weight");
+  const Tensor head_enc = head != nullptr ? encode_tensor(model.params() + head->offset, head->shape, out.layout.dtype)
+                                          : Tensor();
   for (const SafetensorsFile& sf : opened) {
-    for (const std::string& n : heads) {
+    for (const std::string& n : head != nullptr ? heads : std::vector<std::string>{}) {
       const SafetensorsEntry* e = sf.find(n);
       if (e == nullptr) continue;
       const Tensor v = sf.view(*e);

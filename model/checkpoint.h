@@ -48,6 +48,8 @@ std::vector<std::string> checkpoint_tensor_names(const ModelConfig& config, cons
 // F32 or BF16.
 Status checkpoint_layout_check(const std::string& dir, const ModelConfig& config, const ParamTable& table,
                                const CheckpointLayout& layout, const ShardFilter& shard = {});
+// The name of file i of n: model.safetensors when n is 1, else model-0000{i+1}-of-0000n.safetensors.
+std::string checkpoint_file_name(size_t i, size_t n);
 // Writes the safetensors files `files` (indices into layout.shards; one file: model.safetensors,
 // else model-0000i-of-0000n.safetensors) of `layout` into the existing directory dir, each atomic,
 // from `model`, which must hold their tensors. `what` names the checkpoint in errors (OutOfRange

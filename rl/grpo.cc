@@ -120,7 +120,7 @@ Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<f
 // Where a resumed run continues: rl_state.json of its checkpoint.
 struct RlResumeState {
   int64_t iteration = 0, policy_version = 0, optimizer_steps = 0, prompt_position = 0;
-  double eval_before = 0;
+  double eval_before = 0, eval_after = -1;  // eval_after: held-out accuracy at the checkpoint when measured
   std::string init_from, reference;
 };
 
@@ -138,6 +138,7 @@ Result<RlResumeState> rl_state_read(const std::string& checkpoint_dir) {
     r.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
     r.prompt_position = j.at("prompt_position").get<int64_t>();
     r.eval_before = j.at("eval_before").get<double>();
+    r.eval_after = j.value("eval_after", -1.0);
     r.init_from = j.at("init_from").get<std::string>();
     r.reference = j.at("reference").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
@@ -492,6 +493,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       std::printf("rl %s: start from %s, held-out accuracy %.3f\n", s.name.c_str(), init_dir.c_str(), sum.eval_before);
   } else {
     sum.eval_before = at.eval_before;
+    if (at.iteration >= s.iterations) sum.eval_after = at.eval_after;  // a finished run: nothing left to run
     if (!o.quiet)
       std::printf("rl %s: resumed from %s (iteration %lld)\n", s.name.c_str(), resume_dir.c_str(),
                   (long long)at.iteration);
@@ -635,6 +637,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                               {"optimizer_steps", adam.steps()},
                               {"prompt_position", prompt_position},
                               {"eval_before", sum.eval_before},
+                              {"eval_after", m.eval_accuracy},
                               {"init_from", init_dir},
                               {"reference", ref_dir},
                               {"job", s.source}};

@@ -46,16 +46,20 @@ Result<WeightSyncResult> weight_sync(comm::Communicator& group, int root, Model<
   const int64_t n = model.table().arena_size();
   std::vector<float> header(kHeaderFloats, 0.0f);
   if (sender) {
-    uint32_t magic = kMagic;
+    uint32_t magic = kMagic, verify = options.verify ? 1 : 0;
     std::memcpy(header.data(), &magic, sizeof magic);
+    std::memcpy(header.data() + 1, &verify, sizeof verify);
     put_u64(header.data() + 2, static_cast<uint64_t>(version));
     put_u64(header.data() + 4, static_cast<uint64_t>(n));
-    if (options.verify) put_u64(header.data() + 6, arena_hash(model));
+    if (options.verify) put_u64(header.data() + 6, arena_hash(model));  // header[1] says so
   }
   MARIANA_RETURN_IF_ERROR(group.broadcast(header, root));
   uint32_t magic = 0;
   std::memcpy(&magic, header.data(), sizeof magic);
   if (magic != kMagic) return DataLoss("weight sync (group " + group.group() + "): the header is not a weight sync's");
+  uint32_t root_verify = 0;  // the root's choice: every member must make the same collective calls
+  std::memcpy(&root_verify, header.data() + 1, sizeof root_verify);
+  const bool verify = root_verify != 0;
   const int64_t root_n = static_cast<int64_t>(get_u64(header.data() + 4));
   const bool mismatch = root_n != n;
   WeightSyncResult out;
@@ -74,11 +78,11 @@ Result<WeightSyncResult> weight_sync(comm::Communicator& group, int root, Model<
       mismatch ? FailedPrecondition(where + ": this member's model has " + std::to_string(n) +
                                     " parameter slots, the root's (rank " + std::to_string(root) + ") " +
                                     std::to_string(root_n) + "; its parameters are unchanged")
-      : options.verify && !sender && arena_hash(model) != get_u64(header.data() + 6)
+      : verify && !sender && arena_hash(model) != get_u64(header.data() + 6)
           ? DataLoss(where + ": the parameters arrived with a checksum that differs from the root's; do not sample "
                              "from them")
           : Status::Ok();
-  if (options.verify) {
+  if (verify) {
     MARIANA_ASSIGN_OR_RETURN(bool any, any_failed(group, !mine.ok()));
     if (any && mine.ok()) return Unavailable(where + ": another member failed it (see its log)");
   }

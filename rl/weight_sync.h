@@ -29,6 +29,7 @@ struct WeightSyncOptions {
   // Checksum the arena on both sides and agree on the outcome (one more round trip, and two passes
   // over the weights); off, a sync is the header and the buckets only. TCP already checks each
   // segment, so verify is for doubt (a new transport, a suspected bug), not for every update.
+  // The root's choice holds for every member (it travels in the header).
   bool verify = false;
 };
 

@@ -141,7 +141,15 @@ Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir,
   MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
   // Every rank's files are written: rank 0 completes the checkpoint and publishes its manifest.
   if (at.rank == 0) {
-    st = checkpoint_write_index(where.tmp, model.config(), full, layout);
+    // Every rank's files must be visible here before the manifest lists the directory's files (a
+    // shared file system may show another node's new file late): else this checkpoint fails.
+    for (int64_t r = 0; r < at.world && st.ok(); ++r)
+      for (const std::string& f : {checkpoint_file_name(static_cast<size_t>(r), static_cast<size_t>(at.world)),
+                                   moments_file_name(r, at.world)})
+        if (st.ok() && !fs::exists(fs::path(where.tmp) / f))
+          st = Unavailable("checkpoint " + where.final_dir + ": rank " + std::to_string(r) + "'s " + f +
+                           " is not in " + where.tmp + " although it was written");
+    if (st.ok()) st = checkpoint_write_index(where.tmp, model.config(), full, layout);
     if (st.ok()) st = write_trainer_files(where.tmp, run_dir, state, objective);
     if (st.ok()) st = checkpoint_publish(run_dir, where.tmp, where.final_dir, step, keep_last);
   }
@@ -156,13 +164,13 @@ ZeroOptimizer::ZeroOptimizer(const ParamTable& table, const ParamTable& full, in
   for (const ParamSpec& s : table.specs()) {
     if (s.kind == ParamKind::kGateBias || s.expert >= 0) continue;
     const bool decay = s.kind == ParamKind::kMatrix || s.kind == ParamKind::kEmbedding;
-    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay, full.at(s.name).offset, &full.at(s.name)});
+    dense_.segments.push_back({s.offset, s.numel(), dense_.n, decay, &full.at(s.name)});
     dense_.n += s.numel();
   }
   // This rank's experts in its own arena (and where they go in the full one).
   for (const ParamSpec& s : table.specs()) {
     if (s.expert < 0) continue;
-    experts_.segments.push_back({s.offset, s.numel(), experts_.n, true, full.at(s.name).offset, &full.at(s.name)});
+    experts_.segments.push_back({s.offset, s.numel(), experts_.n, true, &full.at(s.name)});
     experts_.n += s.numel();
   }
   dense_.group = &groups.world();
@@ -253,14 +261,14 @@ int64_t ZeroOptimizer::step_bytes_analytic() const {
   return bytes;
 }
 
-void ZeroOptimizer::load_moments(const float* full_m, const float* full_v, int64_t steps) {
+void ZeroOptimizer::load_moments(const float* exp_avg, const float* exp_avg_sq, int64_t steps) {
   t_ = steps;
   for (Flat* f : {&dense_, &experts_}) {
     const int64_t begin = f->group->rank() * f->slice;
     for (int which = 0; which < 2; ++which) {
-      const float* src = which == 0 ? full_m : full_v;
+      const float* src = which == 0 ? exp_avg : exp_avg_sq;
       for (const Segment& s : f->segments)
-        std::memcpy(f->buf.data() + s.flat, src + s.full_offset, static_cast<size_t>(s.n) * sizeof(float));
+        std::memcpy(f->buf.data() + s.flat, src + s.offset, static_cast<size_t>(s.n) * sizeof(float));
       std::fill(f->buf.begin() + f->n, f->buf.end(), 0.0f);
       std::vector<float>& dst = which == 0 ? f->m : f->v;
       std::copy(f->buf.begin() + begin, f->buf.begin() + begin + f->slice, dst.begin());

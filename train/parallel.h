@@ -104,8 +104,8 @@ Batch batch_rows_of_rank(const Batch& global, int64_t rank, int64_t world);
 // parameters (the bias update sets them, identically on every rank).
 class ZeroOptimizer {
  public:
-  // table: this rank's model's (a shard's with ep > 1); full: the full model's, the layout of
-  // checkpoints and of the moments load_moments takes.
+  // table: this rank's model's (a shard's with ep > 1); full: the full model's, whose tensors name
+  // the moment runs of checkpoints.
   ZeroOptimizer(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, AdamWConfig cfg,
                 ParallelGroups& groups);
 
@@ -119,8 +119,9 @@ class ZeroOptimizer {
   // This rank's slices of both moments as runs of the full model's tensors (for its checkpoint
   // file); valid until the next update.
   std::vector<MomentRun> moment_runs() const;
-  // Takes this rank's slices of full-layout moments (resume, with any earlier layout).
-  void load_moments(const float* full_exp_avg, const float* full_exp_avg_sq, int64_t steps);
+  // Takes this rank's slices of moments laid out as this rank's arena (`table`'s; resume, read
+  // from a checkpoint of any earlier layout by training_moments_load).
+  void load_moments(const float* exp_avg, const float* exp_avg_sq, int64_t steps);
   int64_t steps() const { return t_; }
   // The bytes this rank sends in one step's reduce-scatter and all-gather, by the algorithms'
   // count: (G − 1)/G of each flat buffer, twice, over its group of G (bench: against measured).
@@ -131,7 +132,6 @@ class ZeroOptimizer {
     int64_t offset = 0, n = 0;  // arena offset and length
     int64_t flat = 0;           // position in the flat buffer
     bool decay = false;
-    int64_t full_offset = 0;    // offset in the full model's arena
     const ParamSpec* full_spec = nullptr;  // the tensor, in the full model's table
   };
 

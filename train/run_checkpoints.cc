@@ -121,7 +121,11 @@ Status training_moments_load(const std::string& checkpoint_dir, const ParamTable
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
       long long i = 0, n = 0;
-      if (std::sscanf(e.path().filename().c_str(), "optimizer-%lld-of-%lld.safetensors", &i, &n) == 2) count = n;
+      if (std::sscanf(e.path().filename().c_str(), "optimizer-%lld-of-%lld.safetensors", &i, &n) != 2) continue;
+      if (count > 0 && n != count)
+        return DataLoss(checkpoint_dir + ": moments files of " + std::to_string(count) + " and of " +
+                        std::to_string(n) + " ranks side by side");
+      count = n;
     }
     if (count <= 0) return DataLoss(checkpoint_dir + ": no " + kOptimizerFile + " and no optimizer-*-of-*.safetensors");
     for (long long r = 0; r < count; ++r) {
@@ -170,11 +174,12 @@ Status training_moments_load(const std::string& checkpoint_dir, const ParamTable
       auto runs = covered[moment + s.name];
       std::sort(runs.begin(), runs.end());
       int64_t at = 0;
+      bool exact = true;  // the runs, in order, tile [0, numel) with no gap and no overlap
       for (const auto& [start, n] : runs) {
-        if (start != at) break;
-        at += n;
+        exact = exact && start == at;
+        at = start + n;
       }
-      if (at != s.numel())
+      if (!exact || at != s.numel())
         return DataLoss(checkpoint_dir + ": moment '" + moment + s.name + "' is " +
                         (runs.empty() ? "missing" : "not covered exactly once by the moments files"));
     }

@@ -36,7 +36,7 @@ class StepOptimizer {
   // This rank's moments for its checkpoint file, as runs of the full model's tensors (one
   // process: every tensor but the gate biases, whole; ZeRO-1: its slices). Valid until the next update.
   virtual std::vector<MomentRun> moment_runs() const = 0;
-  // Restores the moments (full model layout) and the update count.
+  // Restores the moments (laid out as this rank's model's arena) and the update count.
   virtual void load(const float* exp_avg, const float* exp_avg_sq, int64_t steps) = 0;
   // The bytes this rank sends in one step's gradient reduction and parameter gathering, by the
   // algorithms' count (0 for one process).

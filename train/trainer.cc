@@ -509,8 +509,9 @@ Result<TrainSummary> train_run(const TrainOptions& o) {
       return DataLoss(resume_dir + "/" + kTrainerStateFile + ": " + e.what());
     }
     {
-      std::vector<float> m(static_cast<size_t>(full_table.arena_size()), 0.0f), v(m.size(), 0.0f);
-      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, full_table, m.data(), v.data()));
+      // This rank's tensors only (an ep rank's shard), from any earlier layout's files.
+      std::vector<float> m(static_cast<size_t>(model->table().arena_size()), 0.0f), v(m.size(), 0.0f);
+      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, model->table(), m.data(), v.data()));
       opt->load(m.data(), v.data(), optimizer_steps);
     }
     summary.resumed_from = step;

@@ -383,7 +383,7 @@ TEST_F(GrpoRun, JsonlPromptSets) {
   const std::string ck = make_checkpoint();
   const fs::path train = dir_ / "train.jsonl", held = dir_ / "held.jsonl";
   std::ofstream(train) << "{\"prompt\": \"1 + 1 = ?\", \"answer\": 2}\n\n{\"prompt\": \"2 + 5 = ?\", \"answer\": \"7\"}\n";
-  std::ofstream(held) << "{\"prompt\": \"3 + 4 = ?\", \"answer\": 7}\n";
+  std::ofstream(held) << "{\"prompt\": \"3 + 4 = ?\", \"answer\": 7}\n{\"prompt\": \"9 - 4 = ?\", \"answer\": 5}\n";
   const std::string head = "[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck + "\"\n";
   const std::vector<std::string> sets = {"task.dataset=" + train.string(), "task.eval_dataset=" + held.string(),
                                          "rollout.prompts=2", "rollout.group_size=2", "rollout.max_new_tokens=4",
@@ -392,7 +392,22 @@ TEST_F(GrpoRun, JsonlPromptSets) {
   auto res = grpo_run(o);
   ASSERT_TRUE(res.ok()) << res.status().to_string();
   EXPECT_EQ(res.value().last.prompts_sampled, 2);
-  EXPECT_GE(res.value().eval_after, 0.0);
+  // The held-out accuracy is over the held-out file's problems, in file order, as many as it has.
+  {
+    auto model = checkpoint_load<float>(ck);
+    auto tok = Tokenizer::load(ck + "/tokenizer.json");
+    auto set = PromptSet::jsonl(held.string(), 7);
+    auto math = make_scorer("math", nlohmann::json::object());
+    ASSERT_TRUE(model.ok() && tok.ok() && set.ok() && math.ok());
+    PromptEvalOptions pe;
+    pe.problems = 5;
+    pe.max_new_tokens = 4;
+    auto ev = eval_prompt_set(model.value().model, tok.value(), set.value(), *math.value(), pe);
+    ASSERT_TRUE(ev.ok()) << ev.status().to_string();
+    EXPECT_EQ(ev.value().problems, 2);
+    EXPECT_EQ(ev.value().accuracy, static_cast<double>(ev.value().correct) / 2.0);
+    EXPECT_EQ(set.value().row(1).question, "9 - 4 = ?");
+  }
 
   // Each epoch visits every line once, in an order fixed by the seed.
   auto set = PromptSet::jsonl(train.string(), 7);

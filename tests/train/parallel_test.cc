@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -234,6 +236,33 @@ TEST_F(ParallelTrainTest, CheckpointsAreWrittenPerRankAndReassemble) {
   Status st = training_moments_load(broken, table, m2.data(), v2.data());
   EXPECT_EQ(st.code(), StatusCode::kDataLoss);
   EXPECT_NE(st.message().find("optimizer-00002-of-00004.safetensors: missing"), std::string::npos) << st.to_string();
+  // Rank 2's expert runs also written into rank 1's file (whose own runs all stay): overlaps with
+  // no gap, refused as well.
+  {
+    const std::string twice = p("twice");
+    fs::copy(ck, twice, fs::copy_options::recursive);
+    std::vector<std::pair<std::string, Tensor>> items;
+    std::map<std::string, std::string> meta;
+    for (const char* f : {"/optimizer-00002-of-00004.safetensors", "/optimizer-00003-of-00004.safetensors"}) {
+      auto sf = SafetensorsFile::open(twice + f);
+      ASSERT_TRUE(sf.ok());
+      for (const SafetensorsEntry& e : sf.value().entries()) {
+        bool clash = false;
+        for (const auto& [n, t] : items) clash = clash || n == e.name;
+        if (clash) continue;  // a name both ranks hold (the replicated tensors): rank 1's stays
+        const Tensor v = sf.value().view(e);
+        Tensor copy = Tensor::zeros(v.dtype(), v.shape());
+        std::memcpy(copy.data(), v.data(), v.nbytes());
+        items.emplace_back(e.name, std::move(copy));
+        const std::string key = "start." + e.name.substr(e.name.find('.') + 1);
+        if (auto it = sf.value().metadata().find(key); it != sf.value().metadata().end()) meta.emplace(key, it->second);
+      }
+    }
+    ASSERT_TRUE(safetensors_write(twice + "/optimizer-00002-of-00004.safetensors", items, meta).ok());
+    st = training_moments_load(twice, table, m2.data(), v2.data());
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+    EXPECT_NE(st.message().find("not covered exactly once"), std::string::npos) << st.to_string();
+  }
   // Rank 1's file standing in for rank 2's: rank 1's runs twice, rank 2's never.
   fs::copy_file(broken + "/optimizer-00001-of-00004.safetensors", broken + "/optimizer-00002-of-00004.safetensors");
   st = training_moments_load(broken, table, m2.data(), v2.data());
