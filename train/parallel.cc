@@ -1,6 +1,8 @@
 // ParallelGroups and ZeRO-1.
 #include "train/parallel.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -126,7 +128,14 @@ Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir,
   comm::Communicator& world = groups.world();
   const ParallelRank& at = groups.layout();
   const std::string what = "writing checkpoint step " + std::to_string(step);
-  const CheckpointStaging where = checkpoint_staging_path(run_dir, step_dir_name(step), "ranks");
+  // The staging directory is named by rank 0's pid, agreed on by broadcast: a rank left over from
+  // an earlier gang (same step, other rank 0) never writes into this gang's.
+  std::vector<float> tag_bits(1, 0.0f);
+  uint32_t tag = static_cast<uint32_t>(::getpid());
+  if (at.rank == 0) std::memcpy(tag_bits.data(), &tag, sizeof tag);
+  MARIANA_RETURN_IF_ERROR(world.broadcast(tag_bits, 0));  // bytes copied as they are
+  std::memcpy(&tag, tag_bits.data(), sizeof tag);
+  const CheckpointStaging where = checkpoint_staging_path(run_dir, step_dir_name(step), "ranks-" + std::to_string(tag));
   Status st;
   if (at.rank == 0) {  // a staging directory left by a gang that died is emptied first
     std::error_code ec;

@@ -87,7 +87,7 @@ CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const Par
 
 class TrainObjective;
 // Writes run_dir/checkpoints/step-N with every rank of the job (collective): rank 0 empties the
-// shared staging directory; each rank writes its model file (checkpoint_layout_of_ranks) from
+// shared staging directory (named by rank 0's pid, which the ranks agree on); each rank writes its model file (checkpoint_layout_of_ranks) from
 // `model` and its moments file from `moments`; once every rank has, rank 0 writes config.json, the
 // index and the trainer's files (write_trainer_files) and publishes. A failure on any rank fails
 // every rank, and nothing is published. *written: the checkpoint's directory, on every rank.
