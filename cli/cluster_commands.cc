@@ -388,7 +388,7 @@ int worker_main(int argc, char** argv) {
       "actor-id", "", cxxopts::value<std::string>())("incarnation", "", cxxopts::value<uint32_t>())(
       "class", "", cxxopts::value<std::string>())("node-id", "", cxxopts::value<std::string>())(
       "heartbeat-ms", "", cxxopts::value<int64_t>()->default_value("500"))(
-      "curve-file", "", cxxopts::value<std::string>());
+      "curve-file", "", cxxopts::value<std::string>())("args", "", cxxopts::value<std::string>());
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
   for (const char* req : {"controller", "token-file", "actor-id", "incarnation", "class", "node-id"})
@@ -403,6 +403,7 @@ int worker_main(int argc, char** argv) {
   wo.class_name = r.value()["class"].as<std::string>();
   wo.node_id = r.value()["node-id"].as<std::string>();
   wo.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
+  if (r.value().count("args")) wo.args = r.value()["args"].as<std::string>();
   if (r.value().count("curve-file")) {
     auto keys = proto::curve_client_load(r.value()["curve-file"].as<std::string>());
     if (!keys.ok()) return report(keys.status());

@@ -165,6 +165,7 @@ void Controller::send_start_worker(const ActorRecord& a) {
   s.setIncarnation(a.incarnation);
   s.setClassName(a.class_name);
   s.setJobId(a.job_id);
+  s.setArgs(a.args);
   queue(agent_peer(a.node_id), m.bytes());
 }
 
@@ -412,6 +413,12 @@ void Controller::handle_create_actor(const std::string& peer, uint64_t rid, prot
   a.pg_id = text(m.getPlacementGroupId());
   a.bundle_index = m.getBundleIndex();
   a.job_id = text(m.getJobId());
+  a.args = text(m.getArgs());
+  if (!a.args.empty()) {
+    auto args = nlohmann::json::parse(a.args, nullptr, false);
+    if (!args.is_object())
+      return reply_error(peer, rid, InvalidArgument("createActor: field 'args': expected a JSON object, got " + a.args));
+  }
   auto id = create_actor(std::move(a));
   if (!id.ok()) return reply_error(peer, rid, id.status());
   auto out = message(rid);

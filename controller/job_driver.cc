@@ -147,6 +147,7 @@ void Controller::job_tick(JobRecord& j) {
     for (int64_t i = 0; i < spec.count; ++i) {
       ActorRecord a;
       a.class_name = spec.actor_class;
+      a.args = spec.args;
       a.name = j.name + "/" + std::to_string(i);
       a.job_id = j.id;
       a.demand = spec.resources;

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
 
 #include "core/toml_util.h"
 
@@ -137,6 +140,13 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));
   MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
   MARIANA_ASSIGN_OR_RETURN(s.actor_class, actors.get_string("class"));
+  if (actors.has("args")) {  // a table: every actor's constructor arguments, as JSON
+    const toml::table* args = actors.table()["args"].as_table();
+    if (args == nullptr) return InvalidArgument(path + ": field 'actors.args': expected a table");
+    std::ostringstream json;
+    json << toml::json_formatter(*args);
+    s.args = json.str();
+  }
   MARIANA_ASSIGN_OR_RETURN(s.count, actors.get_int("count"));
   MARIANA_RETURN_IF_ERROR(restart_budget_parse(actors, "actors", 3, 0, path, s));
   MARIANA_ASSIGN_OR_RETURN(int64_t mtr, actors.get_int_or("max_task_retries", -1));

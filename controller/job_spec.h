@@ -73,6 +73,7 @@ struct ActorJobSpec {
   std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl", "pipeline"
   bool training() const { return job_kind_training(kind); }
   std::string actor_class;
+  std::string args;  // [actors] args: the actors' constructor arguments (a JSON object's text, "" = none)
   int64_t count = 1;
   int32_t max_restarts = 3;       // failures allowed within restart_window_s; -1 unlimited
   int64_t restart_window_s = 0;   // 0: over the actor's whole life

@@ -124,6 +124,7 @@ nlohmann::json to_json(const NodeRecord& r) {
 nlohmann::json to_json(const ActorRecord& r) {
   return {{"id", r.id},
           {"class", r.class_name},
+          {"args", r.args},
           {"name", r.name},
           {"job_id", r.job_id},
           {"demand", r.demand},
@@ -206,6 +207,7 @@ Result<ActorRecord> actor_from_json(const std::string& text, const std::string& 
   MARIANA_RETURN_IF_ERROR(guarded(what, [&] {
     r.id = j.at("id").get<std::string>();
     r.class_name = j.at("class").get<std::string>();
+    r.args = j.value("args", "");
     r.name = j.value("name", "");
     r.job_id = j.value("job_id", "");
     r.demand = j.value("demand", Resources{});

@@ -80,6 +80,7 @@ struct ActorRecord {
   std::string class_name;
   std::string name;
   std::string job_id;
+  std::string args;  // constructor arguments: a JSON object, "" = none (every incarnation gets them)
   Resources demand;
   int32_t max_restarts = 0;      // failures allowed within restart_window_ms; -1 unlimited
   int64_t restart_window_ms = 0; // 0: the actor's whole life

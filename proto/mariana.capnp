@@ -57,6 +57,7 @@ struct StartWorker {
   incarnation @1 :UInt32;
   className @2 :Text;
   jobId @3 :Text;
+  args @4 :Text;                 # the actor's constructor arguments (ActorSpec.args)
 }
 
 struct StopWorker {
@@ -99,6 +100,7 @@ struct ActorSpec {
   placementGroupId @5 :Text;
   bundleIndex @6 :Int32;
   jobId @7 :Text;
+  args @8 :Text;                 # constructor arguments: a JSON object ("" = none), given to every incarnation
 }
 
 struct CreateActorReply {

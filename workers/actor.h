@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/status.h"
 
 namespace mariana::workers {
@@ -39,17 +41,38 @@ using ActorMethod = std::function<Result<std::string>(Actor& self, std::string_v
 
 struct ActorClass {
   std::string name;
-  std::function<std::unique_ptr<Actor>()> create;
+  // Constructs an instance from its constructor arguments (a JSON object's text, "" = none);
+  // InvalidArgument naming the class and the field when they are not what it takes.
+  std::function<Result<std::unique_ptr<Actor>>(const std::string& args)> create;
   std::map<std::string, ActorMethod, std::less<>> methods;
 };
 
 // Typed registration: ActorClassBuilder<Counter>("counter").method("add", &Counter::add).build().
+// A class that takes constructor arguments has
+//   static Result<std::unique_ptr<T>> create(const nlohmann::json& args);  // args: a JSON object
+// (the same object to every incarnation, so a restarted actor is built as the first one was);
+// one without it is default-constructed and refuses any argument.
 template <typename T>
 class ActorClassBuilder {
  public:
   explicit ActorClassBuilder(std::string name) {
     cls_.name = std::move(name);
-    cls_.create = [] { return std::make_unique<T>(); };
+    cls_.create = [name = cls_.name](const std::string& text) -> Result<std::unique_ptr<Actor>> {
+      nlohmann::json args = nlohmann::json::object();
+      if (!text.empty()) {
+        args = nlohmann::json::parse(text, nullptr, false);
+        if (!args.is_object())
+          return InvalidArgument("actor class " + name + ": constructor arguments: expected a JSON object, got " + text);
+      }
+      if constexpr (requires { T::create(args); }) {
+        MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<T> made, T::create(args));
+        return std::unique_ptr<Actor>(std::move(made));
+      } else {
+        if (!args.empty())
+          return InvalidArgument("actor class " + name + " takes no constructor arguments, got " + args.dump());
+        return std::unique_ptr<Actor>(std::make_unique<T>());
+      }
+    };
   }
   ActorClassBuilder& method(const std::string& name, Result<std::string> (T::*fn)(std::string_view)) {
     cls_.methods[name] = [fn](Actor& self, std::string_view args) { return (static_cast<T&>(self).*fn)(args); };

@@ -140,6 +140,10 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
       argv.push_back("--curve-file");
       argv.push_back(o.curve_file);
     }
+    if (s.getArgs().size() > 0) {  // the constructor arguments, JSON
+      argv.push_back("--args");
+      argv.push_back(s.getArgs().cStr());
+    }
     const std::string base = o.log_dir + "/" + actor + "-" + inc;
     auto pid = launcher->spawn(argv, base + ".out", base + ".err");
     RunningWorker w{actor, s.getIncarnation(), 0};

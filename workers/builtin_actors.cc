@@ -15,6 +15,18 @@ std::string int64_bytes(int64_t v) {
 
 class Counter final : public Actor {
  public:
+  // Constructor arguments: {"initial": N} starts the total at N (default 0).
+  static Result<std::unique_ptr<Counter>> create(const nlohmann::json& args) {
+    auto c = std::make_unique<Counter>();
+    for (const auto& [key, value] : args.items()) {
+      if (key != "initial") return InvalidArgument("actor class counter: unknown constructor argument '" + key + "'");
+      if (!value.is_number_integer())
+        return InvalidArgument("actor class counter: constructor argument 'initial': expected an integer, got " +
+                               value.dump());
+      c->total_ = value.get<int64_t>();
+    }
+    return c;
+  }
   Result<std::string> step(std::string_view args) {
     MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::StepArgs>::decode(args, "counter.step args"));
     if (a.get().getSleepMs() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(a.get().getSleepMs()));

@@ -127,7 +127,7 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
   t_worker = &o;
   const ActorClass* cls = registry.find(o.class_name);
   if (!cls) return NotFound("worker: unknown actor class \"" + o.class_name + "\"");
-  std::unique_ptr<Actor> actor = cls->create();
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<Actor> actor, cls->create(o.args));
   const std::string identity = proto::worker_peer(o.actor_id, o.incarnation);
 
   zmq::context_t ctx(1);

@@ -24,6 +24,7 @@ struct WorkerOptions {
   std::string actor_id;
   uint32_t incarnation = 0;
   std::string class_name;
+  std::string args;  // the actor's constructor arguments (JSON object text; "" = none)
   std::string node_id;
   int64_t heartbeat_ms = 500;
   std::string bind_host = "127.0.0.1";

@@ -306,5 +306,62 @@ TEST(ClusterLogs, AgentsDefaultToTheStateDirSoTwoClustersNeverMix) {
   }
 }
 
+// Constructor arguments: an actor created with {"initial": 40} starts its counter at 40, and so does
+// every incarnation after a kill -9 of its worker (the controller keeps the arguments with the
+// actor); what is not a JSON object is refused at creation; an actor job's [actors] args reach
+// each of its actors.
+TEST_F(ClusterTest, ActorsTakeConstructorArgumentsInEveryIncarnation) {
+  const std::string token = trim(read_file(c_.state_dir() + "/cluster.token").value());
+  zmq::context_t ctx(1);
+  proto::RpcClient ctl(ctx, c_.address(), token);
+  auto create = [&](const std::string& args) {
+    return ctl.call(
+        [&](proto::Envelope::Payload::Builder p) {
+          auto s = p.initCreateActor();
+          s.setClassName("counter");
+          auto r = s.initResources(1);
+          r[0].setName("CPU");
+          r[0].setAmount(0.5);
+          s.setBundleIndex(-1);
+          s.setMaxRestarts(3);
+          s.setArgs(args);
+        },
+        5000);
+  };
+  auto bad = create("[40]");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("field 'args': expected a JSON object"), std::string::npos)
+      << bad.status().to_string();
+  auto created = create(R"({"initial": 40})");
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  const std::string id = created.value().payload().getCreateActorReply().getActorId().cStr();
+  auto alive = [&](uint32_t incarnation) {
+    return Cluster::wait_for(
+        [&] {
+          auto a = c_.query("actors show " + id);
+          return a.value("state", "") == "ALIVE" && a.value("incarnation", 0u) == incarnation;
+        },
+        20);
+  };
+  ASSERT_TRUE(alive(0));
+  auto endpoint = [&] { return c_.query("actors show " + id).value("address", ""); };
+  EXPECT_EQ(counter_add(ctx, endpoint(), token, id, 2), 42);
+  ASSERT_EQ(::kill(c_.query("actors show " + id).value("pid", 0), SIGKILL), 0);
+  ASSERT_TRUE(alive(1)) << c_.query("actors show " + id).dump();
+  EXPECT_EQ(counter_add(ctx, endpoint(), token, id, 1), 41) << "the new incarnation lost its arguments";
+  EXPECT_EQ(c_.query("actors show " + id).value("args", ""), R"({"initial": 40})");
+
+  const std::string job = c_.submit(c_.write_job("args", "kind = \"actors\"\n[actors]\nclass = \"counter\"\ncount = 2\n"
+                                                         "args = { initial = 7 }\n[run]\nsteps = 3\n"));
+  EXPECT_EQ(c_.wait_end(job), "SUCCEEDED");
+  int with_args = 0;
+  for (auto& a : c_.query("actors list"))
+    if (a.value("job_id", "") == job) {
+      EXPECT_EQ(nlohmann::json::parse(a.value("args", "{}")), nlohmann::json::parse(R"({"initial": 7})")) << a.dump();
+      ++with_args;
+    }
+  EXPECT_EQ(with_args, 2);
+}
+
 }  // namespace
 }  // namespace mariana::integration

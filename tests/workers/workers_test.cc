@@ -19,7 +19,7 @@ namespace {
 TEST(ActorRegistry, CounterStepsAndAdds) {
   const ActorClass* cls = builtin_actor_registry().find("counter");
   ASSERT_NE(cls, nullptr);
-  auto actor = cls->create();
+  auto actor = std::move(cls->create("")).value();
   auto args = proto::encode_struct<proto::StepArgs>([](proto::StepArgs::Builder b) { b.setStep(3); });
   for (int i = 1; i <= 2; ++i) {
     auto r = actor_invoke(*cls, *actor, "step", args);
@@ -32,9 +32,33 @@ TEST(ActorRegistry, CounterStepsAndAdds) {
   EXPECT_EQ(proto::StructValue<proto::Int64Value>::decode(total.value(), "r").value().get().getValue(), 10);
 }
 
+// Constructor arguments: a JSON object the class reads ({"initial": N} for counter); a class
+// without them refuses any; what is not an object, or a field the class does not know, is refused
+// by name.
+TEST(ActorRegistry, ConstructorArguments) {
+  const ActorClass* counter = builtin_actor_registry().find("counter");
+  auto made = counter->create(R"({"initial": 40})");
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  auto total = actor_invoke(*counter, *made.value(), "get", "");
+  ASSERT_TRUE(total.ok());
+  EXPECT_EQ(proto::StructValue<proto::Int64Value>::decode(total.value(), "r").value().get().getValue(), 40);
+  for (const char* bad : {R"({"initial": "x"})", R"({"start": 1})", "[1]", "{"}) {
+    auto r = counter->create(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("actor class counter"), std::string::npos) << r.status().to_string();
+  }
+  const ActorClass* echo = builtin_actor_registry().find("echo");
+  EXPECT_TRUE(echo->create("").ok());
+  EXPECT_TRUE(echo->create("{}").ok());
+  auto refused = echo->create(R"({"x": 1})");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("takes no constructor arguments"), std::string::npos);
+}
+
 TEST(ActorRegistry, ErrorsAreStatuses) {
   const ActorClass* cls = builtin_actor_registry().find("counter");
-  auto actor = cls->create();
+  auto actor = std::move(cls->create("")).value();
   EXPECT_EQ(actor_invoke(*cls, *actor, "nosuch", "").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(actor_invoke(*cls, *actor, "step", "garbage!").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(actor_invoke(*cls, *actor, "fail", "").status().code(), StatusCode::kFailedPrecondition);
