@@ -162,6 +162,22 @@ TEST_F(ClusterTest, SubmitWaitAndStop) {
   EXPECT_TRUE(Cluster::wait_for([&] { return alive_actors(job).empty(); }, 10));
 }
 
+// Creates a "counter" actor of half a CPU, outside any group, with constructor `args` ("" none).
+Result<proto::Frame> create_counter(proto::RpcClient& ctl, const std::string& args, int32_t max_restarts) {
+  return ctl.call(
+      [&](proto::Envelope::Payload::Builder p) {
+        auto s = p.initCreateActor();
+        s.setClassName("counter");
+        auto r = s.initResources(1);
+        r[0].setName("CPU");
+        r[0].setAmount(0.5);
+        s.setBundleIndex(-1);
+        s.setMaxRestarts(max_restarts);
+        s.setArgs(args);
+      },
+      5000);
+}
+
 // A counter.add call on `endpoint`; returns the counter's total, or -1 (with a test failure).
 int64_t counter_add(zmq::context_t& ctx, const std::string& endpoint, const std::string& token,
                     const std::string& actor_id, int64_t value) {
@@ -192,16 +208,7 @@ TEST_F(ClusterTest, AnAliveActorServesCallsOnItsLocalSocketAndOnTcp) {
   const std::string token = trim(read_file(c_.state_dir() + "/cluster.token").value());
   zmq::context_t ctx(1);
   proto::RpcClient ctl(ctx, c_.address(), token);
-  auto created = ctl.call(
-      [](proto::Envelope::Payload::Builder p) {
-        auto s = p.initCreateActor();
-        s.setClassName("counter");
-        auto r = s.initResources(1);
-        r[0].setName("CPU");
-        r[0].setAmount(0.5);
-        s.setBundleIndex(-1);
-      },
-      5000);
+  auto created = create_counter(ctl, "", 0);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
   const std::string id = created.value().payload().getCreateActorReply().getActorId().cStr();
   auto waited = ctl.call(
@@ -314,25 +321,11 @@ TEST_F(ClusterTest, ActorsTakeConstructorArgumentsInEveryIncarnation) {
   const std::string token = trim(read_file(c_.state_dir() + "/cluster.token").value());
   zmq::context_t ctx(1);
   proto::RpcClient ctl(ctx, c_.address(), token);
-  auto create = [&](const std::string& args) {
-    return ctl.call(
-        [&](proto::Envelope::Payload::Builder p) {
-          auto s = p.initCreateActor();
-          s.setClassName("counter");
-          auto r = s.initResources(1);
-          r[0].setName("CPU");
-          r[0].setAmount(0.5);
-          s.setBundleIndex(-1);
-          s.setMaxRestarts(3);
-          s.setArgs(args);
-        },
-        5000);
-  };
-  auto bad = create("[40]");
+  auto bad = create_counter(ctl, "[40]", 3);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("field 'args': expected a JSON object"), std::string::npos)
       << bad.status().to_string();
-  auto created = create(R"({"initial": 40})");
+  auto created = create_counter(ctl, R"({"initial": 40})", 3);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
   const std::string id = created.value().payload().getCreateActorReply().getActorId().cStr();
   auto alive = [&](uint32_t incarnation) {
