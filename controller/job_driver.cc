@@ -31,15 +31,19 @@ Status Controller::job_validate(const ActorJobSpec& spec) const {
     }
     return Status::Ok();
   }
-  bool any_node = false, offered = false;
-  for (auto& [id, n] : nodes_) {
-    if (n.state != NodeState::kAlive) continue;
-    any_node = true;
-    for (auto& c : n.actor_classes) offered = offered || c == spec.actor_class;
+  std::vector<Resources> bundles;
+  for (const ActorRole& role : spec.actor_roles()) {
+    bool any_node = false, offered = false;
+    for (auto& [id, n] : nodes_) {
+      if (n.state != NodeState::kAlive) continue;
+      any_node = true;
+      for (auto& c : n.actor_classes) offered = offered || c == role.actor_class;
+    }
+    if (any_node && !offered)
+      return InvalidArgument("field '" + std::string(role.name.empty() ? "actors" : "roles." + role.name) +
+                             ".class': no node offers actor class \"" + role.actor_class + "\"");
+    bundles.insert(bundles.end(), static_cast<size_t>(role.count), role.resources);
   }
-  if (any_node && !offered)
-    return InvalidArgument("field 'actors.class': no node offers actor class \"" + spec.actor_class + "\"");
-  std::vector<Resources> bundles(static_cast<size_t>(spec.count), spec.resources);
   return check_feasible(spec.strategy, bundles, node_views());
 }
 
@@ -132,7 +136,8 @@ void Controller::job_tick(JobRecord& j) {
     p.name = j.id;
     p.job_id = j.id;
     p.strategy = spec.strategy;
-    p.bundles.assign(static_cast<size_t>(spec.count), spec.resources);
+    for (const ActorRole& role : spec.actor_roles())
+      p.bundles.insert(p.bundles.end(), static_cast<size_t>(role.count), role.resources);
     auto id = create_placement_group(std::move(p));
     if (!id.ok()) return job_finish(j, JobState::kFailed, id.status().message());
     j.pg_id = id.value();
@@ -144,21 +149,25 @@ void Controller::job_tick(JobRecord& j) {
     return job_finish(j, JobState::kFailed, "placement group " + j.pg_id + " was removed");
   if (j.actor_ids.empty()) {
     if (pg->second.state != PgState::kCreated) return;
-    for (int64_t i = 0; i < spec.count; ++i) {
-      ActorRecord a;
-      a.class_name = spec.actor_class;
-      a.args = spec.args;
-      a.name = j.name + "/" + std::to_string(i);
-      a.job_id = j.id;
-      a.demand = spec.resources;
-      a.max_restarts = spec.max_restarts;
-      a.restart_window_ms = spec.restart_window_s * 1000;
-      a.max_task_retries = spec.max_task_retries;
-      a.pg_id = j.pg_id;
-      a.bundle_index = static_cast<int32_t>(i);
-      auto id = create_actor(std::move(a));
-      if (!id.ok()) return job_finish(j, JobState::kFailed, id.status().message());
-      j.actor_ids.push_back(id.value());
+    int32_t bundle = 0;
+    for (const ActorRole& role : spec.actor_roles()) {
+      for (int64_t i = 0; i < role.count; ++i) {
+        ActorRecord a;
+        a.class_name = role.actor_class;
+        a.args = role.args;
+        // [actors]: "<job>/<i>"; [[roles]]: "<job>/<role>/<i>", which ActorHandle resolves.
+        a.name = j.name + "/" + (role.name.empty() ? "" : role.name + "/") + std::to_string(i);
+        a.job_id = j.id;
+        a.demand = role.resources;
+        a.max_restarts = role.max_restarts;
+        a.restart_window_ms = role.restart_window_s * 1000;
+        a.max_task_retries = role.max_task_retries;
+        a.pg_id = j.pg_id;
+        a.bundle_index = bundle++;
+        auto id = create_actor(std::move(a));
+        if (!id.ok()) return job_finish(j, JobState::kFailed, id.status().message());
+        j.actor_ids.push_back(id.value());
+      }
     }
     j.state = JobState::kRunning;
     j.started_wall_ms = wall_ms();
@@ -171,6 +180,7 @@ void Controller::job_tick(JobRecord& j) {
     if (it->second.state == ActorState::kDead)
       return job_finish(j, JobState::kFailed, "actor " + id + " died: " + it->second.death_cause);
   }
+  if (spec.service) return;  // [[roles]]: the actors serve until the job is stopped
   JobRun& run = job_runs_[j.id];
   if (spec.training()) return train_tick(j, run);
   const size_t n = j.actor_ids.size();

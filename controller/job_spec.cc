@@ -74,6 +74,43 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   return s;
 }
 
+// One actor role's fields (an [actors] table, or one of [[roles]]): class, count (1..1024), args (a
+// table, sent as JSON), resources (default CPU = 1), the restart budget and max_task_retries.
+Result<ActorRole> actor_role_parse(const TomlFields& t, const std::string& field, const std::string& path) {
+  ActorRole r;
+  MARIANA_ASSIGN_OR_RETURN(r.actor_class, t.get_string("class"));
+  if (t.has("args")) {
+    const toml::table* args = t.table()["args"].as_table();
+    if (args == nullptr) return InvalidArgument(path + ": field '" + field + ".args': expected a table");
+    std::ostringstream json;
+    json << toml::json_formatter(*args);
+    r.args = json.str();
+  }
+  MARIANA_ASSIGN_OR_RETURN(r.count, t.get_int("count"));
+  if (r.count < 1 || r.count > 1024)
+    return InvalidArgument(path + ": field '" + field + ".count': expected 1..1024, got " + std::to_string(r.count));
+  ActorJobSpec budget;
+  MARIANA_RETURN_IF_ERROR(restart_budget_parse(t, field, 3, 0, path, budget));
+  r.max_restarts = budget.max_restarts;
+  r.restart_window_s = budget.restart_window_s;
+  MARIANA_ASSIGN_OR_RETURN(int64_t mtr, t.get_int_or("max_task_retries", -1));
+  if (mtr < -1) return InvalidArgument(path + ": field '" + field + ".max_task_retries': expected -1 or more");
+  r.max_task_retries = static_cast<int32_t>(mtr);
+  if (t.has("resources")) {
+    MARIANA_ASSIGN_OR_RETURN(auto res, t.get_object("resources"));
+    for (auto& key : res.keys()) {
+      MARIANA_ASSIGN_OR_RETURN(double v, res.get_double(key));
+      if (!(std::isfinite(v) && v >= 0))
+        return InvalidArgument(path + ": field '" + field + ".resources." + key +
+                               "': expected a finite non-negative amount, got " + std::to_string(v));
+      r.resources[key] = v;
+    }
+  } else {
+    r.resources["CPU"] = 1;
+  }
+  return r;
+}
+
 // kind = "pipeline": name, and [[stages]] {name, from, after, spec_toml, spec_path}, each stage a
 // training job of its own whose dependencies are earlier stages (so the graph has no cycle).
 Result<ActorJobSpec> pipeline_spec_parse(const TomlFields& f, const std::string& path) {
@@ -116,6 +153,19 @@ Result<ActorJobSpec> pipeline_spec_parse(const TomlFields& f, const std::string&
 
 }  // namespace
 
+std::vector<ActorRole> ActorJobSpec::actor_roles() const {
+  if (!roles.empty()) return roles;
+  ActorRole r;
+  r.actor_class = actor_class;
+  r.args = args;
+  r.count = count;
+  r.resources = resources;
+  r.max_restarts = max_restarts;
+  r.restart_window_s = restart_window_s;
+  r.max_task_retries = max_task_retries;
+  return {r};
+}
+
 std::vector<std::string> PipelineStage::depends() const {
   std::vector<std::string> d = after;
   if (!from.empty() && std::find(d.begin(), d.end(), from) == d.end()) d.insert(d.begin(), from);
@@ -138,33 +188,40 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   if (s.kind != "actors")
     return InvalidArgument(path + ": field 'kind': unknown job kind \"" + s.kind + "\" (known: actors, pipeline)");
   MARIANA_ASSIGN_OR_RETURN(s.name, f.get_string_or("name", ""));
-  MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
-  MARIANA_ASSIGN_OR_RETURN(s.actor_class, actors.get_string("class"));
-  if (actors.has("args")) {  // a table: every actor's constructor arguments, as JSON
-    const toml::table* args = actors.table()["args"].as_table();
-    if (args == nullptr) return InvalidArgument(path + ": field 'actors.args': expected a table");
-    std::ostringstream json;
-    json << toml::json_formatter(*args);
-    s.args = json.str();
-  }
-  MARIANA_ASSIGN_OR_RETURN(s.count, actors.get_int("count"));
-  MARIANA_RETURN_IF_ERROR(restart_budget_parse(actors, "actors", 3, 0, path, s));
-  MARIANA_ASSIGN_OR_RETURN(int64_t mtr, actors.get_int_or("max_task_retries", -1));
-  s.max_task_retries = static_cast<int32_t>(mtr);
-  if (s.count < 1 || s.count > 1024)
-    return InvalidArgument(path + ": field 'actors.count': expected 1..1024, got " + std::to_string(s.count));
-  if (mtr < -1) return InvalidArgument(path + ": field 'actors.max_task_retries': expected -1 or more");
-  if (actors.has("resources")) {
-    MARIANA_ASSIGN_OR_RETURN(auto res, actors.get_object("resources"));
-    for (auto& key : res.keys()) {
-      MARIANA_ASSIGN_OR_RETURN(double v, res.get_double(key));
-      if (!(std::isfinite(v) && v >= 0))
-        return InvalidArgument(path + ": field 'actors.resources." + key + "': expected a finite non-negative amount, got " +
-                               std::to_string(v));
-      s.resources[key] = v;
-    }
+  if (f.has("roles") == f.has("actors"))
+    return InvalidArgument(path + ": an actor job has either [actors] (one class, run in steps) or [[roles]] (named "
+                                  "roles that run until the job is stopped)");
+  if (f.has("actors")) {
+    MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
+    MARIANA_ASSIGN_OR_RETURN(ActorRole r, actor_role_parse(actors, "actors", path));
+    s.actor_class = r.actor_class;
+    s.args = r.args;
+    s.count = r.count;
+    s.resources = r.resources;
+    s.max_restarts = r.max_restarts;
+    s.restart_window_s = r.restart_window_s;
+    s.max_task_retries = r.max_task_retries;
   } else {
-    s.resources["CPU"] = 1;
+    MARIANA_ASSIGN_OR_RETURN(auto roles, f.get_object_array("roles"));
+    if (roles.empty()) return InvalidArgument(path + ": field 'roles': expected at least one role");
+    std::set<std::string> names;
+    s.count = 0;
+    for (size_t i = 0; i < roles.size(); ++i) {
+      const std::string field = "roles[" + std::to_string(i) + "]";
+      MARIANA_ASSIGN_OR_RETURN(ActorRole r, actor_role_parse(roles[i], field, path));
+      MARIANA_ASSIGN_OR_RETURN(r.name, roles[i].get_string("name"));
+      if (r.name.empty() || r.name.find('/') != std::string::npos || !names.insert(r.name).second)
+        return InvalidArgument(path + ": field '" + field + ".name': expected a unique name without '/', got \"" +
+                               r.name + "\"");
+      s.count += r.count;
+      s.roles.push_back(std::move(r));
+    }
+    if (s.count > 1024) return InvalidArgument(path + ": field 'roles': at most 1024 actors in all");
+    if (f.has("run"))
+      return InvalidArgument(path + ": field 'run': a job with [[roles]] runs until it is stopped; [run] is for "
+                                    "[actors] jobs");
+    s.service = true;
+    s.steps = 0;
   }
   if (f.has("placement")) {
     MARIANA_ASSIGN_OR_RETURN(auto pl, f.get_object("placement"));
@@ -173,6 +230,7 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
     if (!st.ok()) return InvalidArgument(path + ": field 'placement.strategy': " + st.status().message());
     s.strategy = st.value();
   }
+  if (s.service) return s;
   MARIANA_ASSIGN_OR_RETURN(auto run, f.get_object("run"));
   MARIANA_ASSIGN_OR_RETURN(s.steps, run.get_int("steps"));
   MARIANA_ASSIGN_OR_RETURN(s.step_ms, run.get_int_or("step_ms", 0));

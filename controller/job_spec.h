@@ -68,6 +68,20 @@ struct PipelineStage {
   std::vector<std::string> depends() const;
 };
 
+// One role of an actor job: `count` actors of a class, each with the same constructor arguments,
+// resources and restart budget. A job with [actors] has one unnamed role; one with [[roles]] names
+// each (its actors are "<job name>/<role>/<index>", found by ActorHandle).
+struct ActorRole {
+  std::string name;
+  std::string actor_class;
+  std::string args;  // a JSON object's text, "" = none
+  int64_t count = 1;
+  Resources resources;
+  int32_t max_restarts = 3;
+  int64_t restart_window_s = 0;
+  int32_t max_task_retries = -1;
+};
+
 struct ActorJobSpec {
   std::string name;
   std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl", "pipeline"
@@ -84,6 +98,12 @@ struct ActorJobSpec {
   int64_t step_ms = 0;
   int64_t checkpoint_every = 0;
   std::vector<PipelineStage> stages;  // kind "pipeline": in file order, each depending on earlier ones only
+  // [[roles]]: the job's roles, in one placement group (bundles in role order). Such a job is a
+  // service: its actors run until the job is stopped (or one dies past its budget); no steps.
+  std::vector<ActorRole> roles;
+  bool service = false;
+  // The roles the driver creates: `roles`, or the one unnamed role of the fields above.
+  std::vector<ActorRole> actor_roles() const;
 };
 
 // Training jobs: the trainer actor's class and its default restart budget (job.max_restarts

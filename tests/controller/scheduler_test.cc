@@ -77,6 +77,21 @@ TEST(JobSpec, ErrorsNameTheField) {
   ASSERT_TRUE(rl.ok()) << rl.status().to_string();
   EXPECT_TRUE(rl.value().training());
   EXPECT_EQ(rl.value().steps, 7);  // an rl job's steps are its GRPO iterations
+  // [[roles]]: named roles, a service job (no [run]); names unique; not beside [actors].
+  auto roles = job_spec_parse("kind = \"actors\"\n[[roles]]\nname = \"a\"\nclass = \"counter\"\ncount = 2\n"
+                              "args = { initial = 3 }\n[[roles]]\nname = \"b\"\nclass = \"echo\"\ncount = 1\n",
+                              "j.toml");
+  ASSERT_TRUE(roles.ok()) << roles.status().to_string();
+  EXPECT_TRUE(roles.value().service);
+  EXPECT_EQ(roles.value().count, 3);
+  ASSERT_EQ(roles.value().actor_roles().size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(roles.value().actor_roles()[0].args), nlohmann::json::parse(R"({"initial": 3})"));
+  for (const char* bad : {"kind = \"actors\"\n[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n[run]\nsteps = 2\n",
+                          "kind = \"actors\"\n[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n"
+                          "[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n",
+                          "kind = \"actors\"\n[actors]\nclass = \"x\"\ncount = 1\n[[roles]]\nname = \"a\"\n"
+                          "class = \"x\"\ncount = 1\n"})
+    EXPECT_FALSE(job_spec_parse(bad, "j.toml").ok()) << bad;
   auto rl_bad = job_spec_parse("[job]\nphase = \"rl\"\n[grpo]\niterations = 0\n", "j.toml");
   EXPECT_NE(rl_bad.status().message().find("grpo.iterations"), std::string::npos) << rl_bad.status().to_string();
   auto sft = job_spec_parse("[job]\nphase = \"sft\"\n", "j.toml");

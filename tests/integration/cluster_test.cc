@@ -11,6 +11,7 @@
 #include "proto/client.h"
 #include "proto/host.h"
 #include "tests/integration/train_job_util.h"
+#include "workers/actor_handle.h"
 
 namespace mariana::integration {
 namespace {
@@ -354,6 +355,50 @@ TEST_F(ClusterTest, ActorsTakeConstructorArgumentsInEveryIncarnation) {
       ++with_args;
     }
   EXPECT_EQ(with_args, 2);
+}
+
+// A [[roles]] job serves until stopped; ActorHandle reaches an actor by (job, role, index), calls it
+// directly, follows it to its next incarnation after a kill -9 of its worker (the new incarnation
+// built with the role's args), returns a method's own error as it is, and names what it cannot find.
+TEST_F(ClusterTest, RolesJobActorsAreReachedByHandleAcrossRestarts) {
+  const std::string job = c_.submit(c_.write_job(
+      "roles", "kind = \"actors\"\n"
+               "[[roles]]\nname = \"counter\"\nclass = \"counter\"\ncount = 2\nargs = { initial = 5 }\n"
+               "resources = { CPU = 0.5 }\n"
+               "[[roles]]\nname = \"echo\"\nclass = \"echo\"\ncount = 1\nresources = { CPU = 0.5 }\n"));
+  ASSERT_TRUE(Cluster::wait_for([&] { return alive_actors(job).size() == 3; }, 30)) << c_.job(job).dump();
+  EXPECT_EQ(c_.job(job).value("state", ""), "RUNNING");
+  const std::string token = trim(read_file(c_.state_dir() + "/cluster.token").value());
+  auto add = [](int64_t v) {
+    return proto::encode_struct<proto::Int64Value>([&](proto::Int64Value::Builder b) { b.setValue(v); });
+  };
+  auto value = [](const Result<std::string>& r) -> int64_t {
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    if (!r.ok()) return -1;
+    return proto::StructValue<proto::Int64Value>::decode(r.value(), "result").value().get().getValue();
+  };
+  workers::ActorHandle counter(c_.address(), token, job, "counter", 1);
+  EXPECT_EQ(value(counter.call("add", add(3), 10000)), 8);
+  EXPECT_EQ(counter.incarnation(), 0u);
+  const std::string id = counter.actor_id();
+  EXPECT_NE(c_.query("actors show " + id).value("name", "").find("/counter/1"), std::string::npos);
+  ASSERT_EQ(::kill(c_.query("actors show " + id).value("pid", 0), SIGKILL), 0);
+  EXPECT_EQ(value(counter.call("add", add(1), 20000)), 6) << "not the new incarnation, built with initial = 5";
+  EXPECT_EQ(counter.incarnation(), 1u);
+  EXPECT_EQ(counter.actor_id(), id);
+  workers::ActorHandle echo(c_.address(), token, job, "echo", 0);
+  auto echoed = echo.call("echo", "hello", 10000);
+  ASSERT_TRUE(echoed.ok()) << echoed.status().to_string();
+  EXPECT_EQ(echoed.value(), "hello");
+  auto failed = counter.call("fail", "", 10000);
+  EXPECT_EQ(failed.status().code(), StatusCode::kFailedPrecondition) << failed.status().to_string();
+  workers::ActorHandle nosuch(c_.address(), token, job, "counter", 2);
+  EXPECT_EQ(nosuch.call("get", "", 5000).status().code(), StatusCode::kNotFound);
+  // Stopped: the job ends and its actors with it; a handle then says the actor is dead.
+  ASSERT_EQ(run_mariana("jobs stop " + job + " " + c_.client()).exit_code, 0);
+  EXPECT_EQ(c_.wait_end(job), "STOPPED");
+  auto after = echo.call("echo", "x", 5000);
+  EXPECT_FALSE(after.ok());
 }
 
 }  // namespace
