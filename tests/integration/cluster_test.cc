@@ -12,6 +12,7 @@
 #include "proto/host.h"
 #include "tests/integration/train_job_util.h"
 #include "workers/actor_handle.h"
+#include "workers/actor_mesh.h"
 
 namespace mariana::integration {
 namespace {
@@ -357,7 +358,8 @@ TEST_F(ClusterTest, ActorsTakeConstructorArgumentsInEveryIncarnation) {
   EXPECT_EQ(with_args, 2);
 }
 
-// A [[roles]] job serves until stopped; ActorHandle reaches an actor by (job, role, index), calls it
+// A [[roles]] job serves until stopped; an ActorMesh calls one method on every actor of a role at
+// once; ActorHandle reaches an actor by (job, role, index), calls it
 // directly, follows it to its next incarnation after a kill -9 of its worker (the new incarnation
 // built with the role's args), returns a method's own error as it is, and names what it cannot find.
 TEST_F(ClusterTest, RolesJobActorsAreReachedByHandleAcrossRestarts) {
@@ -377,8 +379,20 @@ TEST_F(ClusterTest, RolesJobActorsAreReachedByHandleAcrossRestarts) {
     if (!r.ok()) return -1;
     return proto::StructValue<proto::Int64Value>::decode(r.value(), "result").value().get().getValue();
   };
+  // A mesh call: "add" on both counters at once, each its own argument, results in index order.
+  auto mesh = workers::ActorMesh::resolve(c_.address(), token, job, "counter");
+  ASSERT_TRUE(mesh.ok()) << mesh.status().to_string();
+  EXPECT_EQ(mesh.value().size(), 2);
+  auto both = mesh.value().call("add", {add(10), add(20)}, 10000);
+  ASSERT_TRUE(both.ok()) << both.status().to_string();
+  EXPECT_EQ(value(both.value()[0]), 15);
+  EXPECT_EQ(value(both.value()[1]), 25);
+  EXPECT_EQ(mesh.value().call("add", {add(1), add(1), add(1)}, 1000).status().code(), StatusCode::kInvalidArgument);
+  auto failing = mesh.value().call("fail", {""}, 10000);
+  EXPECT_NE(failing.status().message().find("actor 0 of the mesh"), std::string::npos) << failing.status().to_string();
+  EXPECT_EQ(workers::ActorMesh::resolve(c_.address(), token, job, "nosuch").status().code(), StatusCode::kNotFound);
   workers::ActorHandle counter(c_.address(), token, job, "counter", 1);
-  EXPECT_EQ(value(counter.call("add", add(3), 10000)), 8);
+  EXPECT_EQ(value(counter.call("add", add(3), 10000)), 28);
   EXPECT_EQ(counter.incarnation(), 0u);
   const std::string id = counter.actor_id();
   EXPECT_NE(c_.query("actors show " + id).value("name", "").find("/counter/1"), std::string::npos);
