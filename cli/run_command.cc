@@ -114,7 +114,7 @@ class Embedded {
 std::string progress_line(const nlohmann::json& j, double elapsed_s) {
   const auto& m = j.contains("last_metrics") && j["last_metrics"].is_object() ? j["last_metrics"] : nlohmann::json::object();
   const int64_t step = j.value("step", int64_t{0}), total = j.value("total_steps", int64_t{0});
-  char buf[256];
+  char buf[512];
   const int width = 24;
   const int filled = total > 0 ? static_cast<int>(width * std::min(step, total) / total) : 0;
   std::string bar(static_cast<size_t>(filled), '#');
@@ -126,8 +126,21 @@ std::string progress_line(const nlohmann::json& j, double elapsed_s) {
   if (m.contains("tokens_per_s") && m["tokens_per_s"].is_number())
     n += std::snprintf(buf + n, sizeof buf - n, "  %.0f tokens/s", m["tokens_per_s"].get<double>());
   if (const std::string eta = format_eta(j); !eta.empty()) n += std::snprintf(buf + n, sizeof buf - n, "  %s", eta.c_str());
-  std::snprintf(buf + n, sizeof buf - n, "  %.1f s", elapsed_s);
+  for (const auto& st : j.value("stages", nlohmann::json::array()))  // a pipeline: its running stages
+    if (st.value("state", "") == "RUNNING" && n < static_cast<int>(sizeof buf) - 1)
+      n += std::snprintf(buf + n, sizeof buf - n, "  %s %lld/%lld", st.value("name", "").c_str(),
+                         (long long)st.value("step", int64_t{0}), (long long)st.value("total_steps", int64_t{0}));
+  if (n < static_cast<int>(sizeof buf) - 1) std::snprintf(buf + n, sizeof buf - n, "  %.1f s", elapsed_s);
   return buf;
+}
+
+// What the progress line shows that changes with progress: the job's step, or for a pipeline the
+// sum of its stages' steps (so that the line follows the running stages).
+int64_t progress_of(const nlohmann::json& j) {
+  if (!j.contains("stages")) return j.value("step", int64_t{0});
+  int64_t sum = 0;
+  for (const auto& st : j["stages"]) sum += st.value("step", int64_t{0});
+  return sum;
 }
 
 }  // namespace
@@ -232,7 +245,7 @@ int run_main(int argc, char** argv) {
     if (!q.ok()) return report(q.status());
     doc = q.value();
     const std::string state = doc.value("state", "");
-    const int64_t step = doc.value("step", int64_t{0});
+    const int64_t step = progress_of(doc);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step != last_step || state != last_state) {
       if (step != last_step && doc["last_metrics"].is_object() && doc["last_metrics"].contains("tokens_per_s")) {
