@@ -66,18 +66,7 @@ Result<ClientTarget> client_target(const cxxopts::ParseResult& r) {
 }
 
 Result<nlohmann::json> ClusterClient::query(const std::string& what, const std::string& id, int timeout_ms) {
-  MARIANA_ASSIGN_OR_RETURN(auto reply, rpc_.call(
-                                           [&](proto::Envelope::Payload::Builder p) {
-                                             auto q = p.initQuery();
-                                             q.setWhat(what);
-                                             q.setId(id);
-                                           },
-                                           timeout_ms));
-  if (reply.payload().which() != proto::Envelope::Payload::QUERY_REPLY)
-    return Internal("query " + what + ": unexpected reply " + proto::payload_name(reply.payload().which()));
-  auto doc = nlohmann::json::parse(reply.payload().getQueryReply().getJson().cStr(), nullptr, false);
-  if (doc.is_discarded()) return DataLoss("query " + what + ": the controller sent invalid JSON");
-  return doc;
+  return proto::query_controller(rpc_, what, id, timeout_ms);
 }
 
 namespace {

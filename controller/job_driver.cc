@@ -32,7 +32,7 @@ Status Controller::job_validate(const ActorJobSpec& spec) const {
     return Status::Ok();
   }
   std::vector<Resources> bundles;
-  for (const ActorRole& role : spec.actor_roles()) {
+  for (const ActorRole& role : spec.roles) {
     bool any_node = false, offered = false;
     for (auto& [id, n] : nodes_) {
       if (n.state != NodeState::kAlive) continue;
@@ -136,7 +136,7 @@ void Controller::job_tick(JobRecord& j) {
     p.name = j.id;
     p.job_id = j.id;
     p.strategy = spec.strategy;
-    for (const ActorRole& role : spec.actor_roles())
+    for (const ActorRole& role : spec.roles)
       p.bundles.insert(p.bundles.end(), static_cast<size_t>(role.count), role.resources);
     auto id = create_placement_group(std::move(p));
     if (!id.ok()) return job_finish(j, JobState::kFailed, id.status().message());
@@ -150,7 +150,7 @@ void Controller::job_tick(JobRecord& j) {
   if (j.actor_ids.empty()) {
     if (pg->second.state != PgState::kCreated) return;
     int32_t bundle = 0;
-    for (const ActorRole& role : spec.actor_roles()) {
+    for (const ActorRole& role : spec.roles) {
       for (int64_t i = 0; i < role.count; ++i) {
         ActorRecord a;
         a.class_name = role.actor_class;
@@ -211,7 +211,8 @@ void Controller::job_tick(JobRecord& j) {
     if (!lost) continue;
     if (run.call_ids[i] != 0 && run.call_incarnation[i] != a.incarnation) {
       ++run.attempts[i];
-      if (spec.max_task_retries >= 0 && run.attempts[i] > spec.max_task_retries)
+      const int32_t retries = spec.roles.front().max_task_retries;  // [actors]: one role
+      if (retries >= 0 && run.attempts[i] > retries)
         return job_finish(j, JobState::kFailed,
                           "step " + std::to_string(run.step) + " on actor " + a.id + " failed after " +
                               std::to_string(run.attempts[i] - 1) + " retries");

@@ -14,9 +14,10 @@ namespace mariana::controller {
 
 namespace {
 
-// The restart budget of a table ("job" or "actors"): max_restarts failures within restart_window_s.
+// The restart budget of a table ("job", "actors", "roles[i]"): max_restarts failures within
+// restart_window_s.
 Status restart_budget_parse(const TomlFields& t, const std::string& table, int64_t default_max,
-                            int64_t default_window_s, const std::string& path, ActorJobSpec& s) {
+                            int64_t default_window_s, const std::string& path, ActorRole& s) {
   MARIANA_ASSIGN_OR_RETURN(int64_t mr, t.get_int_or("max_restarts", default_max));
   MARIANA_ASSIGN_OR_RETURN(int64_t window, t.get_int_or("restart_window_s", default_window_s));
   if (mr < -1 || mr > 1000000)
@@ -52,8 +53,11 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
     MARIANA_ASSIGN_OR_RETURN(s.steps, train.get_int_or("steps", kTrainDefaultSteps));
   }
   if (s.steps < 1) return InvalidArgument(path + ": field 'train.steps': expected a positive count");
-  s.actor_class = kTrainerClass;
-  s.count = 1;
+  ActorRole trainer;  // one trainer actor, or one per rank of a gang
+  trainer.actor_class = kTrainerClass;
+  trainer.count = 1;
+  trainer.resources["CPU"] = 1;
+  trainer.max_task_retries = -1;
   s.strategy = PgStrategy::kPack;
   if (f.has("parallel")) {  // a gang: one trainer actor per rank
     MARIANA_ASSIGN_OR_RETURN(auto par, f.get_object("parallel"));
@@ -61,16 +65,16 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
     MARIANA_ASSIGN_OR_RETURN(int64_t ep, par.get_int_or("ep", 1));
     if (dp < 1 || ep < 1 || dp * ep > 1024)
       return InvalidArgument(path + ": field 'parallel.dp': expected dp >= 1, ep >= 1 and dp·ep <= 1024 ranks");
-    s.count = dp * ep;
+    trainer.count = dp * ep;
     MARIANA_ASSIGN_OR_RETURN(auto placement, par.get_string_or("placement", "pack"));
     if (placement != "pack" && placement != "spread")
       return InvalidArgument(path + ": field 'parallel.placement': expected \"pack\" or \"spread\", got \"" +
                              placement + "\"");
     s.strategy = placement == "pack" ? PgStrategy::kPack : PgStrategy::kSpread;
   }
-  MARIANA_RETURN_IF_ERROR(restart_budget_parse(job, "job", kTrainerMaxRestarts, kTrainerRestartWindowS, path, s));
-  s.max_task_retries = -1;
-  s.resources["CPU"] = 1;
+  MARIANA_RETURN_IF_ERROR(
+      restart_budget_parse(job, "job", kTrainerMaxRestarts, kTrainerRestartWindowS, path, trainer));
+  s.roles = {trainer};
   return s;
 }
 
@@ -89,10 +93,7 @@ Result<ActorRole> actor_role_parse(const TomlFields& t, const std::string& field
   MARIANA_ASSIGN_OR_RETURN(r.count, t.get_int("count"));
   if (r.count < 1 || r.count > 1024)
     return InvalidArgument(path + ": field '" + field + ".count': expected 1..1024, got " + std::to_string(r.count));
-  ActorJobSpec budget;
-  MARIANA_RETURN_IF_ERROR(restart_budget_parse(t, field, 3, 0, path, budget));
-  r.max_restarts = budget.max_restarts;
-  r.restart_window_s = budget.restart_window_s;
+  MARIANA_RETURN_IF_ERROR(restart_budget_parse(t, field, 3, 0, path, r));
   MARIANA_ASSIGN_OR_RETURN(int64_t mtr, t.get_int_or("max_task_retries", -1));
   if (mtr < -1) return InvalidArgument(path + ": field '" + field + ".max_task_retries': expected -1 or more");
   r.max_task_retries = static_cast<int32_t>(mtr);
@@ -147,23 +148,15 @@ Result<ActorJobSpec> pipeline_spec_parse(const TomlFields& f, const std::string&
     s.stages.push_back(std::move(st));
   }
   s.steps = static_cast<int64_t>(s.stages.size());  // a pipeline's steps: its stages
-  s.count = 0;
   return s;
 }
 
 }  // namespace
 
-std::vector<ActorRole> ActorJobSpec::actor_roles() const {
-  if (!roles.empty()) return roles;
-  ActorRole r;
-  r.actor_class = actor_class;
-  r.args = args;
-  r.count = count;
-  r.resources = resources;
-  r.max_restarts = max_restarts;
-  r.restart_window_s = restart_window_s;
-  r.max_task_retries = max_task_retries;
-  return {r};
+int64_t ActorJobSpec::actor_count() const {
+  int64_t n = 0;
+  for (const ActorRole& r : roles) n += r.count;
+  return n;
 }
 
 std::vector<std::string> PipelineStage::depends() const {
@@ -194,18 +187,11 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
   if (f.has("actors")) {
     MARIANA_ASSIGN_OR_RETURN(auto actors, f.get_object("actors"));
     MARIANA_ASSIGN_OR_RETURN(ActorRole r, actor_role_parse(actors, "actors", path));
-    s.actor_class = r.actor_class;
-    s.args = r.args;
-    s.count = r.count;
-    s.resources = r.resources;
-    s.max_restarts = r.max_restarts;
-    s.restart_window_s = r.restart_window_s;
-    s.max_task_retries = r.max_task_retries;
+    s.roles = {r};
   } else {
     MARIANA_ASSIGN_OR_RETURN(auto roles, f.get_object_array("roles"));
     if (roles.empty()) return InvalidArgument(path + ": field 'roles': expected at least one role");
     std::set<std::string> names;
-    s.count = 0;
     for (size_t i = 0; i < roles.size(); ++i) {
       const std::string field = "roles[" + std::to_string(i) + "]";
       MARIANA_ASSIGN_OR_RETURN(ActorRole r, actor_role_parse(roles[i], field, path));
@@ -213,10 +199,9 @@ Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::str
       if (r.name.empty() || r.name.find('/') != std::string::npos || !names.insert(r.name).second)
         return InvalidArgument(path + ": field '" + field + ".name': expected a unique name without '/', got \"" +
                                r.name + "\"");
-      s.count += r.count;
       s.roles.push_back(std::move(r));
     }
-    if (s.count > 1024) return InvalidArgument(path + ": field 'roles': at most 1024 actors in all");
+    if (s.actor_count() > 1024) return InvalidArgument(path + ": field 'roles': at most 1024 actors in all");
     if (f.has("run"))
       return InvalidArgument(path + ": field 'run': a job with [[roles]] runs until it is stopped; [run] is for "
                                     "[actors] jobs");

@@ -86,24 +86,19 @@ struct ActorJobSpec {
   std::string name;
   std::string kind;  // "actors", "pretrain", "extend", "sft", "rm", "rl", "pipeline"
   bool training() const { return job_kind_training(kind); }
-  std::string actor_class;
-  std::string args;  // [actors] args: the actors' constructor arguments (a JSON object's text, "" = none)
-  int64_t count = 1;
-  int32_t max_restarts = 3;       // failures allowed within restart_window_s; -1 unlimited
-  int64_t restart_window_s = 0;   // 0: over the actor's whole life
-  int32_t max_task_retries = -1;
-  Resources resources;
+  // The actors the job runs, in one placement group (bundles in role order): one unnamed role for
+  // [actors] and for a training job (its trainer, or a gang's ranks), the named [[roles]] else;
+  // none for a pipeline (its stages are jobs of their own).
+  std::vector<ActorRole> roles;
+  int64_t actor_count() const;  // over every role
   PgStrategy strategy = PgStrategy::kPack;
   int64_t steps = 1;
   int64_t step_ms = 0;
   int64_t checkpoint_every = 0;
   std::vector<PipelineStage> stages;  // kind "pipeline": in file order, each depending on earlier ones only
-  // [[roles]]: the job's roles, in one placement group (bundles in role order). Such a job is a
-  // service: its actors run until the job is stopped (or one dies past its budget); no steps.
-  std::vector<ActorRole> roles;
+  // [[roles]]: a service; its actors run until the job is stopped (or one dies past its budget),
+  // with no steps.
   bool service = false;
-  // The roles the driver creates: `roles`, or the one unnamed role of the fields above.
-  std::vector<ActorRole> actor_roles() const;
 };
 
 // Training jobs: the trainer actor's class and its default restart budget (job.max_restarts

@@ -78,7 +78,10 @@ nlohmann::json Controller::query(const std::string& what, const std::string& id)
       }
     x["checkpoint_paths"] = paths;
     if (it->second.kind == "pipeline") {  // the DAG: each stage, what it waits for, its job's state
-      auto spec = job_spec_parse(it->second.spec_toml, it->second.spec_path);
+      // The parsed spec of a running pipeline; an ended one's is parsed again (job_finish drops it).
+      auto held = job_specs_.find(it->first);
+      Result<ActorJobSpec> spec = held != job_specs_.end() ? Result<ActorJobSpec>(held->second)
+                                                           : job_spec_parse(it->second.spec_toml, it->second.spec_path);
       nlohmann::json stages = nlohmann::json::array();
       if (spec.ok())
         for (size_t i = 0; i < spec.value().stages.size(); ++i) {

@@ -99,18 +99,17 @@ std::string unique_suffix() {
 
 namespace {
 
-// The table's tensor a stored name holds: lm_head for an MTP module's shared head (a copy of it).
-const ParamSpec* stored_spec(const ParamTable& table, const std::string& name) {
-  static const std::string kHead = "shared_head.head.weight";
-  const bool copy = name.size() > kHead.size() && name.compare(name.size() - kHead.size(), kHead.size(), kHead) == 0;
-  return table.find(copy ? std::string("lm_head.weight") : name);
-}
-
 int64_t stored_bytes(const ParamSpec& s, DType dtype) {
   return s.numel() * static_cast<int64_t>(dtype_size(s.kind == ParamKind::kGateBias ? DType::kF32 : dtype));
 }
 
 }  // namespace
+
+const ParamSpec* checkpoint_tensor_spec(const ParamTable& table, const std::string& name) {
+  static const std::string kHead = "shared_head.head.weight";
+  const bool copy = name.size() > kHead.size() && name.compare(name.size() - kHead.size(), kHead.size(), kHead) == 0;
+  return table.find(copy ? std::string("lm_head.weight") : name);
+}
 
 std::vector<std::string> checkpoint_tensor_names(const ModelConfig& c, const ParamTable& table, const ShardFilter& shard) {
   std::vector<std::string> order;
@@ -146,7 +145,7 @@ Status checkpoint_write_files(const std::string& dir, const Model<F>& model, con
   for (size_t i : files) {
     std::vector<std::pair<std::string, Tensor>> items;
     for (const std::string& n : layout.shards.at(i)) {
-      const ParamSpec* s = stored_spec(table, n);
+      const ParamSpec* s = checkpoint_tensor_spec(table, n);
       if (s == nullptr) return InvalidArgument(what + ": tensor '" + n + "' is not held by this process");
       const Status finite = check_weights_finite(what, s->name, model.params() + s->offset, s->numel());
       if (!finite.ok()) return OutOfRange(finite.message() + "; refusing to write it");
@@ -169,7 +168,7 @@ Status checkpoint_write_index(const std::string& dir, const ModelConfig& config,
   for (size_t i = 0; i < layout.shards.size(); ++i) {
     for (const std::string& n : layout.shards[i]) {
       sorted[n] = shard_name(i, layout.shards.size());
-      const ParamSpec* s = stored_spec(table, n);
+      const ParamSpec* s = checkpoint_tensor_spec(table, n);
       if (s == nullptr) return InvalidArgument("checkpoint " + dir + ": layout names unknown tensor '" + n + "'");
       total += stored_bytes(*s, layout.dtype);
     }
@@ -194,7 +193,7 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
     layout.shards.emplace_back();
     int64_t bytes = 0;
     for (const std::string& n : checkpoint_tensor_names(model.config(), table, opt.shard)) {
-      const int64_t b = stored_bytes(*stored_spec(table, n), layout.dtype);
+      const int64_t b = stored_bytes(*checkpoint_tensor_spec(table, n), layout.dtype);
       if (!layout.shards.back().empty() && bytes + b > opt.max_shard_bytes) {
         layout.shards.emplace_back();
         bytes = 0;

@@ -44,6 +44,9 @@ Status checkpoint_save(const std::string& dir, const Model<F>& model, const Chec
 // order checkpoint_save would write them; a shard's (its table and filter) when given.
 std::vector<std::string> checkpoint_tensor_names(const ModelConfig& config, const ParamTable& table,
                                                  const ShardFilter& shard = {});
+// The tensor of `table` a stored name holds: lm_head.weight for an MTP module's shared head (the
+// checkpoint's copy of it), else the tensor of that name; nullptr if the table has none.
+const ParamSpec* checkpoint_tensor_spec(const ParamTable& table, const std::string& name);
 // InvalidArgument unless `layout` names every tensor of checkpoint_tensor_names exactly once, in
 // F32 or BF16.
 Status checkpoint_layout_check(const std::string& dir, const ModelConfig& config, const ParamTable& table,

@@ -99,4 +99,20 @@ Result<Frame> RpcClient::call(const Fill& fill, int timeout_ms) {
   }
 }
 
+Result<nlohmann::json> query_controller(RpcClient& rpc, const std::string& what, const std::string& id,
+                                        int timeout_ms) {
+  MARIANA_ASSIGN_OR_RETURN(auto reply, rpc.call(
+                                           [&](Envelope::Payload::Builder p) {
+                                             auto q = p.initQuery();
+                                             q.setWhat(what);
+                                             q.setId(id);
+                                           },
+                                           timeout_ms));
+  if (reply.payload().which() != Envelope::Payload::QUERY_REPLY)
+    return Internal("query " + what + ": unexpected reply " + payload_name(reply.payload().which()));
+  auto doc = nlohmann::json::parse(reply.payload().getQueryReply().getJson().cStr(), nullptr, false);
+  if (doc.is_discarded()) return DataLoss("query " + what + ": the controller sent invalid JSON");
+  return doc;
+}
+
 }  // namespace mariana::proto

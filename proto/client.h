@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "core/status.h"
@@ -52,6 +53,11 @@ class RpcClient {
   int rcvtimeo_ms_ = -1;  // the socket's ZMQ_RCVTIMEO (libzmq's default: none)
   WireCounters counters_;
 };
+
+// One monitoring query of the controller ("status", "nodes", "actors", "actor", "jobs", "job",
+// "metrics"; `id` names the actor or job): its JSON document. DataLoss when the reply is not JSON.
+Result<nlohmann::json> query_controller(RpcClient& rpc, const std::string& what, const std::string& id,
+                                        int timeout_ms);
 
 // A random lowercase hex string of `n` characters.
 std::string random_hex(size_t n);

@@ -150,7 +150,7 @@ Result<RlResumeState> rl_state_read(const std::string& checkpoint_dir) {
 // One rollout batch: P prompts × G responses, stamped with the policy version that sampled it.
 struct Rollout {
   int64_t policy_version = 0;
-  std::vector<RlProblem> problems;                // [P]
+  int64_t groups = 0;                             // P: the prompts kept, G samples each
   std::vector<std::vector<int32_t>> prompts;      // [P·G] (each prompt repeated G times)
   std::vector<std::vector<int32_t>> responses;    // [P·G] including the EOS when generation stopped
   std::vector<double> rewards;                    // [P·G]
@@ -552,16 +552,16 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
         results.push_back(std::move(rr));
         responses.push_back(std::move(resp));
       }
-      const int64_t room = s.prompts - static_cast<int64_t>(ro.problems.size());
+      const int64_t room = s.prompts - ro.groups;
       for (int64_t j : select_groups(rewards, G, s.dynamic_sampling, room, &m.dropped_groups)) {
-        ro.problems.push_back(drawn[j]);
+        ++ro.groups;
         for (int64_t k = 0; k < G; ++k) {
           ro.prompts.push_back(drawn_prompts[j]);
           ro.responses.push_back(std::move(responses[j * G + k]));
           ro.rewards.push_back(rewards[j * G + k]);
         }
       }
-      if (static_cast<int64_t>(ro.problems.size()) == s.prompts) break;
+      if (ro.groups == s.prompts) break;
     }
     const double n_sampled = static_cast<double>(results.size());
     for (size_t i = 0; i < results.size(); ++i) {

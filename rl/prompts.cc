@@ -84,23 +84,20 @@ Result<PromptEvalResult> eval_prompt_set(const Model<float>& model, const Tokeni
   InferenceEngine<float> engine(model);
   PromptEvalResult res;
   const int64_t total = std::min(opt.problems, set.size());
-  // File order: the held-out set's first `total` problems (at() would shuffle them).
-  std::vector<RlProblem> rows;
-  for (int64_t i = 0; i < total; ++i) rows.push_back(set.row(i));
+  // File order (row(), not at(), which shuffles): the held-out set's first `total` problems.
   for (int64_t start = 0; start < total; start += opt.batch) {
     const int64_t n = std::min(opt.batch, total - start);
     std::vector<GenerateRequest> reqs;
     for (int64_t i = 0; i < n; ++i) {
       GenerateRequest r;
-      r.prompt = rl_prompt_tokens(tok, rows[static_cast<size_t>(start + i)], opt.format);
+      r.prompt = rl_prompt_tokens(tok, set.row(start + i), opt.format);
       r.max_new_tokens = opt.max_new_tokens;
       r.stop_tokens = {tok.eos_id()};
       reqs.push_back(std::move(r));
     }
     MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> out, generate(engine, reqs, GenerateOptions{}));
     for (int64_t i = 0; i < n; ++i) {
-      MARIANA_ASSIGN_OR_RETURN(RewardResult rr, scorer.score(rl_reward_sample(rows[static_cast<size_t>(start + i)],
-                                                                               tok.decode(out[i].tokens))));
+      MARIANA_ASSIGN_OR_RETURN(RewardResult rr, scorer.score(rl_reward_sample(set.row(start + i), tok.decode(out[i].tokens))));
       res.correct += rr.ok ? 1 : 0;
     }
     res.problems += n;

@@ -27,7 +27,7 @@ uint64_t arena_hash(const Model<float>& model) {
   return XXH64(model.params(), static_cast<size_t>(model.table().arena_size()) * sizeof(float), 0);
 }
 
-// Every member learns whether any failed `what`: each contributes 1 for its own failure.
+// Every member learns whether any member failed: each contributes 1 for its own failure.
 Result<bool> any_failed(comm::Communicator& group, bool mine) {
   std::vector<float> flag = {mine ? 1.0f : 0.0f};
   MARIANA_RETURN_IF_ERROR(group.allreduce_sum(flag));

@@ -108,15 +108,14 @@ CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const Par
   std::vector<int64_t> elems(static_cast<size_t>(layout.world), 0);
   const int64_t per = config.n_routed_experts / layout.ep;
   for (const std::string& name : checkpoint_tensor_names(config, full)) {
-    const ParamSpec* s = full.find(name);
-    const int64_t numel = s != nullptr ? s->numel() : full.at("lm_head.weight").numel();  // else a shared head
+    const ParamSpec& s = *checkpoint_tensor_spec(full, name);  // a shared head: lm_head, replicated
     int64_t best = -1;
     for (int64_t r = 0; r < layout.world; ++r) {
-      if (s != nullptr && s->expert >= 0 && r % layout.ep != s->expert / per) continue;  // not holding it
+      if (s.expert >= 0 && r % layout.ep != s.expert / per) continue;  // not holding it
       if (best < 0 || elems[r] < elems[best]) best = r;
     }
     out.shards[best].push_back(name);
-    elems[best] += numel;
+    elems[best] += s.numel();
   }
   return out;
 }

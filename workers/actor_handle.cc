@@ -30,27 +30,25 @@ ActorHandle::ActorHandle(std::string controller, std::string token, std::string 
   ctl_ = std::make_unique<proto::RpcClient>(ctx_, controller_, token_, "", curve_.enabled() ? &curve_ : nullptr);
 }
 
+std::optional<int64_t> role_index_of(const std::string& actor_name, const std::string& role) {
+  const std::string mark = "/" + role + "/";
+  const size_t at = actor_name.rfind(mark);
+  if (at == std::string::npos) return std::nullopt;
+  const std::string tail = actor_name.substr(at + mark.size());
+  if (tail.empty() || tail.size() > 9 || tail.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::stoll(tail);
+}
+
 Status ActorHandle::resolve(int64_t after, int64_t deadline_ms) {
-  const std::string suffix = "/" + role_ + "/" + std::to_string(index_);
   const std::string what = "actor " + role_ + "/" + std::to_string(index_) + " of job " + job_id_;
   for (;;) {
     const int64_t left = deadline_ms - now_ms();
     if (left <= 0) return Status(StatusCode::kDeadlineExceeded, what + ": no ALIVE incarnation within the deadline");
-    auto reply = ctl_->call(
-        [](proto::Envelope::Payload::Builder p) {
-          auto q = p.initQuery();
-          q.setWhat("actors");
-          q.setId("");
-        },
-        static_cast<int>(std::min<int64_t>(left, 5000)));
-    if (reply.ok() && reply.value().payload().which() == proto::Envelope::Payload::QUERY_REPLY) {
-      auto actors = nlohmann::json::parse(reply.value().payload().getQueryReply().getJson().cStr(), nullptr, false);
+    auto actors = proto::query_controller(*ctl_, "actors", "", static_cast<int>(std::min<int64_t>(left, 5000)));
+    if (actors.ok() && actors.value().is_array()) {
       bool found = false;
-      for (const auto& a : actors.is_array() ? actors : nlohmann::json::array()) {
-        const std::string name = a.value("name", "");
-        if (a.value("job_id", "") != job_id_ || name.size() < suffix.size() ||
-            name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-          continue;
+      for (const auto& a : actors.value()) {
+        if (a.value("job_id", "") != job_id_ || role_index_of(a.value("name", ""), role_) != index_) continue;
         found = true;
         if (a.value("state", "") == "DEAD") return Unavailable(what + " is DEAD: " + a.value("death_cause", ""));
         const int64_t inc = a.value("incarnation", int64_t{0});
@@ -68,17 +66,10 @@ Status ActorHandle::resolve(int64_t after, int64_t deadline_ms) {
 }
 
 Result<bool> ActorHandle::moved_on() {
-  auto reply = ctl_->call(
-      [&](proto::Envelope::Payload::Builder p) {
-        auto q = p.initQuery();
-        q.setWhat("actor");
-        q.setId(actor_id_);
-      },
-      2000);
-  if (!reply.ok() || reply.value().payload().which() != proto::Envelope::Payload::QUERY_REPLY) return false;
-  auto a = nlohmann::json::parse(reply.value().payload().getQueryReply().getJson().cStr(), nullptr, false);
-  if (!a.is_object()) return false;
-  return a.value("state", "") != "ALIVE" || a.value("incarnation", int64_t{0}) != static_cast<int64_t>(incarnation_);
+  auto a = proto::query_controller(*ctl_, "actor", actor_id_, 2000);
+  if (!a.ok() || !a.value().is_object()) return false;  // cannot tell: keep waiting for the reply
+  return a.value().value("state", "") != "ALIVE" ||
+         a.value().value("incarnation", int64_t{0}) != static_cast<int64_t>(incarnation_);
 }
 
 Result<std::string> ActorHandle::call(const std::string& method, const std::string& args, int timeout_ms) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <zmq.hpp>
@@ -20,6 +21,10 @@
 #include "proto/curve.h"
 
 namespace mariana::workers {
+
+// The index of a [[roles]] job's actor named "<job name>/<role>/<index>" when its role is `role`;
+// nullopt for any other name. The one reading of the names the controller gives (job_driver.cc).
+std::optional<int64_t> role_index_of(const std::string& actor_name, const std::string& role);
 
 class ActorHandle {
  public:

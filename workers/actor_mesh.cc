@@ -1,7 +1,6 @@
 // ActorMesh (see actor_mesh.h).
 #include "workers/actor_mesh.h"
 
-#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -15,28 +14,11 @@ Result<ActorMesh> ActorMesh::resolve(const std::string& controller, const std::s
                                      const std::string& role, int timeout_ms) {
   zmq::context_t ctx(1);
   proto::RpcClient ctl(ctx, controller, token);
-  MARIANA_ASSIGN_OR_RETURN(auto reply, ctl.call(
-                                           [](proto::Envelope::Payload::Builder p) {
-                                             auto q = p.initQuery();
-                                             q.setWhat("actors");
-                                             q.setId("");
-                                           },
-                                           timeout_ms));
-  if (reply.payload().which() != proto::Envelope::Payload::QUERY_REPLY)
-    return Internal("actor mesh: unexpected reply " + proto::payload_name(reply.payload().which()));
-  auto actors = nlohmann::json::parse(reply.payload().getQueryReply().getJson().cStr(), nullptr, false);
-  // Names "<job name>/<role>/<index>": the indices of this role.
-  const std::string mark = "/" + role + "/";
-  std::set<int64_t> indices;
-  for (const auto& a : actors.is_array() ? actors : nlohmann::json::array()) {
-    if (a.value("job_id", "") != job_id) continue;
-    const std::string name = a.value("name", "");
-    const size_t at = name.rfind(mark);
-    if (at == std::string::npos || name.find('/', at + mark.size()) != std::string::npos) continue;
-    const std::string tail = name.substr(at + mark.size());
-    if (tail.empty() || tail.find_first_not_of("0123456789") != std::string::npos) continue;
-    indices.insert(std::atoll(tail.c_str()));
-  }
+  MARIANA_ASSIGN_OR_RETURN(nlohmann::json actors, proto::query_controller(ctl, "actors", "", timeout_ms));
+  std::set<int64_t> indices;  // the role's actors, by the index in their names
+  for (const auto& a : actors.is_array() ? actors : nlohmann::json::array())
+    if (a.value("job_id", "") == job_id)
+      if (auto i = role_index_of(a.value("name", ""), role)) indices.insert(*i);
   if (indices.empty()) return NotFound("job " + job_id + " has no actor in role \"" + role + "\"");
   if (*indices.rbegin() != static_cast<int64_t>(indices.size()) - 1)
     return Internal("job " + job_id + ", role " + role + ": indices are not 0.." + std::to_string(indices.size() - 1));

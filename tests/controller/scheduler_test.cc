@@ -83,9 +83,9 @@ TEST(JobSpec, ErrorsNameTheField) {
                               "j.toml");
   ASSERT_TRUE(roles.ok()) << roles.status().to_string();
   EXPECT_TRUE(roles.value().service);
-  EXPECT_EQ(roles.value().count, 3);
-  ASSERT_EQ(roles.value().actor_roles().size(), 2u);
-  EXPECT_EQ(nlohmann::json::parse(roles.value().actor_roles()[0].args), nlohmann::json::parse(R"({"initial": 3})"));
+  EXPECT_EQ(roles.value().actor_count(), 3);
+  ASSERT_EQ(roles.value().roles.size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(roles.value().roles[0].args), nlohmann::json::parse(R"({"initial": 3})"));
   for (const char* bad : {"kind = \"actors\"\n[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n[run]\nsteps = 2\n",
                           "kind = \"actors\"\n[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n"
                           "[[roles]]\nname = \"a\"\nclass = \"x\"\ncount = 1\n",
@@ -121,8 +121,8 @@ TEST(JobSpec, TrainingJobFilesAreTrainerJobs) {
   EXPECT_EQ(s.value().kind, "extend");
   EXPECT_EQ(s.value().name, "t");
   EXPECT_EQ(s.value().steps, 7);
-  EXPECT_EQ(s.value().actor_class, kTrainerClass);
-  EXPECT_EQ(s.value().count, 1);
+  EXPECT_EQ(s.value().roles.at(0).actor_class, kTrainerClass);
+  EXPECT_EQ(s.value().actor_count(), 1);
   auto d = job_spec_parse("[job]\nphase = \"pretrain\"\n", "t.toml");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d.value().steps, kTrainDefaultSteps);
