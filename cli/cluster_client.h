@@ -53,7 +53,7 @@ struct JobSubmission {
   std::string toml;
   std::string path;
   bool training = false;
-  int64_t ranks = 1;  // a training job's [parallel] dp × ep: the gang's trainer actors
+  int64_t ranks = 1;  // the actors of { CPU = 1 } a training job runs: [parallel] dp × ep, or a campaign's roles
 };
 Result<JobSubmission> job_submission_prepare(const std::string& path, const std::vector<std::string>& sets);
 

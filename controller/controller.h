@@ -199,6 +199,8 @@ class Controller {
 
   // Training job drivers (train_driver.cc): start the trainer actor's incarnation, then record
   // what it reports (steps, checkpoints, the end).
+  // The trainer actors of a training job: its first actors (a campaign's other roles follow them).
+  size_t trainer_ranks(const JobRecord& j) const;
   void train_tick(JobRecord& j, JobRun& run);
   void train_start_returned(JobRecord& j, JobRun& run, size_t rank, uint32_t incarnation,
                             proto::ActorReturn::Reader m);

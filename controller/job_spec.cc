@@ -75,6 +75,30 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
   MARIANA_RETURN_IF_ERROR(
       restart_budget_parse(job, "job", kTrainerMaxRestarts, kTrainerRestartWindowS, path, trainer));
   s.roles = {trainer};
+  if (s.kind == "rl" && f.has("campaign")) {  // the campaign's roles beside the learner (workers/rl_campaign.h)
+    MARIANA_ASSIGN_OR_RETURN(auto campaign, f.get_object("campaign"));
+    MARIANA_ASSIGN_OR_RETURN(int64_t generators, campaign.get_int_or("generators", 0));
+    MARIANA_ASSIGN_OR_RETURN(int64_t scorers, campaign.get_int_or("scorers", 1));
+    if (generators < 0 || generators > 256)
+      return InvalidArgument(path + ": field 'campaign.generators': expected 0 (one process) .. 256, got " +
+                             std::to_string(generators));
+    if (scorers < 1 || scorers > 256)
+      return InvalidArgument(path + ": field 'campaign.scorers': expected 1 .. 256, got " + std::to_string(scorers));
+    if (trainer.count != 1)
+      return InvalidArgument(path + ": field 'parallel': a campaign's learner runs on one rank for now");
+    if (generators > 0) {
+      auto role = [&](const char* name, const char* cls, int64_t count) {
+        ActorRole r = trainer;  // the job's restart budget and resources
+        r.name = name;
+        r.actor_class = cls;
+        r.count = count;
+        s.roles.push_back(r);
+      };
+      role(kCampaignGeneratorRole, "rl_generator", generators);
+      role(kCampaignScorerRole, "rl_scorer", scorers);
+      role(kCampaignReferenceRole, "rl_reference", 1);
+    }
+  }
   return s;
 }
 

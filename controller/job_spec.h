@@ -6,8 +6,8 @@
 //   train/ code): `mariana submit` validates the whole spec with the training engine's parser
 //   first, and the trainer actor parses it again when it starts. One "trainer" actor with
 //   { CPU = 1 } per rank runs the job (controller/train_driver.cc): one, or a gang of
-//   [parallel] dp × ep placed by [parallel] placement ("pack" | "spread"). "rl" (GRPO) is
-//   refused for now.
+//   [parallel] dp × ep placed by [parallel] placement ("pack" | "spread"). An "rl" (GRPO) job
+//   with a [campaign] table has further roles (below).
 //
 //     [job]
 //     name = "pretrain-tiny"
@@ -107,6 +107,15 @@ constexpr const char* kTrainerClass = "trainer";
 constexpr int32_t kTrainerMaxRestarts = 10;
 constexpr int64_t kTrainerRestartWindowS = 3600;
 constexpr int64_t kTrainDefaultSteps = 100;  // train/job_spec.cc's default of train.steps
+// An rl job with [campaign] generators > 0: roles besides the learner (its trainer actor), named
+// as workers/rl_campaign.h resolves them. Each takes the job's restart budget and { CPU = 1 }.
+//   [campaign]
+//   generators = 2     # rl_generator actors (0: the whole job in the learner's process)
+//   scorers = 1        # rl_scorer actors
+// and one rl_reference actor.
+constexpr const char* kCampaignGeneratorRole = "generator";
+constexpr const char* kCampaignScorerRole = "scorer";
+constexpr const char* kCampaignReferenceRole = "reference";
 
 // Parses and validates; errors read "<path>:<line>:<col>: field 'actors.count': ...".
 Result<ActorJobSpec> job_spec_parse(const std::string& toml_text, const std::string& path);

@@ -42,8 +42,15 @@ int64_t key_step(const std::string& key) {
 
 }  // namespace
 
+size_t Controller::trainer_ranks(const JobRecord& j) const {
+  auto it = job_specs_.find(j.id);  // the trainer role comes first; a campaign's roles follow it
+  const size_t n = it == job_specs_.end() || it->second.roles.empty() ? j.actor_ids.size()
+                                                                      : static_cast<size_t>(it->second.roles.front().count);
+  return std::min(n, j.actor_ids.size());
+}
+
 void Controller::train_tick(JobRecord& j, JobRun& run) {
-  const size_t n = j.actor_ids.size();
+  const size_t n = trainer_ranks(j);
   if (run.started_incarnation.size() != n) {
     run.started_incarnation.assign(n, -1);
     run.start_call.assign(n, 0);
@@ -76,8 +83,8 @@ void Controller::train_tick(JobRecord& j, JobRun& run) {
     if (job_state_terminal(j.state)) return;
     return train_gang_restart(j, run, cause);
   }
-  for (auto& id : j.actor_ids)
-    if (actors_[id].state != ActorState::kAlive) return;  // (re)starting: this runs again once it is ALIVE
+  for (size_t i = 0; i < n; ++i)
+    if (actors_[j.actor_ids[i]].state != ActorState::kAlive) return;  // (re)starting: this runs again once it is ALIVE
   if (run.gang.empty()) {
     run.gang.resize(n);
     for (size_t i = 0; i < n; ++i) run.gang[i] = actors_[j.actor_ids[i]].incarnation;
@@ -109,7 +116,7 @@ void Controller::train_send_start(JobRecord& j, JobRun& run, size_t rank) {
   call.setActorId(a.id);
   call.setIncarnation(a.incarnation);
   call.setMethod("start");
-  const int32_t world = static_cast<int32_t>(j.actor_ids.size());
+  const int32_t world = static_cast<int32_t>(trainer_ranks(j));
   auto args = proto::encode_struct<proto::TrainerStart>([&](proto::TrainerStart::Builder b) {
     b.setJobId(j.id);
     b.setSpecToml(j.spec_toml);
@@ -128,7 +135,7 @@ void Controller::train_send_start(JobRecord& j, JobRun& run, size_t rank) {
 void Controller::train_gang_restart(JobRecord& j, JobRun& run, const std::string& cause) {
   // The ranks still in the broken gang restart without spending their budget (the rank that
   // failed has spent its own already).
-  for (size_t i = 0; i < j.actor_ids.size(); ++i) {
+  for (size_t i = 0; i < trainer_ranks(j); ++i) {
     ActorRecord& a = actors_[j.actor_ids[i]];
     if (i < run.gang.size() && a.incarnation == run.gang[i] && a.state != ActorState::kDead) {
       if (!a.node_id.empty()) send_stop_worker(a.node_id, a.id, a.incarnation);
@@ -211,7 +218,9 @@ void Controller::handle_actor_report(const std::string& peer, uint64_t rid, prot
   const int64_t step = m.getStep();
   const size_t rank = static_cast<size_t>(
       std::find(j.actor_ids.begin(), j.actor_ids.end(), aid) - j.actor_ids.begin());
-  if (j.actor_ids.size() > 1) {  // a gang: rank 0 reports for it; any rank reports its failure
+  if (rank >= trainer_ranks(j))
+    return reply_error(peer, rid, InvalidArgument("actorReport: " + aid + " is not a trainer of job " + j.id));
+  if (trainer_ranks(j) > 1) {  // a gang: rank 0 reports for it; any rank reports its failure
     if (event == "failed") {
       // A rank's failure: its own error, or a collective that failed on a peer that died before
       // the controller knew. Acted on after the grace period (train_tick), unless a peer's

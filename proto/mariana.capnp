@@ -231,6 +231,87 @@ struct TrainerStart {
                                  # under keys of its own in the controller's key-value table
 }
 
+# Arguments and results of an RL campaign's roles (workers/rl_actors.cc). Token ids travel as
+# lists, log-probs as Float64 (bit for bit what the role computed), weights as raw float32 bytes.
+
+# rl_generator.load_weights: one bucket of the policy's parameter arena. A generator assembles the
+# buckets of `version` aside and takes them for sampling only when the last one has arrived whole
+# and its XXH64 equals `checksum`.
+struct RlWeights {
+  version @0 :Int64;
+  modelDir @1 :Text;             # a checkpoint directory whose config.json shapes the model
+  offset @2 :Int64;              # in floats
+  total @3 :Int64;               # the arena's length in floats
+  data @4 :Data;                 # float32, little-endian as in memory
+  checksum @5 :UInt64;           # XXH64 of the whole arena (seed 0)
+}
+
+struct RlGenerateRequest {
+  prompt @0 :List(Int32);
+  maxNewTokens @1 :Int64;
+  temperature @2 :Float64;
+  topP @3 :Float64;
+  topK @4 :Int64;
+  seed @5 :UInt64;
+  stream @6 :Int64;
+  stopTokens @7 :List(Int32);
+}
+
+# rl_generator.generate: the requests, sampled from `version` only (else FailedPrecondition).
+struct RlGenerate {
+  version @0 :Int64;
+  threads @1 :Int32;
+  requests @2 :List(RlGenerateRequest);
+}
+
+struct RlGenerated {
+  version @0 :Int64;             # the version every sample came from
+  tokens @1 :List(List(Int32));
+  finish @2 :List(Text);
+}
+
+# rl_scorer.score: the composite of `scorers` with `weights` on each sample.
+struct RlScore {
+  scorers @0 :List(Text);
+  weights @1 :List(Float64);
+  samples @2 :List(RlRewardSample);
+}
+
+struct RlRewardSample {
+  prompt @0 :Text;
+  response @1 :Data;             # the decoded response's bytes as they are (not always UTF-8)
+  hasAnswer @2 :Bool;
+  answer @3 :Text;
+  tests @4 :List(RlCodeTest);
+}
+
+struct RlCodeTest {
+  stdin @0 :Text;
+  stdout @1 :Text;
+}
+
+struct RlScored {
+  rewards @0 :List(Float64);
+  ok @1 :List(Bool);
+  reasons @2 :List(Text);
+  parts @3 :List(Text);          # each sample's parts as a JSON object
+}
+
+# rl_reference.logprobs: the reference's tempered log-probs of a learner batch (packed as the
+# learner packs it); the result is an RlLogprobs of B·S values.
+struct RlReferenceLogprobs {
+  referenceDir @0 :Text;
+  temperature @1 :Float64;
+  padId @2 :Int32;
+  threads @3 :Int32;
+  prompts @4 :List(List(Int32));
+  responses @5 :List(List(Int32));
+}
+
+struct RlLogprobs {
+  values @0 :List(Float64);
+}
+
 # Progress an actor reports on its own (a trainer's steps and checkpoints). The worker sends its
 # reports in order, one at a time, and resends one until the controller answers `ok` (sent only
 # once the report is durable) or `error` (a stale incarnation: dropped). Reports are idempotent.

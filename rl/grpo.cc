@@ -19,6 +19,7 @@
 #include "model/checkpoint.h"
 #include "model/inference/generate.h"
 #include "rl/prompts.h"
+#include "rl/rollout_services.h"
 #include "rl/rewards/reward.h"
 #include "sft/sft_data.h"
 #include "train/job_spec.h"
@@ -81,6 +82,10 @@ seed = 0
 [rl]
 dynamic_sampling = false
 max_sample_rounds = 4
+max_staleness = 0
+[campaign]
+generators = 0
+scorers = 1
 [train]
 threads = 0
 checkpoint_every = 10
@@ -189,7 +194,8 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   TomlFields f(std::move(merged), source);
   auto sec = [&](const char* n) { return f.get_object(n).value(); };
   const TomlFields job = sec("job"), model = sec("model"), task = sec("task"), ro = sec("rollout"),
-                   rw = sec("reward"), g = sec("grpo"), tr = sec("train"), ev = sec("eval"), rl = sec("rl");
+                   rw = sec("reward"), g = sec("grpo"), tr = sec("train"), ev = sec("eval"), rl = sec("rl"),
+                   campaign = sec("campaign");
   RlSpec s;
   s.source = source;
   s.name = job.get_string("name").value();
@@ -204,6 +210,9 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.eval_dataset = task.get_string("eval_dataset").value();
   s.dynamic_sampling = rl.get_bool("dynamic_sampling").value();
   s.max_sample_rounds = rl.get_int("max_sample_rounds").value();
+  s.max_staleness = rl.get_int("max_staleness").value();
+  s.campaign_generators = campaign.get_int("generators").value();
+  s.campaign_scorers = campaign.get_int("scorers").value();
   s.task_seed = static_cast<uint64_t>(task.get_int("seed").value());
   s.arithmetic.min_digits = static_cast<int>(task.get_int("arithmetic_min_digits").value());
   s.arithmetic.max_digits = static_cast<int>(task.get_int("arithmetic_max_digits").value());
@@ -258,6 +267,10 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.dataset.empty() && !s.eval_dataset.empty())
     return bad("task.eval_dataset", "only with task.dataset (the built-in task evaluates on its own held-out split)");
   if (s.max_sample_rounds < 1 || s.max_sample_rounds > 64) return bad("rl.max_sample_rounds", "expected 1 .. 64");
+  if (s.max_staleness < 0 || s.max_staleness > 8) return bad("rl.max_staleness", "expected 0 (on-policy) .. 8");
+  if (s.campaign_generators < 0 || s.campaign_generators > 256)
+    return bad("campaign.generators", "expected 0 (one process) .. 256");
+  if (s.campaign_scorers < 1 || s.campaign_scorers > 256) return bad("campaign.scorers", "expected 1 .. 256");
   if (s.prompts <= 0) return bad("rollout.prompts", "expected > 0");
   if (s.group_size < 2) return bad("rollout.group_size", "expected >= 2 (advantages compare a group's samples)");
   if (s.max_new_tokens <= 0) return bad("rollout.max_new_tokens", "expected > 0");
@@ -299,27 +312,22 @@ Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::stri
   return s;
 }
 
-Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& b,
-                                const LearnerParams& p, int64_t current_version) {
-  if (b.policy_version != current_version)
-    return FailedPrecondition("rollout batch from policy version " + std::to_string(b.policy_version) +
-                              " reached the learner at version " + std::to_string(current_version));
+Result<PackedBatch> pack_learner_batch(const LearnerBatch& b, int32_t pad_id) {
   const int64_t N = static_cast<int64_t>(b.prompts.size());
   if (N == 0 || b.responses.size() != b.prompts.size() || b.advantages.size() != b.prompts.size())
     return InvalidArgument("learner: prompts, responses and advantages must have one entry per sample");
-  const int64_t V = policy.config().vocab_size;
-  LearnerStats out;
   int64_t S = 0;
   for (int64_t i = 0; i < N; ++i)
     S = std::max<int64_t>(S, static_cast<int64_t>(b.prompts[i].size() + b.responses[i].size()));
-  Batch batch;
+  PackedBatch pk;
+  Batch& batch = pk.batch;
   batch.B = N;
   batch.S = S;
-  batch.tokens.assign(static_cast<size_t>(N * S), p.pad_id);
+  batch.tokens.assign(static_cast<size_t>(N * S), pad_id);
   batch.targets.assign(static_cast<size_t>(N * S), -1);  // no cross-entropy: the surrogate alone
   batch.doc_start.assign(static_cast<size_t>(N * S), 0);
-  std::vector<int32_t> target(static_cast<size_t>(N * S), -1);
-  std::vector<double> adv_pos(static_cast<size_t>(N * S), 0.0);
+  pk.target.assign(static_cast<size_t>(N * S), -1);
+  pk.advantage.assign(static_cast<size_t>(N * S), 0.0);
   for (int64_t i = 0; i < N; ++i) {
     const auto& pr = b.prompts[i];
     const auto& rs = b.responses[i];
@@ -328,33 +336,75 @@ Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, A
     std::copy(pr.begin(), pr.end(), batch.tokens.begin() + i * S);
     std::copy(rs.begin(), rs.end(), batch.tokens.begin() + i * S + P);
     for (int64_t k = 0; k < R; ++k) {  // position P−1+k predicts response token k
-      target[i * S + P - 1 + k] = rs[k];
-      adv_pos[i * S + P - 1 + k] = b.advantages[i];
+      pk.target[i * S + P - 1 + k] = rs[k];
+      pk.advantage[i * S + P - 1 + k] = b.advantages[i];
     }
-    out.tokens += R;
+    pk.tokens += R;
   }
+  return pk;
+}
+
+namespace {
+
+LossWeights rl_loss_weights() {
   LossWeights lw;
   lw.mtp_weight = 0;  // no MTP, no balance loss during RL
   lw.balance_alpha = 0;
-  const int64_t T = N * S;
-  // Log-probs of the sampling distribution: logits / temperature, as the rollout drew them
-  // (the policy, the reference and the ratio all use the same temperature).
-  const float inv_temp = static_cast<float>(1.0 / p.temperature);
-  std::vector<float> scaled(static_cast<size_t>(T * V));
-  auto tempered = [&](const float* logits) {
-    for (int64_t i = 0; i < T * V; ++i) scaled[i] = logits[i] * inv_temp;
-    return scaled.data();
+  return lw;
+}
+
+// logits / temperature into `scaled`: the sampling distribution's logits, as the rollout drew them
+// (the policy, the reference and the ratio all use the same temperature).
+const float* tempered(const float* logits, int64_t n, float inv_temp, std::vector<float>& scaled) {
+  scaled.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) scaled[i] = logits[i] * inv_temp;
+  return scaled.data();
+}
+
+}  // namespace
+
+Result<std::vector<double>> tempered_target_logprobs(Model<float>& model, const PackedBatch& pk, double temperature) {
+  const int64_t T = pk.batch.B * pk.batch.S, V = model.config().vocab_size;
+  MARIANA_RETURN_IF_ERROR(model.forward(pk.batch, rl_loss_weights(), nullptr));
+  std::vector<float> scaled;
+  std::vector<double> lp(static_cast<size_t>(T));
+  token_logprobs(tempered(model.logits(), T * V, static_cast<float>(1.0 / temperature), scaled), T, V,
+                 pk.target.data(), lp.data());
+  return lp;
+}
+
+Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& b,
+                                const LearnerParams& p, int64_t current_version) {
+  const ReferenceLogprobs local = [&](const LearnerBatch&, const PackedBatch& pk) {
+    return tempered_target_logprobs(reference, pk, p.temperature);
   };
-  std::vector<double> old_lp(static_cast<size_t>(T)), ref_lp(static_cast<size_t>(T));
-  MARIANA_RETURN_IF_ERROR(reference.forward(batch, lw, nullptr));
-  token_logprobs(tempered(reference.logits()), T, V, target.data(), ref_lp.data());
-  MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
-  token_logprobs(tempered(policy.logits()), T, V, target.data(), old_lp.data());
-  std::vector<float> dlogits(static_cast<size_t>(T * V));
+  return grpo_learn(policy, local, adam, b, p, current_version);
+}
+
+Result<LearnerStats> grpo_learn(Model<float>& policy, const ReferenceLogprobs& reference, AdamW& adam,
+                                const LearnerBatch& b, const LearnerParams& p, int64_t current_version) {
+  if (b.policy_version > current_version || b.policy_version < current_version - p.max_staleness)
+    return FailedPrecondition("rollout batch from policy version " + std::to_string(b.policy_version) +
+                              " reached the learner at version " + std::to_string(current_version) +
+                              (p.max_staleness > 0 ? " (at most " + std::to_string(p.max_staleness) + " behind)" : ""));
+  MARIANA_ASSIGN_OR_RETURN(const PackedBatch pk, pack_learner_batch(b, p.pad_id));
+  const int64_t V = policy.config().vocab_size;
+  const int64_t T = pk.batch.B * pk.batch.S;
+  LearnerStats out;
+  out.tokens = pk.tokens;
+  const float inv_temp = static_cast<float>(1.0 / p.temperature);
+  MARIANA_ASSIGN_OR_RETURN(const std::vector<double> ref_lp, reference(b, pk));
+  if (static_cast<int64_t>(ref_lp.size()) != T)
+    return Internal("learner: the reference returned " + std::to_string(ref_lp.size()) + " log-probs for " +
+                    std::to_string(T) + " positions");
+  MARIANA_ASSIGN_OR_RETURN(const std::vector<double> old_lp, tempered_target_logprobs(policy, pk, p.temperature));
+  std::vector<float> scaled, dlogits(static_cast<size_t>(T * V));
+  const LossWeights lw = rl_loss_weights();
   for (int64_t u = 0; u < p.inner_updates; ++u) {
-    if (u > 0) MARIANA_RETURN_IF_ERROR(policy.forward(batch, lw, nullptr));
-    const GrpoLossStats st = grpo_token_loss(tempered(policy.logits()), T, V, target.data(), old_lp.data(),
-                                             ref_lp.data(), adv_pos.data(), p.loss, dlogits.data());
+    if (u > 0) MARIANA_RETURN_IF_ERROR(policy.forward(pk.batch, lw, nullptr));
+    const GrpoLossStats st =
+        grpo_token_loss(tempered(policy.logits(), T * V, inv_temp, scaled), T, V, pk.target.data(), old_lp.data(),
+                        ref_lp.data(), pk.advantage.data(), p.loss, dlogits.data());
     for (float& d : dlogits) d *= inv_temp;  // d(logits / T)/d(logits)
     policy.zero_grads();
     policy.backward_custom(dlogits.data(), nullptr);
@@ -400,11 +450,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   }
   const std::string policy_dir = resume_dir.empty() ? init_dir : resume_dir;
   MARIANA_ASSIGN_OR_RETURN(LoadedCheckpoint<float> pol_ck, checkpoint_load<float>(policy_dir));
-  MARIANA_ASSIGN_OR_RETURN(LoadedCheckpoint<float> ref_ck, checkpoint_load<float>(ref_dir));
   Model<float>& policy = pol_ck.model;
-  Model<float>& reference = ref_ck.model;
-  if (reference.table().arena_size() != policy.table().arena_size())
-    return InvalidArgument(ref_dir + ": the reference model's shape differs from the policy's (" + policy_dir + ")");
   // The learner's batch: prompts × group_size samples of at least max_new_tokens + 1 tokens, through
   // the policy and the reference; parameters, gradients of both, AdamW's two moments.
   MARIANA_RETURN_IF_ERROR(check_step_memory(
@@ -415,9 +461,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   const std::string tok_path = (fs::path(policy_dir) / "tokenizer.json").string();
   MARIANA_ASSIGN_OR_RETURN(std::string tok_json, read_file(tok_path));
   MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(tok_path));
-  nlohmann::json parts = nlohmann::json::array();
-  for (size_t i = 0; i < s.scorers.size(); ++i) parts.push_back({{"scorer", s.scorers[i]}, {"weight", s.weights[i]}});
-  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, make_scorer("composite", {{"parts", parts}}));
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, composite_scorer(s.scorers, s.weights));
   // Accuracy: the rule-based math scorer's verdict, else math_verify's, else the code scorer's.
   std::string accuracy_part;
   for (const char* n : {"code", "math_verify", "math"})
@@ -499,10 +543,27 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                   (long long)at.iteration);
   }
 
-  if (o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
+  RolloutSetup setup;
+  setup.policy_dir = policy_dir;
+  setup.reference_dir = ref_dir;
+  setup.scorers = s.scorers;
+  setup.weights = s.weights;
+  setup.temperature = s.temperature;
+  setup.pad_id = tok.pad_id();
+  setup.threads = s.threads;
+  std::unique_ptr<RolloutServices> services;
+  if (o.services) {
+    MARIANA_ASSIGN_OR_RETURN(services, o.services(setup));
+  } else {
+    MARIANA_ASSIGN_OR_RETURN(services, local_rollout_services(policy, setup));
+  }
   int64_t policy_version = at.policy_version;
   int64_t prompt_position = at.prompt_position;  // prompts of the stream drawn so far
-  InferenceEngine<float> engine(policy);
+  MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
+  if (o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
+  const ReferenceLogprobs reference = [&](const LearnerBatch& b, const PackedBatch& pk) {
+    return services->reference_logprobs(b, pk);
+  };
   for (int64_t it = at.iteration; it < s.iterations; ++it) {
     RlIterationMetrics m;
     m.iteration = it + 1;
@@ -539,18 +600,24 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       }
       prompt_position += s.prompts;
       m.prompts_sampled += s.prompts;
-      MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, generate(engine, reqs, GenerateOptions{}));
+      MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, services->generate(reqs, policy_version));
       std::vector<double> rewards;  // [P·G] of this round
       std::vector<std::vector<int32_t>> responses;
+      std::vector<RewardSample> samples;
       for (size_t i = 0; i < gen.size(); ++i) {
         std::vector<int32_t> resp = gen[i].tokens;
-        const std::string text = tok.decode(resp);
+        samples.push_back(rl_reward_sample(drawn[i / G], tok.decode(resp)));
         if (gen[i].finish == "stop") resp.push_back(tok.eos_id());
-        MARIANA_ASSIGN_OR_RETURN(RewardResult rr, scorer->score(rl_reward_sample(drawn[i / G], text)));
-        rewards.push_back(rr.reward);
-        lens.push_back(static_cast<double>(resp.size()));
-        results.push_back(std::move(rr));
         responses.push_back(std::move(resp));
+      }
+      MARIANA_ASSIGN_OR_RETURN(std::vector<RewardResult> scored, services->score(samples));
+      if (scored.size() != samples.size())
+        return Internal("rollout: " + std::to_string(scored.size()) + " rewards for " + std::to_string(samples.size()) +
+                        " responses");
+      for (size_t i = 0; i < scored.size(); ++i) {
+        rewards.push_back(scored[i].reward);
+        lens.push_back(static_cast<double>(responses[i].size()));
+        results.push_back(std::move(scored[i]));
       }
       const int64_t room = s.prompts - ro.groups;
       for (int64_t j : select_groups(rewards, G, s.dynamic_sampling, room, &m.dropped_groups)) {
@@ -598,6 +665,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       m.clip_frac = ls.clip_frac;
       m.tokens = ls.tokens;
       ++policy_version;
+      MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
     }
     m.policy_version = policy_version;
     m.learn_s = since(t_learn);

@@ -22,6 +22,9 @@
 
 namespace mariana::rl {
 
+class RolloutServices;  // rl/rollout_services.h
+struct RolloutSetup;
+
 struct RlSpec {
   std::string source, name;
   // [model]
@@ -53,6 +56,13 @@ struct RlSpec {
   // `prompts` groups with signal are found (fewer when the rounds run out).
   bool dynamic_sampling = false;
   int64_t max_sample_rounds = 4;
+  // [rl] max_staleness: 0 is on-policy (each iteration samples from the policy it then updates);
+  // k > 0 lets the next iteration's rollout run while the learner updates, from a policy up to k
+  // versions behind the one it is learned into (asynchronous, as veRL's and OpenRLHF's async modes).
+  int64_t max_staleness = 0;
+  // [campaign] on the cluster: the roles besides the learner (workers/rl_campaign.h); 0
+  // generators = the whole job in the learner's process. `mariana train` always runs in one process.
+  int64_t campaign_generators = 0, campaign_scorers = 1;
   // [train]
   int threads = 0;
   int64_t checkpoint_every = 10, keep_last = 2;
@@ -100,6 +110,9 @@ struct RlOptions {
   // returns with RlSummary::interrupted.
   const std::atomic<bool>* interrupt = nullptr;
   std::function<void(const RlIterationMetrics&)> on_iteration;
+  // The rollout's generators, scorers and reference: in this process when unset; an RL campaign's
+  // roles when set (workers/rl_campaign.h), made once the run knows its setup.
+  std::function<Result<std::unique_ptr<RolloutServices>>(const RolloutSetup&)> services;
 };
 
 struct RlSummary {
@@ -116,7 +129,8 @@ Result<RlSummary> grpo_run(const RlOptions& opt);
 // The learner step on one rollout batch: P·G samples (prompt ids, response ids including a
 // closing EOS, the sample's advantage), packed one per row; log-probs at the sampling temperature
 // for the policy before the update (π_old), the frozen reference and the policy during the μ inner
-// updates. FailedPrecondition when the batch's policy version is not current_version.
+// updates. FailedPrecondition when the batch's policy version is not current_version, or, with
+// max_staleness k > 0, is more than k versions behind it (or ahead of it).
 struct LearnerBatch {
   int64_t policy_version = 0;
   std::vector<std::vector<int32_t>> prompts, responses;
@@ -127,11 +141,35 @@ struct LearnerParams {
   double temperature = 1.0, lr = 1e-4, grad_clip = 1.0;
   int64_t inner_updates = 1;
   int32_t pad_id = 0;
+  int64_t max_staleness = 0;  // versions a batch may lag the policy (rl.max_staleness)
 };
 struct LearnerStats {
   double kl = 0, entropy = 0, loss = 0, grad_norm = 0, clip_frac = 0;
   int64_t tokens = 0;
 };
+
+// A learner batch packed one sample per row of S = the longest prompt + response: the tokens
+// (pad_id after each sample), and per position the response token it predicts (−1: none) and the
+// sample's advantage there.
+struct PackedBatch {
+  Batch batch;
+  std::vector<int32_t> target;
+  std::vector<double> advantage;
+  int64_t tokens = 0;  // response tokens in all
+};
+// InvalidArgument when the lists' lengths differ or a prompt is empty.
+Result<PackedBatch> pack_learner_batch(const LearnerBatch& b, int32_t pad_id);
+// log p(target) under softmax(logits / temperature) at every position of the packed batch (B·S
+// values; 0 where there is no target), from one forward pass of `model` (no MTP, no balance loss).
+// The reference role's computation, and the learner's for π_old.
+Result<std::vector<double>> tempered_target_logprobs(Model<float>& model, const PackedBatch& packed, double temperature);
+
+// The reference's log-probs of a packed batch (B·S values, as tempered_target_logprobs): computed
+// in process from a reference model, or by the campaign's reference actor.
+using ReferenceLogprobs = std::function<Result<std::vector<double>>(const LearnerBatch&, const PackedBatch&)>;
+
+Result<LearnerStats> grpo_learn(Model<float>& policy, const ReferenceLogprobs& reference, AdamW& adam,
+                                const LearnerBatch& batch, const LearnerParams& p, int64_t current_version);
 Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& batch,
                                 const LearnerParams& p, int64_t current_version);
 

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,10 @@ struct ActorClass {
   // InvalidArgument naming the class and the field when they are not what it takes.
   std::function<Result<std::unique_ptr<Actor>>(const std::string& args)> create;
   std::map<std::string, ActorMethod, std::less<>> methods;
+  // Methods that may run for seconds (a generation, a forward pass): the worker runs them on a
+  // thread of their own and keeps heartbeating meanwhile; calls that arrive in the meantime wait
+  // their turn, so an actor still runs one call at a time, in arrival order.
+  std::set<std::string, std::less<>> long_methods;
 };
 
 // Typed registration: ActorClassBuilder<Counter>("counter").method("add", &Counter::add).build().
@@ -76,6 +81,11 @@ class ActorClassBuilder {
   }
   ActorClassBuilder& method(const std::string& name, Result<std::string> (T::*fn)(std::string_view)) {
     cls_.methods[name] = [fn](Actor& self, std::string_view args) { return (static_cast<T&>(self).*fn)(args); };
+    return *this;
+  }
+  ActorClassBuilder& long_method(const std::string& name, Result<std::string> (T::*fn)(std::string_view)) {
+    method(name, fn);
+    cls_.long_methods.insert(name);
     return *this;
   }
   ActorClass build() { return std::move(cls_); }

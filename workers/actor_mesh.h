@@ -20,6 +20,8 @@ class ActorMesh {
   static Result<ActorMesh> resolve(const std::string& controller, const std::string& token, const std::string& job_id,
                                    const std::string& role, int timeout_ms = 10000);
   int64_t size() const { return static_cast<int64_t>(handles_.size()); }
+  // Actor i's own handle, for calls to one member (i < size()).
+  ActorHandle& at(int64_t i) { return *handles_[static_cast<size_t>(i)]; }
   // `method` on every actor at once: args[i] to actor i, or args[0] to all when args has one
   // element. The results by index; else the error of the lowest index that failed, naming it.
   Result<std::vector<std::string>> call(const std::string& method, const std::vector<std::string>& args,

@@ -4,6 +4,7 @@
 
 #include "proto/wire.h"
 #include "workers/actor.h"
+#include "workers/rl_campaign.h"
 
 namespace mariana::workers {
 
@@ -61,6 +62,9 @@ ActorRegistry make_registry() {
             .build());
   r.add(ActorClassBuilder<Echo>("echo").method("echo", &Echo::echo).method("noop", &Echo::noop).build());
   r.add(trainer_actor_class());
+  r.add(rl_generator_class());
+  r.add(rl_scorer_class());
+  r.add(rl_reference_class());
   return r;
 }
 

@@ -29,6 +29,7 @@
 #include "train/trainer.h"
 #include "workers/actor.h"
 #include "workers/controller_kv_store.h"
+#include "workers/rl_campaign.h"
 #include "workers/worker.h"
 
 namespace mariana::workers {
@@ -207,10 +208,24 @@ class Trainer final : public Actor {
     opt.on_metrics_line = [line](const std::string& l) { *line = l; };
     opt.on_iteration = [this, line](const rl::RlIterationMetrics& m) { push({"step", m.iteration, *line, "", ""}); };
     opt.on_checkpoint = [this](int64_t it, const std::string& dir) { push({"checkpoint", it, "", dir, ""}); };
+    if (opt.spec.campaign_generators > 0) {  // a campaign: the job's other roles generate, score and hold the reference
+      const WorkerOptions* w = this_worker();
+      if (w == nullptr) return FailedPrecondition("trainer.start: a campaign's learner needs its worker's controller");
+      CampaignAddress where;
+      where.controller = w->controller;
+      where.token = w->token;
+      where.job_id = job_id;
+      opt.services = [where](const rl::RolloutSetup& setup) { return campaign_rollout_services(where, setup); };
+    }
     job_id_ = job_id;
-    std::printf("trainer: job %s, phase rl, %lld iterations, run dir %s%s%s\n", job_id.c_str(),
+    std::printf("trainer: job %s, phase rl, %lld iterations, run dir %s%s%s%s\n", job_id.c_str(),
                 (long long)opt.spec.iterations, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
-                opt.resume_from.c_str());
+                opt.resume_from.c_str(),
+                opt.spec.campaign_generators > 0
+                    ? (", campaign of " + std::to_string(opt.spec.campaign_generators) + " generator(s), " +
+                       std::to_string(opt.spec.campaign_scorers) + " scorer(s) and a reference")
+                          .c_str()
+                    : "");
     std::fflush(stdout);
     thread_ = std::thread([this, opt = std::move(opt)]() {
       auto res = rl::grpo_run(opt);

@@ -1,6 +1,7 @@
 // The worker's event loop (see worker.h).
 #include "workers/worker.h"
 
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <optional>
+#include <thread>
 
 #include <zmq.hpp>
 
@@ -214,12 +217,78 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       return false;
     }
   };
+  // Calls run one at a time in arrival order: most on this thread as they come; a long method
+  // (ActorClass::long_methods) on a thread of its own, which signals an eventfd the loop polls
+  // when it is done, while the loop keeps heartbeating and queues the calls that arrive meanwhile.
+  struct QueuedCall {
+    std::optional<std::string> route;  // the caller's routing id on the call socket; none: the controller
+    proto::Frame frame;
+  };
+  struct LongCallEnd {  // shared with the long call's thread, which may outlive this loop at exit
+    int fd = -1;
+    std::string reply;  // written before fd is signalled
+    ~LongCallEnd() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+  auto long_end = std::make_shared<LongCallEnd>();
+  long_end->fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (long_end->fd < 0) return errno_status(errno, "worker: eventfd");
+  std::deque<QueuedCall> calls;
+  std::thread long_call;
+  std::optional<std::string> long_route;  // the caller of the long call running, if any
+  bool long_running = false;
+  auto send_reply = [&](const std::optional<std::string>& route, const std::string& reply) {
+    if (!route) return send_ctl(reply);
+    (void)router.send(zmq::buffer(*route), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
+  };
+  auto serve_calls = [&] {
+    if (long_running) {
+      uint64_t signalled = 0;
+      if (::read(long_end->fd, &signalled, sizeof signalled) != static_cast<ssize_t>(sizeof signalled)) return;
+      long_call.join();
+      long_running = false;
+      send_reply(long_route, long_end->reply);
+    }
+    while (!calls.empty()) {
+      QueuedCall c = std::move(calls.front());
+      calls.pop_front();
+      auto method = c.frame.payload().getActorCall().getMethod();
+      if (cls->long_methods.count(std::string_view(method.cStr(), method.size()))) {
+        long_running = true;
+        long_route = c.route;
+        long_call = std::thread([end = long_end, cls, self = actor.get(), opts = o, identity,
+                                 frame = std::move(c.frame)]() {
+          t_worker = &opts;
+          end->reply = run_call(*cls, *self, opts, identity, frame);
+          const uint64_t one = 1;
+          (void)!::write(end->fd, &one, sizeof one);
+        });
+        return;
+      }
+      send_reply(c.route, run_call(*cls, *actor, o, identity, c.frame));
+    }
+  };
+  // On return with a long call still running: it keeps the actor and its end (the process is ending).
+  struct DetachAtExit {
+    std::thread& t;
+    std::unique_ptr<Actor>& a;
+    ~DetachAtExit() {
+      if (t.joinable()) {
+        t.detach();
+        (void)a.release();
+      }
+    }
+  } detach_at_exit{long_call, actor};
   bool hot = false;
   while (!stop->load()) {
     if (!hot) {
-      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {ctl.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                                 {ctl.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, long_end->fd, ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(std::clamp<int64_t>(o.heartbeat_ms / 2, 10, 50)));
+        zmq::poll(items, 3, std::chrono::milliseconds(std::clamp<int64_t>(o.heartbeat_ms / 2, 10, 50)));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
         continue;  // a signal (SIGTERM sets *stop)
@@ -244,7 +313,8 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       if (!f.ok()) {
         reply = proto::encode_error(rid, identity, "", f.status());
       } else if (f.value().payload().which() == Envelope::Payload::ACTOR_CALL) {
-        reply = run_call(*cls, *actor, o, identity, f.value());
+        calls.push_back({std::string(static_cast<const char*>(id.data()), id.size()), std::move(f).value()});
+        continue;  // run in turn by serve_calls, which replies
       } else if (f.value().payload().which() == Envelope::Payload::PING) {
         proto::Outgoing m(rid, identity, o.token);
         m.payload().setOk();
@@ -258,6 +328,7 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
     }
     hot = served > 0;
+    serve_calls();
     // The controller: replies to our registration and heartbeats, its own calls, shutdown.
     for (int i = 0; i < 1024; ++i) {
       zmq::message_t body;
@@ -270,7 +341,7 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       }
       auto p = f.value().payload();
       switch (p.which()) {
-        case Envelope::Payload::ACTOR_CALL: send_ctl(run_call(*cls, *actor, o, identity, f.value())); break;
+        case Envelope::Payload::ACTOR_CALL: calls.push_back({std::nullopt, std::move(f).value()}); break;
         case Envelope::Payload::REGISTER_WORKER_REPLY: {
           auto r = p.getRegisterWorkerReply();
           if (!r.getAccept()) {
@@ -304,6 +375,7 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
         default: break;
       }
     }
+    serve_calls();  // calls from the controller, and the end of a long call
     for (auto& e : actor->take_events()) reports.push_back(std::move(e));
     const int64_t now = clock.now_ms();
     if (registered && !reports.empty() && (report_rid == 0 || now - report_sent > 1000)) send_report();

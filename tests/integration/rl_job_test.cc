@@ -20,38 +20,11 @@ namespace {
 
 constexpr int kIterations = 40;
 
-// The metrics lines of a run directory without their wall-clock timings.
-std::vector<std::string> rl_metrics(const std::string& run_dir) {
-  std::vector<std::string> out;
-  auto text = read_file(run_dir + "/metrics.jsonl");
-  if (!text.ok()) return out;
-  std::istringstream in(text.value());
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_object()) continue;
-    j.erase("rollout_s");
-    j.erase("learn_s");
-    out.push_back(j.dump());
-  }
-  return out;
-}
-
 TEST(RlJob, Kill9OfTheLearnerResumesBitForBit) {
   Cluster c;
-  // The policy and a different reference (the KL term then moves the weights): two checkpoints of
-  // a 4-step pretraining run.
-  const std::string pre = c.dir() + "/pre";
-  auto made = run_mariana("train " + pretrain_job_file() + " " + pretrain_sets(4, 2) + " --run-dir " + pre + " --quiet",
-                          60);
-  ASSERT_EQ(made.exit_code, 0) << made.out;
-  const std::string sets = "--set model.init_from=" + pre + "/checkpoints/" + step_dir(4) +
-                           " --set model.reference=" + pre + "/checkpoints/" + step_dir(2) +
-                           " --set rollout.prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=48"
-                           " --set grpo.iterations=" + std::to_string(kIterations) +
-                           " --set grpo.kl_beta=0.5 --set grpo.lr=1e-2 --set train.checkpoint_every=3"
-                           " --set train.keep_last=2 --set eval.problems=2 --set eval.max_new_tokens=4"
-                           " --set train.threads=1";
-  const std::string job_file = std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml";
+  std::string sets = rl_tiny_sets(c, kIterations);
+  ASSERT_FALSE(sets.empty());
+  const std::string job_file = rl_tiny_job_file();
   const std::string ref_dir = c.dir() + "/ref";
   auto ref = std::async(std::launch::async,
                         [&] { return run_mariana("train " + job_file + " " + sets + " --run-dir " + ref_dir + " --quiet", 120); });

@@ -64,7 +64,7 @@ TEST(ActorRegistry, ErrorsAreStatuses) {
   EXPECT_EQ(actor_invoke(*cls, *actor, "fail", "").status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(builtin_actor_registry().find("nosuch"), nullptr);
   auto names = builtin_actor_registry().names();
-  EXPECT_EQ(names, (std::vector<std::string>{"counter", "echo", "trainer"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"counter", "echo", "rl_generator", "rl_reference", "rl_scorer", "trainer"}));
 }
 
 TEST(WorkerIpcPath, IsUniqueShortAndInThisUsersDirectory) {

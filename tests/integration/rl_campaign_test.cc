@@ -1,0 +1,111 @@
+// An RL campaign on a real loopback cluster: configs/jobs/rl-tiny.toml made short with --set and
+// given [campaign] roles (2 generators, 2 scorers, a reference beside the learner), each its own
+// worker process. It is kill -9ed role by role (a generator, a scorer, the reference, the learner)
+// and then the controller, and still ends bit for bit where the single-process `mariana train` run
+// of the same spec ends: every iteration's metrics (rewards, KL, lengths, ...; timings aside) and
+// the final weights and moments.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <future>
+#include <sstream>
+
+#include "tests/integration/train_job_util.h"
+#include "tests/train/checkpoint_files.h"
+
+namespace mariana::integration {
+namespace {
+
+constexpr int kIterations = 60;
+
+// The job's actor whose name ends in `suffix` ("/generator/0", ...): id, pid, incarnation.
+struct Member {
+  std::string id;
+  int pid = 0;
+  int64_t incarnation = -1;
+  bool alive = false;
+};
+Member member(Cluster& c, const std::string& job, const std::string& suffix) {
+  Member m;
+  for (auto& a : c.query("actors list")) {
+    const std::string name = a.value("name", "");
+    if (a.value("job_id", "") != job || name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    m.id = a.value("id", "");
+    m.pid = a.value("pid", 0);
+    m.incarnation = a.value("incarnation", int64_t{0});
+    m.alive = a.value("state", "") == "ALIVE";
+  }
+  return m;
+}
+
+TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
+  Cluster c;
+  std::string sets = rl_tiny_sets(c, kIterations);
+  ASSERT_FALSE(sets.empty());
+  sets += " --set campaign.generators=2 --set campaign.scorers=2";
+  const std::string job_file = rl_tiny_job_file();
+  const std::string ref_dir = c.dir() + "/ref";
+  // `mariana train` runs the same file in one process ([campaign] is for the cluster).
+  auto ref = std::async(std::launch::async,
+                        [&] { return run_mariana("train " + job_file + " " + sets + " --run-dir " + ref_dir + " --quiet", 120); });
+  c.start_controller();
+  c.start_agent("n1", 6);  // the learner, 2 generators, 2 scorers, the reference: { CPU = 1 } each
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(job_file, sets);
+  ASSERT_EQ(job, "job-1");
+
+  // One role at a time: wait for progress, kill it, wait for its next incarnation and more progress.
+  int64_t at = 2;
+  std::vector<std::string> killed;
+  // The learner is the job's trainer actor, "rl-tiny/0".
+  for (const std::string suffix : {"/generator/0", "/scorer/1", "/reference/0", "rl-tiny/0"}) {
+    ASSERT_TRUE(c.wait_step(job, at, 60)) << "no iteration " << at << ": " << c.job(job).dump();
+    const Member m = member(c, job, suffix);
+    ASSERT_TRUE(m.alive && m.pid > 0) << suffix << " is not running";
+    ASSERT_LT(c.job(job).value("step", 0), kIterations) << "the job ended before " << suffix << " was killed";
+    ASSERT_EQ(::kill(m.pid, SIGKILL), 0);
+    std::fprintf(stderr, "killed %s (%s, pid %d) at iteration >= %lld\n", suffix.c_str(), m.id.c_str(), m.pid,
+                 (long long)at);
+    killed.push_back(m.id);
+    ASSERT_TRUE(Cluster::wait_for(
+        [&] {
+          const Member n = member(c, job, suffix);
+          return n.alive && n.incarnation > m.incarnation;
+        },
+        30))
+        << suffix << " was not restarted";
+    at = c.job(job).value("step", 0) + 3;
+  }
+  ASSERT_TRUE(c.wait_step(job, at, 60));
+  ASSERT_LT(c.job(job).value("step", 0), kIterations) << "the job ended before the controller was killed";
+  c.kill9_controller();
+  c.start_controller();
+
+  EXPECT_EQ(c.wait_end(job, 180), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const std::string& id : killed) {
+    auto a = c.query("actors show " + id);
+    ASSERT_TRUE(a.is_object());
+    EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
+  }
+  auto j = c.job(job);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.value("kind", ""), "rl");
+  EXPECT_EQ(j.value("metric_points", 0), kIterations) << j.dump();
+  const std::string final_ckpt = j["checkpoint_paths"].back().get<std::string>();
+  EXPECT_EQ(std::filesystem::path(final_ckpt).filename().string(), "iter-000060");
+  // Bit for bit: weights and moments of the final checkpoint, and every iteration's metrics.
+  const std::string run_dir = c.state_dir() + "/runs/" + job;
+  EXPECT_EQ(testing_util::checkpoint_difference(final_ckpt, ref_dir + "/checkpoints/iter-000060"), "")
+      << "the final checkpoint differs from the one-process run's";
+  const auto mine = rl_metrics(run_dir), theirs = rl_metrics(ref_dir);
+  EXPECT_EQ(mine.size(), static_cast<size_t>(kIterations));
+  EXPECT_EQ(mine, theirs);
+}
+
+}  // namespace
+}  // namespace mariana::integration
