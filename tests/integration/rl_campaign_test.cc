@@ -92,19 +92,7 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
     ASSERT_TRUE(a.is_object());
     EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
   }
-  auto j = c.job(job);
-  ASSERT_TRUE(j.is_object());
-  EXPECT_EQ(j.value("kind", ""), "rl");
-  EXPECT_EQ(j.value("metric_points", 0), kIterations) << j.dump();
-  const std::string final_ckpt = j["checkpoint_paths"].back().get<std::string>();
-  EXPECT_EQ(std::filesystem::path(final_ckpt).filename().string(), "iter-000060");
-  // Bit for bit: weights and moments of the final checkpoint, and every iteration's metrics.
-  const std::string run_dir = c.state_dir() + "/runs/" + job;
-  EXPECT_EQ(testing_util::checkpoint_difference(final_ckpt, ref_dir + "/checkpoints/iter-000060"), "")
-      << "the final checkpoint differs from the one-process run's";
-  const auto mine = rl_metrics(run_dir), theirs = rl_metrics(ref_dir);
-  EXPECT_EQ(mine.size(), static_cast<size_t>(kIterations));
-  EXPECT_EQ(mine, theirs);
+  expect_rl_job_equals_reference(c, job, ref_dir, kIterations);
 }
 
 }  // namespace

@@ -106,6 +106,26 @@ inline std::string rl_tiny_sets(Cluster& c, int iterations) {
 
 inline std::string rl_tiny_job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml"; }
 
+// The finished rl job equals the one-process run in ref_dir bit for bit: kind rl, one metric point
+// per iteration, its final checkpoint iter-N (weights and moments) and every iteration's metrics.
+inline void expect_rl_job_equals_reference(Cluster& c, const std::string& job, const std::string& ref_dir,
+                                           int iterations) {
+  auto j = c.job(job);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.value("kind", ""), "rl");
+  EXPECT_EQ(j.value("metric_points", 0), iterations) << j.dump();
+  EXPECT_EQ(j["last_metrics"].value("step", 0), iterations) << j.dump();
+  char name[32];
+  std::snprintf(name, sizeof name, "iter-%06d", iterations);
+  const std::string final_ckpt = j["checkpoint_paths"].back().get<std::string>();
+  EXPECT_EQ(std::filesystem::path(final_ckpt).filename().string(), name);
+  EXPECT_EQ(testing_util::checkpoint_difference(final_ckpt, ref_dir + "/checkpoints/" + name), "")
+      << "the final checkpoint differs from the one-process run's";
+  const auto mine = rl_metrics(c.state_dir() + "/runs/" + job), theirs = rl_metrics(ref_dir);
+  EXPECT_EQ(mine.size(), static_cast<size_t>(iterations));
+  EXPECT_EQ(mine, theirs);
+}
+
 // A job's ALIVE actor found once the job is RUNNING at step `min_step` or later: its pid and id,
 // the job's step then and its last registered checkpoint step; pid 0 if not seen within `seconds`.
 struct RunningActor {
