@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -105,11 +107,71 @@ std::string iter_dir_name(int64_t it) {
   return buf;
 }
 
+// One iteration's rollout batch: P prompts × G responses, stamped with the policy version that
+// sampled them, and what the iteration's metrics say of it.
+struct Rollout {
+  int64_t iteration = 0;
+  int64_t policy_version = 0;
+  int64_t groups = 0;                             // P: the prompts kept, G samples each
+  std::vector<std::vector<int32_t>> prompts;      // [P·G] (each prompt repeated G times)
+  std::vector<std::vector<int32_t>> responses;    // [P·G] including the EOS when generation stopped
+  std::vector<double> rewards;                    // [P·G]
+  // Over every sampled response (dropped groups too): means of the reward, its parts, the accuracy
+  // and the length; the prompts drawn, groups dropped, rounds run, seconds taken.
+  double reward = 0, accuracy = 0, response_len = 0, seconds = 0;
+  std::map<std::string, double> reward_parts;
+  int64_t prompts_sampled = 0, dropped_groups = 0, sample_rounds = 0;
+};
+
+// A checkpoint of an asynchronous run (rl.max_staleness > 0) carries the rollouts already made for
+// the iterations after it, so that a resumed run learns from exactly the same batches.
+constexpr const char* kPendingRolloutsFile = "pending_rollouts.json";
+
+nlohmann::json rollout_json(const Rollout& r) {
+  return {{"iteration", r.iteration},       {"policy_version", r.policy_version},
+          {"groups", r.groups},             {"prompts", r.prompts},
+          {"responses", r.responses},       {"rewards", r.rewards},
+          {"reward", r.reward},             {"accuracy", r.accuracy},
+          {"response_len", r.response_len}, {"seconds", r.seconds},
+          {"reward_parts", r.reward_parts}, {"prompts_sampled", r.prompts_sampled},
+          {"dropped_groups", r.dropped_groups}, {"sample_rounds", r.sample_rounds}};
+}
+
+Result<std::deque<Rollout>> pending_rollouts_read(const std::string& checkpoint_dir) {
+  const std::string path = (fs::path(checkpoint_dir) / kPendingRolloutsFile).string();
+  std::deque<Rollout> out;
+  if (!fs::exists(path)) return out;
+  MARIANA_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  try {
+    for (const auto& j : nlohmann::json::parse(text)) {
+      Rollout r;
+      r.iteration = j.at("iteration").get<int64_t>();
+      r.policy_version = j.at("policy_version").get<int64_t>();
+      r.groups = j.at("groups").get<int64_t>();
+      r.prompts = j.at("prompts").get<std::vector<std::vector<int32_t>>>();
+      r.responses = j.at("responses").get<std::vector<std::vector<int32_t>>>();
+      r.rewards = j.at("rewards").get<std::vector<double>>();
+      r.reward = j.at("reward").get<double>();
+      r.accuracy = j.at("accuracy").get<double>();
+      r.response_len = j.at("response_len").get<double>();
+      r.seconds = j.at("seconds").get<double>();
+      r.reward_parts = j.at("reward_parts").get<std::map<std::string, double>>();
+      r.prompts_sampled = j.at("prompts_sampled").get<int64_t>();
+      r.dropped_groups = j.at("dropped_groups").get<int64_t>();
+      r.sample_rounds = j.at("sample_rounds").get<int64_t>();
+      out.push_back(std::move(r));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return DataLoss(path + ": " + e.what());
+  }
+  return out;
+}
+
 // checkpoint_save into a temporary sibling, plus AdamW's moments (optimizer.safetensors), the
 // tokenizer and rl_state.json, then checkpoint_publish (manifest, one rename, keep the last keep_last).
 Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model, const AdamW& adam,
-                           const std::string& tokenizer_json, const nlohmann::json& state, int64_t keep_last,
-                           std::string* written) {
+                           const std::string& tokenizer_json, const nlohmann::json& state,
+                           const std::deque<Rollout>& pending, int64_t keep_last, std::string* written) {
   const CheckpointStaging where = checkpoint_staging(run_dir, iter_dir_name(it));
   const fs::path tmp = where.tmp;
   MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
@@ -117,6 +179,11 @@ Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<f
                                         whole_moment_runs(model.table(), adam.exp_avg().data(), adam.exp_avg_sq().data())));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
   MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kRlStateFile).string(), state.dump(2) + "\n"));
+  if (!pending.empty()) {
+    nlohmann::json rollouts = nlohmann::json::array();
+    for (const Rollout& r : pending) rollouts.push_back(rollout_json(r));
+    MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kPendingRolloutsFile).string(), rollouts.dump() + "\n"));
+  }
   MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last));
   *written = where.final_dir;
   return Status::Ok();
@@ -152,15 +219,6 @@ Result<RlResumeState> rl_state_read(const std::string& checkpoint_dir) {
   return r;
 }
 
-// One rollout batch: P prompts × G responses, stamped with the policy version that sampled it.
-struct Rollout {
-  int64_t policy_version = 0;
-  int64_t groups = 0;                             // P: the prompts kept, G samples each
-  std::vector<std::vector<int32_t>> prompts;      // [P·G] (each prompt repeated G times)
-  std::vector<std::vector<int32_t>> responses;    // [P·G] including the EOS when generation stopped
-  std::vector<double> rewards;                    // [P·G]
-};
-
 nlohmann::json metrics_json(const RlIterationMetrics& m) {
   nlohmann::json j = {{"iteration", m.iteration},
                       {"step", m.iteration},
@@ -180,8 +238,11 @@ nlohmann::json metrics_json(const RlIterationMetrics& m) {
                       {"sample_rounds", m.sample_rounds},
                       {"responses", m.responses},
                       {"tokens", m.tokens},
+                      {"sample_version", m.sample_version},
+                      {"staleness", m.staleness},
                       {"rollout_s", m.rollout_s},
-                      {"learn_s", m.learn_s}};
+                      {"learn_s", m.learn_s},
+                      {"sync_s", m.sync_s}};
   if (m.eval_accuracy >= 0) j["eval_accuracy"] = m.eval_accuracy;
   return j;
 }
@@ -501,6 +562,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   learner.lr = s.lr;
   learner.grad_clip = s.grad_clip;
   learner.pad_id = tok.pad_id();
+  learner.max_staleness = s.max_staleness;
   AdamWConfig acfg;
   acfg.beta1 = s.beta1;
   acfg.beta2 = s.beta2;
@@ -551,6 +613,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   setup.temperature = s.temperature;
   setup.pad_id = tok.pad_id();
   setup.threads = s.threads;
+  setup.snapshot = s.max_staleness > 0;
   std::unique_ptr<RolloutServices> services;
   if (o.services) {
     MARIANA_ASSIGN_OR_RETURN(services, o.services(setup));
@@ -558,26 +621,37 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     MARIANA_ASSIGN_OR_RETURN(services, local_rollout_services(policy, setup));
   }
   int64_t policy_version = at.policy_version;
-  int64_t prompt_position = at.prompt_position;  // prompts of the stream drawn so far
+  int64_t prompt_position = at.prompt_position;  // prompts of the stream drawn so far (by the rollouts made)
+  const int64_t k_stale = s.max_staleness;
+  std::deque<Rollout> pending;  // rollouts made for the iterations ahead (asynchronous runs)
+  if (!resume_dir.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(pending, pending_rollouts_read(resume_dir));
+    if (at.iteration < s.iterations && static_cast<int64_t>(pending.size()) != std::min(k_stale, s.iterations - at.iteration))
+      return FailedPrecondition(resume_dir + ": holds " + std::to_string(pending.size()) +
+                                " rollout(s) made ahead, a run with rl.max_staleness = " + std::to_string(k_stale) +
+                                " needs " + std::to_string(std::min(k_stale, s.iterations - at.iteration)) +
+                                ": resume with the max_staleness the run was started with");
+  }
+  int64_t next_rollout = at.iteration + 1 + static_cast<int64_t>(pending.size());  // the iteration of the next rollout made
   MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
   if (o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
   const ReferenceLogprobs reference = [&](const LearnerBatch& b, const PackedBatch& pk) {
     return services->reference_logprobs(b, pk);
   };
-  for (int64_t it = at.iteration; it < s.iterations; ++it) {
-    RlIterationMetrics m;
-    m.iteration = it + 1;
-    // ---- Rollout: rounds of P prompts × G samples; with dynamic sampling, groups whose rewards
-    // are all equal are dropped and another round is drawn until P groups carry signal.
+  const int64_t G = s.group_size;
+  // The rollout of iteration `iter` (1-based) from the published policy `version`: rounds of P
+  // prompts × G samples; with dynamic sampling, groups whose rewards are all equal are dropped and
+  // another round is drawn until P groups carry signal. Advances prompt_position; touches nothing
+  // the learner uses, so it may run beside it.
+  auto make_rollout = [&](int64_t iter, int64_t version) -> Result<Rollout> {
     const auto t_roll = Clock::now();
     Rollout ro;
-    ro.policy_version = policy_version;
+    ro.iteration = iter;
+    ro.policy_version = version;
     std::vector<RewardResult> results;  // every response's over all rounds, for the means
     std::vector<double> lens;
-    m.sample_rounds = 0;
-    const int64_t G = s.group_size;
     for (int64_t round = 0; round < (s.dynamic_sampling ? s.max_sample_rounds : 1); ++round) {
-      ++m.sample_rounds;
+      ++ro.sample_rounds;
       std::vector<GenerateRequest> reqs;
       std::vector<RlProblem> drawn;
       std::vector<std::vector<int32_t>> drawn_prompts;
@@ -592,15 +666,15 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
           r.sampling.top_p = s.top_p;
           r.sampling.top_k = s.top_k;
           // Keyed by (iteration, prompt slot, sample): the same draws whatever else is generated.
-          r.sampling.seed = s.seed * 1000003ULL + static_cast<uint64_t>(it);
+          r.sampling.seed = s.seed * 1000003ULL + static_cast<uint64_t>(iter - 1);
           r.sampling.stream = (round * s.prompts + j) * G + k;
           r.stop_tokens = {tok.eos_id()};
           reqs.push_back(std::move(r));
         }
       }
       prompt_position += s.prompts;
-      m.prompts_sampled += s.prompts;
-      MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, services->generate(reqs, policy_version));
+      ro.prompts_sampled += s.prompts;
+      MARIANA_ASSIGN_OR_RETURN(std::vector<GenerateResult> gen, services->generate(reqs, version));
       std::vector<double> rewards;  // [P·G] of this round
       std::vector<std::vector<int32_t>> responses;
       std::vector<RewardSample> samples;
@@ -620,7 +694,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
         results.push_back(std::move(scored[i]));
       }
       const int64_t room = s.prompts - ro.groups;
-      for (int64_t j : select_groups(rewards, G, s.dynamic_sampling, room, &m.dropped_groups)) {
+      for (int64_t j : select_groups(rewards, G, s.dynamic_sampling, room, &ro.dropped_groups)) {
         ++ro.groups;
         for (int64_t k = 0; k < G; ++k) {
           ro.prompts.push_back(drawn_prompts[j]);
@@ -633,13 +707,57 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     const double n_sampled = static_cast<double>(results.size());
     for (size_t i = 0; i < results.size(); ++i) {
       const RewardResult& rr = results[i];
-      m.reward += rr.reward / n_sampled;
-      for (const auto& [name, v] : rr.parts) m.reward_parts[name] += v / n_sampled;
+      ro.reward += rr.reward / n_sampled;
+      for (const auto& [name, v] : rr.parts) ro.reward_parts[name] += v / n_sampled;
       if (!accuracy_part.empty() && rr.parts.count(accuracy_part))
-        m.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / n_sampled;
-      m.response_len += lens[i] / n_sampled;
+        ro.accuracy += (rr.parts.at(accuracy_part) >= 1.0) / n_sampled;
+      ro.response_len += lens[i] / n_sampled;
     }
-    m.rollout_s = since(t_roll);
+    ro.seconds = since(t_roll);
+    return ro;
+  };
+  for (int64_t it = at.iteration; it < s.iterations; ++it) {
+    RlIterationMetrics m;
+    m.iteration = it + 1;
+    // ---- Rollouts. On-policy (max_staleness 0): this iteration's, from the current policy. With
+    // max_staleness k: the k rollouts ahead are made first (from the current policy, at the start),
+    // then the one k iterations ahead is made from the current policy while the learner learns this
+    // iteration's (made k versions ago). The schedule depends on iterations, never on timing, so an
+    // asynchronous run is as reproducible as an on-policy one.
+    while (static_cast<int64_t>(pending.size()) < std::max<int64_t>(k_stale, 1) && next_rollout <= s.iterations) {
+      MARIANA_ASSIGN_OR_RETURN(Rollout r, make_rollout(next_rollout, policy_version));
+      pending.push_back(std::move(r));
+      ++next_rollout;
+    }
+    std::optional<Result<Rollout>> ahead;
+    std::thread producer;
+    if (k_stale > 0 && next_rollout <= s.iterations) {
+      producer = std::thread([&, iter = next_rollout, version = policy_version] {
+        cpu::set_num_threads(s.threads);  // per thread (OpenMP's and OpenBLAS's counts)
+        ahead.emplace(make_rollout(iter, version));
+      });
+      ++next_rollout;
+    }
+    struct JoinAtExit {
+      std::thread& t;
+      ~JoinAtExit() {
+        if (t.joinable()) t.join();
+      }
+    } join_producer{producer};
+    if (pending.empty() || pending.front().iteration != it + 1)
+      return Internal("rl: no rollout for iteration " + std::to_string(it + 1));
+    Rollout ro = std::move(pending.front());
+    pending.pop_front();
+    m.reward = ro.reward;
+    m.reward_parts = ro.reward_parts;
+    m.accuracy = ro.accuracy;
+    m.response_len = ro.response_len;
+    m.prompts_sampled = ro.prompts_sampled;
+    m.dropped_groups = ro.dropped_groups;
+    m.sample_rounds = ro.sample_rounds;
+    m.rollout_s = ro.seconds;
+    m.sample_version = ro.policy_version;
+    m.staleness = policy_version - ro.policy_version;
     const int64_t N = static_cast<int64_t>(ro.rewards.size());
     m.responses = N;
 
@@ -665,10 +783,19 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       m.clip_frac = ls.clip_frac;
       m.tokens = ls.tokens;
       ++policy_version;
-      MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
+    }
+    m.learn_s = since(t_learn);
+    if (producer.joinable()) {  // the rollout ahead, made beside the learner
+      producer.join();
+      if (!ahead->ok()) return ahead->status();
+      pending.push_back(std::move(*ahead).value());
     }
     m.policy_version = policy_version;
-    m.learn_s = since(t_learn);
+    if (N > 0) {
+      const auto t_sync = Clock::now();
+      MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
+      m.sync_s = since(t_sync);
+    }
 
     const bool last = it + 1 == s.iterations;
     if (last || (s.eval_every > 0 && (it + 1) % s.eval_every == 0)) {
@@ -704,6 +831,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                               {"policy_version", policy_version},
                               {"optimizer_steps", adam.steps()},
                               {"prompt_position", prompt_position},
+                              {"max_staleness", s.max_staleness},
                               {"eval_before", sum.eval_before},
                               {"eval_after", m.eval_accuracy},
                               {"init_from", init_dir},
@@ -711,8 +839,8 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                               {"job", s.source}};
       // Every iteration up to the checkpoint is on disk before it (a resumed run re-reports them).
       if (::fsync(::fileno(metrics.get())) != 0) return Unavailable(metrics_path.string() + ": fsync failed");
-      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, adam, tok_json, state, s.keep_last,
-                                                  &sum.final_checkpoint));
+      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, adam, tok_json, state, pending,
+                                                  s.keep_last, &sum.final_checkpoint));
       if (o.on_checkpoint) o.on_checkpoint(it + 1, sum.final_checkpoint);
     }
     if (sum.interrupted) break;

@@ -84,7 +84,10 @@ struct RlIterationMetrics {
   int64_t zero_variance_groups = 0, responses = 0, tokens = 0;
   // Dynamic sampling: prompts drawn this iteration, groups dropped for zero variance, rollouts run.
   int64_t prompts_sampled = 0, dropped_groups = 0, sample_rounds = 1;
-  double rollout_s = 0, learn_s = 0;
+  // The policy version the batch was sampled from, and how many versions it lags the policy it
+  // updates (0 on-policy; up to rl.max_staleness).
+  int64_t sample_version = 0, staleness = 0;
+  double rollout_s = 0, learn_s = 0, sync_s = 0;  // sync_s: publishing the new version to the generators
   double eval_accuracy = -1;               // held-out accuracy when evaluated this iteration
 };
 

@@ -9,11 +9,19 @@ namespace {
 
 class LocalRolloutServices final : public RolloutServices {
  public:
-  LocalRolloutServices(Model<float>& policy, LoadedCheckpoint<float> reference, std::unique_ptr<RewardScorer> scorer,
-                       double temperature)
-      : engine_(policy), reference_(std::move(reference)), scorer_(std::move(scorer)), temperature_(temperature) {}
+  // With `snapshot` the engine samples from a copy of the policy made at each publish; without, it
+  // reads the policy in place (nothing else runs while it samples).
+  LocalRolloutServices(Model<float>& policy, bool snapshot, LoadedCheckpoint<float> reference,
+                       std::unique_ptr<RewardScorer> scorer, double temperature)
+      : copy_(snapshot ? std::make_unique<Model<float>>(policy.config()) : nullptr),
+        engine_(copy_ ? *copy_ : policy),
+        reference_(std::move(reference)),
+        scorer_(std::move(scorer)),
+        temperature_(temperature) {}
 
-  Status publish(const Model<float>&, int64_t version) override {  // the engine reads the policy in place
+  Status publish(const Model<float>& policy, int64_t version) override {
+    if (copy_)
+      std::copy(policy.params(), policy.params() + policy.table().arena_size(), copy_->params());
     version_ = version;
     return Status::Ok();
   }
@@ -37,6 +45,7 @@ class LocalRolloutServices final : public RolloutServices {
   }
 
  private:
+  std::unique_ptr<Model<float>> copy_;
   InferenceEngine<float> engine_;
   LoadedCheckpoint<float> reference_;
   std::unique_ptr<RewardScorer> scorer_;
@@ -61,7 +70,8 @@ Result<std::unique_ptr<RolloutServices>> local_rollout_services(Model<float>& po
                            setup.policy_dir + ")");
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, composite_scorer(setup.scorers, setup.weights));
   return std::unique_ptr<RolloutServices>(
-      std::make_unique<LocalRolloutServices>(policy, std::move(ref), std::move(scorer), setup.temperature));
+      std::make_unique<LocalRolloutServices>(policy, setup.snapshot, std::move(ref), std::move(scorer),
+                                             setup.temperature));
 }
 
 }  // namespace mariana::rl

@@ -28,13 +28,17 @@ struct RolloutSetup {
   double temperature = 1.0;   // of the reference's log-probs (the sampling temperature)
   int32_t pad_id = 0;
   int threads = 0;            // train.threads, for the roles' kernels (same reduction order as in one process)
+  // Rollouts run beside the learner (rl.max_staleness > 0): generate() must sample from a copy of
+  // the published version, never from the policy being updated.
+  bool snapshot = false;
 };
 
 class RolloutServices {
  public:
   virtual ~RolloutServices() = default;
   // From now on generate() samples from `version`, whose weights are the policy's now. Called at the
-  // start and after every update.
+  // start and after every update, never while generate() runs. generate() and score() may run on
+  // one thread while reference_logprobs() runs on another.
   virtual Status publish(const Model<float>& policy, int64_t version) = 0;
   // One result per request, in order, every one sampled from the weights of `version` (never two
   // versions within one request). FailedPrecondition when `version` is not the one published.

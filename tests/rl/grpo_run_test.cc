@@ -281,6 +281,7 @@ std::vector<std::string> metrics_without_timings(const fs::path& run_dir) {
     auto j = nlohmann::json::parse(line);
     j.erase("rollout_s");
     j.erase("learn_s");
+    j.erase("sync_s");
     out.push_back(j.dump());
   }
   return out;
@@ -351,6 +352,81 @@ TEST_F(GrpoRun, ResumeContinuesBitForBit) {
   auto refused = grpo_run(part);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("cannot resume exactly"), std::string::npos) << refused.status().to_string();
+}
+
+// rl.max_staleness = k: the rollout k iterations ahead is made beside the learner from the policy
+// k versions older than the one it updates (after a warm-up of k rollouts from the start policy),
+// every sample stamped with that version. The schedule depends on iterations only, so the run is
+// reproducible: stopped after iteration 2 and resumed (its checkpoint carries the rollouts made
+// ahead) it ends bit for bit where the uninterrupted run does. It is not the on-policy run.
+TEST_F(GrpoRun, AsynchronousRolloutsAreStaleByAtMostKAndResumeBitForBit) {
+  const std::string ck = make_checkpoint();
+  const std::string ref = make_checkpoint(6, "ref");
+  auto spec_with = [&](int k) {
+    const std::vector<std::string> sets = {"rollout.prompts=2", "rollout.group_size=3", "rollout.max_new_tokens=8",
+                                           "grpo.iterations=5", "grpo.lr=1e-2", "grpo.kl_beta=0.5",
+                                           "eval.problems=2", "eval.max_new_tokens=4", "train.checkpoint_every=10",
+                                           "train.threads=1", "rl.max_staleness=" + std::to_string(k)};
+    auto spec = rl_spec_parse("[job]\nname = \"t\"\nphase = \"rl\"\n[model]\ninit_from = \"" + ck +
+                                  "\"\nreference = \"" + ref + "\"\n",
+                              "rl.toml", sets);
+    EXPECT_TRUE(spec.ok()) << spec.status().to_string();
+    return spec.value();
+  };
+  for (int k : {1, 2}) {
+    SCOPED_TRACE("max_staleness " + std::to_string(k));
+    const std::string tag = "k" + std::to_string(k);
+    RlOptions whole;
+    whole.spec = spec_with(k);
+    whole.run_dir = (dir_ / (tag + "-whole")).string();
+    whole.quiet = true;
+    auto a = grpo_run(whole);
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    std::ifstream in(fs::path(whole.run_dir) / "metrics.jsonl");
+    int64_t it = 0;
+    for (std::string line; std::getline(in, line);) {
+      auto m = nlohmann::json::parse(line);
+      ++it;
+      const int64_t stale = m["staleness"].get<int64_t>();
+      EXPECT_EQ(stale, std::min<int64_t>(it - 1, k)) << line;  // warm-up: the first k from version 0
+      EXPECT_EQ(m["sample_version"].get<int64_t>(), it - 1 - stale) << line;
+      EXPECT_LE(stale, k);
+    }
+    EXPECT_EQ(it, 5);
+
+    RlOptions part = whole;
+    part.run_dir = (dir_ / (tag + "-parts")).string();
+    std::atomic<bool> stop{false};
+    part.interrupt = &stop;
+    part.on_iteration = [&](const RlIterationMetrics& m) { stop = m.iteration == 2; };
+    auto b1 = grpo_run(part);
+    ASSERT_TRUE(b1.ok()) << b1.status().to_string();
+    ASSERT_EQ(b1.value().iterations, 2);
+    EXPECT_TRUE(fs::exists(fs::path(b1.value().final_checkpoint) / "pending_rollouts.json"));
+    part.interrupt = nullptr;
+    part.on_iteration = nullptr;
+    part.resume = true;
+    RlOptions other = part;  // a resume with another max_staleness is refused, naming the field
+    other.spec = spec_with(k + 1);
+    auto refused = grpo_run(other);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("rl.max_staleness"), std::string::npos) << refused.status().to_string();
+    auto b2 = grpo_run(part);
+    ASSERT_TRUE(b2.ok()) << b2.status().to_string();
+    const fs::path fa = a.value().final_checkpoint, fb = b2.value().final_checkpoint;
+    for (const char* f : {"model.safetensors", "optimizer.safetensors", "rl_state.json"})
+      EXPECT_TRUE(file_bytes(fa / f) == file_bytes(fb / f)) << f << " differs from the uninterrupted run's";
+    EXPECT_EQ(metrics_without_timings(whole.run_dir), metrics_without_timings(part.run_dir));
+  }
+  // Not the on-policy run: its batches came from newer policies.
+  RlOptions on;
+  on.spec = spec_with(0);
+  on.run_dir = (dir_ / "k0").string();
+  on.quiet = true;
+  auto c = grpo_run(on);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_FALSE(file_bytes(fs::path(c.value().final_checkpoint) / "model.safetensors") ==
+               file_bytes(dir_ / "k1-whole" / "checkpoints" / "iter-000005" / "model.safetensors"));
 }
 
 // Dynamic sampling on a random model, whose groups all earn 0: every group is dropped, every round
