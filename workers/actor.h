@@ -1,6 +1,7 @@
 // Actor classes registered in C++ with their methods. A worker process hosts one actor: it looks
-// its class up in an ActorRegistry, constructs it, and runs each ActorCall's method on the
-// worker's single thread, in arrival order. Arguments and results are bytes holding a Cap'n Proto
+// its class up in an ActorRegistry, constructs it, and runs each ActorCall's method one at a time,
+// in arrival order: on the worker's thread, or for a class's long methods on a thread of their own
+// while the worker's thread goes on heartbeating. Arguments and results are bytes holding a Cap'n Proto
 // message of the method's types (proto::encode_struct / proto::StructValue). The built-in classes
 // (builtin_actors.cc) serve the generic actor job, the tests and `mariana bench actors`; the
 // "trainer" class (trainer_actor.cc) runs `pretrain`, `extend`, `sft` and `rm` jobs.
@@ -116,6 +117,7 @@ class ActorRegistry {
 // "echo":    echo(any bytes) returns them; noop() returns nothing.
 // "trainer": start(TrainerStart) runs a pretrain, extend, sft, rm or rl job on a thread of its own, reporting
 //            started / step / checkpoint / done / failed events (trainer_actor.cc).
+// "rl_generator", "rl_scorer", "rl_reference": an RL campaign's roles (rl_campaign.h).
 const ActorRegistry& builtin_actor_registry();
 
 ActorClass trainer_actor_class();
