@@ -242,8 +242,12 @@ nlohmann::json metrics_json(const RlIterationMetrics& m) {
                       {"staleness", m.staleness},
                       {"rollout_s", m.rollout_s},
                       {"learn_s", m.learn_s},
-                      {"sync_s", m.sync_s}};
-  if (m.eval_accuracy >= 0) j["eval_accuracy"] = m.eval_accuracy;
+                      {"sync_s", m.sync_s},
+                      {"iteration_s", m.iteration_s}};
+  if (m.eval_accuracy >= 0) {
+    j["eval_accuracy"] = m.eval_accuracy;
+    j["eval_s"] = m.eval_s;
+  }
   return j;
 }
 
@@ -717,6 +721,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     return ro;
   };
   for (int64_t it = at.iteration; it < s.iterations; ++it) {
+    const auto t_iter = Clock::now();
     RlIterationMetrics m;
     m.iteration = it + 1;
     // ---- Rollouts. On-policy (max_staleness 0): this iteration's, from the current policy. With
@@ -797,9 +802,12 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       m.sync_s = since(t_sync);
     }
 
+    m.iteration_s = since(t_iter);
     const bool last = it + 1 == s.iterations;
     if (last || (s.eval_every > 0 && (it + 1) % s.eval_every == 0)) {
+      const auto t_eval = Clock::now();
       MARIANA_ASSIGN_OR_RETURN(m.eval_accuracy, held_out_accuracy());
+      m.eval_s = since(t_eval);
       if (last) sum.eval_after = m.eval_accuracy;
     }
     const std::string line = metrics_json(m).dump();

@@ -87,9 +87,16 @@ struct RlIterationMetrics {
   // The policy version the batch was sampled from, and how many versions it lags the policy it
   // updates (0 on-policy; up to rl.max_staleness).
   int64_t sample_version = 0, staleness = 0;
-  double rollout_s = 0, learn_s = 0, sync_s = 0;  // sync_s: publishing the new version to the generators
+  // Seconds: the rollout (made beside an earlier iteration when asynchronous), the learner, publishing
+  // the new version to the generators, the iteration on the learner's clock (waiting for its
+  // rollout, learning, publishing; not the evaluation) and the held-out evaluation.
+  double rollout_s = 0, learn_s = 0, sync_s = 0, iteration_s = 0, eval_s = 0;
   double eval_accuracy = -1;               // held-out accuracy when evaluated this iteration
 };
+
+// The wall-clock fields of a metrics.jsonl line: the only ones that differ between two runs of one
+// spec (on-policy or not, in one process or as a campaign, interrupted and resumed or not).
+inline constexpr const char* kRlTimingFields[] = {"rollout_s", "learn_s", "sync_s", "iteration_s", "eval_s"};
 
 struct RlOptions {
   RlSpec spec;

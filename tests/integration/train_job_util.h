@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "rl/grpo.h"
 #include "tests/integration/cluster_fixture.h"
 #include "tests/train/checkpoint_files.h"
 
@@ -80,7 +81,7 @@ inline std::vector<std::string> rl_metrics(const std::string& run_dir) {
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_object()) continue;
-    for (const char* timing : {"rollout_s", "learn_s", "sync_s"}) j.erase(timing);
+    for (const char* timing : rl::kRlTimingFields) j.erase(timing);
     out.push_back(j.dump());
   }
   return out;

@@ -279,9 +279,7 @@ std::vector<std::string> metrics_without_timings(const fs::path& run_dir) {
   std::ifstream in(run_dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
-    j.erase("rollout_s");
-    j.erase("learn_s");
-    j.erase("sync_s");
+    for (const char* timing : kRlTimingFields) j.erase(timing);
     out.push_back(j.dump());
   }
   return out;
