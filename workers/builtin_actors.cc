@@ -1,6 +1,9 @@
 // The built-in actor classes (see actor.h).
 #include <chrono>
+#include <exception>
 #include <thread>
+
+#include <kj/exception.h>
 
 #include "proto/wire.h"
 #include "workers/actor.h"
@@ -79,7 +82,15 @@ Result<std::string> actor_invoke(const ActorClass& cls, Actor& actor, std::strin
   auto it = cls.methods.find(method);
   if (it == cls.methods.end())
     return NotFound("actor class " + cls.name + " has no method \"" + std::string(method) + "\"");
-  return it->second(actor, args);
+  // A method that throws (a Cap'n Proto reader past its limits, a JSON type error) fails its call,
+  // not the worker.
+  try {
+    return it->second(actor, args);
+  } catch (const kj::Exception& e) {
+    return Internal("actor class " + cls.name + ", method " + std::string(method) + ": " + e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    return Internal("actor class " + cls.name + ", method " + std::string(method) + ": " + e.what());
+  }
 }
 
 }  // namespace mariana::workers

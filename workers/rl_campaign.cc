@@ -26,11 +26,23 @@ void set_int_lists(capnp::List<capnp::List<int32_t>>::Builder l, const std::vect
   for (size_t i = 0; i < v.size(); ++i) set_ints(l.init(static_cast<unsigned>(i), static_cast<unsigned>(v[i].size())), v[i]);
 }
 
+// fn() as a Status, a thrown exception (a reply past Cap'n Proto's limits) as Internal.
+Status guarded(const std::function<Status()>& fn) {
+  try {
+    return fn();
+  } catch (const kj::Exception& e) {
+    return Internal(std::string("campaign: ") + e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    return Internal(std::string("campaign: ") + e.what());
+  }
+}
+
 // fn(i) for i in [0, n) on a thread each; the first error by index, else OK.
 Status parallel_for(int64_t n, const std::function<Status(int64_t)>& fn) {
   std::vector<Status> st(static_cast<size_t>(n));
   std::vector<std::thread> threads;
-  for (int64_t i = 0; i < n; ++i) threads.emplace_back([&, i] { st[static_cast<size_t>(i)] = fn(i); });
+  for (int64_t i = 0; i < n; ++i)
+    threads.emplace_back([&, i] { st[static_cast<size_t>(i)] = guarded([&] { return fn(i); }); });
   for (auto& t : threads) t.join();
   for (const Status& s : st) MARIANA_RETURN_IF_ERROR(s);
   return Status::Ok();
@@ -97,15 +109,17 @@ class CampaignServices final : public rl::RolloutServices {
           continue;
         }
         MARIANA_ASSIGN_OR_RETURN(auto v, proto::StructValue<proto::RlGenerated>::decode(reply.value(), "rl_generator reply"));
+        // Each list read once: Cap'n Proto charges every read of a list against the traversal limit.
         const auto r = v.get();
-        if (r.getVersion() != version || r.getTokens().size() != hi - lo || r.getFinish().size() != hi - lo)
-          return Internal("generator " + std::to_string(g) + " answered " + std::to_string(r.getTokens().size()) +
+        const auto tokens = r.getTokens();
+        const auto finish = r.getFinish();
+        if (r.getVersion() != version || tokens.size() != hi - lo || finish.size() != hi - lo)
+          return Internal("generator " + std::to_string(g) + " answered " + std::to_string(tokens.size()) +
                           " samples of version " + std::to_string(r.getVersion()) + " for " + std::to_string(hi - lo) +
                           " of version " + std::to_string(version));
         for (size_t i = lo; i < hi; ++i) {
-          auto t = r.getTokens()[static_cast<unsigned>(i - lo)];
-          for (int32_t x : t) out[i].tokens.push_back(x);
-          out[i].finish = text(r.getFinish()[static_cast<unsigned>(i - lo)]);
+          for (int32_t x : tokens[static_cast<unsigned>(i - lo)]) out[i].tokens.push_back(x);
+          out[i].finish = text(finish[static_cast<unsigned>(i - lo)]);
         }
         return Status::Ok();
       }
@@ -141,17 +155,20 @@ class CampaignServices final : public rl::RolloutServices {
       MARIANA_ASSIGN_OR_RETURN(std::string reply, scorers_.at(k).call("score", args, where_.call_timeout_ms));
       MARIANA_ASSIGN_OR_RETURN(auto v, proto::StructValue<proto::RlScored>::decode(reply, "rl_scorer reply"));
       const auto r = v.get();
-      if (r.getRewards().size() != hi - lo || r.getParts().size() != hi - lo || r.getOk().size() != hi - lo ||
-          r.getReasons().size() != hi - lo)
-        return Internal("scorer " + std::to_string(k) + " answered " + std::to_string(r.getRewards().size()) +
+      const auto rewards = r.getRewards();
+      const auto ok = r.getOk();
+      const auto reasons = r.getReasons();
+      const auto parts_json = r.getParts();
+      if (rewards.size() != hi - lo || parts_json.size() != hi - lo || ok.size() != hi - lo || reasons.size() != hi - lo)
+        return Internal("scorer " + std::to_string(k) + " answered " + std::to_string(rewards.size()) +
                         " rewards for " + std::to_string(hi - lo) + " samples");
       for (size_t i = lo; i < hi; ++i) {
         const unsigned j = static_cast<unsigned>(i - lo);
         rl::RewardResult& rr = out[i];
-        rr.reward = r.getRewards()[j];
-        rr.ok = r.getOk()[j];
-        rr.reason = text(r.getReasons()[j]);
-        auto parts = nlohmann::json::parse(text(r.getParts()[j]), nullptr, false);
+        rr.reward = rewards[j];
+        rr.ok = ok[j];
+        rr.reason = text(reasons[j]);
+        auto parts = nlohmann::json::parse(text(parts_json[j]), nullptr, false);
         if (!parts.is_object()) return Internal("scorer " + std::to_string(k) + ": parts are not a JSON object");
         for (auto& [name, value] : parts.items()) rr.parts[name] = value.get<double>();
       }
@@ -170,14 +187,17 @@ class CampaignServices final : public rl::RolloutServices {
       set_int_lists(q.initResponses(static_cast<unsigned>(b.responses.size())), b.responses);
     });
     MARIANA_ASSIGN_OR_RETURN(std::string reply, reference_.call("logprobs", args, where_.call_timeout_ms));
-    MARIANA_ASSIGN_OR_RETURN(auto v, proto::StructValue<proto::RlLogprobs>::decode(reply, "rl_reference reply"));
-    const auto vals = v.get().getValues();
-    if (static_cast<int64_t>(vals.size()) != packed.batch.B * packed.batch.S)
-      return Internal("the reference answered " + std::to_string(vals.size()) + " log-probs for a batch of " +
-                      std::to_string(packed.batch.B) + " x " + std::to_string(packed.batch.S));
     std::vector<double> out;
-    out.reserve(vals.size());
-    for (double x : vals) out.push_back(x);
+    MARIANA_RETURN_IF_ERROR(guarded([&]() -> Status {
+      MARIANA_ASSIGN_OR_RETURN(auto v, proto::StructValue<proto::RlLogprobs>::decode(reply, "rl_reference reply"));
+      const auto vals = v.get().getValues();
+      if (static_cast<int64_t>(vals.size()) != packed.batch.B * packed.batch.S)
+        return Internal("the reference answered " + std::to_string(vals.size()) + " log-probs for a batch of " +
+                        std::to_string(packed.batch.B) + " x " + std::to_string(packed.batch.S));
+      out.reserve(vals.size());
+      for (double x : vals) out.push_back(x);
+      return Status::Ok();
+    }));
     return out;
   }
 

@@ -110,7 +110,9 @@ TEST(RlCampaign, AsynchronousCampaignEqualsTheOneProcessRun) {
   Cluster c;
   std::string sets = rl_tiny_sets(c, kIters);
   ASSERT_FALSE(sets.empty());
-  sets += " --set campaign.generators=1 --set campaign.scorers=1 --set rl.max_staleness=1";
+  // 16 prompts x 8 samples of up to 24 tokens: replies of 128 samples, as the main job's.
+  sets += " --set campaign.generators=1 --set campaign.scorers=1 --set rl.max_staleness=1"
+          " --set rollout.prompts=16 --set rollout.group_size=8 --set rollout.max_new_tokens=24";
   const std::string ref_dir = c.dir() + "/ref";
   auto ref = run_mariana("train " + rl_tiny_job_file() + " " + sets + " --run-dir " + ref_dir + " --quiet", 120);
   ASSERT_EQ(ref.exit_code, 0) << ref.out;
