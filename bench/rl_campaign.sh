@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GRPO as one process against RL campaigns (configs/jobs/rl-tiny-campaign.toml's [campaign] roles) on
 # the main job's phase 4 (configs/pipeline/4-rl.toml, from runs/pipeline-sft: run scripts/pipeline.sh
-# first): 1 vs 2 generators, on-policy vs rl.max_staleness = 1, and with dynamic sampling. Every run
-# is `mariana run` (an embedded controller and agent; each actor its own worker process), one thread
-# per process, OpenBLAS's Haswell kernels, one after the other. Then `mariana bench comm --weights`
+# first): 1 vs 2 generators, on-policy vs rl.max_staleness = 1, and with dynamic sampling; weights
+# broadcast over a comm/ group (the default) or pushed by actor calls. Every run is `mariana run`
+# (an embedded controller and agent; each actor its own worker process), one thread per process
+# (the one-process runs also with two), OpenBLAS's Haswell kernels, one after the other. Then `mariana bench comm --weights`
 # times a Gloo broadcast of the same weights, the yardstick for each update's weight push.
 # Prints per run: median iteration seconds (the learner's clock: waiting for its batch, learning,
 # publishing; evaluations excluded), rollout samples/s, median push seconds, and the held-out
@@ -25,11 +26,14 @@ run() {  # name, then --set flags
   echo "$name $(( ($(date +%s%N) - t0) / 1000000 ))" >> "$OUT/wall.txt"  # milliseconds
 }
 run one-process
+run one-process-threads2 --set train.threads=2
 run campaign-g1 --set campaign.generators=1 --set campaign.scorers=1
 run campaign-g2 --set campaign.generators=2 --set campaign.scorers=1
 run campaign-g1-stale1 --set campaign.generators=1 --set campaign.scorers=1 --set rl.max_staleness=1
 run campaign-g2-stale1 --set campaign.generators=2 --set campaign.scorers=1 --set rl.max_staleness=1
 run one-process-dynamic --set rl.dynamic_sampling=true
+run one-process-dynamic-threads2 --set rl.dynamic_sampling=true --set train.threads=2
+run campaign-g2-calls --set campaign.generators=2 --set campaign.scorers=1 --set campaign.weight_sync=calls
 run campaign-g2-stale1-dynamic --set campaign.generators=2 --set campaign.scorers=1 --set rl.max_staleness=1 \
   --set rl.dynamic_sampling=true
 $BIN bench comm --ranks 3 --weights runs/pipeline-sft/checkpoints/$(ls runs/pipeline-sft/checkpoints | tail -1)/config.json \

@@ -112,6 +112,7 @@ constexpr int64_t kTrainDefaultSteps = 100;  // train/job_spec.cc's default of t
 //   [campaign]
 //   generators = 2     # rl_generator actors (0: the whole job in the learner's process)
 //   scorers = 1        # rl_scorer actors
+//   weight_sync = "broadcast"  # | "calls" (read by the learner, rl/grpo.h)
 // and one rl_reference actor.
 constexpr const char* kCampaignGeneratorRole = "generator";
 constexpr const char* kCampaignScorerRole = "scorer";

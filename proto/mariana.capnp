@@ -246,6 +246,23 @@ struct RlWeights {
   checksum @5 :UInt64;           # XXH64 of the whole arena (seed 0)
 }
 
+# rl_generator.join_group: join the learner's weights group (comm/ Gloo, rank 0 the learner),
+# rendezvousing under `prefix` in the controller's key-value table.
+struct RlWeightsGroup {
+  group @0 :Text;                # unique per formation of the group
+  prefix @1 :Text;
+  rank @2 :Int32;
+  world @3 :Int32;
+  timeoutMs @4 :Int64;           # of the rendezvous and of each collective
+  modelDir @5 :Text;             # a checkpoint directory whose config.json shapes the model
+}
+
+# rl_generator.receive_weights: the receiving side of rl/weight_sync.h's broadcast, whose header
+# carries the version; the generator samples from no version until it has succeeded.
+struct RlWeightsReceive {
+  bucketBytes @0 :Int64;
+}
+
 struct RlGenerateRequest {
   prompt @0 :List(Int32);
   maxNewTokens @1 :Int64;

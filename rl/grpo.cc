@@ -88,6 +88,7 @@ max_staleness = 0
 [campaign]
 generators = 0
 scorers = 1
+weight_sync = "broadcast"
 [train]
 threads = 0
 checkpoint_every = 10
@@ -278,6 +279,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.max_staleness = rl.get_int("max_staleness").value();
   s.campaign_generators = campaign.get_int("generators").value();
   s.campaign_scorers = campaign.get_int("scorers").value();
+  s.campaign_weight_sync = campaign.get_string("weight_sync").value();
   s.task_seed = static_cast<uint64_t>(task.get_int("seed").value());
   s.arithmetic.min_digits = static_cast<int>(task.get_int("arithmetic_min_digits").value());
   s.arithmetic.max_digits = static_cast<int>(task.get_int("arithmetic_max_digits").value());
@@ -336,6 +338,8 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.campaign_generators < 0 || s.campaign_generators > 256)
     return bad("campaign.generators", "expected 0 (one process) .. 256");
   if (s.campaign_scorers < 1 || s.campaign_scorers > 256) return bad("campaign.scorers", "expected 1 .. 256");
+  if (s.campaign_weight_sync != "broadcast" && s.campaign_weight_sync != "calls")
+    return bad("campaign.weight_sync", "expected \"broadcast\" or \"calls\", got \"" + s.campaign_weight_sync + "\"");
   if (s.prompts <= 0) return bad("rollout.prompts", "expected > 0");
   if (s.group_size < 2) return bad("rollout.group_size", "expected >= 2 (advantages compare a group's samples)");
   if (s.max_new_tokens <= 0) return bad("rollout.max_new_tokens", "expected > 0");

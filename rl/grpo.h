@@ -63,6 +63,9 @@ struct RlSpec {
   // [campaign] on the cluster: the roles besides the learner (workers/rl_campaign.h); 0
   // generators = the whole job in the learner's process. `mariana train` always runs in one process.
   int64_t campaign_generators = 0, campaign_scorers = 1;
+  // How each new version reaches the generators: "broadcast" (a comm/ group, bucketed; by actor
+  // calls when it fails) or "calls" (actor calls only).
+  std::string campaign_weight_sync = "broadcast";
   // [train]
   int threads = 0;
   int64_t checkpoint_every = 10, keep_last = 2;

@@ -19,7 +19,7 @@ class LocalRolloutServices final : public RolloutServices {
         scorer_(std::move(scorer)),
         temperature_(temperature) {}
 
-  Status publish(const Model<float>& policy, int64_t version) override {
+  Status publish(Model<float>& policy, int64_t version) override {
     if (copy_)
       std::copy(policy.params(), policy.params() + policy.table().arena_size(), copy_->params());
     version_ = version;

@@ -39,7 +39,7 @@ class RolloutServices {
   // From now on generate() samples from `version`, whose weights are the policy's now. Called at the
   // start and after every update, never while generate() runs. generate() and score() may run on
   // one thread while reference_logprobs() runs on another.
-  virtual Status publish(const Model<float>& policy, int64_t version) = 0;
+  virtual Status publish(Model<float>& policy, int64_t version) = 0;  // policy: read only
   // One result per request, in order, every one sampled from the weights of `version` (never two
   // versions within one request). FailedPrecondition when `version` is not the one published.
   virtual Result<std::vector<GenerateResult>> generate(const std::vector<GenerateRequest>& requests,

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <map>
 
+#include "comm/gloo_communicator.h"
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -12,7 +13,10 @@
 #include "rl/grpo.h"
 #include "rl/rewards/reward.h"
 #include "rl/rollout_services.h"
+#include "rl/weight_sync.h"
+#include "workers/controller_kv_store.h"
 #include "workers/rl_campaign.h"
+#include "workers/worker.h"
 
 namespace mariana::workers {
 
@@ -42,12 +46,7 @@ class Generator final : public Actor {
     MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::RlWeights>::decode(args, "rl_generator.load_weights args"));
     const auto w = a.get();
     const std::string dir = text(w.getModelDir());
-    if (!model_ || dir != model_dir_) {  // the model's shape, from the checkpoint's config.json
-      MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_load(dir + "/config.json"));
-      model_ = std::make_unique<Model<float>>(cfg);
-      model_dir_ = dir;
-      version_ = -1;
-    }
+    MARIANA_RETURN_IF_ERROR(ensure_model(dir));
     const int64_t n = model_->table().arena_size();
     if (w.getTotal() != n)
       return FailedPrecondition("rl_generator: the learner's arena has " + std::to_string(w.getTotal()) +
@@ -75,6 +74,44 @@ class Generator final : public Actor {
     staging_.clear();
     staging_.shrink_to_fit();
     staging_version_ = -1;
+    return std::string();
+  }
+
+  // Joins the learner's weights group (replacing any earlier one).
+  Result<std::string> join_group(std::string_view args) {
+    MARIANA_ASSIGN_OR_RETURN(auto a, proto::StructValue<proto::RlWeightsGroup>::decode(args, "rl_generator.join_group args"));
+    const auto g = a.get();
+    MARIANA_RETURN_IF_ERROR(ensure_model(text(g.getModelDir())));
+    const WorkerOptions* w = this_worker();
+    if (w == nullptr) return FailedPrecondition("rl_generator.join_group: needs its worker's controller");
+    group_.reset();
+    auto kv = std::make_shared<ControllerKvStore>(w->controller, w->token);
+    auto store = std::make_shared<comm::PrefixStore>(kv, text(g.getPrefix()));
+    comm::GlooOptions o;
+    o.group = text(g.getGroup());
+    o.rank = g.getRank();
+    o.size = g.getWorld();
+    o.timeout = std::chrono::milliseconds(g.getTimeoutMs());
+    o.host = w->bind_host;
+    MARIANA_ASSIGN_OR_RETURN(group_, comm::GlooCommunicator::connect(store, o));
+    return std::string();
+  }
+
+  // The receiving side of the learner's broadcast (rl/weight_sync.h). Until it succeeds the
+  // generator holds no version (the arena may be partly overwritten); a failure leaves the group.
+  Result<std::string> receive_weights(std::string_view args) {
+    MARIANA_ASSIGN_OR_RETURN(auto a,
+                             proto::StructValue<proto::RlWeightsReceive>::decode(args, "rl_generator.receive_weights args"));
+    if (!group_ || !model_) return FailedPrecondition("rl_generator: in no weights group (a new incarnation?)");
+    version_ = -1;
+    rl::WeightSyncOptions o;
+    o.bucket_bytes = a.get().getBucketBytes();
+    auto r = rl::weight_sync(*group_, 0, *model_, 0, o);
+    if (!r.ok()) {
+      group_.reset();
+      return r.status();
+    }
+    version_ = r.value().version;
     return std::string();
   }
 
@@ -113,6 +150,17 @@ class Generator final : public Actor {
   }
 
  private:
+  // The model shaped by `dir`'s config.json (built once; another dir builds another).
+  Status ensure_model(const std::string& dir) {
+    if (model_ && dir == model_dir_) return Status::Ok();
+    MARIANA_ASSIGN_OR_RETURN(ModelConfig cfg, model_config_load(dir + "/config.json"));
+    model_ = std::make_unique<Model<float>>(cfg);
+    model_dir_ = dir;
+    version_ = -1;
+    return Status::Ok();
+  }
+
+  std::unique_ptr<comm::Communicator> group_;  // the learner's weights group, when joined
   std::unique_ptr<Model<float>> model_;
   std::string model_dir_;
   int64_t version_ = -1;  // the version sampled from; −1 none
@@ -200,6 +248,8 @@ class Reference final : public Actor {
 ActorClass rl_generator_class() {
   return ActorClassBuilder<Generator>("rl_generator")
       .long_method("load_weights", &Generator::load_weights)
+      .long_method("join_group", &Generator::join_group)
+      .long_method("receive_weights", &Generator::receive_weights)
       .long_method("generate", &Generator::generate)
       .build();
 }

@@ -3,13 +3,19 @@
 
 #include <xxhash.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "comm/gloo_communicator.h"
+#include "proto/client.h"
 #include "proto/wire.h"
+#include "rl/weight_sync.h"
 #include "workers/actor_mesh.h"
+#include "workers/controller_kv_store.h"
 
 namespace mariana::workers {
 
@@ -63,11 +69,20 @@ class CampaignServices final : public rl::RolloutServices {
         scorers_(std::move(scorers)),
         reference_(where_.controller, where_.token, where_.job_id, kReferenceRole, 0) {}
 
-  Status publish(const Model<float>& policy, int64_t version) override {
+  Status publish(Model<float>& policy, int64_t version) override {
     const int64_t n = policy.table().arena_size();
-    weights_.assign(policy.params(), policy.params() + n);
+    weights_.assign(policy.params(), policy.params() + n);  // for pushes to a generator that lost it
     checksum_ = XXH64(weights_.data(), weights_.size() * sizeof(float), 0);
     version_ = version;
+    if (where_.broadcast && backoff_ == 0) {
+      const Status st = guarded([&] { return broadcast(policy); });
+      if (st.ok()) return st;
+      group_.reset();  // formed again for the next version (after a failed formation: 10 versions later)
+      std::fprintf(stderr, "campaign: weight broadcast of version %lld failed (%s); sending it by actor calls\n",
+                   (long long)version, st.to_string().c_str());
+    } else if (backoff_ > 0) {
+      --backoff_;
+    }
     return parallel_for(generators_.size(), [&](int64_t g) { return push(g); });
   }
 
@@ -202,6 +217,91 @@ class CampaignServices final : public rl::RolloutServices {
   }
 
  private:
+  // Each generator's incarnation as the controller sees it; Unavailable unless all are ALIVE.
+  Result<std::vector<int64_t>> generator_incarnations() {
+    MARIANA_ASSIGN_OR_RETURN(nlohmann::json actors, proto::query_controller(*ctl_, "actors", "", 5000));
+    std::vector<int64_t> inc(static_cast<size_t>(generators_.size()), -1);
+    for (const auto& a : actors.is_array() ? actors : nlohmann::json::array()) {
+      if (a.value("job_id", "") != where_.job_id) continue;
+      auto i = role_index_of(a.value("name", ""), kGeneratorRole);
+      if (!i || *i < 0 || *i >= generators_.size()) continue;
+      if (a.value("state", "") != "ALIVE") return Unavailable("generator " + std::to_string(*i) + " is not ALIVE");
+      inc[static_cast<size_t>(*i)] = a.value("incarnation", int64_t{0});
+    }
+    for (size_t i = 0; i < inc.size(); ++i)
+      if (inc[i] < 0) return Unavailable("generator " + std::to_string(i) + " is not listed");
+    return inc;
+  }
+
+  // The weights group of the learner (rank 0) and every generator, under a name of its own.
+  Status form_group(const std::vector<int64_t>& incarnations) {
+    const int world = static_cast<int>(generators_.size()) + 1;
+    const std::string name = "weights-" + std::to_string(::getpid()) + "-" + std::to_string(++formations_);
+    const std::string prefix = "campaign/" + where_.job_id + "/";
+    std::vector<Status> joined(static_cast<size_t>(generators_.size()));
+    std::vector<std::thread> threads;
+    for (int64_t g = 0; g < generators_.size(); ++g)
+      threads.emplace_back([&, g] {
+        const std::string args = proto::encode_struct<proto::RlWeightsGroup>([&](proto::RlWeightsGroup::Builder b) {
+          b.setGroup(name);
+          b.setPrefix(prefix);
+          b.setRank(static_cast<int32_t>(g + 1));
+          b.setWorld(world);
+          b.setTimeoutMs(where_.group_timeout_ms);
+          b.setModelDir(setup_.policy_dir);
+        });
+        joined[static_cast<size_t>(g)] = generators_.at(g).call("join_group", args, where_.call_timeout_ms).status();
+      });
+    comm::GlooOptions o;
+    o.group = name;
+    o.rank = 0;
+    o.size = world;
+    o.timeout = std::chrono::milliseconds(where_.group_timeout_ms);
+    o.host = where_.host;
+    auto root = comm::GlooCommunicator::connect(std::make_shared<comm::PrefixStore>(kv_, prefix), o);
+    for (auto& t : threads) t.join();
+    MARIANA_RETURN_IF_ERROR(root.status());
+    for (size_t g = 0; g < joined.size(); ++g)
+      if (!joined[g].ok()) return Status(joined[g].code(), "generator " + std::to_string(g) + ": " + joined[g].message());
+    group_ = std::move(root).value();
+    group_incarnations_ = incarnations;
+    std::printf("campaign: weights group %s of the learner and %lld generator(s) formed\n", name.c_str(),
+                (long long)generators_.size());
+    std::fflush(stdout);
+    return Status::Ok();
+  }
+
+  // The published version broadcast over the weights group (formed first when there is none, or
+  // when a generator restarted since).
+  Status broadcast(Model<float>& policy) {
+    MARIANA_ASSIGN_OR_RETURN(std::vector<int64_t> incarnations, generator_incarnations());
+    if (!group_ || incarnations != group_incarnations_) {
+      group_.reset();
+      const Status f = form_group(incarnations);
+      if (!f.ok()) {
+        backoff_ = 10;
+        return f;
+      }
+    }
+    std::vector<Status> received(static_cast<size_t>(generators_.size()));
+    std::vector<std::thread> threads;
+    const std::string args = proto::encode_struct<proto::RlWeightsReceive>(
+        [&](proto::RlWeightsReceive::Builder b) { b.setBucketBytes(where_.broadcast_bucket_bytes); });
+    for (int64_t g = 0; g < generators_.size(); ++g)
+      threads.emplace_back([&, g] {
+        received[static_cast<size_t>(g)] = generators_.at(g).call("receive_weights", args, where_.call_timeout_ms).status();
+      });
+    rl::WeightSyncOptions o;
+    o.bucket_bytes = where_.broadcast_bucket_bytes;
+    auto sent = rl::weight_sync(*group_, 0, policy, version_, o);
+    for (auto& t : threads) t.join();
+    MARIANA_RETURN_IF_ERROR(sent.status());
+    for (size_t g = 0; g < received.size(); ++g)
+      if (!received[g].ok())
+        return Status(received[g].code(), "generator " + std::to_string(g) + ": " + received[g].message());
+    return Status::Ok();
+  }
+
   // The published version to generator g, in buckets; repeated from the start when the generator
   // restarted mid-way (it then refuses the last bucket).
   Status push(int64_t g) {
@@ -233,6 +333,12 @@ class CampaignServices final : public rl::RolloutServices {
   rl::RolloutSetup setup_;
   ActorMesh generators_, scorers_;
   ActorHandle reference_;
+  zmq::context_t ctx_{1};
+  std::unique_ptr<proto::RpcClient> ctl_ = std::make_unique<proto::RpcClient>(ctx_, where_.controller, where_.token);
+  std::shared_ptr<ControllerKvStore> kv_ = std::make_shared<ControllerKvStore>(where_.controller, where_.token);
+  std::unique_ptr<comm::Communicator> group_;  // the weights group, when formed
+  std::vector<int64_t> group_incarnations_;    // the generators' incarnations it was formed with
+  int64_t formations_ = 0, backoff_ = 0;       // backoff_: versions to send by calls before forming again
   std::vector<float> weights_;  // the published version's arena
   uint64_t checksum_ = 0;
   int64_t version_ = -1;

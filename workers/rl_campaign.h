@@ -4,9 +4,11 @@
 // one reference actor. This file is the learner's side: RolloutServices (rl/rollout_services.h)
 // whose calls go to those roles through ActorMesh / ActorHandle, and the role classes themselves.
 //
-//   rl_generator  load_weights(RlWeights)  a bucket of the policy's arena; the version is taken
-//                                          for sampling once every bucket arrived and the arena's
-//                                          XXH64 equals the learner's
+//   rl_generator  join_group(RlWeightsGroup)  joins the learner's comm/ group for weight sync
+//                 receive_weights(RlWeightsReceive)  receives a version broadcast (rl/weight_sync.h)
+//                 load_weights(RlWeights)  the same by actor call, one bucket of the policy's arena;
+//                                          the version is taken for sampling once every bucket
+//                                          arrived and the arena's XXH64 equals the learner's
 //                 generate(RlGenerate)     -> RlGenerated; FailedPrecondition unless it holds
 //                                          exactly the version asked for
 //   rl_scorer     score(RlScore)           -> RlScored (the composite reward of each sample)
@@ -39,6 +41,14 @@ struct CampaignAddress {
   std::string controller, token, job_id;
   int call_timeout_ms = 30 * 60 * 1000;  // a generation or forward pass may take minutes
   int64_t weight_bucket_bytes = 8LL << 20;  // under the control plane's 16 MiB frame limit
+  // Weight sync: a comm/ (Gloo) group of the learner (rank 0) and the generators, formed through the
+  // controller's key-value table and formed again when a generator has restarted, each version
+  // broadcast in buckets (rl/weight_sync.h); the actor-call push when false, and whenever a
+  // broadcast or a formation fails (the next 10 versions then go by calls before it tries again).
+  bool broadcast = true;
+  int64_t group_timeout_ms = 20000;  // of the group's rendezvous and of each collective
+  int64_t broadcast_bucket_bytes = 32LL << 20;
+  std::string host = "127.0.0.1";    // the learner's address for its peers in the group
 };
 
 // The services of a campaign's roles, resolving them through the controller.

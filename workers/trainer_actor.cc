@@ -215,6 +215,8 @@ class Trainer final : public Actor {
       where.controller = w->controller;
       where.token = w->token;
       where.job_id = job_id;
+      where.broadcast = opt.spec.campaign_weight_sync == "broadcast";
+      where.host = w->bind_host;
       opt.services = [where](const rl::RolloutSetup& setup) { return campaign_rollout_services(where, setup); };
     }
     job_id_ = job_id;

@@ -1,6 +1,7 @@
 // An RL campaign on a real loopback cluster: configs/jobs/rl-tiny.toml made short with --set and
 // given [campaign] roles (2 generators, 2 scorers, a reference beside the learner), each its own
-// worker process. It is kill -9ed role by role (a generator, a scorer, the reference, the learner)
+// worker process, the weights broadcast over a comm/ group (formed again after the generator's
+// restart). It is kill -9ed role by role (a generator, a scorer, the reference, the learner)
 // and then the controller, and still ends bit for bit where the single-process `mariana train` run
 // of the same spec ends: every iteration's metrics (rewards, KL, lengths, ...; timings aside) and
 // the final weights and moments.
@@ -111,7 +112,9 @@ TEST(RlCampaign, AsynchronousCampaignEqualsTheOneProcessRun) {
   std::string sets = rl_tiny_sets(c, kIters);
   ASSERT_FALSE(sets.empty());
   // 16 prompts x 8 samples of up to 24 tokens: replies of 128 samples, as the main job's.
+  // Weights by actor calls here (the other test broadcasts them over a comm/ group).
   sets += " --set campaign.generators=1 --set campaign.scorers=1 --set rl.max_staleness=1"
+          " --set campaign.weight_sync=calls"
           " --set rollout.prompts=16 --set rollout.group_size=8 --set rollout.max_new_tokens=24";
   const std::string ref_dir = c.dir() + "/ref";
   auto ref = run_mariana("train " + rl_tiny_job_file() + " " + sets + " --run-dir " + ref_dir + " --quiet", 120);
