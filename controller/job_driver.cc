@@ -113,7 +113,8 @@ void Controller::job_finish(JobRecord& j, JobState state, const std::string& mes
       if (st != jobs_.end() && !job_state_terminal(st->second.state))
         job_finish(st->second, JobState::kStopped, "pipeline " + j.id + " " + job_state_name(state));
     }
-  kv_erase_prefix("gang/" + j.id + "/");  // a gang's rendezvous keys (workers/trainer_actor.cc)
+  kv_erase_prefix("gang/" + j.id + "/");      // a gang's rendezvous keys (workers/trainer_actor.cc)
+  kv_erase_prefix("campaign/" + j.id + "/");  // a campaign's weights groups' (workers/rl_campaign.cc)
   for (auto it = pending_calls_.begin(); it != pending_calls_.end();)
     it = it->second.job_id == j.id ? pending_calls_.erase(it) : std::next(it);
   if (state != JobState::kSucceeded) record_failure("job " + j.id + " " + job_state_name(state) + ": " + message);

@@ -19,7 +19,9 @@
 // or its batch, so any split draws the same tokens as one process. Every call is safe to repeat:
 // a role whose worker dies is restarted by the controller and the learner's handle calls the new
 // incarnation; a new generator holds no weights, refuses to generate, and is sent the version
-// again before the call is repeated.
+// again before the call is repeated. Weights go over a comm/ (Gloo) group of the learner and the
+// generators, formed through the controller's key-value table under campaign/<job>/ and formed
+// again when a generator's incarnation changes; by load_weights calls when that fails.
 #pragma once
 
 #include <functional>

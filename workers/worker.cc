@@ -327,8 +327,8 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       (void)router.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
     }
-    hot = served > 0;
     serve_calls();
+    hot = served > 0 && !long_running;  // while a long call runs, wait in poll, which sees its end at once
     // The controller: replies to our registration and heartbeats, its own calls, shutdown.
     for (int i = 0; i < 1024; ++i) {
       zmq::message_t body;
