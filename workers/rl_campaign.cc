@@ -6,12 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "comm/gloo_communicator.h"
-#include "proto/client.h"
 #include "proto/wire.h"
 #include "rl/weight_sync.h"
 #include "workers/actor_mesh.h"
@@ -70,9 +71,20 @@ class CampaignServices final : public rl::RolloutServices {
         reference_(where_.controller, where_.token, where_.job_id, kReferenceRole, 0) {}
 
   Status publish(Model<float>& policy, int64_t version) override {
+    // What a push to a generator that lost the version sends: the policy itself while nothing
+    // changes it before the next publish (on-policy), else a copy of it now.
     const int64_t n = policy.table().arena_size();
-    weights_.assign(policy.params(), policy.params() + n);  // for pushes to a generator that lost it
-    checksum_ = XXH64(weights_.data(), weights_.size() * sizeof(float), 0);
+    if (setup_.snapshot) {
+      snapshot_.assign(policy.params(), policy.params() + n);
+      published_ = snapshot_.data();
+    } else {
+      published_ = policy.params();
+    }
+    published_n_ = n;
+    {
+      std::lock_guard<std::mutex> lock(checksum_mu_);
+      checksum_.reset();  // computed by the first push that needs it
+    }
     version_ = version;
     if (where_.broadcast && backoff_ == 0) {
       const Status st = guarded([&] { return broadcast(policy); });
@@ -217,24 +229,15 @@ class CampaignServices final : public rl::RolloutServices {
   }
 
  private:
-  // Each generator's incarnation as the controller sees it; Unavailable unless all are ALIVE.
-  Result<std::vector<int64_t>> generator_incarnations() {
-    MARIANA_ASSIGN_OR_RETURN(nlohmann::json actors, proto::query_controller(*ctl_, "actors", "", 5000));
-    std::vector<int64_t> inc(static_cast<size_t>(generators_.size()), -1);
-    for (const auto& a : actors.is_array() ? actors : nlohmann::json::array()) {
-      if (a.value("job_id", "") != where_.job_id) continue;
-      auto i = role_index_of(a.value("name", ""), kGeneratorRole);
-      if (!i || *i < 0 || *i >= generators_.size()) continue;
-      if (a.value("state", "") != "ALIVE") return Unavailable("generator " + std::to_string(*i) + " is not ALIVE");
-      inc[static_cast<size_t>(*i)] = a.value("incarnation", int64_t{0});
-    }
-    for (size_t i = 0; i < inc.size(); ++i)
-      if (inc[i] < 0) return Unavailable("generator " + std::to_string(i) + " is not listed");
+  // Each generator's incarnation as its handle last reached it (0 before any call).
+  std::vector<int64_t> generator_incarnations() {
+    std::vector<int64_t> inc;
+    for (int64_t g = 0; g < generators_.size(); ++g) inc.push_back(generators_.at(g).incarnation());
     return inc;
   }
 
   // The weights group of the learner (rank 0) and every generator, under a name of its own.
-  Status form_group(const std::vector<int64_t>& incarnations) {
+  Status form_group() {
     const int world = static_cast<int>(generators_.size()) + 1;
     const std::string name = "weights-" + std::to_string(::getpid()) + "-" + std::to_string(++formations_);
     const std::string prefix = "campaign/" + where_.job_id + "/";
@@ -264,7 +267,7 @@ class CampaignServices final : public rl::RolloutServices {
     for (size_t g = 0; g < joined.size(); ++g)
       if (!joined[g].ok()) return Status(joined[g].code(), "generator " + std::to_string(g) + ": " + joined[g].message());
     group_ = std::move(root).value();
-    group_incarnations_ = incarnations;
+    group_incarnations_ = generator_incarnations();
     std::printf("campaign: weights group %s of the learner and %lld generator(s) formed\n", name.c_str(),
                 (long long)generators_.size());
     std::fflush(stdout);
@@ -272,12 +275,13 @@ class CampaignServices final : public rl::RolloutServices {
   }
 
   // The published version broadcast over the weights group (formed first when there is none, or
-  // when a generator restarted since).
+  // when a handle has since reached a new incarnation of a generator). A generator restarted since
+  // its last call fails the broadcast (its peers see the connection closed) and the version goes
+  // by calls; the group is formed again for the next one.
   Status broadcast(Model<float>& policy) {
-    MARIANA_ASSIGN_OR_RETURN(std::vector<int64_t> incarnations, generator_incarnations());
-    if (!group_ || incarnations != group_incarnations_) {
+    if (!group_ || generator_incarnations() != group_incarnations_) {
       group_.reset();
-      const Status f = form_group(incarnations);
+      const Status f = form_group();
       if (!f.ok()) {
         backoff_ = 10;
         return f;
@@ -305,7 +309,13 @@ class CampaignServices final : public rl::RolloutServices {
   // The published version to generator g, in buckets; repeated from the start when the generator
   // restarted mid-way (it then refuses the last bucket).
   Status push(int64_t g) {
-    const int64_t n = static_cast<int64_t>(weights_.size());
+    const int64_t n = published_n_;
+    uint64_t checksum = 0;
+    {
+      std::lock_guard<std::mutex> lock(checksum_mu_);
+      if (!checksum_) checksum_ = XXH64(published_, static_cast<size_t>(n) * sizeof(float), 0);
+      checksum = *checksum_;
+    }
     const int64_t per = std::max<int64_t>(1, where_.weight_bucket_bytes / static_cast<int64_t>(sizeof(float)));
     for (int attempt = 0;; ++attempt) {
       Status st = Status::Ok();
@@ -316,9 +326,9 @@ class CampaignServices final : public rl::RolloutServices {
           w.setModelDir(setup_.policy_dir);
           w.setOffset(off);
           w.setTotal(n);
-          w.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(weights_.data() + off),
+          w.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(published_ + off),
                                         static_cast<size_t>(len) * sizeof(float)));
-          w.setChecksum(checksum_);
+          w.setChecksum(checksum);
         });
         st = generators_.at(g).call("load_weights", args, where_.call_timeout_ms).status();
       }
@@ -333,14 +343,15 @@ class CampaignServices final : public rl::RolloutServices {
   rl::RolloutSetup setup_;
   ActorMesh generators_, scorers_;
   ActorHandle reference_;
-  zmq::context_t ctx_{1};
-  std::unique_ptr<proto::RpcClient> ctl_ = std::make_unique<proto::RpcClient>(ctx_, where_.controller, where_.token);
   std::shared_ptr<ControllerKvStore> kv_ = std::make_shared<ControllerKvStore>(where_.controller, where_.token);
   std::unique_ptr<comm::Communicator> group_;  // the weights group, when formed
   std::vector<int64_t> group_incarnations_;    // the generators' incarnations it was formed with
   int64_t formations_ = 0, backoff_ = 0;       // backoff_: versions to send by calls before forming again
-  std::vector<float> weights_;  // the published version's arena
-  uint64_t checksum_ = 0;
+  std::vector<float> snapshot_;     // the published version's arena, when rollouts run beside the learner
+  const float* published_ = nullptr;  // the published version's arena: the policy's or snapshot_
+  int64_t published_n_ = 0;
+  std::mutex checksum_mu_;
+  std::optional<uint64_t> checksum_;  // of the published arena, once a push needed it
   int64_t version_ = -1;
 };
 
