@@ -94,6 +94,14 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
     EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
   }
   expect_rl_job_equals_reference(c, job, ref_dir, kIterations);
+  // The learner's first incarnation formed the weights group, and formed it again after generator
+  // 0's restart (killed[3] is the learner, killed after the generator).
+  auto log = read_file(c.dir() + "/logs-n1/" + killed[3] + "-0.out");
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  size_t formed = 0;
+  for (size_t at_pos = 0; (at_pos = log.value().find("campaign: weights group", at_pos)) != std::string::npos; ++at_pos)
+    ++formed;
+  EXPECT_GE(formed, 2u) << log.value();
 }
 
 }  // namespace
