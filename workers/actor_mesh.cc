@@ -11,9 +11,9 @@
 namespace mariana::workers {
 
 Result<ActorMesh> ActorMesh::resolve(const std::string& controller, const std::string& token, const std::string& job_id,
-                                     const std::string& role, int timeout_ms) {
+                                     const std::string& role, int timeout_ms, proto::CurveClientKeys curve) {
   zmq::context_t ctx(1);
-  proto::RpcClient ctl(ctx, controller, token);
+  proto::RpcClient ctl(ctx, controller, token, "", curve.enabled() ? &curve : nullptr);
   MARIANA_ASSIGN_OR_RETURN(nlohmann::json actors, proto::query_controller(ctl, "actors", "", timeout_ms));
   std::set<int64_t> indices;  // the role's actors, by the index in their names
   for (const auto& a : actors.is_array() ? actors : nlohmann::json::array())
@@ -23,7 +23,8 @@ Result<ActorMesh> ActorMesh::resolve(const std::string& controller, const std::s
   if (*indices.rbegin() != static_cast<int64_t>(indices.size()) - 1)
     return Internal("job " + job_id + ", role " + role + ": indices are not 0.." + std::to_string(indices.size() - 1));
   ActorMesh mesh;
-  for (int64_t i : indices) mesh.handles_.push_back(std::make_unique<ActorHandle>(controller, token, job_id, role, i));
+  for (int64_t i : indices)
+    mesh.handles_.push_back(std::make_unique<ActorHandle>(controller, token, job_id, role, i, curve));
   return mesh;
 }
 

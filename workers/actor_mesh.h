@@ -18,7 +18,7 @@ class ActorMesh {
   // The role's actors as the controller lists them (indices 0..n-1); NotFound when the job has
   // none in that role.
   static Result<ActorMesh> resolve(const std::string& controller, const std::string& token, const std::string& job_id,
-                                   const std::string& role, int timeout_ms = 10000);
+                                   const std::string& role, int timeout_ms = 10000, proto::CurveClientKeys curve = {});
   int64_t size() const { return static_cast<int64_t>(handles_.size()); }
   // Actor i's own handle, for calls to one member (i < size()).
   ActorHandle& at(int64_t i) { return *handles_[static_cast<size_t>(i)]; }

@@ -3,8 +3,11 @@
 
 namespace mariana::workers {
 
-ControllerKvStore::ControllerKvStore(const std::string& endpoint, const std::string& token, int call_timeout_ms)
-    : client_(std::make_unique<proto::RpcClient>(ctx_, endpoint, token)), call_timeout_ms_(call_timeout_ms) {}
+ControllerKvStore::ControllerKvStore(const std::string& endpoint, const std::string& token, int call_timeout_ms,
+                                     proto::CurveClientKeys curve)
+    : curve_(std::move(curve)),
+      client_(std::make_unique<proto::RpcClient>(ctx_, endpoint, token, "", curve_.enabled() ? &curve_ : nullptr)),
+      call_timeout_ms_(call_timeout_ms) {}
 
 ControllerKvStore::~ControllerKvStore() {
   client_.reset();  // the socket closes before its context

@@ -85,7 +85,7 @@ class Generator final : public Actor {
     const WorkerOptions* w = this_worker();
     if (w == nullptr) return FailedPrecondition("rl_generator.join_group: needs its worker's controller");
     group_.reset();
-    auto kv = std::make_shared<ControllerKvStore>(w->controller, w->token);
+    auto kv = std::make_shared<ControllerKvStore>(w->controller, w->token, 5000, w->curve);
     auto store = std::make_shared<comm::PrefixStore>(kv, text(g.getPrefix()));
     comm::GlooOptions o;
     o.group = text(g.getGroup());

@@ -68,7 +68,7 @@ class CampaignServices final : public rl::RolloutServices {
         setup_(std::move(setup)),
         generators_(std::move(generators)),
         scorers_(std::move(scorers)),
-        reference_(where_.controller, where_.token, where_.job_id, kReferenceRole, 0) {}
+        reference_(where_.controller, where_.token, where_.job_id, kReferenceRole, 0, where_.curve) {}
 
   Status publish(Model<float>& policy, int64_t version) override {
     // What a push to a generator that lost the version sends: the policy itself while nothing
@@ -343,7 +343,8 @@ class CampaignServices final : public rl::RolloutServices {
   rl::RolloutSetup setup_;
   ActorMesh generators_, scorers_;
   ActorHandle reference_;
-  std::shared_ptr<ControllerKvStore> kv_ = std::make_shared<ControllerKvStore>(where_.controller, where_.token);
+  std::shared_ptr<ControllerKvStore> kv_ =
+      std::make_shared<ControllerKvStore>(where_.controller, where_.token, 5000, where_.curve);
   std::unique_ptr<comm::Communicator> group_;  // the weights group, when formed
   std::vector<int64_t> group_incarnations_;    // the generators' incarnations it was formed with
   int64_t formations_ = 0, backoff_ = 0;       // backoff_: versions to send by calls before forming again
@@ -359,9 +360,10 @@ class CampaignServices final : public rl::RolloutServices {
 
 Result<std::unique_ptr<rl::RolloutServices>> campaign_rollout_services(const CampaignAddress& where,
                                                                       const rl::RolloutSetup& setup) {
-  MARIANA_ASSIGN_OR_RETURN(ActorMesh generators,
-                           ActorMesh::resolve(where.controller, where.token, where.job_id, kGeneratorRole));
-  MARIANA_ASSIGN_OR_RETURN(ActorMesh scorers, ActorMesh::resolve(where.controller, where.token, where.job_id, kScorerRole));
+  MARIANA_ASSIGN_OR_RETURN(ActorMesh generators, ActorMesh::resolve(where.controller, where.token, where.job_id,
+                                                                     kGeneratorRole, 10000, where.curve));
+  MARIANA_ASSIGN_OR_RETURN(ActorMesh scorers, ActorMesh::resolve(where.controller, where.token, where.job_id,
+                                                                 kScorerRole, 10000, where.curve));
   return std::unique_ptr<rl::RolloutServices>(
       std::make_unique<CampaignServices>(where, setup, std::move(generators), std::move(scorers)));
 }

@@ -29,6 +29,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "proto/curve.h"
 #include "rl/rollout_services.h"
 #include "workers/actor.h"
 
@@ -41,6 +42,7 @@ inline constexpr const char* kReferenceRole = "reference";
 
 struct CampaignAddress {
   std::string controller, token, job_id;
+  proto::CurveClientKeys curve;  // the learner's worker's, for a controller that requires CURVE
   int call_timeout_ms = 30 * 60 * 1000;  // a generation or forward pass may take minutes
   int64_t weight_bucket_bytes = 8LL << 20;  // under the control plane's 16 MiB frame limit
   // Weight sync: a comm/ (Gloo) group of the learner (rank 0) and the generators, formed through the

@@ -126,12 +126,14 @@ class Trainer final : public Actor {
                              std::to_string(opt.spec.world()));
     if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
     std::string controller, token, node;
+    proto::CurveClientKeys curve;
     if (world > 1) {
       const WorkerOptions* w = this_worker();
       if (w == nullptr) return FailedPrecondition("trainer.start: a gang rank needs its worker's controller");
       controller = w->controller;
       node = w->node_id;
       token = w->token;
+      curve = w->curve;
     }
     const bool lead = rank == 0;  // reports for the gang
     if (!lead) opt.quiet = true;
@@ -150,10 +152,11 @@ class Trainer final : public Actor {
                 (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
                 opt.resume_from.c_str());
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, lead]() mutable {
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, curve,
+                           lead]() mutable {
       std::unique_ptr<ParallelGroups> groups;
       if (world > 1) {  // the rendezvous waits for every rank: on this thread, not the worker's
-        auto kv = std::make_shared<ControllerKvStore>(controller, token);
+        auto kv = std::make_shared<ControllerKvStore>(controller, token, 5000, curve);
         auto store = std::make_shared<comm::PrefixStore>(
             kv, "gang/" + job_id_ + "/" + std::to_string(generation) + "/");
         (void)store->set("node/" + std::to_string(rank), node);  // before the rendezvous: rank 0 reads it after
@@ -215,6 +218,7 @@ class Trainer final : public Actor {
       where.controller = w->controller;
       where.token = w->token;
       where.job_id = job_id;
+      where.curve = w->curve;
       where.broadcast = opt.spec.campaign_weight_sync == "broadcast";
       where.host = w->bind_host;
       opt.services = [where](const rl::RolloutSetup& setup) { return campaign_rollout_services(where, setup); };

@@ -13,6 +13,7 @@
 
 #include "proto/curve.h"
 #include "tests/integration/cluster_fixture.h"
+#include "tests/integration/train_job_util.h"
 
 namespace mariana::integration {
 namespace {
@@ -85,6 +86,29 @@ TEST(Curve, NonLoopbackControllerRefusesClientsWithoutAllowListedKeys) {
   ASSERT_TRUE(c.wait_nodes_alive(1));
   const std::string job = c.submit(c.write_job("c", actor_job(5, 0, "PACK")));
   EXPECT_EQ(c.wait_end(job, 30), "SUCCEEDED");
+}
+
+// An RL campaign on a CURVE cluster: the learner reaches its roles, and the learner and the
+// generators rendezvous for their weights group through the controller's key-value table, all
+// with their workers' CURVE keys.
+TEST(Curve, ACampaignRunsOnACurveCluster) {
+  const std::string ip = non_loopback_ipv4();
+  if (ip.empty()) GTEST_SKIP() << "no non-loopback IPv4 address on this machine";
+  Cluster c;
+  std::string sets = rl_tiny_sets(c, 6);
+  ASSERT_FALSE(sets.empty());
+  sets += " --set campaign.generators=2 --set campaign.scorers=1";
+  c.start_controller("tcp://" + ip + ":*");
+  c.start_agent("n1", 5);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(rl_tiny_job_file(), sets);
+  EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
+  auto j = c.job(job);
+  ASSERT_TRUE(j.is_object());
+  const std::string learner = j["actor_ids"][0].get<std::string>();
+  auto log = read_file(c.dir() + "/logs-n1/" + learner + "-0.out");
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_NE(log.value().find("campaign: weights group"), std::string::npos) << log.value();
 }
 
 }  // namespace
