@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -638,9 +639,27 @@ int jobs(int argc, char** argv) {
         print_table({"  STAGE", "AFTER", "STATE", "JOB_ID", "STEPS", "MESSAGE"}, rows);
         return;
       }
-      std::printf("%-14s %s\n", "actors", j["actor_ids"].dump().c_str());
       std::printf("%-14s %s\n", "last_metrics", j["last_metrics"].dump().c_str());
       for (auto& p : j["checkpoint_paths"]) std::printf("%-14s %s\n", "checkpoint", p.get<std::string>().c_str());
+      // Its actors, one line each in job order (a campaign: the learner, then each role's actors).
+      auto actors = client.query("actors", "", timeout);
+      std::map<std::string, nlohmann::json> by_id;
+      if (actors.ok() && actors.value().is_array())
+        for (auto& a : actors.value()) by_id[str(a, "id")] = a;
+      std::vector<std::vector<std::string>> rows;
+      for (auto& aid : j["actor_ids"]) {
+        const std::string id = aid.get<std::string>();
+        auto it = by_id.find(id);
+        if (it == by_id.end()) {
+          rows.push_back({"  " + id, "?", "?", "?", "?", "?"});
+          continue;
+        }
+        const nlohmann::json& a = it->second;
+        rows.push_back({"  " + id, str(a, "name"), str(a, "state"), str(a, "incarnation"), str(a, "num_restarts"),
+                        str(a, "node_id").empty() ? "-" : str(a, "node_id")});
+      }
+      std::printf("actors\n");
+      print_table({"  ACTOR", "NAME", "STATE", "INCARNATION", "RESTARTS", "NODE"}, rows);
     });
   }
   return report(InvalidArgument("jobs: unknown subcommand \"" + sub + "\" (list, show, stop, resume, metrics, logs)"));

@@ -97,6 +97,14 @@ class Generator final : public Actor {
     return std::string();
   }
 
+  // The weights group it is in (RlWeightsGroup with only `group` set; "" for none): the learner
+  // asks before each broadcast, so that a generator restarted since (in no group) is never waited
+  // for inside a collective.
+  Result<std::string> weights_group(std::string_view) {
+    return proto::encode_struct<proto::RlWeightsGroup>(
+        [&](proto::RlWeightsGroup::Builder b) { b.setGroup(group_ ? group_->group() : std::string()); });
+  }
+
   // The receiving side of the learner's broadcast (rl/weight_sync.h). Until it succeeds the
   // generator holds no version (the arena may be partly overwritten); a failure leaves the group.
   Result<std::string> receive_weights(std::string_view args) {
@@ -250,6 +258,7 @@ ActorClass rl_generator_class() {
       .long_method("load_weights", &Generator::load_weights)
       .long_method("join_group", &Generator::join_group)
       .long_method("receive_weights", &Generator::receive_weights)
+      .method("weights_group", &Generator::weights_group)
       .long_method("generate", &Generator::generate)
       .build();
 }

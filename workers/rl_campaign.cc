@@ -268,18 +268,35 @@ class CampaignServices final : public rl::RolloutServices {
       if (!joined[g].ok()) return Status(joined[g].code(), "generator " + std::to_string(g) + ": " + joined[g].message());
     group_ = std::move(root).value();
     group_incarnations_ = generator_incarnations();
+    group_name_ = name;
     std::printf("campaign: weights group %s of the learner and %lld generator(s) formed\n", name.c_str(),
                 (long long)generators_.size());
     std::fflush(stdout);
     return Status::Ok();
   }
 
+  // Whether every generator is still in the weights group (a short call to each, at once): a
+  // generator restarted since its last call is in none, and a broadcast would wait for it until
+  // the group's timeout.
+  bool group_intact() {
+    std::vector<std::string> names(static_cast<size_t>(generators_.size()));
+    const Status st = parallel_for(generators_.size(), [&](int64_t g) -> Status {
+      MARIANA_ASSIGN_OR_RETURN(std::string reply, generators_.at(g).call("weights_group", "", where_.call_timeout_ms));
+      MARIANA_ASSIGN_OR_RETURN(auto v, proto::StructValue<proto::RlWeightsGroup>::decode(reply, "weights_group reply"));
+      names[static_cast<size_t>(g)] = text(v.get().getGroup());
+      return Status::Ok();
+    });
+    if (!st.ok()) return false;
+    for (const std::string& n : names)
+      if (n != group_name_) return false;
+    return generator_incarnations() == group_incarnations_;
+  }
+
   // The published version broadcast over the weights group (formed first when there is none, or
-  // when a handle has since reached a new incarnation of a generator). A generator restarted since
-  // its last call fails the broadcast (its peers see the connection closed) and the version goes
-  // by calls; the group is formed again for the next one.
+  // when a generator left it: restarted, or failed an earlier broadcast). A generator that dies
+  // during the broadcast fails it after the group's timeout, and the version goes by calls.
   Status broadcast(Model<float>& policy) {
-    if (!group_ || generator_incarnations() != group_incarnations_) {
+    if (!group_ || !group_intact()) {
       group_.reset();
       const Status f = form_group();
       if (!f.ok()) {
@@ -347,6 +364,7 @@ class CampaignServices final : public rl::RolloutServices {
       std::make_shared<ControllerKvStore>(where_.controller, where_.token, 5000, where_.curve);
   std::unique_ptr<comm::Communicator> group_;  // the weights group, when formed
   std::vector<int64_t> group_incarnations_;    // the generators' incarnations it was formed with
+  std::string group_name_;
   int64_t formations_ = 0, backoff_ = 0;       // backoff_: versions to send by calls before forming again
   std::vector<float> snapshot_;     // the published version's arena, when rollouts run beside the learner
   const float* published_ = nullptr;  // the published version's arena: the policy's or snapshot_

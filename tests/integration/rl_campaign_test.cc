@@ -102,6 +102,13 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
   for (size_t at_pos = 0; (at_pos = log.value().find("campaign: weights group", at_pos)) != std::string::npos; ++at_pos)
     ++formed;
   EXPECT_GE(formed, 2u) << log.value();
+  // `jobs show` lists the job's actors by role, with their restarts.
+  auto shown = run_mariana("jobs show " + job + " " + c.client());
+  ASSERT_EQ(shown.exit_code, 0) << shown.out;
+  for (const char* name : {"rl-tiny/0", "rl-tiny/generator/0", "rl-tiny/generator/1", "rl-tiny/scorer/0",
+                           "rl-tiny/scorer/1", "rl-tiny/reference/0"})
+    EXPECT_NE(shown.out.find(name), std::string::npos) << name << " not in:\n" << shown.out;
+  EXPECT_NE(shown.out.find("RESTARTS"), std::string::npos) << shown.out;
 }
 
 }  // namespace
