@@ -243,6 +243,13 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
     (void)router.send(zmq::buffer(*route), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
   };
+  // Whether a call must wait its turn: a long call is running or calls are queued, or it is itself
+  // long (it then starts from serve_calls). Otherwise it runs at once, as it arrives.
+  auto must_queue = [&](const proto::Frame& f) {
+    if (long_running || !calls.empty()) return true;
+    auto method = f.payload().getActorCall().getMethod();
+    return cls->long_methods.count(std::string_view(method.cStr(), method.size())) > 0;
+  };
   auto serve_calls = [&] {
     if (long_running) {
       uint64_t signalled = 0;
@@ -313,8 +320,12 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       if (!f.ok()) {
         reply = proto::encode_error(rid, identity, "", f.status());
       } else if (f.value().payload().which() == Envelope::Payload::ACTOR_CALL) {
-        calls.push_back({std::string(static_cast<const char*>(id.data()), id.size()), std::move(f).value()});
-        continue;  // run in turn by serve_calls, which replies
+        if (!must_queue(f.value())) {
+          reply = run_call(*cls, *actor, o, identity, f.value());
+        } else {
+          calls.push_back({std::string(static_cast<const char*>(id.data()), id.size()), std::move(f).value()});
+          continue;  // run in turn by serve_calls, which replies
+        }
       } else if (f.value().payload().which() == Envelope::Payload::PING) {
         proto::Outgoing m(rid, identity, o.token);
         m.payload().setOk();
@@ -341,7 +352,10 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       }
       auto p = f.value().payload();
       switch (p.which()) {
-        case Envelope::Payload::ACTOR_CALL: calls.push_back({std::nullopt, std::move(f).value()}); break;
+        case Envelope::Payload::ACTOR_CALL:
+          if (!must_queue(f.value())) send_ctl(run_call(*cls, *actor, o, identity, f.value()));
+          else calls.push_back({std::nullopt, std::move(f).value()});
+          break;
         case Envelope::Payload::REGISTER_WORKER_REPLY: {
           auto r = p.getRegisterWorkerReply();
           if (!r.getAccept()) {
