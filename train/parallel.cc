@@ -21,13 +21,14 @@ namespace fs = std::filesystem;
 namespace {
 
 Result<std::unique_ptr<comm::Communicator>> join(std::shared_ptr<comm::Store> store, const std::string& group,
-                                                 int64_t rank, int64_t size, double timeout_s) {
+                                                 int64_t rank, int64_t size, double timeout_s, const std::string& host) {
   if (size == 1) return std::unique_ptr<comm::Communicator>(std::make_unique<comm::LocalCommunicator>(group));
   comm::GlooOptions o;
   o.group = group;
   o.rank = static_cast<int>(rank);
   o.size = static_cast<int>(size);
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  o.host = host;
   MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<comm::GlooCommunicator> c, comm::GlooCommunicator::connect(store, o));
   return std::unique_ptr<comm::Communicator>(std::move(c));
 }
@@ -37,17 +38,18 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 }  // namespace
 
 Result<std::unique_ptr<ParallelGroups>> ParallelGroups::connect(std::shared_ptr<comm::Store> store,
-                                                                const JobSpec& spec, int64_t rank) {
+                                                                const JobSpec& spec, int64_t rank,
+                                                                const std::string& host) {
   auto g = std::unique_ptr<ParallelGroups>(new ParallelGroups());
   g->layout_ = ParallelRank{rank, spec.world(), spec.dp, spec.ep};
   if (rank < 0 || rank >= spec.world())
     return InvalidArgument("parallel: rank " + std::to_string(rank) + " outside [0, " + std::to_string(spec.world()) + ")");
   const ParallelRank& l = g->layout_;
-  MARIANA_ASSIGN_OR_RETURN(g->world_, join(store, "world", rank, l.world, spec.parallel_timeout_s));
+  MARIANA_ASSIGN_OR_RETURN(g->world_, join(store, "world", rank, l.world, spec.parallel_timeout_s, host));
   MARIANA_ASSIGN_OR_RETURN(g->ep_, join(store, "ep" + std::to_string(l.dp_rank()), l.ep_rank(), l.ep,
-                                        spec.parallel_timeout_s));
+                                        spec.parallel_timeout_s, host));
   MARIANA_ASSIGN_OR_RETURN(g->edp_, join(store, "edp" + std::to_string(l.ep_rank()), l.dp_rank(), l.dp,
-                                         spec.parallel_timeout_s));
+                                         spec.parallel_timeout_s, host));
   return g;
 }
 

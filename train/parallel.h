@@ -50,9 +50,10 @@ struct ParallelRank {
 class ParallelGroups {
  public:
   // Joins the world group, then this rank's ep group, then its edp group, through `store` (every
-  // rank of the job calls it with the same store, spec and its own rank).
+  // rank of the job calls it with the same store, spec and its own rank). `host`: the address this
+  // rank listens on for its peers (a gang rank's worker's bind address; loopback on one machine).
   static Result<std::unique_ptr<ParallelGroups>> connect(std::shared_ptr<comm::Store> store, const JobSpec& spec,
-                                                         int64_t rank);
+                                                         int64_t rank, const std::string& host = "127.0.0.1");
   const ParallelRank& layout() const { return layout_; }
   comm::Communicator& world() { return *world_; }
   comm::Communicator& ep() { return *ep_; }

@@ -125,7 +125,7 @@ class Trainer final : public Actor {
       return InvalidArgument("trainer.start: the gang has " + std::to_string(world) + " rank(s), the job's [parallel] " +
                              std::to_string(opt.spec.world()));
     if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
-    std::string controller, token, node;
+    std::string controller, token, node, host = "127.0.0.1";
     proto::CurveClientKeys curve;
     if (world > 1) {
       const WorkerOptions* w = this_worker();
@@ -134,6 +134,7 @@ class Trainer final : public Actor {
       node = w->node_id;
       token = w->token;
       curve = w->curve;
+      host = w->bind_host;
     }
     const bool lead = rank == 0;  // reports for the gang
     if (!lead) opt.quiet = true;
@@ -152,7 +153,7 @@ class Trainer final : public Actor {
                 (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
                 opt.resume_from.c_str());
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, curve,
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, curve, host,
                            lead]() mutable {
       std::unique_ptr<ParallelGroups> groups;
       if (world > 1) {  // the rendezvous waits for every rank: on this thread, not the worker's
@@ -160,7 +161,7 @@ class Trainer final : public Actor {
         auto store = std::make_shared<comm::PrefixStore>(
             kv, "gang/" + job_id_ + "/" + std::to_string(generation) + "/");
         (void)store->set("node/" + std::to_string(rank), node);  // before the rendezvous: rank 0 reads it after
-        auto g = ParallelGroups::connect(store, opt.spec, rank);
+        auto g = ParallelGroups::connect(store, opt.spec, rank, host);
         if (!g.ok()) {
           std::fprintf(stderr, "trainer: job %s rank %lld: %s\n", job_id_.c_str(), (long long)rank,
                        g.status().to_string().c_str());
