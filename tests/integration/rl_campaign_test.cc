@@ -4,7 +4,8 @@
 // restart). It is kill -9ed role by role (a generator, a scorer, the reference, the learner)
 // and then the controller, and still ends bit for bit where the single-process `mariana train` run
 // of the same spec ends: every iteration's metrics (rewards, KL, lengths, ...; timings aside) and
-// the final weights and moments.
+// the final weights and moments. The policy is pretrained far enough that some responses earn the
+// format reward, so the rewards compared are not all zero.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -94,6 +95,8 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
     EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
   }
   expect_rl_job_equals_reference(c, job, ref_dir, kIterations);
+  // Not a trivial equality: rewards came in (the format scorer's), and the KL term moved the weights.
+  EXPECT_GE(rewarded_iterations(ref_dir), 5);
   // The learner's first incarnation formed the weights group, and formed it again after generator
   // 0's restart (killed[3] is the learner, killed after the generator).
   auto log = read_file(c.dir() + "/logs-n1/" + killed[3] + "-0.out");
@@ -140,6 +143,7 @@ TEST(RlCampaign, AsynchronousCampaignEqualsTheOneProcessRun) {
   const std::string job = c.submit(rl_tiny_job_file(), sets);
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   expect_rl_job_equals_reference(c, job, ref_dir, kIters);
+  EXPECT_GE(rewarded_iterations(ref_dir), 2);
   auto m = c.query("jobs metrics " + job);
   ASSERT_TRUE(m.is_object());
   ASSERT_EQ(m["metrics"].size(), static_cast<size_t>(kIters));

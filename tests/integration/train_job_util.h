@@ -88,21 +88,36 @@ inline std::vector<std::string> rl_metrics(const std::string& run_dir) {
 }
 
 // configs/jobs/rl-tiny.toml made short for a test: `iterations` iterations of 4 prompts x 4 samples
-// from the policy and a different reference (the KL term then moves the weights), two checkpoints
-// of a 4-step pretraining run it makes in c.dir()/pre; a checkpoint every 3 iterations, one thread.
-// Empty on failure (reported).
+// (raw prompts) from the policy and a different reference (the KL term then moves the weights), two
+// checkpoints of a 150-step pretraining run it makes in c.dir()/pre (enough that some responses
+// end in a "#### N" line: the format reward varies within groups); a checkpoint every 3
+// iterations, one thread. Empty on failure (reported).
 inline std::string rl_tiny_sets(Cluster& c, int iterations) {
   const std::string pre = c.dir() + "/pre";
-  auto made = run_mariana("train " + pretrain_job_file() + " " + pretrain_sets(4, 2) + " --run-dir " + pre + " --quiet",
-                          60);
+  auto made = run_mariana("train " + pretrain_job_file() + " " + pretrain_sets(150, 75) + " --run-dir " + pre +
+                              " --quiet",
+                          120);
   EXPECT_EQ(made.exit_code, 0) << made.out;
   if (made.exit_code != 0) return "";
-  return "--set model.init_from=" + pre + "/checkpoints/" + step_dir(4) + " --set model.reference=" + pre +
-         "/checkpoints/" + step_dir(2) +
-         " --set rollout.prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=48"
-         " --set grpo.iterations=" + std::to_string(iterations) +
-         " --set grpo.kl_beta=0.5 --set grpo.lr=1e-2 --set train.checkpoint_every=3"
+  return "--set model.init_from=" + pre + "/checkpoints/" + step_dir(150) + " --set model.reference=" + pre +
+         "/checkpoints/" + step_dir(75) +
+         " --set task.prompt_format=raw --set rollout.prompts=4 --set rollout.group_size=4"
+         " --set rollout.max_new_tokens=48 --set grpo.iterations=" + std::to_string(iterations) +
+         " --set grpo.kl_beta=0.5 --set grpo.lr=1e-3 --set train.checkpoint_every=3"
          " --set train.keep_last=2 --set eval.problems=2 --set eval.max_new_tokens=4 --set train.threads=1";
+}
+
+// The iterations of an rl run directory whose mean reward is above 0.
+inline int rewarded_iterations(const std::string& run_dir) {
+  int n = 0;
+  auto text = read_file(run_dir + "/metrics.jsonl");
+  if (!text.ok()) return 0;
+  std::istringstream in(text.value());
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    n += j.is_object() && j.value("reward", 0.0) > 0;
+  }
+  return n;
 }
 
 inline std::string rl_tiny_job_file() { return std::string(MARIANA_SOURCE_DIR) + "/configs/jobs/rl-tiny.toml"; }
