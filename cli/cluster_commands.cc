@@ -326,7 +326,11 @@ int agent_start(int argc, char** argv) {
       "node-id", "this node's id (default: random)", cxxopts::value<std::string>()->default_value(""))(
       "log-dir", "worker logs (default: STATE/logs/NODE with --state-dir, else $TMPDIR/mariana-logs-CLUSTER/NODE)",
       cxxopts::value<std::string>()->default_value(""))(
-      "heartbeat-ms", "heartbeat interval", cxxopts::value<int64_t>()->default_value("500"));
+      "heartbeat-ms", "heartbeat interval", cxxopts::value<int64_t>()->default_value("500"))(
+      "bind-host",
+      "the address this node's workers listen on for direct calls and collectives (one the other nodes "
+      "reach when there are several)",
+      cxxopts::value<std::string>()->default_value("127.0.0.1"));
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
   if (r.value().count("help")) return std::printf("%s\n", o.help().c_str()), kExitOk;
@@ -342,6 +346,10 @@ int agent_start(int argc, char** argv) {
   ao.log_dir = r.value()["log-dir"].as<std::string>();
   if (ao.log_dir.empty()) ao.log_dir = agent_default_log_dir(r.value(), target.value(), ao.node_id);
   ao.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
+  ao.bind_host = r.value()["bind-host"].as<std::string>();
+  if (ao.bind_host.empty() || ao.bind_host.find_first_of(" /:") != std::string::npos)
+    return report(InvalidArgument("agent start: --bind-host: expected an IPv4 address or a host name, got \"" +
+                                  ao.bind_host + "\""));
   auto custom = parse_resources(r.value()["resources"].as<std::string>());
   if (!custom.ok()) return report(custom.status());
   ao.resources = custom.value();
@@ -389,7 +397,8 @@ int worker_main(int argc, char** argv) {
       "actor-id", "", cxxopts::value<std::string>())("incarnation", "", cxxopts::value<uint32_t>())(
       "class", "", cxxopts::value<std::string>())("node-id", "", cxxopts::value<std::string>())(
       "heartbeat-ms", "", cxxopts::value<int64_t>()->default_value("500"))(
-      "curve-file", "", cxxopts::value<std::string>())("args", "", cxxopts::value<std::string>());
+      "curve-file", "", cxxopts::value<std::string>())("args", "", cxxopts::value<std::string>())(
+      "bind-host", "", cxxopts::value<std::string>()->default_value("127.0.0.1"));
   auto r = parse(o, argc, argv);
   if (!r.ok()) return report(r.status());
   for (const char* req : {"controller", "token-file", "actor-id", "incarnation", "class", "node-id"})
@@ -404,6 +413,7 @@ int worker_main(int argc, char** argv) {
   wo.class_name = r.value()["class"].as<std::string>();
   wo.node_id = r.value()["node-id"].as<std::string>();
   wo.heartbeat_ms = r.value()["heartbeat-ms"].as<int64_t>();
+  wo.bind_host = r.value()["bind-host"].as<std::string>();
   if (r.value().count("args")) wo.args = r.value()["args"].as<std::string>();
   if (r.value().count("curve-file")) {
     auto keys = proto::curve_client_load(r.value()["curve-file"].as<std::string>());

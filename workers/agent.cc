@@ -135,7 +135,7 @@ Status agent_run(const AgentOptions& in, ProcessLauncher* launcher, const std::a
     std::vector<std::string> argv = {o.worker_binary, "worker", "--controller", o.controller, "--token-file",
                                      o.token_file,   "--actor-id", actor, "--incarnation", inc,
                                      "--class",      s.getClassName().cStr(), "--node-id", o.node_id,
-                                     "--heartbeat-ms", std::to_string(o.heartbeat_ms)};
+                                     "--heartbeat-ms", std::to_string(o.heartbeat_ms), "--bind-host", o.bind_host};
     if (!o.curve_file.empty()) {
       argv.push_back("--curve-file");
       argv.push_back(o.curve_file);

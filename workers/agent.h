@@ -25,6 +25,10 @@ struct AgentOptions {
   std::map<std::string, double> resources;
   std::vector<std::string> actor_classes;
   std::string log_dir;        // worker logs: <log_dir>/<actor>-<incarnation>.{out,err}
+  // The address this node's workers listen on for direct calls and their comm/ groups (a gang's,
+  // a campaign's weights group): loopback on one machine, an address the other nodes reach on
+  // several.
+  std::string bind_host = "127.0.0.1";
   std::string worker_binary;  // the `mariana` binary (default /proc/self/exe)
   int64_t heartbeat_ms = 500;
 };

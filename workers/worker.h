@@ -27,7 +27,7 @@ struct WorkerOptions {
   std::string args;  // the actor's constructor arguments (JSON object text; "" = none)
   std::string node_id;
   int64_t heartbeat_ms = 500;
-  std::string bind_host = "127.0.0.1";
+  std::string bind_host = "127.0.0.1";  // the call socket's tcp address, and this actor's comm/ groups' (agent --bind-host)
   proto::CurveClientKeys curve;  // for a non-loopback controller
 };
 

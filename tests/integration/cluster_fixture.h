@@ -97,10 +97,12 @@ class Cluster {
     address_ = trim(read_file(state_ + "/controller.addr").value());
   }
 
-  // With default_log_dir the agent gets no --log-dir (its default: STATE/logs/NODE).
-  void start_agent(const std::string& node, int cpus, bool default_log_dir = false) {
+  // With default_log_dir the agent gets no --log-dir (its default: STATE/logs/NODE); bind_host: its
+  // --bind-host ("" = the default, loopback).
+  void start_agent(const std::string& node, int cpus, bool default_log_dir = false, const std::string& bind_host = "") {
     std::vector<std::string> argv = {MARIANA_BIN, "agent", "start", "--state-dir", state_, "--cpus", std::to_string(cpus),
                                      "--node-id", node, "--heartbeat-ms", "100"};
+    if (!bind_host.empty()) argv.insert(argv.end(), {"--bind-host", bind_host});
     if (!default_log_dir) argv.insert(argv.end(), {"--log-dir", dir_ + "/logs-" + node});
     auto pid = launcher_.spawn(argv, dir_ + "/agent-" + node + ".out", dir_ + "/agent-" + node + ".err");
     ASSERT_TRUE(pid.ok()) << pid.status().to_string();

@@ -88,9 +88,10 @@ TEST(Curve, NonLoopbackControllerRefusesClientsWithoutAllowListedKeys) {
   EXPECT_EQ(c.wait_end(job, 30), "SUCCEEDED");
 }
 
-// An RL campaign on a CURVE cluster: the learner reaches its roles, and the learner and the
+// An RL campaign on a CURVE cluster whose agent binds its workers to the non-loopback address
+// (--bind-host, as on several machines): the learner reaches its roles, and the learner and the
 // generators rendezvous for their weights group through the controller's key-value table, all
-// with their workers' CURVE keys.
+// with their workers' CURVE keys, and broadcast the weights over that address.
 TEST(Curve, ACampaignRunsOnACurveCluster) {
   const std::string ip = non_loopback_ipv4();
   if (ip.empty()) GTEST_SKIP() << "no non-loopback IPv4 address on this machine";
@@ -99,9 +100,19 @@ TEST(Curve, ACampaignRunsOnACurveCluster) {
   ASSERT_FALSE(sets.empty());
   sets += " --set campaign.generators=2 --set campaign.scorers=1";
   c.start_controller("tcp://" + ip + ":*");
-  c.start_agent("n1", 5);
+  c.start_agent("n1", 5, false, ip);
   ASSERT_TRUE(c.wait_nodes_alive(1));
   const std::string job = c.submit(rl_tiny_job_file(), sets);
+  // Every worker's call socket is on the bind address.
+  ASSERT_TRUE(Cluster::wait_for(
+      [&] {
+        int bound = 0;
+        for (auto& a : c.query("actors list"))
+          bound += a.value("job_id", "") == job && a.value("address", "").rfind("tcp://" + ip + ":", 0) == 0;
+        return bound == 5;
+      },
+      30))
+      << c.query("actors list").dump();
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   auto j = c.job(job);
   ASSERT_TRUE(j.is_object());
