@@ -219,5 +219,37 @@ TEST_F(RlActors, TheScorerAnswersTheCompositeReward) {
   EXPECT_EQ(v.value().get().getRewards()[2], 0.0);
 }
 
+// Code samples carry their tests to the scorer actor, which runs them in its sandbox.
+TEST_F(RlActors, TheScorerRunsCodeTests) {
+  const ActorClass* cls = builtin_actor_registry().find("rl_scorer");
+  ASSERT_NE(cls, nullptr);
+  auto scorer = std::move(cls->create("")).value();
+  const std::vector<std::string> programs = {"```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+                                             "```python\nprint(0)\n```"};
+  auto args = proto::encode_struct<proto::RlScore>([&](proto::RlScore::Builder b) {
+    b.initScorers(1).set(0, "code");
+    b.initWeights(1).set(0, 1.0);
+    auto s = b.initSamples(static_cast<unsigned>(programs.size()));
+    for (unsigned i = 0; i < programs.size(); ++i) {
+      s[i].setPrompt("add two numbers");
+      s[i].setResponse(
+          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(programs[i].data()), programs[i].size()));
+      auto tests = s[i].initTests(2);
+      tests[0].setStdin("2 3\n");
+      tests[0].setStdout("5\n");
+      tests[1].setStdin("10 -4\n");
+      tests[1].setStdout("6\n");
+    }
+  });
+  auto got = actor_invoke(*cls, *scorer, "score", args);
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  auto v = proto::StructValue<proto::RlScored>::decode(got.value(), "reply");
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v.value().get().getRewards().size(), 2u);
+  EXPECT_EQ(v.value().get().getRewards()[0], 1.0) << v.value().get().getReasons()[0].cStr();
+  EXPECT_EQ(v.value().get().getRewards()[1], 0.0);
+  EXPECT_EQ(std::string(v.value().get().getReasons()[1].cStr()), "wrong answer");
+}
+
 }  // namespace
 }  // namespace mariana::workers
