@@ -179,7 +179,7 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
     if (auto* phase = tbl["job"]["phase"].as_string(); phase && phase->get() == "rl") {
       // GRPO: one trainer actor, and a campaign's roles; its input paths made absolute for the worker.
       MARIANA_ASSIGN_OR_RETURN(rl::RlSpec spec, rl::rl_spec_load(path, sets));
-      if (spec.campaign_generators > 0) out.ranks = 1 + spec.campaign_generators + spec.campaign_scorers + 1;
+      out.ranks = spec.dp + (spec.campaign_generators > 0 ? spec.campaign_generators + spec.campaign_scorers + 1 : 0);
       MARIANA_RETURN_IF_ERROR(set_input_paths(tbl, path,
                                               {{"model.init_from", spec.init_from},
                                                {"model.reference", spec.reference},

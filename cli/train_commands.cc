@@ -80,29 +80,18 @@ Status prepare_run_dir(const std::string& run_dir, bool resume, bool overwrite) 
 // ended by SIGINT.
 constexpr int kExitInterrupted = 130;
 
-int rl_main(const std::string& path, const std::vector<std::string>& sets, std::string run_dir, bool quiet,
-            bool resume, bool overwrite) {
-  auto spec = rl::rl_spec_load(path, sets);
-  if (!spec.ok()) return report(spec.status());
-  rl::RlOptions opt;
-  opt.spec = spec.value();
-  opt.run_dir = run_dir.empty() ? "runs/" + opt.spec.name : run_dir;
-  opt.quiet = quiet;
-  opt.resume = resume;
-  if (Status st = prepare_run_dir(opt.run_dir, resume, overwrite); !st.ok()) return report(st);
-  std::printf("train %s: phase rl (GRPO), %lld iterations of %lld prompts x %lld samples, run dir %s\n",
-              opt.spec.name.c_str(), (long long)opt.spec.iterations, (long long)opt.spec.prompts,
-              (long long)opt.spec.group_size, opt.run_dir.c_str());
-  opt.interrupt = &g_interrupt;
-  watch_interrupts();
+// An rl job in this process (one learner, or rank `opt.parallel`'s of a data-parallel one) and how it ended.
+int rl_run_and_report(const rl::RlOptions& opt) {
   auto res = rl::grpo_run(opt);
   if (!res.ok()) return report(res.status());
   const rl::RlSummary& s = res.value();
   if (s.interrupted) {
-    std::fprintf(stderr, "\ntrain: interrupted at iteration %lld; checkpoint %s; continue with --resume\n",
-                 (long long)s.iterations, s.final_checkpoint.c_str());
+    if (!opt.quiet)
+      std::fprintf(stderr, "\ntrain: interrupted at iteration %lld; checkpoint %s; continue with --resume\n",
+                   (long long)s.iterations, s.final_checkpoint.c_str());
     return kExitInterrupted;
   }
+  if (opt.quiet && opt.parallel != nullptr && opt.parallel->world().rank() != 0) return kExitOk;
   if (s.iterations == 0 && s.resumed_from > 0) {
     std::printf("run already finished at iteration %lld, checkpoint %s\n", (long long)s.resumed_from,
                 s.final_checkpoint.c_str());
@@ -111,6 +100,42 @@ int rl_main(const std::string& path, const std::vector<std::string>& sets, std::
   std::printf("done: %lld iterations, held-out accuracy %.3f -> %.3f, final checkpoint %s\n", (long long)s.iterations,
               s.eval_before, s.eval_after, s.final_checkpoint.c_str());
   return kExitOk;
+}
+
+int run_local_ranks(const std::string& run_dir, int64_t n, const JobSpec& layout,
+                    const std::function<int(ParallelGroups*, int64_t)>& body);
+
+int rl_main(const std::string& path, const std::vector<std::string>& sets, std::string run_dir, bool quiet,
+            bool resume, bool overwrite, int64_t nproc) {
+  auto spec = rl::rl_spec_load(path, sets);
+  if (!spec.ok()) return report(spec.status());
+  rl::RlOptions opt;
+  opt.spec = spec.value();
+  opt.run_dir = run_dir.empty() ? "runs/" + opt.spec.name : run_dir;
+  opt.quiet = quiet;
+  opt.resume = resume;
+  if (nproc != opt.spec.dp)
+    return report(InvalidArgument(opt.spec.source + ": field 'parallel.dp': the job has " + std::to_string(opt.spec.dp) +
+                                  " learner rank(s); " +
+                                  (nproc != 1 ? "--nproc " + std::to_string(nproc) + " does not match it"
+                                              : "run it with --nproc " + std::to_string(opt.spec.dp))));
+  if (Status st = prepare_run_dir(opt.run_dir, resume, overwrite); !st.ok()) return report(st);
+  std::printf("train %s: phase rl (GRPO), %lld iterations of %lld prompts x %lld samples%s, run dir %s\n",
+              opt.spec.name.c_str(), (long long)opt.spec.iterations, (long long)opt.spec.prompts,
+              (long long)opt.spec.group_size,
+              opt.spec.dp > 1 ? (", " + std::to_string(opt.spec.dp) + " learner ranks").c_str() : "",
+              opt.run_dir.c_str());
+  opt.interrupt = &g_interrupt;
+  watch_interrupts();
+  if (opt.spec.dp == 1) return rl_run_and_report(opt);
+  std::filesystem::create_directories(opt.run_dir);
+  return run_local_ranks(opt.run_dir, opt.spec.dp, rl::rl_parallel_layout(opt.spec),
+                         [&](ParallelGroups* groups, int64_t r) {
+                           rl::RlOptions mine = opt;
+                           mine.parallel = groups;
+                           if (r != 0) mine.quiet = true;
+                           return rl_run_and_report(mine);
+                         });
 }
 
 // Runs the job in this process (one rank, or rank `opt.parallel`'s) and prints how it ended.
@@ -136,14 +161,16 @@ int run_and_report(const TrainOptions& opt) {
   return kExitOk;
 }
 
-// `--nproc N`: the job's dp·ep ranks as N processes on this machine, joined through a file store
-// in the run directory (removed at the end). Rank 0 prints and writes the run's files. When a
+// `--nproc N`: the job's dp·ep ranks (an rl job's dp learner ranks) as N processes on this
+// machine, joined through a file store in the run directory (removed at the end), each running
+// `body` with its groups. Rank 0 prints and writes the run's files. When a
 // rank fails, the others are killed (their collectives would fail within parallel.timeout_s
 // anyway) and the first failure's exit code is returned. Ctrl-C reaches every rank; they agree on
 // it at the next step, checkpoint together and exit.
-int run_local_ranks(TrainOptions opt, int64_t n) {
+int run_local_ranks(const std::string& run_dir, int64_t n, const JobSpec& layout,
+                    const std::function<int(ParallelGroups*, int64_t)>& body) {
   namespace fs = std::filesystem;
-  const std::string store_dir = opt.run_dir + "/.rendezvous-" + std::to_string(::getpid());
+  const std::string store_dir = run_dir + "/.rendezvous-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(store_dir, ec);
   fs::create_directories(store_dir, ec);
@@ -160,15 +187,9 @@ int run_local_ranks(TrainOptions opt, int64_t n) {
     if (pid == 0) {
       auto store = comm::FileStore::open(store_dir);
       if (!store.ok()) ::_exit(report(store.status()));
-      auto groups = ParallelGroups::connect(std::shared_ptr<comm::Store>(std::move(store).value()), opt.spec, r);
+      auto groups = ParallelGroups::connect(std::shared_ptr<comm::Store>(std::move(store).value()), layout, r);
       if (!groups.ok()) ::_exit(report(groups.status()));
-      TrainOptions mine = opt;
-      mine.parallel = groups.value().get();
-      if (r != 0) {
-        mine.quiet = true;
-        mine.progress = false;
-      }
-      const int code = run_and_report(mine);
+      const int code = body(groups.value().get(), r);
       std::fflush(stdout);
       std::fflush(stderr);
       ::_exit(code);
@@ -228,12 +249,10 @@ int train_main(int argc, char** argv) {
       return kExitOk;
     }
     if (!r.count("job")) return report(InvalidArgument("train: expected a job file (JOB.toml)"));
-    if (job_phase(r["job"].as<std::string>()) == "rl") {
-      const int code = rl_main(r["job"].as<std::string>(), sets,
-                               r.count("run-dir") ? r["run-dir"].as<std::string>() : "", r.count("quiet") > 0,
-                               r.count("resume") > 0, r.count("overwrite") > 0);
-      return code;
-    }
+    if (job_phase(r["job"].as<std::string>()) == "rl")
+      return rl_main(r["job"].as<std::string>(), sets, r.count("run-dir") ? r["run-dir"].as<std::string>() : "",
+                     r.count("quiet") > 0, r.count("resume") > 0, r.count("overwrite") > 0,
+                     r.count("nproc") ? r["nproc"].as<int64_t>() : 1);
     auto spec = job_spec_load(r["job"].as<std::string>(), sets);
     if (!spec.ok()) return report(spec.status());
     TrainOptions opt;
@@ -259,7 +278,15 @@ int train_main(int argc, char** argv) {
     }
     if (world > 1) {
       std::filesystem::create_directories(opt.run_dir);
-      return run_local_ranks(opt, world);
+      return run_local_ranks(opt.run_dir, world, opt.spec, [&](ParallelGroups* groups, int64_t r) {
+        TrainOptions mine = opt;
+        mine.parallel = groups;
+        if (r != 0) {
+          mine.quiet = true;
+          mine.progress = false;
+        }
+        return run_and_report(mine);
+      });
     }
     return run_and_report(opt);
   } catch (const cxxopts::exceptions::exception& e) {

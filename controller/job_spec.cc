@@ -84,8 +84,6 @@ Result<ActorJobSpec> training_spec_parse(const TomlFields& f, const std::string&
                              std::to_string(generators));
     if (scorers < 1 || scorers > 256)
       return InvalidArgument(path + ": field 'campaign.scorers': expected 1 .. 256, got " + std::to_string(scorers));
-    if (trainer.count != 1)
-      return InvalidArgument(path + ": field 'parallel': a campaign's learner runs on one rank for now");
     if (generators > 0) {
       auto role = [&](const char* name, const char* cls, int64_t count) {
         ActorRole r = trainer;  // the job's restart budget and resources

@@ -107,7 +107,8 @@ constexpr const char* kTrainerClass = "trainer";
 constexpr int32_t kTrainerMaxRestarts = 10;
 constexpr int64_t kTrainerRestartWindowS = 3600;
 constexpr int64_t kTrainDefaultSteps = 100;  // train/job_spec.cc's default of train.steps
-// An rl job with [campaign] generators > 0: roles besides the learner (its trainer actor), named
+// An rl job with [campaign] generators > 0: roles besides the learner (its trainer actor, or the
+// [parallel] dp ranks of a data-parallel learner), named
 // as workers/rl_campaign.h resolves them. Each takes the job's restart budget and { CPU = 1 }.
 //   [campaign]
 //   generators = 2     # rl_generator actors (0: the whole job in the learner's process)

@@ -4,9 +4,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <deque>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -85,6 +86,9 @@ seed = 0
 dynamic_sampling = false
 max_sample_rounds = 4
 max_staleness = 0
+[parallel]
+dp = 1
+timeout_s = 1800.0
 [campaign]
 generators = 0
 scorers = 1
@@ -168,25 +172,79 @@ Result<std::deque<Rollout>> pending_rollouts_read(const std::string& checkpoint_
   return out;
 }
 
-// checkpoint_save into a temporary sibling, plus AdamW's moments (optimizer.safetensors), the
-// tokenizer and rl_state.json, then checkpoint_publish (manifest, one rename, keep the last keep_last).
-Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model, const AdamW& adam,
+// checkpoint_save into a temporary sibling, plus the optimizer's moments, the tokenizer,
+// rl_state.json and the rollouts made ahead, then checkpoint_publish (manifest, one rename, keep the
+// last keep_last). One process: the moments in optimizer.safetensors. A data-parallel learner
+// (collective): rank 0 writes the model (every rank holds the same weights) and the files above,
+// every rank its ZeRO-1 slices (optimizer-0000r-of-0000D.safetensors), and rank 0 publishes once
+// all are written, in a staging directory named by rank 0's pid.
+Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model,
+                           const std::vector<MomentRun>& moments, ParallelGroups* parallel,
                            const std::string& tokenizer_json, const nlohmann::json& state,
                            const std::deque<Rollout>& pending, int64_t keep_last, std::string* written) {
-  const CheckpointStaging where = checkpoint_staging(run_dir, iter_dir_name(it));
-  const fs::path tmp = where.tmp;
-  MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp.string(), model, CheckpointOptions{}));
-  MARIANA_RETURN_IF_ERROR(write_moments((tmp / kOptimizerFile).string(),
-                                        whole_moment_runs(model.table(), adam.exp_avg().data(), adam.exp_avg_sq().data())));
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / "tokenizer.json").string(), tokenizer_json));
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kRlStateFile).string(), state.dump(2) + "\n"));
-  if (!pending.empty()) {
-    nlohmann::json rollouts = nlohmann::json::array();
-    for (const Rollout& r : pending) rollouts.push_back(rollout_json(r));
-    MARIANA_RETURN_IF_ERROR(write_file_atomic((tmp / kPendingRolloutsFile).string(), rollouts.dump() + "\n"));
+  const bool dp = parallel != nullptr && parallel->world().size() > 1;
+  const bool lead = !dp || parallel->world().rank() == 0;
+  auto lead_files = [&](const std::string& tmp) -> Status {
+    MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp, model, CheckpointOptions{}));
+    MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / "tokenizer.json").string(), tokenizer_json));
+    MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / kRlStateFile).string(), state.dump(2) + "\n"));
+    if (!pending.empty()) {
+      nlohmann::json rollouts = nlohmann::json::array();
+      for (const Rollout& r : pending) rollouts.push_back(rollout_json(r));
+      MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / kPendingRolloutsFile).string(), rollouts.dump() + "\n"));
+    }
+    return Status::Ok();
+  };
+  if (!dp) {
+    const CheckpointStaging where = checkpoint_staging(run_dir, iter_dir_name(it));
+    MARIANA_RETURN_IF_ERROR(lead_files(where.tmp));
+    MARIANA_RETURN_IF_ERROR(write_moments((fs::path(where.tmp) / kOptimizerFile).string(), moments));
+    MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last));
+    *written = where.final_dir;
+    return Status::Ok();
   }
-  MARIANA_RETURN_IF_ERROR(checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last));
+  comm::Communicator& world = parallel->world();
+  const int64_t rank = world.rank(), D = world.size();
+  const std::string what = "writing checkpoint iteration " + std::to_string(it);
+  std::vector<float> tag_bits(1, 0.0f);
+  uint32_t tag = static_cast<uint32_t>(::getpid());
+  if (lead) std::memcpy(tag_bits.data(), &tag, sizeof tag);
+  MARIANA_RETURN_IF_ERROR(world.broadcast(tag_bits, 0));
+  std::memcpy(&tag, tag_bits.data(), sizeof tag);
+  const CheckpointStaging where = checkpoint_staging_path(run_dir, iter_dir_name(it), "ranks-" + std::to_string(tag));
+  Status st;
+  if (lead) {  // a staging directory left by an earlier gang is emptied first
+    std::error_code ec;
+    fs::remove_all(where.tmp, ec);
+    fs::create_directories(where.tmp, ec);
+    st = ec ? Unavailable("checkpoint " + where.tmp + ": cannot create: " + ec.message()) : lead_files(where.tmp);
+  }
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
+  st = write_moments((fs::path(where.tmp) / moments_file_name(rank, D)).string(), moments);
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
+  if (lead) {
+    for (int64_t r = 0; r < D && st.ok(); ++r)
+      if (!fs::exists(fs::path(where.tmp) / moments_file_name(r, D)))
+        st = Unavailable("checkpoint " + where.final_dir + ": rank " + std::to_string(r) + "'s " +
+                         moments_file_name(r, D) + " is not in " + where.tmp + " although it was written");
+    if (st.ok()) st = checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last);
+  }
+  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
   *written = where.final_dir;
+  return Status::Ok();
+}
+
+// Rank 0's bytes on every rank of `world` (its length first, then the bytes as floats).
+Status broadcast_bytes(comm::Communicator& world, std::string* bytes) {
+  std::vector<float> head(2, 0.0f);
+  uint64_t n = bytes->size();
+  if (world.rank() == 0) std::memcpy(head.data(), &n, sizeof n);
+  MARIANA_RETURN_IF_ERROR(world.broadcast(head, 0));
+  std::memcpy(&n, head.data(), sizeof n);
+  std::vector<float> buf((n + sizeof(float) - 1) / sizeof(float), 0.0f);
+  if (world.rank() == 0) std::memcpy(buf.data(), bytes->data(), n);
+  MARIANA_RETURN_IF_ERROR(world.broadcast(buf, 0));
+  bytes->assign(reinterpret_cast<const char*>(buf.data()), n);
   return Status::Ok();
 }
 
@@ -261,7 +319,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   auto sec = [&](const char* n) { return f.get_object(n).value(); };
   const TomlFields job = sec("job"), model = sec("model"), task = sec("task"), ro = sec("rollout"),
                    rw = sec("reward"), g = sec("grpo"), tr = sec("train"), ev = sec("eval"), rl = sec("rl"),
-                   campaign = sec("campaign");
+                   campaign = sec("campaign"), par = sec("parallel");
   RlSpec s;
   s.source = source;
   s.name = job.get_string("name").value();
@@ -280,6 +338,8 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.campaign_generators = campaign.get_int("generators").value();
   s.campaign_scorers = campaign.get_int("scorers").value();
   s.campaign_weight_sync = campaign.get_string("weight_sync").value();
+  s.dp = par.get_int("dp").value();
+  s.parallel_timeout_s = par.get_double("timeout_s").value();
   s.task_seed = static_cast<uint64_t>(task.get_int("seed").value());
   s.arithmetic.min_digits = static_cast<int>(task.get_int("arithmetic_min_digits").value());
   s.arithmetic.max_digits = static_cast<int>(task.get_int("arithmetic_max_digits").value());
@@ -340,6 +400,8 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.campaign_scorers < 1 || s.campaign_scorers > 256) return bad("campaign.scorers", "expected 1 .. 256");
   if (s.campaign_weight_sync != "broadcast" && s.campaign_weight_sync != "calls")
     return bad("campaign.weight_sync", "expected \"broadcast\" or \"calls\", got \"" + s.campaign_weight_sync + "\"");
+  if (s.dp < 1 || s.dp > 256) return bad("parallel.dp", "expected 1 .. 256 learner ranks");
+  if (!(s.parallel_timeout_s > 0)) return bad("parallel.timeout_s", "expected > 0 seconds");
   if (s.prompts <= 0) return bad("rollout.prompts", "expected > 0");
   if (s.group_size < 2) return bad("rollout.group_size", "expected >= 2 (advantages compare a group's samples)");
   if (s.max_new_tokens <= 0) return bad("rollout.max_new_tokens", "expected > 0");
@@ -371,6 +433,14 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (!(s.adam_eps > 0)) return bad("grpo.adam_eps", "expected > 0");
   if (s.eval_max_new_tokens <= 0) return bad("eval.max_new_tokens", "expected > 0");
   return s;
+}
+
+JobSpec rl_parallel_layout(const RlSpec& spec) {
+  JobSpec js;
+  js.dp = spec.dp;
+  js.ep = 1;
+  js.parallel_timeout_s = spec.parallel_timeout_s;
+  return js;
 }
 
 Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::string>& overrides) {
@@ -491,9 +561,84 @@ Result<LearnerStats> grpo_learn(Model<float>& policy, const ReferenceLogprobs& r
   return out;
 }
 
+Result<LearnerStats> grpo_learn_data_parallel(Model<float>& policy, ZeroOptimizer& zero, ParallelGroups& groups,
+                                              const LearnerBatch& b, const std::vector<double>& ref_full,
+                                              int64_t s_full, const LearnerParams& p, int64_t current_version) {
+  if (b.policy_version > current_version || b.policy_version < current_version - p.max_staleness)
+    return FailedPrecondition("rollout batch from policy version " + std::to_string(b.policy_version) +
+                              " reached the learner at version " + std::to_string(current_version));
+  comm::Communicator& world = groups.world();
+  const int64_t N = static_cast<int64_t>(b.prompts.size()), D = world.size(), r = world.rank();
+  if (N == 0 || b.responses.size() != b.prompts.size() || b.advantages.size() != b.prompts.size() ||
+      static_cast<int64_t>(ref_full.size()) != N * s_full)
+    return InvalidArgument("learner: prompts, responses, advantages and reference log-probs do not match");
+  int64_t global_tokens = 0;
+  for (const auto& rs : b.responses) global_tokens += static_cast<int64_t>(rs.size());
+  // This rank's rows [lo, hi), packed on their own, the reference's log-probs moved to that packing.
+  const int64_t lo = N * r / D, hi = N * (r + 1) / D;
+  LearnerBatch mine;
+  mine.policy_version = b.policy_version;
+  for (int64_t i = lo; i < hi; ++i) {
+    mine.prompts.push_back(b.prompts[i]);
+    mine.responses.push_back(b.responses[i]);
+    mine.advantages.push_back(b.advantages[i]);
+  }
+  std::optional<PackedBatch> pk;
+  std::vector<double> ref_lp, old_lp;
+  if (hi > lo) {
+    MARIANA_ASSIGN_OR_RETURN(pk, pack_learner_batch(mine, p.pad_id));
+    const int64_t S = pk->batch.S;
+    ref_lp.assign(static_cast<size_t>((hi - lo) * S), 0.0);
+    for (int64_t i = lo; i < hi; ++i)
+      for (int64_t j = 0; j < S; ++j) ref_lp[(i - lo) * S + j] = ref_full[i * s_full + j];
+    MARIANA_ASSIGN_OR_RETURN(old_lp, tempered_target_logprobs(policy, *pk, p.temperature));
+  }
+  const int64_t V = policy.config().vocab_size;
+  const int64_t T = pk ? pk->batch.B * pk->batch.S : 0;
+  const float inv_temp = static_cast<float>(1.0 / p.temperature);
+  // d(whole-batch token mean)/d(this rank's token mean) = its tokens / the batch's.
+  const double share = pk ? static_cast<double>(pk->tokens) / static_cast<double>(global_tokens) : 0.0;
+  std::vector<float> scaled, dlogits(static_cast<size_t>(T * V));
+  LearnerStats out;
+  out.tokens = global_tokens;
+  for (int64_t u = 0; u < p.inner_updates; ++u) {
+    GrpoLossStats st;
+    policy.zero_grads();
+    if (pk) {
+      if (u > 0) MARIANA_RETURN_IF_ERROR(policy.forward(pk->batch, rl_loss_weights(), nullptr));
+      st = grpo_token_loss(tempered(policy.logits(), T * V, inv_temp, scaled), T, V, pk->target.data(), old_lp.data(),
+                           ref_lp.data(), pk->advantage.data(), p.loss, dlogits.data());
+      const float scale = static_cast<float>(share) * inv_temp;  // and d(logits / T)/d(logits)
+      for (float& d : dlogits) d *= scale;
+      policy.backward_custom(dlogits.data(), nullptr);
+    }
+    // The whole batch's token means, from each rank's weighted by its share.
+    std::vector<double> sums = {st.loss * share, st.kl * share, st.entropy * share, st.clip_frac * share};
+    MARIANA_RETURN_IF_ERROR(allreduce_doubles(world, &sums));
+    MARIANA_ASSIGN_OR_RETURN(const double gn, zero.reduce_gradients(policy.grads()));
+    MARIANA_RETURN_IF_ERROR(check_finite_step("learner update " + std::to_string(u + 1), sums[0], gn));
+    MARIANA_RETURN_IF_ERROR(zero.update(policy.params(), gn, p.grad_clip, p.lr));
+    if (u == 0) {
+      out.loss = sums[0];
+      out.kl = sums[1];
+      out.entropy = sums[2];
+      out.grad_norm = gn;
+    }
+    out.clip_frac += sums[3] / static_cast<double>(p.inner_updates);
+  }
+  return out;
+}
+
 Result<RlSummary> grpo_run(const RlOptions& o) {
   const RlSpec& s = o.spec;
   cpu::set_num_threads(s.threads);
+  // A data-parallel learner's rank: rank 0 (the lead) makes the rollouts, evaluates, logs and
+  // publishes; every rank learns its rows of each batch.
+  const bool dp = o.parallel != nullptr && o.parallel->world().size() > 1;
+  const bool lead = !dp || o.parallel->world().rank() == 0;
+  if ((o.parallel != nullptr ? o.parallel->world().size() : 1) != s.dp)
+    return InvalidArgument(s.source + ": field 'parallel.dp': " + std::to_string(s.dp) + " learner rank(s), but " +
+                           std::to_string(o.parallel != nullptr ? o.parallel->world().size() : 1) + " joined");
   // --resume: the newest valid checkpoint of the run, if any (none: a fresh start).
   std::string resume_dir;
   RlResumeState at;
@@ -556,12 +701,15 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   }
 
   fs::create_directories(o.run_dir);
-  MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
   const fs::path metrics_path = fs::path(o.run_dir) / "metrics.jsonl";
-  if (!resume_dir.empty()) MARIANA_RETURN_IF_ERROR(metrics_truncate(metrics_path.string(), at.iteration, "iteration"));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(
-      std::fopen(metrics_path.c_str(), resume_dir.empty() ? "w" : "a"), &std::fclose);
-  if (!metrics) return Unavailable(metrics_path.string() + ": cannot open for writing");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> metrics(nullptr, &std::fclose);
+  if (lead) {
+    MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(o.run_dir) / "tokenizer.json").string(), tok_json));
+    if (!resume_dir.empty())
+      MARIANA_RETURN_IF_ERROR(metrics_truncate(metrics_path.string(), at.iteration, "iteration"));
+    metrics.reset(std::fopen(metrics_path.c_str(), resume_dir.empty() ? "w" : "a"));
+    if (!metrics) return Unavailable(metrics_path.string() + ": cannot open for writing");
+  }
 
   LearnerParams learner;
   learner.loss = s.loss;
@@ -576,12 +724,29 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   acfg.beta2 = s.beta2;
   acfg.eps = s.adam_eps;
   acfg.weight_decay = s.weight_decay;
-  AdamW adam(policy.table(), acfg);
-  if (!resume_dir.empty()) {
-    MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, policy.table(), adam.exp_avg().data(),
-                                                  adam.exp_avg_sq().data()));
-    adam.set_steps(at.optimizer_steps);
+  // One process: AdamW over the whole arena. Data-parallel: ZeRO-1, each rank AdamW on its slice.
+  std::optional<AdamW> adam;
+  std::optional<ZeroOptimizer> zero;
+  if (!dp) {
+    adam.emplace(policy.table(), acfg);
+    if (!resume_dir.empty()) {
+      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, policy.table(), adam->exp_avg().data(),
+                                                    adam->exp_avg_sq().data()));
+      adam->set_steps(at.optimizer_steps);
+    }
+  } else {
+    zero.emplace(policy.table(), policy.table(), policy.config().n_routed_experts, acfg, *o.parallel);
+    if (!resume_dir.empty()) {  // the moments of any layout, as this rank's arena, of which it keeps its slices
+      std::vector<float> m1(static_cast<size_t>(policy.table().arena_size())), m2(m1.size());
+      MARIANA_RETURN_IF_ERROR(training_moments_load(resume_dir, policy.table(), m1.data(), m2.data()));
+      zero->load_moments(m1.data(), m2.data(), at.optimizer_steps);
+    }
   }
+  auto optimizer_steps = [&] { return adam ? adam->steps() : zero->steps(); };
+  auto moment_runs = [&] {
+    return adam ? whole_moment_runs(policy.table(), adam->exp_avg().data(), adam->exp_avg_sq().data())
+                : zero->moment_runs();
+  };
   ArithmeticEvalOptions eo;
   eo.problems = s.eval_problems;
   eo.arithmetic = s.arithmetic;
@@ -602,7 +767,9 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   RlSummary sum;
   sum.resumed_from = at.iteration;
   if (resume_dir.empty()) {
-    MARIANA_ASSIGN_OR_RETURN(sum.eval_before, held_out_accuracy());
+    if (lead) {
+      MARIANA_ASSIGN_OR_RETURN(sum.eval_before, held_out_accuracy());
+    }
     if (!o.quiet)
       std::printf("rl %s: start from %s, held-out accuracy %.3f\n", s.name.c_str(), init_dir.c_str(), sum.eval_before);
   } else {
@@ -622,10 +789,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   setup.pad_id = tok.pad_id();
   setup.threads = s.threads;
   setup.snapshot = s.max_staleness > 0;
-  std::unique_ptr<RolloutServices> services;
-  if (o.services) {
+  std::unique_ptr<RolloutServices> services;  // the lead's
+  if (lead && o.services) {
     MARIANA_ASSIGN_OR_RETURN(services, o.services(setup));
-  } else {
+  } else if (lead) {
     MARIANA_ASSIGN_OR_RETURN(services, local_rollout_services(policy, setup));
   }
   int64_t policy_version = at.policy_version;
@@ -641,8 +808,8 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                                 ": resume with the max_staleness the run was started with");
   }
   int64_t next_rollout = at.iteration + 1 + static_cast<int64_t>(pending.size());  // the iteration of the next rollout made
-  MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
-  if (o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
+  if (lead) MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
+  if (lead && o.on_start) o.on_start(at.iteration, resume_dir, s.iterations);
   const ReferenceLogprobs reference = [&](const LearnerBatch& b, const PackedBatch& pk) {
     return services->reference_logprobs(b, pk);
   };
@@ -733,14 +900,15 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     // then the one k iterations ahead is made from the current policy while the learner learns this
     // iteration's (made k versions ago). The schedule depends on iterations, never on timing, so an
     // asynchronous run is as reproducible as an on-policy one.
-    while (static_cast<int64_t>(pending.size()) < std::max<int64_t>(k_stale, 1) && next_rollout <= s.iterations) {
+    while (lead && static_cast<int64_t>(pending.size()) < std::max<int64_t>(k_stale, 1) &&
+           next_rollout <= s.iterations) {
       MARIANA_ASSIGN_OR_RETURN(Rollout r, make_rollout(next_rollout, policy_version));
       pending.push_back(std::move(r));
       ++next_rollout;
     }
     std::optional<Result<Rollout>> ahead;
     std::thread producer;
-    if (k_stale > 0 && next_rollout <= s.iterations) {
+    if (lead && k_stale > 0 && next_rollout <= s.iterations) {
       producer = std::thread([&, iter = next_rollout, version = policy_version] {
         cpu::set_num_threads(s.threads);  // per thread (OpenMP's and OpenBLAS's counts)
         ahead.emplace(make_rollout(iter, version));
@@ -753,10 +921,13 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
         if (t.joinable()) t.join();
       }
     } join_producer{producer};
-    if (pending.empty() || pending.front().iteration != it + 1)
+    if (lead && (pending.empty() || pending.front().iteration != it + 1))
       return Internal("rl: no rollout for iteration " + std::to_string(it + 1));
-    Rollout ro = std::move(pending.front());
-    pending.pop_front();
+    Rollout ro;  // the lead's (the other ranks get its batch below)
+    if (lead) {
+      ro = std::move(pending.front());
+      pending.pop_front();
+    }
     m.reward = ro.reward;
     m.reward_parts = ro.reward_parts;
     m.accuracy = ro.accuracy;
@@ -767,24 +938,66 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
     m.rollout_s = ro.seconds;
     m.sample_version = ro.policy_version;
     m.staleness = policy_version - ro.policy_version;
-    const int64_t N = static_cast<int64_t>(ro.rewards.size());
+    int64_t N = static_cast<int64_t>(ro.rewards.size());
     m.responses = N;
 
     // ---- Learner ----
     const auto t_learn = Clock::now();
-    if (N > 0) {
+    LearnerBatch lb;  // the lead's batch (every rank's once shared, data-parallel)
+    if (lead && N > 0) {
       const Advantages adv = group_advantages(ro.rewards, G, s.advantages);
       m.zero_variance_groups = adv.zero_variance_groups;
-      LearnerBatch lb;
       lb.policy_version = ro.policy_version;
       lb.prompts = std::move(ro.prompts);
       lb.responses = std::move(ro.responses);
       lb.advantages = adv.values;
-      auto learned = grpo_learn(policy, reference, adam, lb, learner, policy_version);
-      if (!learned.ok())
-        return Status(learned.status().code(),
-                      s.source + ": iteration " + std::to_string(it + 1) + ": " + learned.status().message());
-      const LearnerStats& ls = learned.value();
+    }
+    std::optional<Result<LearnerStats>> learned;
+    if (dp) {  // the lead's batch and the reference's log-probs of it to every rank; each learns its rows
+      std::string payload;
+      if (lead) {
+        nlohmann::json j = {{"n", N}};
+        if (N > 0) {
+          MARIANA_ASSIGN_OR_RETURN(const PackedBatch pk, pack_learner_batch(lb, learner.pad_id));
+          MARIANA_ASSIGN_OR_RETURN(const std::vector<double> ref_full, services->reference_logprobs(lb, pk));
+          j = {{"n", N},
+               {"version", lb.policy_version},
+               {"prompts", lb.prompts},
+               {"responses", lb.responses},
+               {"advantages", lb.advantages},
+               {"ref", ref_full},
+               {"s", pk.batch.S}};
+        }
+        const std::vector<uint8_t> cbor = nlohmann::json::to_cbor(j);  // doubles exactly
+        payload.assign(cbor.begin(), cbor.end());
+      }
+      MARIANA_RETURN_IF_ERROR(broadcast_bytes(o.parallel->world(), &payload));
+      std::vector<double> ref_full;
+      int64_t s_full = 0;
+      try {
+        const nlohmann::json j = nlohmann::json::from_cbor(payload);
+        N = j.at("n").get<int64_t>();
+        if (N > 0) {
+          lb.policy_version = j.at("version").get<int64_t>();
+          lb.prompts = j.at("prompts").get<std::vector<std::vector<int32_t>>>();
+          lb.responses = j.at("responses").get<std::vector<std::vector<int32_t>>>();
+          lb.advantages = j.at("advantages").get<std::vector<double>>();
+          ref_full = j.at("ref").get<std::vector<double>>();
+          s_full = j.at("s").get<int64_t>();
+        }
+      } catch (const nlohmann::json::exception& e) {
+        return DataLoss(s.source + ": iteration " + std::to_string(it + 1) + ": rank 0's batch: " + e.what());
+      }
+      if (N > 0)
+        learned = grpo_learn_data_parallel(policy, *zero, *o.parallel, lb, ref_full, s_full, learner, policy_version);
+    } else if (N > 0) {
+      learned = grpo_learn(policy, reference, *adam, lb, learner, policy_version);
+    }
+    if (learned) {
+      if (!learned->ok())
+        return Status(learned->status().code(),
+                      s.source + ": iteration " + std::to_string(it + 1) + ": " + learned->status().message());
+      const LearnerStats& ls = learned->value();
       m.kl = ls.kl;
       m.entropy = ls.entropy;
       m.loss = ls.loss;
@@ -800,7 +1013,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
       pending.push_back(std::move(*ahead).value());
     }
     m.policy_version = policy_version;
-    if (N > 0) {
+    if (lead && N > 0) {
       const auto t_sync = Clock::now();
       MARIANA_RETURN_IF_ERROR(services->publish(policy, policy_version));
       m.sync_s = since(t_sync);
@@ -808,17 +1021,19 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
 
     m.iteration_s = since(t_iter);
     const bool last = it + 1 == s.iterations;
-    if (last || (s.eval_every > 0 && (it + 1) % s.eval_every == 0)) {
+    if (lead && (last || (s.eval_every > 0 && (it + 1) % s.eval_every == 0))) {
       const auto t_eval = Clock::now();
       MARIANA_ASSIGN_OR_RETURN(m.eval_accuracy, held_out_accuracy());
       m.eval_s = since(t_eval);
       if (last) sum.eval_after = m.eval_accuracy;
     }
     const std::string line = metrics_json(m).dump();
-    std::fputs((line + "\n").c_str(), metrics.get());
-    std::fflush(metrics.get());
-    if (o.on_metrics_line) o.on_metrics_line(line);
-    if (!o.quiet) {
+    if (lead) {
+      std::fputs((line + "\n").c_str(), metrics.get());
+      std::fflush(metrics.get());
+    }
+    if (lead && o.on_metrics_line) o.on_metrics_line(line);
+    if (lead && !o.quiet) {
       std::string ps;
       for (const auto& [k, v] : m.reward_parts) ps += (ps.empty() ? "" : ", ") + k + " " + std::to_string(v).substr(0, 5);
       std::printf("iter %lld (policy v%lld): reward %.3f (%s) acc %.3f kl %.4f clip %.3f entropy %.3f len %.1f "
@@ -833,15 +1048,20 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                                        : "");
       std::fflush(stdout);
     }
-    if (o.on_iteration) o.on_iteration(m);
+    if (lead && o.on_iteration) o.on_iteration(m);
     sum.last = m;
     sum.iterations = it + 1;
-    sum.interrupted = !last && o.interrupt != nullptr && o.interrupt->load();
+    sum.interrupted = lead && !last && o.interrupt != nullptr && o.interrupt->load();
+    if (dp) {  // the lead's interrupt stops every rank at the same iteration
+      std::vector<float> flag = {sum.interrupted ? 1.0f : 0.0f};
+      MARIANA_RETURN_IF_ERROR(o.parallel->world().broadcast(flag, 0));
+      sum.interrupted = flag[0] > 0.0f;
+    }
     if (last || (it + 1) % s.checkpoint_every == 0 || sum.interrupted) {
       nlohmann::json state = {{"phase", "rl"},
                               {"iteration", it + 1},
                               {"policy_version", policy_version},
-                              {"optimizer_steps", adam.steps()},
+                              {"optimizer_steps", optimizer_steps()},
                               {"prompt_position", prompt_position},
                               {"max_staleness", s.max_staleness},
                               {"eval_before", sum.eval_before},
@@ -850,10 +1070,10 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
                               {"reference", ref_dir},
                               {"job", s.source}};
       // Every iteration up to the checkpoint is on disk before it (a resumed run re-reports them).
-      if (::fsync(::fileno(metrics.get())) != 0) return Unavailable(metrics_path.string() + ": fsync failed");
-      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, adam, tok_json, state, pending,
-                                                  s.keep_last, &sum.final_checkpoint));
-      if (o.on_checkpoint) o.on_checkpoint(it + 1, sum.final_checkpoint);
+      if (lead && ::fsync(::fileno(metrics.get())) != 0) return Unavailable(metrics_path.string() + ": fsync failed");
+      MARIANA_RETURN_IF_ERROR(write_rl_checkpoint(o.run_dir, it + 1, policy, moment_runs(), o.parallel, tok_json, state,
+                                                  pending, s.keep_last, &sum.final_checkpoint));
+      if (lead && o.on_checkpoint) o.on_checkpoint(it + 1, sum.final_checkpoint);
     }
     if (sum.interrupted) break;
   }

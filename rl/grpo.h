@@ -18,7 +18,9 @@
 #include "core/status.h"
 #include "rl/arithmetic_task.h"
 #include "rl/grpo_loss.h"
+#include "train/job_spec.h"
 #include "train/optimizer.h"
+#include "train/parallel.h"
 
 namespace mariana::rl {
 
@@ -66,6 +68,12 @@ struct RlSpec {
   // How each new version reaches the generators: "broadcast" (a comm/ group, bucketed; by actor
   // calls when it fails) or "calls" (actor calls only).
   std::string campaign_weight_sync = "broadcast";
+  // [parallel] dp > 1: the learner as dp data-parallel ranks with ZeRO-1 (train/parallel.h): rank 0
+  // makes the rollouts (and evaluates, logs, publishes), every rank learns from its contiguous
+  // rows of each batch. timeout_s bounds each collective, a rank's wait for rank 0's next batch
+  // (a rollout and an evaluation) included.
+  int64_t dp = 1;
+  double parallel_timeout_s = 1800;
   // [train]
   int threads = 0;
   int64_t checkpoint_every = 10, keep_last = 2;
@@ -77,6 +85,8 @@ struct RlSpec {
 Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::string>& overrides);
 Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
                              const std::vector<std::string>& overrides);
+// The layout ParallelGroups::connect takes for an rl job's dp learner ranks (ep = 1).
+JobSpec rl_parallel_layout(const RlSpec& spec);
 
 struct RlIterationMetrics {
   int64_t iteration = 0, policy_version = 0;
@@ -126,6 +136,10 @@ struct RlOptions {
   // The rollout's generators, scorers and reference: in this process when unset; an RL campaign's
   // roles when set (workers/rl_campaign.h), made once the run knows its setup.
   std::function<Result<std::unique_ptr<RolloutServices>>(const RolloutSetup&)> services;
+  // A data-parallel learner's rank ([parallel] dp > 1): its groups (rl_parallel_layout). Only rank
+  // 0 makes rollouts, evaluates, writes metrics and calls the callbacks above; every rank writes
+  // its ZeRO-1 slices of the moments into each checkpoint.
+  ParallelGroups* parallel = nullptr;
 };
 
 struct RlSummary {
@@ -185,5 +199,14 @@ Result<LearnerStats> grpo_learn(Model<float>& policy, const ReferenceLogprobs& r
                                 const LearnerBatch& batch, const LearnerParams& p, int64_t current_version);
 Result<LearnerStats> grpo_learn(Model<float>& policy, Model<float>& reference, AdamW& adam, const LearnerBatch& batch,
                                 const LearnerParams& p, int64_t current_version);
+
+// The learner step of one data-parallel rank: every rank holds the whole batch and the reference's
+// log-probs of it packed whole (ref_full, B·S_full values, from rank 0); this rank learns from its
+// contiguous rows, its surrogate gradient weighted by its share of the batch's response tokens so
+// that the ranks' gradients sum to the whole batch's, ZeRO-1 steps (reduce-scatter, AdamW on its
+// slice, all-gather). The stats are the whole batch's. Collective over the world group.
+Result<LearnerStats> grpo_learn_data_parallel(Model<float>& policy, ZeroOptimizer& zero, ParallelGroups& groups,
+                                              const LearnerBatch& batch, const std::vector<double>& ref_full,
+                                              int64_t s_full, const LearnerParams& p, int64_t current_version);
 
 }  // namespace mariana::rl

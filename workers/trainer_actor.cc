@@ -85,6 +85,51 @@ void report_gang_layout(comm::Store& store, const JobSpec& spec, int64_t rank) {
   std::fflush(stdout);
 }
 
+// Where a gang rank rendezvouses: its worker's controller (and CURVE keys), node and address, and
+// the gang's start (its generation).
+struct GangAddress {
+  std::string job_id, controller, token, node, host = "127.0.0.1";
+  proto::CurveClientKeys curve;
+  uint64_t generation = 0;
+};
+
+// The gang's rank `rank` of a start(): rank and world from the call (checked against the job's
+// `world`), and for world > 1 the worker's address. InvalidArgument / FailedPrecondition naming why.
+Result<GangAddress> gang_address(const std::string& job_id, int64_t rank, int64_t world, int64_t job_world,
+                                 uint64_t generation) {
+  if (world != job_world)
+    return InvalidArgument("trainer.start: the gang has " + std::to_string(world) + " rank(s), the job's [parallel] " +
+                           std::to_string(job_world));
+  if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
+  GangAddress g;
+  g.job_id = job_id;
+  g.generation = generation;
+  if (world > 1) {
+    const WorkerOptions* w = this_worker();
+    if (w == nullptr) return FailedPrecondition("trainer.start: a gang rank needs its worker's controller");
+    g.controller = w->controller;
+    g.node = w->node_id;
+    g.token = w->token;
+    g.curve = w->curve;
+    g.host = w->bind_host;
+  }
+  return g;
+}
+
+// Joins the gang's groups through the controller's key-value table (keys under
+// gang/<job>/<generation>/); waits for every rank, so it runs on the training thread.
+Result<std::unique_ptr<ParallelGroups>> join_gang(const GangAddress& g, const JobSpec& layout, int64_t rank) {
+  auto kv = std::make_shared<ControllerKvStore>(g.controller, g.token, 5000, g.curve);
+  auto store = std::make_shared<comm::PrefixStore>(kv, "gang/" + g.job_id + "/" + std::to_string(g.generation) + "/");
+  (void)store->set("node/" + std::to_string(rank), g.node);  // before the rendezvous: rank 0 reads it after
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<ParallelGroups> groups, ParallelGroups::connect(store, layout, rank, g.host));
+  report_gang_layout(*store, layout, rank);
+  std::printf("trainer: rank %lld of %lld joined gang generation %llu\n", (long long)rank, (long long)layout.world(),
+              (unsigned long long)g.generation);
+  std::fflush(stdout);
+  return groups;
+}
+
 class Trainer final : public Actor {
  public:
   ~Trainer() override {
@@ -120,22 +165,8 @@ class Trainer final : public Actor {
     opt.progress = false;
     const int64_t total = opt.spec.steps;  // train.epochs > 0: derived from the data (the started event)
     const int64_t rank = a.get().getRank(), world = std::max<int64_t>(1, a.get().getWorld());
-    const uint64_t generation = a.get().getGeneration();
-    if (world != opt.spec.world())
-      return InvalidArgument("trainer.start: the gang has " + std::to_string(world) + " rank(s), the job's [parallel] " +
-                             std::to_string(opt.spec.world()));
-    if (rank < 0 || rank >= world) return InvalidArgument("trainer.start: rank " + std::to_string(rank) + " outside the gang");
-    std::string controller, token, node, host = "127.0.0.1";
-    proto::CurveClientKeys curve;
-    if (world > 1) {
-      const WorkerOptions* w = this_worker();
-      if (w == nullptr) return FailedPrecondition("trainer.start: a gang rank needs its worker's controller");
-      controller = w->controller;
-      node = w->node_id;
-      token = w->token;
-      curve = w->curve;
-      host = w->bind_host;
-    }
+    MARIANA_ASSIGN_OR_RETURN(const GangAddress gang,
+                             gang_address(job_id, rank, world, opt.spec.world(), a.get().getGeneration()));
     const bool lead = rank == 0;  // reports for the gang
     if (!lead) opt.quiet = true;
     opt.on_start = started_reporter(a.get().getRecordedStep(), opt.run_dir);
@@ -153,27 +184,13 @@ class Trainer final : public Actor {
                 (long long)total, opt.run_dir.c_str(), opt.resume ? ", resuming from " : "",
                 opt.resume_from.c_str());
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt), rank, world, generation, controller, token, node, curve, host,
-                           lead]() mutable {
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, gang, lead]() mutable {
       std::unique_ptr<ParallelGroups> groups;
       if (world > 1) {  // the rendezvous waits for every rank: on this thread, not the worker's
-        auto kv = std::make_shared<ControllerKvStore>(controller, token, 5000, curve);
-        auto store = std::make_shared<comm::PrefixStore>(
-            kv, "gang/" + job_id_ + "/" + std::to_string(generation) + "/");
-        (void)store->set("node/" + std::to_string(rank), node);  // before the rendezvous: rank 0 reads it after
-        auto g = ParallelGroups::connect(store, opt.spec, rank, host);
-        if (!g.ok()) {
-          std::fprintf(stderr, "trainer: job %s rank %lld: %s\n", job_id_.c_str(), (long long)rank,
-                       g.status().to_string().c_str());
-          push({"failed", 0, "", "", "rank " + std::to_string(rank) + ": " + g.status().to_string()});
-          return;
-        }
+        auto g = join_gang(gang, opt.spec, rank);
+        if (!g.ok()) return gang_join_failed(rank, g.status());
         groups = std::move(g).value();
-        report_gang_layout(*store, opt.spec, rank);
         opt.parallel = groups.get();
-        std::printf("trainer: rank %lld of %lld joined gang generation %llu\n", (long long)rank, (long long)world,
-                    (unsigned long long)generation);
-        std::fflush(stdout);
       }
       auto res = opt.spec.phase == "sft"  ? sft_train_run(opt)
                  : opt.spec.phase == "rm" ? rm_train_run(opt)
@@ -200,13 +217,16 @@ class Trainer final : public Actor {
   // An rl job: grpo_run on the training thread, its iterations reported as steps.
   Status start_rl(proto::TrainerStart::Reader a, const std::string& job_id, const std::string& path) {
     MARIANA_ASSIGN_OR_RETURN(rl::RlSpec spec, rl::rl_spec_parse(text(a.getSpecToml()), path, {}));
-    if (std::max<int64_t>(1, a.getWorld()) != 1) return InvalidArgument("trainer.start: an rl job runs on one rank");
     if (text(a.getRunDir()).empty()) return InvalidArgument("trainer.start: empty run directory");
+    const int64_t rank = a.getRank(), world = std::max<int64_t>(1, a.getWorld());
+    MARIANA_ASSIGN_OR_RETURN(const GangAddress gang, gang_address(job_id, rank, world, spec.dp, a.getGeneration()));
+    const bool lead = rank == 0;  // reports for the gang (grpo_run calls the callbacks on rank 0 only)
     rl::RlOptions opt;
     opt.spec = std::move(spec);
     opt.run_dir = text(a.getRunDir());
     opt.resume_from = text(a.getResumeFrom());
     opt.resume = !opt.resume_from.empty();
+    opt.quiet = !lead;
     opt.on_start = started_reporter(a.getRecordedStep(), opt.run_dir);
     auto line = std::make_shared<std::string>();
     opt.on_metrics_line = [line](const std::string& l) { *line = l; };
@@ -234,13 +254,21 @@ class Trainer final : public Actor {
                           .c_str()
                     : "");
     std::fflush(stdout);
-    thread_ = std::thread([this, opt = std::move(opt)]() {
+    thread_ = std::thread([this, opt = std::move(opt), rank, world, gang, lead]() mutable {
+      std::unique_ptr<ParallelGroups> groups;
+      if (world > 1) {  // data-parallel learner ranks
+        auto g = join_gang(gang, rl::rl_parallel_layout(opt.spec), rank);
+        if (!g.ok()) return gang_join_failed(rank, g.status());
+        groups = std::move(g).value();
+        opt.parallel = groups.get();
+      }
       auto res = rl::grpo_run(opt);
       if (!res.ok()) {
         std::fprintf(stderr, "trainer: job %s failed: %s\n", job_id_.c_str(), res.status().to_string().c_str());
-        push({"failed", 0, "", "", res.status().to_string()});
+        push({"failed", 0, "", "", (world > 1 ? "rank " + std::to_string(rank) + ": " : "") + res.status().to_string()});
         return;
       }
+      if (!lead) return;
       const rl::RlSummary& s = res.value();
       const int64_t done = std::max(s.iterations, s.resumed_from);
       nlohmann::ordered_json summary = {{"iterations", done},
@@ -276,6 +304,11 @@ class Trainer final : public Actor {
       }
       push({"started", step, nlohmann::json({{"steps", total}}).dump(), ckpt, ""});
     };
+  }
+
+  void gang_join_failed(int64_t rank, const Status& st) {
+    std::fprintf(stderr, "trainer: job %s rank %lld: %s\n", job_id_.c_str(), (long long)rank, st.to_string().c_str());
+    push({"failed", 0, "", "", "rank " + std::to_string(rank) + ": " + st.to_string()});
   }
 
   std::vector<ActorEvent> take_events() override {

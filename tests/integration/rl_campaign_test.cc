@@ -156,3 +156,47 @@ TEST(RlCampaign, AsynchronousCampaignEqualsTheOneProcessRun) {
 
 }  // namespace
 }  // namespace mariana::integration
+
+namespace mariana::integration {
+namespace {
+
+// [parallel] dp = 2 on the cluster: the learner is a gang of two trainer actors (rank 0 drives the
+// campaign's generator, scorer and reference) learning with ZeRO-1. Rank 1 is killed with
+// kill -9; the gang restarts together from the last registered checkpoint (every rank's moment
+// slices in it), the campaign's roles untouched, and the job ends bit for bit as `mariana train
+// --nproc 2` of the same file (the same layout sums the same way).
+TEST(RlCampaign, ADataParallelLearnerGangEqualsTheLocalRanksRun) {
+  constexpr int kIters = 24;
+  Cluster c;
+  std::string sets = rl_tiny_sets(c, kIters);
+  ASSERT_FALSE(sets.empty());
+  sets += " --set parallel.dp=2 --set campaign.generators=1 --set campaign.scorers=1";
+  const std::string ref_dir = c.dir() + "/ref";
+  auto ref = std::async(std::launch::async, [&] {
+    return run_mariana("train " + rl_tiny_job_file() + " " + sets + " --nproc 2 --run-dir " + ref_dir + " --quiet", 180);
+  });
+  c.start_controller();
+  c.start_agent("n1", 5);
+  ASSERT_TRUE(c.wait_nodes_alive(1));
+  const std::string job = c.submit(rl_tiny_job_file(), sets);
+  ASSERT_TRUE(c.wait_step(job, 4, 90)) << c.job(job).dump();
+  const Member rank1 = member(c, job, "rl-tiny/1");
+  ASSERT_TRUE(rank1.alive && rank1.pid > 0);
+  ASSERT_LT(c.job(job).value("step", 0), kIters) << "the job ended before the kill";
+  ASSERT_EQ(::kill(rank1.pid, SIGKILL), 0);
+  EXPECT_EQ(c.wait_end(job, 180), "SUCCEEDED") << c.job(job).dump();
+  auto r = ref.get();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto a = c.query("actors show " + rank1.id);
+  ASSERT_TRUE(a.is_object());
+  EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
+  expect_rl_job_equals_reference(c, job, ref_dir, kIters);
+  EXPECT_GE(rewarded_iterations(ref_dir), 2);
+  char name[32];
+  std::snprintf(name, sizeof name, "iter-%06d", kIters);
+  for (const char* f : {"optimizer-00001-of-00002.safetensors", "optimizer-00002-of-00002.safetensors"})
+    EXPECT_TRUE(std::filesystem::exists(c.state_dir() + "/runs/" + job + "/checkpoints/" + name + "/" + f)) << f;
+}
+
+}  // namespace
+}  // namespace mariana::integration
