@@ -1,11 +1,12 @@
 // An RL campaign on the cluster: a GRPO job (`[job] phase = "rl"`) with a [campaign] table runs as
 // one job of several roles (controller/job_spec.h): the learner (the trainer actor, which runs
-// grpo_run and drives the campaign), `generators` rollout generators, `scorers` reward scorers and
-// one reference actor. This file is the learner's side: RolloutServices (rl/rollout_services.h)
+// grpo_run and drives the campaign; with [parallel] dp its rank 0), `generators` rollout
+// generators, `scorers` reward scorers and one reference actor. This file is the learner's side: RolloutServices (rl/rollout_services.h)
 // whose calls go to those roles through ActorMesh / ActorHandle, and the role classes themselves.
 //
 //   rl_generator  join_group(RlWeightsGroup)  joins the learner's comm/ group for weight sync
 //                 receive_weights(RlWeightsReceive)  receives a version broadcast (rl/weight_sync.h)
+//                 weights_group()          the group it is in ("" none; asked before each broadcast)
 //                 load_weights(RlWeights)  the same by actor call, one bucket of the policy's arena;
 //                                          the version is taken for sampling once every bucket
 //                                          arrived and the arena's XXH64 equals the learner's
@@ -21,7 +22,7 @@
 // incarnation; a new generator holds no weights, refuses to generate, and is sent the version
 // again before the call is repeated. Weights go over a comm/ (Gloo) group of the learner and the
 // generators, formed through the controller's key-value table under campaign/<job>/ and formed
-// again when a generator's incarnation changes; by load_weights calls when that fails.
+// again when a generator is no longer in it (restarted); by load_weights calls when that fails.
 #pragma once
 
 #include <functional>
