@@ -184,7 +184,8 @@ Result<JobSubmission> job_submission_prepare(const std::string& path, const std:
                                               {{"model.init_from", spec.init_from},
                                                {"model.reference", spec.reference},
                                                {"task.dataset", spec.dataset},
-                                               {"task.eval_dataset", spec.eval_dataset}}));
+                                               {"task.eval_dataset", spec.eval_dataset},
+                                               {"reward.model", spec.reward_model}}));
     } else {
       MARIANA_ASSIGN_OR_RETURN(JobSpec spec, job_spec_load(path, sets));
       out.ranks = spec.world();

@@ -292,6 +292,8 @@ struct RlScore {
   scorers @0 :List(Text);
   weights @1 :List(Float64);
   samples @2 :List(RlRewardSample);
+  rewardModel @3 :Text;          # the "model" scorer's checkpoint ("" without one)
+  threads @4 :Int32;             # the reward model's kernels (train.threads; 0 = the machine's cores)
 }
 
 struct RlRewardSample {

@@ -66,6 +66,7 @@ top_k = 0
 [reward]
 scorers = ["math", "format"]
 weights = [1.0, 0.1]
+model = ""
 [grpo]
 iterations = 40
 inner_updates = 1
@@ -357,6 +358,7 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   s.top_k = ro.get_int("top_k").value();
   MARIANA_ASSIGN_OR_RETURN(s.scorers, rw.get_string_array("scorers"));
   MARIANA_ASSIGN_OR_RETURN(s.weights, rw.get_double_array("weights"));
+  s.reward_model = rw.get_string("model").value();
   s.iterations = g.get_int("iterations").value();
   s.inner_updates = g.get_int("inner_updates").value();
   s.loss.clip_eps = g.get_double("clip_eps").value();
@@ -410,6 +412,11 @@ Result<RlSpec> rl_spec_parse(const std::string& text, const std::string& source,
   if (s.top_k < 0) return bad("rollout.top_k", "expected >= 0");
   if (s.scorers.empty()) return bad("reward.scorers", "expected at least one scorer");
   if (s.weights.size() != s.scorers.size()) return bad("reward.weights", "expected one weight per scorer");
+  const bool model_scorer = std::find(s.scorers.begin(), s.scorers.end(), "model") != s.scorers.end();
+  if (model_scorer && s.reward_model.empty())
+    return bad("reward.model", "the \"model\" scorer needs a reward model (a phase \"rm\" checkpoint or run directory)");
+  if (!model_scorer && !s.reward_model.empty())
+    return bad("reward.model", "only with the \"model\" scorer in reward.scorers");
   if (s.iterations <= 0) return bad("grpo.iterations", "expected > 0");
   if (s.inner_updates <= 0) return bad("grpo.inner_updates", "expected > 0");
   if (!(s.loss.clip_eps > 0 && s.loss.clip_eps < 1)) return bad("grpo.clip_eps", "expected in (0, 1)");
@@ -448,6 +455,7 @@ Result<RlSpec> rl_spec_load(const std::string& path, const std::vector<std::stri
   MARIANA_ASSIGN_OR_RETURN(RlSpec s, rl_spec_parse(text, path, overrides));
   MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, "task.dataset", "task.dataset", s.dataset));
   MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, "task.eval_dataset", "task.eval_dataset", s.eval_dataset));
+  MARIANA_RETURN_IF_ERROR(resolve_job_input(path, overrides, "reward.model", "reward.model", s.reward_model));
   return s;
 }
 
@@ -675,7 +683,11 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   const std::string tok_path = (fs::path(policy_dir) / "tokenizer.json").string();
   MARIANA_ASSIGN_OR_RETURN(std::string tok_json, read_file(tok_path));
   MARIANA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(tok_path));
-  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, composite_scorer(s.scorers, s.weights));
+  std::string reward_model;
+  if (!s.reward_model.empty()) {
+    MARIANA_ASSIGN_OR_RETURN(reward_model, resolve_checkpoint(s.reward_model));
+  }
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, composite_scorer(s.scorers, s.weights, reward_model));
   // Accuracy: the rule-based math scorer's verdict, else math_verify's, else the code scorer's.
   std::string accuracy_part;
   for (const char* n : {"code", "math_verify", "math"})
@@ -785,6 +797,7 @@ Result<RlSummary> grpo_run(const RlOptions& o) {
   setup.reference_dir = ref_dir;
   setup.scorers = s.scorers;
   setup.weights = s.weights;
+  setup.reward_model = reward_model;
   setup.temperature = s.temperature;
   setup.pad_id = tok.pad_id();
   setup.threads = s.threads;

@@ -47,6 +47,8 @@ struct RlSpec {
   // [reward] composite: scorer names and weights
   std::vector<std::string> scorers = {"math", "format"};
   std::vector<double> weights = {1.0, 0.1};
+  // The reward model (a `phase = "rm"` checkpoint or run directory) of a "model" scorer.
+  std::string reward_model;
   // [grpo]
   int64_t iterations = 40, inner_updates = 1;
   GrpoLossParams loss;

@@ -2,6 +2,7 @@
 #include "rl/rollout_services.h"
 
 #include "model/checkpoint.h"
+#include "rl/model_scorer.h"
 
 namespace mariana::rl {
 
@@ -56,11 +57,17 @@ class LocalRolloutServices final : public RolloutServices {
 }  // namespace
 
 Result<std::unique_ptr<RewardScorer>> composite_scorer(const std::vector<std::string>& scorers,
-                                                       const std::vector<double>& weights) {
+                                                       const std::vector<double>& weights,
+                                                       const std::string& reward_model) {
   nlohmann::json parts = nlohmann::json::array();
-  for (size_t i = 0; i < scorers.size(); ++i)
-    parts.push_back({{"scorer", scorers[i]}, {"weight", i < weights.size() ? weights[i] : 1.0}});
-  return make_scorer("composite", {{"parts", parts}});
+  for (size_t i = 0; i < scorers.size(); ++i) {
+    nlohmann::json part = {{"scorer", scorers[i]}, {"weight", i < weights.size() ? weights[i] : 1.0}};
+    if (scorers[i] == "model") part["options"] = {{"checkpoint", reward_model}};
+    parts.push_back(std::move(part));
+  }
+  ScorerRegistry registry = ScorerRegistry::with_builtins();
+  MARIANA_RETURN_IF_ERROR(register_model_scorer(&registry));
+  return registry.make("composite", {{"parts", parts}});
 }
 
 Result<std::unique_ptr<RolloutServices>> local_rollout_services(Model<float>& policy, const RolloutSetup& setup) {
@@ -68,7 +75,8 @@ Result<std::unique_ptr<RolloutServices>> local_rollout_services(Model<float>& po
   if (ref.model.table().arena_size() != policy.table().arena_size())
     return InvalidArgument(setup.reference_dir + ": the reference model's shape differs from the policy's (" +
                            setup.policy_dir + ")");
-  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer, composite_scorer(setup.scorers, setup.weights));
+  MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<RewardScorer> scorer,
+                           composite_scorer(setup.scorers, setup.weights, setup.reward_model));
   return std::unique_ptr<RolloutServices>(
       std::make_unique<LocalRolloutServices>(policy, setup.snapshot, std::move(ref), std::move(scorer),
                                              setup.temperature));

@@ -25,6 +25,7 @@ struct RolloutSetup {
   std::string reference_dir;  // the frozen KL reference
   std::vector<std::string> scorers;
   std::vector<double> weights;
+  std::string reward_model;   // the "model" scorer's checkpoint ("" without one)
   double temperature = 1.0;   // of the reference's log-probs (the sampling temperature)
   int32_t pad_id = 0;
   int threads = 0;            // train.threads, for the roles' kernels (same reduction order as in one process)
@@ -50,9 +51,11 @@ class RolloutServices {
   virtual Result<std::vector<double>> reference_logprobs(const LearnerBatch& batch, const PackedBatch& packed) = 0;
 };
 
-// The weighted composite of the named scorers (rewards/composite).
+// The weighted composite of the named scorers (rewards/composite); a "model" part scores with the
+// reward model checkpoint `reward_model` (rl/model_scorer.h).
 Result<std::unique_ptr<RewardScorer>> composite_scorer(const std::vector<std::string>& scorers,
-                                                       const std::vector<double>& weights);
+                                                       const std::vector<double>& weights,
+                                                       const std::string& reward_model = "");
 
 // The one-process services: the engine on `policy` itself, the scorers and the reference model
 // loaded here.

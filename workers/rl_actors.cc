@@ -185,10 +185,12 @@ class Scorer final : public Actor {
     std::vector<double> weights;
     for (auto n : q.getScorers()) names.push_back(text(n));
     for (double w : q.getWeights()) weights.push_back(w);
-    nlohmann::json key = {names, weights};
+    const std::string reward_model = text(q.getRewardModel());
+    cpu::set_num_threads(q.getThreads());
+    nlohmann::json key = {names, weights, reward_model};
     auto it = scorers_.find(key.dump());
     if (it == scorers_.end()) {
-      MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<rl::RewardScorer> made, rl::composite_scorer(names, weights));
+      MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<rl::RewardScorer> made, rl::composite_scorer(names, weights, reward_model));
       it = scorers_.emplace(key.dump(), std::move(made)).first;
     }
     std::vector<rl::RewardResult> results;
@@ -217,7 +219,7 @@ class Scorer final : public Actor {
   }
 
  private:
-  std::map<std::string, std::unique_ptr<rl::RewardScorer>> scorers_;  // by (names, weights)
+  std::map<std::string, std::unique_ptr<rl::RewardScorer>> scorers_;  // by (names, weights, reward model)
 };
 
 class Reference final : public Actor {

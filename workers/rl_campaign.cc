@@ -164,6 +164,8 @@ class CampaignServices final : public rl::RolloutServices {
         for (size_t i = 0; i < setup_.scorers.size(); ++i) names.set(static_cast<unsigned>(i), setup_.scorers[i]);
         auto w = b.initWeights(static_cast<unsigned>(setup_.weights.size()));
         for (size_t i = 0; i < setup_.weights.size(); ++i) w.set(static_cast<unsigned>(i), setup_.weights[i]);
+        b.setRewardModel(setup_.reward_model);
+        b.setThreads(setup_.threads);
         auto s = b.initSamples(static_cast<unsigned>(hi - lo));
         for (size_t i = lo; i < hi; ++i) {
           const rl::RewardSample& x = samples[i];

@@ -4,8 +4,8 @@
 // restart). It is kill -9ed role by role (a generator, a scorer, the reference, the learner)
 // and then the controller, and still ends bit for bit where the single-process `mariana train` run
 // of the same spec ends: every iteration's metrics (rewards, KL, lengths, ...; timings aside) and
-// the final weights and moments. The policy is pretrained far enough that some responses earn the
-// format reward, so the rewards compared are not all zero.
+// the final weights and moments. The rewards include a reward model's (a scorer part of real
+// values), so the rewards compared are never all zero.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -47,7 +47,12 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
   Cluster c;
   std::string sets = rl_tiny_sets(c, kIterations);
   ASSERT_FALSE(sets.empty());
-  sets += " --set campaign.generators=2 --set campaign.scorers=2";
+  // Rewards from the math, format and reward-model scorers: the model's part is a real number for
+  // every response, so every reward compared is one no two runs share by chance.
+  const std::string rm = make_reward_model(c, c.dir() + "/pre/checkpoints/" + step_dir(150));
+  ASSERT_FALSE(rm.empty());
+  sets += " --set campaign.generators=2 --set campaign.scorers=2 --set 'reward.scorers=[\"math\", \"format\", \"model\"]'"
+          " --set 'reward.weights=[1.0, 0.1, 0.5]' --set reward.model=" + rm;
   const std::string job_file = rl_tiny_job_file();
   const std::string ref_dir = c.dir() + "/ref";
   // `mariana train` runs the same file in one process ([campaign] is for the cluster).
@@ -95,8 +100,13 @@ TEST(RlCampaign, KillingEveryRoleAndTheControllerEndsAsTheOneProcessRun) {
     EXPECT_GE(a.value("num_restarts", 0), 1) << a.dump();
   }
   expect_rl_job_equals_reference(c, job, ref_dir, kIterations);
-  // Not a trivial equality: rewards came in (the format scorer's), and the KL term moved the weights.
+  // Not a trivial equality: rewards came in (the reward model's in every iteration), and the KL term
+  // moved the weights.
   EXPECT_GE(rewarded_iterations(ref_dir), 5);
+  auto first = read_file(ref_dir + "/metrics.jsonl");
+  ASSERT_TRUE(first.ok());
+  const auto line = nlohmann::json::parse(first.value().substr(0, first.value().find('\n')));
+  EXPECT_NE(line["reward_parts"].value("model", 0.0), 0.0) << line.dump();
   // The learner's first incarnation formed the weights group, and formed it again after generator
   // 0's restart (killed[3] is the learner, killed after the generator).
   auto log = read_file(c.dir() + "/logs-n1/" + killed[3] + "-0.out");

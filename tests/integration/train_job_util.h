@@ -6,13 +6,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <future>
 #include <map>
 #include <sstream>
 #include <string>
 
+#include "core/safetensors.h"
+#include "model/config.h"
 #include "rl/grpo.h"
+#include "sft/reward_model.h"
 #include "tests/integration/cluster_fixture.h"
 #include "tests/train/checkpoint_files.h"
 
@@ -105,6 +109,27 @@ inline std::string rl_tiny_sets(Cluster& c, int iterations) {
          " --set rollout.max_new_tokens=48 --set grpo.iterations=" + std::to_string(iterations) +
          " --set grpo.kl_beta=0.5 --set grpo.lr=1e-3 --set train.checkpoint_every=3"
          " --set train.keep_last=2 --set eval.problems=2 --set eval.max_new_tokens=4 --set train.threads=1";
+}
+
+// A reward model for a test: the checkpoint `from` with a fixed scalar head (reward_head.safetensors,
+// a cosine over the hidden units) in c.dir()/rm, without the manifest (which would not list the
+// head); "" on failure (reported).
+inline std::string make_reward_model(Cluster& c, const std::string& from) {
+  const std::string dir = c.dir() + "/rm";
+  std::error_code ec;
+  std::filesystem::copy(from, dir, std::filesystem::copy_options::recursive, ec);
+  EXPECT_FALSE(ec) << ec.message();
+  std::filesystem::remove(dir + "/manifest.json", ec);  // a hand-made directory, not a published checkpoint
+  auto cfg = model_config_load(dir + "/config.json");
+  EXPECT_TRUE(cfg.ok()) << cfg.status().to_string();
+  if (ec || !cfg.ok()) return "";
+  const int64_t C = cfg.value().hidden_size;
+  std::vector<float> w(static_cast<size_t>(C));
+  for (int64_t i = 0; i < C; ++i) w[i] = static_cast<float>(std::cos(0.7 * static_cast<double>(i)));
+  const Status st = safetensors_write(dir + "/" + kRewardHeadFile,
+                                      {{kRewardHeadTensor, Tensor::view(w.data(), DType::kF32, {1, C})}});
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  return st.ok() ? dir : "";
 }
 
 // The iterations of an rl run directory whose mean reward is above 0.

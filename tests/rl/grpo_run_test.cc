@@ -83,6 +83,18 @@ TEST_F(GrpoRun, SpecErrorsNameTheField) {
   r = rl_spec_parse("[job]\nphase = \"rl\"\n", "rl.toml", {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("model.init_from"), std::string::npos);
+  // The "model" scorer needs its reward model, and a reward model needs the "model" scorer.
+  for (const char* reward : {"scorers = [\"math\", \"model\"]\nweights = [1.0, 0.5]\n", "model = \"rm\"\n"}) {
+    r = rl_spec_parse("[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n[reward]\n" + std::string(reward), "rl.toml", {});
+    ASSERT_FALSE(r.ok()) << reward;
+    EXPECT_NE(r.status().message().find("reward.model"), std::string::npos) << r.status().to_string();
+  }
+  for (const char* bad : {"parallel.dp=0", "rl.max_staleness=9", "campaign.scorers=0", "campaign.weight_sync=\"pigeon\""}) {
+    r = rl_spec_parse("[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n", "rl.toml", {bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    const std::string field = std::string(bad).substr(0, std::string(bad).find('='));
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().to_string();
+  }
   r = rl_spec_parse("[job]\nphase = \"rl\"\n[model]\ninit_from = \"x\"\n", "rl.toml", {"grpo.kl_beta=-1"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("grpo.kl_beta"), std::string::npos);
