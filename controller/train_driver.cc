@@ -135,7 +135,8 @@ void Controller::train_send_start(JobRecord& j, JobRun& run, size_t rank) {
 void Controller::train_gang_restart(JobRecord& j, JobRun& run, const std::string& cause) {
   // The ranks still in the broken gang restart without spending their budget (the rank that
   // failed has spent its own already).
-  for (size_t i = 0; i < trainer_ranks(j); ++i) {
+  const size_t ranks = trainer_ranks(j);
+  for (size_t i = 0; i < ranks; ++i) {
     ActorRecord& a = actors_[j.actor_ids[i]];
     if (i < run.gang.size() && a.incarnation == run.gang[i] && a.state != ActorState::kDead) {
       if (!a.node_id.empty()) send_stop_worker(a.node_id, a.id, a.incarnation);
@@ -218,9 +219,10 @@ void Controller::handle_actor_report(const std::string& peer, uint64_t rid, prot
   const int64_t step = m.getStep();
   const size_t rank = static_cast<size_t>(
       std::find(j.actor_ids.begin(), j.actor_ids.end(), aid) - j.actor_ids.begin());
-  if (rank >= trainer_ranks(j))
+  const size_t ranks = trainer_ranks(j);
+  if (rank >= ranks)
     return reply_error(peer, rid, InvalidArgument("actorReport: " + aid + " is not a trainer of job " + j.id));
-  if (trainer_ranks(j) > 1) {  // a gang: rank 0 reports for it; any rank reports its failure
+  if (ranks > 1) {  // a gang: rank 0 reports for it; any rank reports its failure
     if (event == "failed") {
       // A rank's failure: its own error, or a collective that failed on a peer that died before
       // the controller knew. Acted on after the grace period (train_tick), unless a peer's

@@ -178,13 +178,12 @@ Result<std::deque<Rollout>> pending_rollouts_read(const std::string& checkpoint_
 // last keep_last). One process: the moments in optimizer.safetensors. A data-parallel learner
 // (collective): rank 0 writes the model (every rank holds the same weights) and the files above,
 // every rank its ZeRO-1 slices (optimizer-0000r-of-0000D.safetensors), and rank 0 publishes once
-// all are written, in a staging directory named by rank 0's pid.
+// all are written (write_checkpoint_of_ranks).
 Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<float>& model,
                            const std::vector<MomentRun>& moments, ParallelGroups* parallel,
                            const std::string& tokenizer_json, const nlohmann::json& state,
                            const std::deque<Rollout>& pending, int64_t keep_last, std::string* written) {
   const bool dp = parallel != nullptr && parallel->world().size() > 1;
-  const bool lead = !dp || parallel->world().rank() == 0;
   auto lead_files = [&](const std::string& tmp) -> Status {
     MARIANA_RETURN_IF_ERROR(checkpoint_save(tmp, model, CheckpointOptions{}));
     MARIANA_RETURN_IF_ERROR(write_file_atomic((fs::path(tmp) / "tokenizer.json").string(), tokenizer_json));
@@ -204,35 +203,11 @@ Status write_rl_checkpoint(const std::string& run_dir, int64_t it, const Model<f
     *written = where.final_dir;
     return Status::Ok();
   }
-  comm::Communicator& world = parallel->world();
-  const int64_t rank = world.rank(), D = world.size();
-  const std::string what = "writing checkpoint iteration " + std::to_string(it);
-  std::vector<float> tag_bits(1, 0.0f);
-  uint32_t tag = static_cast<uint32_t>(::getpid());
-  if (lead) std::memcpy(tag_bits.data(), &tag, sizeof tag);
-  MARIANA_RETURN_IF_ERROR(world.broadcast(tag_bits, 0));
-  std::memcpy(&tag, tag_bits.data(), sizeof tag);
-  const CheckpointStaging where = checkpoint_staging_path(run_dir, iter_dir_name(it), "ranks-" + std::to_string(tag));
-  Status st;
-  if (lead) {  // a staging directory left by an earlier gang is emptied first
-    std::error_code ec;
-    fs::remove_all(where.tmp, ec);
-    fs::create_directories(where.tmp, ec);
-    st = ec ? Unavailable("checkpoint " + where.tmp + ": cannot create: " + ec.message()) : lead_files(where.tmp);
-  }
-  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
-  st = write_moments((fs::path(where.tmp) / moments_file_name(rank, D)).string(), moments);
-  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
-  if (lead) {
-    for (int64_t r = 0; r < D && st.ok(); ++r)
-      if (!fs::exists(fs::path(where.tmp) / moments_file_name(r, D)))
-        st = Unavailable("checkpoint " + where.final_dir + ": rank " + std::to_string(r) + "'s " +
-                         moments_file_name(r, D) + " is not in " + where.tmp + " although it was written");
-    if (st.ok()) st = checkpoint_publish(run_dir, where.tmp, where.final_dir, it, keep_last);
-  }
-  MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
-  *written = where.final_dir;
-  return Status::Ok();
+  const int64_t rank = parallel->world().rank(), D = parallel->world().size();
+  return write_checkpoint_of_ranks(
+      *parallel, run_dir, iter_dir_name(it), it, keep_last, lead_files,
+      [&](const std::string& tmp) { return write_moments((fs::path(tmp) / moments_file_name(rank, D)).string(), moments); },
+      [&](int64_t r) { return std::vector<std::string>{moments_file_name(r, D)}; }, nullptr, written);
 }
 
 // Rank 0's bytes on every rank of `world` (its length first, then the bytes as floats).

@@ -122,50 +122,71 @@ CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const Par
   return out;
 }
 
-Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir, int64_t step,
-                             const Model<float>& model, const ParamTable& full, const std::vector<MomentRun>& moments,
-                             const TrainObjective* objective, const nlohmann::ordered_json& state, int64_t keep_last,
-                             std::string* written) {
+Status write_checkpoint_of_ranks(ParallelGroups& groups, const std::string& run_dir, const std::string& name,
+                                 int64_t step, int64_t keep_last, const CheckpointWriter& first,
+                                 const CheckpointWriter& mine,
+                                 const std::function<std::vector<std::string>(int64_t rank)>& files_of,
+                                 const CheckpointWriter& last, std::string* written) {
   comm::Communicator& world = groups.world();
-  const ParallelRank& at = groups.layout();
-  const std::string what = "writing checkpoint step " + std::to_string(step);
+  const int64_t rank = world.rank(), ranks = world.size();
+  const std::string what = "writing checkpoint " + name;
   // The staging directory is named by rank 0's pid, agreed on by broadcast: a rank left over from
   // an earlier gang (same step, other rank 0) never writes into this gang's.
   std::vector<float> tag_bits(1, 0.0f);
   uint32_t tag = static_cast<uint32_t>(::getpid());
-  if (at.rank == 0) std::memcpy(tag_bits.data(), &tag, sizeof tag);
+  if (rank == 0) std::memcpy(tag_bits.data(), &tag, sizeof tag);
   MARIANA_RETURN_IF_ERROR(world.broadcast(tag_bits, 0));  // bytes copied as they are
   std::memcpy(&tag, tag_bits.data(), sizeof tag);
-  const CheckpointStaging where = checkpoint_staging_path(run_dir, step_dir_name(step), "ranks-" + std::to_string(tag));
+  const CheckpointStaging where = checkpoint_staging_path(run_dir, name, "ranks-" + std::to_string(tag));
   Status st;
-  if (at.rank == 0) {  // a staging directory left by a gang that died is emptied first
+  if (rank == 0) {  // a staging directory left by a gang that died is emptied first
     std::error_code ec;
     fs::remove_all(where.tmp, ec);
     fs::create_directories(where.tmp, ec);
     if (ec) st = Unavailable("checkpoint " + where.tmp + ": cannot create: " + ec.message());
+    if (st.ok() && first) st = first(where.tmp);
   }
   MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
-  const CheckpointLayout layout = checkpoint_layout_of_ranks(model.config(), full, at);
-  st = checkpoint_write_files(where.tmp, model, layout, {static_cast<size_t>(at.rank)}, "checkpoint " + where.final_dir);
-  if (st.ok()) st = write_moments((fs::path(where.tmp) / moments_file_name(at.rank, at.world)).string(), moments);
+  st = mine(where.tmp);
   MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
   // Every rank's files are written: rank 0 completes the checkpoint and publishes its manifest.
-  if (at.rank == 0) {
-    // Every rank's files must be visible here before the manifest lists the directory's files (a
-    // shared file system may show another node's new file late): else this checkpoint fails.
-    for (int64_t r = 0; r < at.world && st.ok(); ++r)
-      for (const std::string& f : {checkpoint_file_name(static_cast<size_t>(r), static_cast<size_t>(at.world)),
-                                   moments_file_name(r, at.world)})
+  if (rank == 0) {
+    for (int64_t r = 0; r < ranks && st.ok(); ++r)
+      for (const std::string& f : files_of(r))
         if (st.ok() && !fs::exists(fs::path(where.tmp) / f))
           st = Unavailable("checkpoint " + where.final_dir + ": rank " + std::to_string(r) + "'s " + f +
                            " is not in " + where.tmp + " although it was written");
-    if (st.ok()) st = checkpoint_write_index(where.tmp, model.config(), full, layout);
-    if (st.ok()) st = write_trainer_files(where.tmp, run_dir, state, objective);
+    if (st.ok() && last) st = last(where.tmp);
     if (st.ok()) st = checkpoint_publish(run_dir, where.tmp, where.final_dir, step, keep_last);
   }
   MARIANA_RETURN_IF_ERROR(agree_status(world, st, what));
   *written = where.final_dir;
   return Status::Ok();
+}
+
+Status write_rank_checkpoint(ParallelGroups& groups, const std::string& run_dir, int64_t step,
+                             const Model<float>& model, const ParamTable& full, const std::vector<MomentRun>& moments,
+                             const TrainObjective* objective, const nlohmann::ordered_json& state, int64_t keep_last,
+                             std::string* written) {
+  const ParallelRank& at = groups.layout();
+  const std::string final_dir = (fs::path(run_dir) / "checkpoints" / step_dir_name(step)).string();
+  const CheckpointLayout layout = checkpoint_layout_of_ranks(model.config(), full, at);
+  return write_checkpoint_of_ranks(
+      groups, run_dir, step_dir_name(step), step, keep_last, nullptr,
+      [&](const std::string& tmp) -> Status {
+        MARIANA_RETURN_IF_ERROR(
+            checkpoint_write_files(tmp, model, layout, {static_cast<size_t>(at.rank)}, "checkpoint " + final_dir));
+        return write_moments((fs::path(tmp) / moments_file_name(at.rank, at.world)).string(), moments);
+      },
+      [&](int64_t r) {
+        return std::vector<std::string>{checkpoint_file_name(static_cast<size_t>(r), static_cast<size_t>(at.world)),
+                                        moments_file_name(r, at.world)};
+      },
+      [&](const std::string& tmp) -> Status {
+        MARIANA_RETURN_IF_ERROR(checkpoint_write_index(tmp, model.config(), full, layout));
+        return write_trainer_files(tmp, run_dir, state, objective);
+      },
+      written);
 }
 
 ZeroOptimizer::ZeroOptimizer(const ParamTable& table, const ParamTable& full, int64_t n_routed_experts, AdamWConfig cfg,

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,8 +87,22 @@ ShardFilter shard_filter_of_rank(const ParallelRank& layout, int64_t n_routed_ex
 // rank; in table order, each to the candidate with the fewest elements so far (ties: the lowest rank).
 CheckpointLayout checkpoint_layout_of_ranks(const ModelConfig& config, const ParamTable& full, const ParallelRank& layout);
 
+// The mechanism of a checkpoint every rank writes into (collective): a staging directory named by
+// rank 0's pid (which the ranks agree on by broadcast), emptied and created by rank 0, which then
+// writes its own first files into it (`first`, may be null); each rank writes its files (`mine`);
+// once every rank has, rank 0 checks that each rank r's files_of(r) are visible (a shared file
+// system may show another node's file late), completes the directory (`last`, may be null) and
+// publishes it as run_dir/checkpoints/<name> (manifest, keep_last). A failure on any rank fails
+// every rank, and nothing is published. *written: the checkpoint's directory, on every rank.
+using CheckpointWriter = std::function<Status(const std::string& staging_dir)>;
+Status write_checkpoint_of_ranks(ParallelGroups& groups, const std::string& run_dir, const std::string& name,
+                                 int64_t step, int64_t keep_last, const CheckpointWriter& first,
+                                 const CheckpointWriter& mine,
+                                 const std::function<std::vector<std::string>(int64_t rank)>& files_of,
+                                 const CheckpointWriter& last, std::string* written);
+
 class TrainObjective;
-// Writes run_dir/checkpoints/step-N with every rank of the job (collective): rank 0 empties the
+// Writes run_dir/checkpoints/step-N with every rank of the job (write_checkpoint_of_ranks): rank 0 empties the
 // shared staging directory (named by rank 0's pid, which the ranks agree on); each rank writes its model file (checkpoint_layout_of_ranks) from
 // `model` and its moments file from `moments`; once every rank has, rank 0 writes config.json, the
 // index and the trainer's files (write_trainer_files) and publishes. A failure on any rank fails

@@ -187,11 +187,11 @@ class Scorer final : public Actor {
     for (double w : q.getWeights()) weights.push_back(w);
     const std::string reward_model = text(q.getRewardModel());
     cpu::set_num_threads(q.getThreads());
-    nlohmann::json key = {names, weights, reward_model};
-    auto it = scorers_.find(key.dump());
+    const std::string key = nlohmann::json({names, weights, reward_model}).dump();
+    auto it = scorers_.find(key);
     if (it == scorers_.end()) {
       MARIANA_ASSIGN_OR_RETURN(std::unique_ptr<rl::RewardScorer> made, rl::composite_scorer(names, weights, reward_model));
-      it = scorers_.emplace(key.dump(), std::move(made)).first;
+      it = scorers_.emplace(key, std::move(made)).first;
     }
     std::vector<rl::RewardResult> results;
     for (auto x : q.getSamples()) {

@@ -231,13 +231,6 @@ class CampaignServices final : public rl::RolloutServices {
   }
 
  private:
-  // Each generator's incarnation as its handle last reached it (0 before any call).
-  std::vector<int64_t> generator_incarnations() {
-    std::vector<int64_t> inc;
-    for (int64_t g = 0; g < generators_.size(); ++g) inc.push_back(generators_.at(g).incarnation());
-    return inc;
-  }
-
   // The weights group of the learner (rank 0) and every generator, under a name of its own.
   Status form_group() {
     const int world = static_cast<int>(generators_.size()) + 1;
@@ -269,7 +262,6 @@ class CampaignServices final : public rl::RolloutServices {
     for (size_t g = 0; g < joined.size(); ++g)
       if (!joined[g].ok()) return Status(joined[g].code(), "generator " + std::to_string(g) + ": " + joined[g].message());
     group_ = std::move(root).value();
-    group_incarnations_ = generator_incarnations();
     group_name_ = name;
     std::printf("campaign: weights group %s of the learner and %lld generator(s) formed\n", name.c_str(),
                 (long long)generators_.size());
@@ -291,7 +283,7 @@ class CampaignServices final : public rl::RolloutServices {
     if (!st.ok()) return false;
     for (const std::string& n : names)
       if (n != group_name_) return false;
-    return generator_incarnations() == group_incarnations_;
+    return true;
   }
 
   // The published version broadcast over the weights group (formed first when there is none, or
@@ -365,8 +357,7 @@ class CampaignServices final : public rl::RolloutServices {
   std::shared_ptr<ControllerKvStore> kv_ =
       std::make_shared<ControllerKvStore>(where_.controller, where_.token, 5000, where_.curve);
   std::unique_ptr<comm::Communicator> group_;  // the weights group, when formed
-  std::vector<int64_t> group_incarnations_;    // the generators' incarnations it was formed with
-  std::string group_name_;
+  std::string group_name_;                    // its name, which every generator in it answers
   int64_t formations_ = 0, backoff_ = 0;       // backoff_: versions to send by calls before forming again
   std::vector<float> snapshot_;     // the published version's arena, when rollouts run beside the learner
   const float* published_ = nullptr;  // the published version's arena: the policy's or snapshot_

@@ -338,8 +338,6 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
       (void)router.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       (void)router.send(zmq::buffer(reply), zmq::send_flags::dontwait);
     }
-    serve_calls();
-    hot = served > 0 && !long_running;  // while a long call runs, wait in poll, which sees its end at once
     // The controller: replies to our registration and heartbeats, its own calls, shutdown.
     for (int i = 0; i < 1024; ++i) {
       zmq::message_t body;
@@ -389,7 +387,8 @@ Status worker_run(const WorkerOptions& o, const ActorRegistry& registry, const s
         default: break;
       }
     }
-    serve_calls();  // calls from the controller, and the end of a long call
+    serve_calls();  // the calls queued from both sockets, and the end of a long call
+    hot = served > 0 && !long_running;  // while a long call runs, wait in poll, which sees its end at once
     for (auto& e : actor->take_events()) reports.push_back(std::move(e));
     const int64_t now = clock.now_ms();
     if (registered && !reports.empty() && (report_rid == 0 || now - report_sent > 1000)) send_report();

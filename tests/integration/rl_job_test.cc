@@ -9,7 +9,6 @@
 #include <signal.h>
 
 #include <future>
-#include <random>
 #include <sstream>
 
 #include "tests/integration/train_job_util.h"
@@ -34,16 +33,12 @@ TEST(RlJob, Kill9OfTheLearnerResumesBitForBit) {
   const std::string job = c.submit(job_file, sets);
   ASSERT_EQ(job, "job-1");
 
-  std::mt19937 rng(std::random_device{}());
-  const int kill_at = std::uniform_int_distribution<int>(1, kIterations / 2)(rng);
-  std::fprintf(stderr, "killing the learner's worker at iteration >= %d\n", kill_at);
-  const RunningActor victim = wait_for_running_actor(c, job, kill_at);
-  ASSERT_GT(victim.pid, 0) << "the job did not reach iteration " << kill_at << ": " << c.job(job).dump();
-  const int killed_at = victim.step, registered_at_kill = victim.registered;
-  const std::string actor_id = victim.id;
-  ASSERT_EQ(::kill(victim.pid, SIGKILL), 0);
+  const KilledActor k = kill9_at_random_step(c, job, kIterations / 2);
+  ASSERT_GT(k.actor.pid, 0) << "the job did not reach iteration " << k.kill_at << ": " << c.job(job).dump();
+  ASSERT_TRUE(k.killed);
+  const int killed_at = k.actor.step, registered_at_kill = k.actor.registered;
+  const std::string actor_id = k.actor.id;
   ASSERT_LT(killed_at, kIterations) << "the job ended before the kill";
-  std::fprintf(stderr, "killed pid %d at iteration %d\n", victim.pid, killed_at);
 
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   auto r = ref.get();

@@ -8,7 +8,6 @@
 #include <signal.h>
 
 #include <future>
-#include <random>
 #include <sstream>
 
 #include "tests/integration/train_job_util.h"
@@ -34,17 +33,12 @@ TEST(TrainJob, Kill9OfTheTrainerResumesFromTheRegisteredCheckpointBitForBit) {
   ASSERT_EQ(job, "job-1");
 
   // Kill the trainer's worker once the job has reached a random step before the end.
-  std::mt19937 rng(std::random_device{}());
-  const int kill_at = std::uniform_int_distribution<int>(1, kSteps - 6)(rng);
-  std::fprintf(stderr, "killing the trainer's worker at step >= %d\n", kill_at);
-  const RunningActor victim = wait_for_running_actor(c, job, kill_at);
-  ASSERT_GT(victim.pid, 0) << "the job did not reach step " << kill_at << ": " << c.job(job).dump();
-  const int killed_at = victim.step, registered_at_kill = victim.registered;
-  const std::string actor_id = victim.id;
-  ASSERT_EQ(::kill(victim.pid, SIGKILL), 0);
+  const KilledActor k = kill9_at_random_step(c, job, kSteps - 6);
+  ASSERT_GT(k.actor.pid, 0) << "the job did not reach step " << k.kill_at << ": " << c.job(job).dump();
+  ASSERT_TRUE(k.killed);
+  const int killed_at = k.actor.step, registered_at_kill = k.actor.registered;
+  const std::string actor_id = k.actor.id;
   ASSERT_LT(killed_at, kSteps) << "the job ended before the kill";
-  std::fprintf(stderr, "killed pid %d at step %d (last registered checkpoint: step %d)\n", victim.pid, killed_at,
-               registered_at_kill);
 
   EXPECT_EQ(c.wait_end(job, 120), "SUCCEEDED") << c.job(job).dump();
   auto r = ref.get();

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <future>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 
@@ -191,6 +193,27 @@ inline RunningActor wait_for_running_actor(Cluster& c, const std::string& job, i
       },
       seconds);
   return out;
+}
+
+// Kills the job's running actor with kill -9 once the job has reached a random step in [1, last]:
+// that actor as wait_for_running_actor found it (pid 0 when the job never got there), and whether
+// the signal was sent.
+struct KilledActor {
+  RunningActor actor;
+  int kill_at = 0;
+  bool killed = false;
+};
+inline KilledActor kill9_at_random_step(Cluster& c, const std::string& job, int last) {
+  KilledActor k;
+  std::mt19937 rng(std::random_device{}());
+  k.kill_at = std::uniform_int_distribution<int>(1, last)(rng);
+  std::fprintf(stderr, "killing the job's worker at step >= %d\n", k.kill_at);
+  k.actor = wait_for_running_actor(c, job, k.kill_at);
+  k.killed = k.actor.pid > 0 && ::kill(k.actor.pid, SIGKILL) == 0;
+  if (k.killed)
+    std::fprintf(stderr, "killed pid %d at step %d (last registered checkpoint: step %d)\n", k.actor.pid, k.actor.step,
+                 k.actor.registered);
+  return k;
 }
 
 // The finished cluster job equals the reference run: its step, exactly one metric point per step
